@@ -1,0 +1,91 @@
+"""Frozen configuration dataclasses: strict loading (unknown keys are errors) and YAML/JSON I/O.
+
+Each stage keeps its own config dataclass beside its code (``facesfm.render.config`` ...);
+this module holds the shared machinery and re-exports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from facesfm.errors import InputError
+
+T = TypeVar("T")
+
+
+def to_dict(cfg) -> dict:
+    """A config dataclass as plain JSON/YAML-serialisable data (tuples become lists)."""
+
+    def conv(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, (list, tuple)):
+            return [conv(v) for v in x]
+        if isinstance(x, Path):
+            return str(x)
+        return x
+
+    return conv(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build ``cls`` from ``data``; unknown keys raise an :class:`InputError` naming them."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for k, v in data.items():
+        tp = hints[k]
+        sub = _dataclass_in(tp)
+        if sub is not None and isinstance(v, dict):
+            v = from_dict(sub, v, f"{where}.{k}")
+        elif isinstance(v, list) and _is_tuple(tp):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _dataclass_in(tp):
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for a in typing.get_args(tp):
+            if dataclasses.is_dataclass(a):
+                return a
+    return None
+
+
+def _is_tuple(tp) -> bool:
+    if typing.get_origin(tp) is tuple:
+        return True
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return any(typing.get_origin(a) is tuple for a in typing.get_args(tp))
+    return False
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from None
+    return from_dict(cls, data, str(path))
+
+
+def dump_yaml(cfg, path: str | Path) -> None:
+    from facesfm.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,9 @@
+"""Errors that the CLI reports as one line naming the culprit (no traceback)."""
+
+
+class FacesfmError(Exception):
+    """A user-facing error: bad input, missing data, an unusable file."""
+
+
+class InputError(FacesfmError):
+    """A file, folder or option given by the user cannot be used."""

@@ -1,0 +1,1 @@
+"""facesfm.losses"""
