@@ -1,0 +1,128 @@
+"""Relative pose network: a (target, source) image pair -> 6-DoF ``src_T_tgt``.
+
+A plain strided conv encoder (SfMLearner style, stride 32) over the 6-channel concatenation
+(target first), global average pooling and a 1x1 head to 6 numbers, multiplied by
+``output_scale`` (0.01) so that the predicted motion starts near identity. The 6 numbers are
+an axis-angle rotation (radians) and a translation in units of ``translation_unit_mm``
+(so the head works with O(1) numbers even though faces move by tens of millimetres).
+
+``pivot_depth_mm`` optionally expresses the rotation about the point (0, 0, pivot) of the target
+camera (the head centre for a camera looking at a head): ``X_src = R (X_tgt - c) + c + t``.
+A head turning in front of a fixed camera is then a pure rotation; 0 gives the plain
+``X_src = R X_tgt + t`` parameterisation of the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from facesfm.networks._common import ConvBlock, check_image, kaiming_init
+
+__all__ = ["PoseNetConfig", "PoseOutput", "PoseNet", "axis_angle_to_matrix", "pose_vector_to_matrix"]
+
+
+@dataclass(frozen=True)
+class PoseNetConfig:
+    """Pose network settings.
+
+    channels:            widths of the five stride-2 stages.
+    output_scale:        multiplier on the head's output (small motion at init).
+    translation_unit_mm: millimetres per unit of the translation output.
+    pivot_depth_mm:      rotation pivot on the target camera's optical axis (0 = camera centre).
+    in_channels:         channels per image (3, RGB); the network sees 2x that.
+    """
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 192)
+    output_scale: float = 0.01
+    translation_unit_mm: float = 100.0
+    pivot_depth_mm: float = 0.0
+    in_channels: int = 3
+
+    def __post_init__(self):
+        if len(self.channels) != 5:
+            raise ValueError(f"PoseNetConfig.channels needs 5 entries, got {self.channels}")
+
+
+@dataclass
+class PoseOutput:
+    """Relative motion for a batch of pairs.
+
+    vector:    (B, 6): axis-angle (rad) and translation (mm) as used in ``src_T_tgt``
+               (translation after the pivot correction, i.e. ``src_T_tgt[:, :3, 3]``).
+    src_T_tgt: (B, 4, 4): ``X_src = R X_tgt + t``.
+    """
+
+    vector: torch.Tensor
+    src_T_tgt: torch.Tensor
+
+
+def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: axis-angle (..., 3) radians -> rotation matrices (..., 3, 3).
+
+    Differentiable everywhere, including at 0 (Taylor expansion below 1e-4 rad).
+    """
+    if rotvec.shape[-1] != 3:
+        raise ValueError(f"axis_angle_to_matrix: expected (..., 3), got {tuple(rotvec.shape)}")
+    th2 = (rotvec * rotvec).sum(-1)
+    small = th2 < 1e-8
+    # the unused branch must stay finite, or its NaN gradient leaks through torch.where
+    th2_safe = torch.where(small, torch.ones_like(th2), th2)
+    th = torch.sqrt(th2_safe)
+    a = torch.where(small, 1.0 - th2 / 6.0, torch.sin(th) / th)
+    b = torch.where(small, 0.5 - th2 / 24.0, (1.0 - torch.cos(th)) / th2_safe)
+    x, y, z = rotvec.unbind(-1)
+    zero = torch.zeros_like(x)
+    Kx = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*rotvec.shape[:-1], 3, 3)
+    eye = torch.eye(3, device=rotvec.device, dtype=rotvec.dtype).expand_as(Kx)
+    return eye + a[..., None, None] * Kx + b[..., None, None] * (Kx @ Kx)
+
+
+def pose_vector_to_matrix(vec: torch.Tensor) -> torch.Tensor:
+    """(..., 6) [axis-angle (rad), translation] -> (..., 4, 4) rigid transforms."""
+    if vec.shape[-1] != 6:
+        raise ValueError(f"pose_vector_to_matrix: expected (..., 6), got {tuple(vec.shape)}")
+    R = axis_angle_to_matrix(vec[..., :3])
+    top = torch.cat([R, vec[..., 3:, None]], dim=-1)
+    bottom = torch.zeros(*vec.shape[:-1], 1, 4, device=vec.device, dtype=vec.dtype)
+    bottom[..., 0, 3] = 1.0
+    return torch.cat([top, bottom], dim=-2)
+
+
+class PoseNet(nn.Module):
+    """(target, source) images (B, 3, H, W) each, in [0, 1] -> :class:`PoseOutput`
+    ``src_T_tgt``. H and W must be multiples of 32."""
+
+    stride = 32
+
+    def __init__(self, cfg: PoseNetConfig = PoseNetConfig()):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.channels
+        layers: list[nn.Module] = [ConvBlock(2 * cfg.in_channels, c[0], stride=2, use_norm=False)]
+        for i in range(1, 5):
+            layers.append(ConvBlock(c[i - 1], c[i], stride=2, use_norm=False))
+        layers.append(ConvBlock(c[4], c[4], use_norm=False))
+        self.encoder = nn.Sequential(*layers)
+        self.head = nn.Conv2d(c[4], 6, 1)
+        kaiming_init(self)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tgt: torch.Tensor, src: torch.Tensor) -> PoseOutput:
+        if tgt.shape != src.shape:
+            raise ValueError(f"PoseNet: tgt {tuple(tgt.shape)} and src {tuple(src.shape)} differ")
+        x = torch.cat([tgt, src], dim=1)
+        check_image(x, 2 * self.cfg.in_channels, self.stride, "PoseNet")
+        raw = self.head(self.encoder(x)).mean((2, 3)) * self.cfg.output_scale  # (B, 6)
+        rot = raw[:, :3]
+        t = raw[:, 3:] * self.cfg.translation_unit_mm
+        R = axis_angle_to_matrix(rot)
+        if self.cfg.pivot_depth_mm:
+            c = torch.zeros_like(t)
+            c[:, 2] = self.cfg.pivot_depth_mm
+            t = t + c - (R @ c[..., None])[..., 0]
+        vec = torch.cat([rot, t], dim=-1)
+        return PoseOutput(vector=vec, src_T_tgt=pose_vector_to_matrix(vec))
