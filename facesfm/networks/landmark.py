@@ -37,7 +37,7 @@ from torch import nn
 
 from facesfm.networks._common import ConvBlock, ResBlock, check_image, kaiming_init, to_gray
 
-__all__ = ["LandmarkNetConfig", "LandmarkOutput", "LandmarkNet", "ba_weights"]
+__all__ = ["LandmarkNetConfig", "LandmarkOutput", "LandmarkNet", "ba_weights", "soft_argmax_2d"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,36 @@ def ba_weights(out: LandmarkOutput, min_log_sigma: float = -2.0) -> torch.Tensor
     if out.log_sigma is not None:
         w = w * torch.exp(-2.0 * out.log_sigma.clamp_min(min_log_sigma))
     return w
+
+
+def soft_argmax_2d(
+    logits: torch.Tensor, stride: int, offset: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected position and spread of per-landmark heatmaps (integral regression).
+
+    logits: (B, N, h, w) at ``stride`` input pixels per cell; cell (i, j) sits at input pixel
+    ``(u, v) = (stride * j + offset, stride * i + offset)``. For strided 3x3 convolutions with
+    padding 1 (our encoders) the receptive field of cell j is centred on input pixel
+    ``stride * j``: offset 0. (For average-pool style cells it would be ``(stride - 1) / 2``.)
+    Returns ``uv`` (B, N, 2) in input pixels and ``log_sigma`` (B, N): half the log of the mean
+    of the u and v variances of the softmax distribution, plus the variance of a uniform cell
+    (stride^2 / 12) so a one-cell peak is not infinitely certain.
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"soft_argmax_2d: logits must be (B, N, h, w), got {tuple(logits.shape)}")
+    B, N, h, w = logits.shape
+    prob = torch.softmax(logits.flatten(2), dim=-1).reshape(B, N, h, w)
+    s = float(stride)
+    us = torch.arange(w, device=logits.device, dtype=logits.dtype) * s + offset
+    vs = torch.arange(h, device=logits.device, dtype=logits.dtype) * s + offset
+    pu = prob.sum(2)  # (B, N, w): marginal over rows
+    pv = prob.sum(3)  # (B, N, h)
+    mu_u = (pu * us).sum(-1)
+    mu_v = (pv * vs).sum(-1)
+    var_u = (pu * (us - mu_u[..., None]) ** 2).sum(-1)
+    var_v = (pv * (vs - mu_v[..., None]) ** 2).sum(-1)
+    log_sigma = 0.5 * torch.log(0.5 * (var_u + var_v) + s**2 / 12.0)
+    return torch.stack([mu_u, mu_v], -1), log_sigma
 
 
 class LandmarkNet(nn.Module):
@@ -176,20 +206,6 @@ class LandmarkNet(nn.Module):
         p = self.lat3(f3)
         p = F.interpolate(p, size=f2.shape[-2:], mode="bilinear", align_corners=False) + self.lat2(f2)
         p = F.interpolate(p, size=f1.shape[-2:], mode="bilinear", align_corners=False) + self.lat1(f1)
-        logits = self.heat(self.smooth(p))  # (B, N, h, w) at stride 4
-        h, w = logits.shape[-2:]
-        prob = torch.softmax(logits.flatten(2), dim=-1).reshape(B, -1, h, w)
-        # heatmap cell j covers input pixels [4j, 4j + 3]: its centre is at 4j + 1.5
-        s = 4.0
-        us = torch.arange(w, device=x.device, dtype=x.dtype) * s + (s - 1) / 2
-        vs = torch.arange(h, device=x.device, dtype=x.dtype) * s + (s - 1) / 2
-        pu = prob.sum(2)  # (B, N, w) marginal over rows
-        pv = prob.sum(3)  # (B, N, h)
-        mu_u = (pu * us).sum(-1)
-        mu_v = (pv * vs).sum(-1)
-        var_u = (pu * (us - mu_u[..., None]) ** 2).sum(-1)
-        var_v = (pv * (vs - mu_v[..., None]) ** 2).sum(-1)
-        # a cell has a width of s pixels: add the variance of a uniform cell (s^2/12)
-        log_sigma = 0.5 * torch.log(0.5 * (var_u + var_v) + s**2 / 12.0)
+        uv, log_sigma = soft_argmax_2d(self.heat(self.smooth(p)), stride=4)
         vis = self.vis(f3.mean((2, 3)))
-        return LandmarkOutput(uv=torch.stack([mu_u, mu_v], -1), visibility_logits=vis, log_sigma=log_sigma)
+        return LandmarkOutput(uv=uv, visibility_logits=vis, log_sigma=log_sigma)
