@@ -1,0 +1,183 @@
+"""Frozen configuration of the renderer: camera trajectory, lighting, image and output options.
+
+Every random quantity is drawn from the sequence seed, so a (config, seed) pair names one
+sequence exactly. Ranges are ``(low, high)`` pairs sampled uniformly per sequence; a fixed
+value is a range with equal ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from facesfm.errors import InputError
+from facesfm.faces.types import LANDMARK_COUNTS
+
+__all__ = ["TrajectoryConfig", "LightingConfig", "RenderConfig", "BACKGROUNDS"]
+
+#: Background kinds: a constant colour, seeded per-pixel noise (smoothed), a seeded linear
+#: gradient, or "random" (noise or gradient chosen by the seed).
+BACKGROUNDS = ("color", "noise", "gradient", "random")
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """A yaw sweep of a camera around the head (the paper's "rotate every 2 degrees").
+
+    The camera sits on a sphere of radius ``distance`` around ``target`` and looks at it.
+    Yaw is the azimuth about the world +y axis: yaw 0 looks at the face from the front (camera
+    on +z), positive yaw moves the camera towards world +x. Pitch is the elevation: positive
+    puts the camera above the head looking down. Roll turns the camera about its optical axis:
+    camera-frame points are rotated by Rz(roll), so positive roll turns the image content
+    clockwise on screen (x towards +y, which points down).
+
+    yaw_min, yaw_max: ends of the sweep in degrees.
+    step:             yaw step in degrees; the sweep has round((max - min) / step) + 1 frames.
+    frames:           if set, exactly this many frames spread evenly over [yaw_min, yaw_max]
+                      (``step`` is then ignored).
+    distance:         camera distance to ``target`` in mm (500 mm with focal 500 px puts a
+                      ~230 mm tall head inside a 384 px frame).
+    distance_jitter:  per-frame uniform jitter of the distance, +- mm.
+    pitch:            constant pitch in degrees, or the start of a linear sweep ...
+    pitch_end:        ... to this pitch at the last frame (None: constant pitch).
+    roll_jitter:      per-frame uniform roll in +- degrees.
+    yaw_jitter:       irregular steps: each yaw moves by a uniform +- ``yaw_jitter * step``
+                      (must be < 0.5 so the sweep stays monotonic).
+    every:            keep every k-th frame of the sweep.
+    indices:          keep only these sweep indices (0-based, in any order, no repeats);
+                      exclusive with ``every``.
+    target:           the point looked at (world mm); None = centre of the mesh's bounding box.
+    """
+
+    yaw_min: float = -60.0
+    yaw_max: float = 60.0
+    step: float = 2.0
+    frames: int | None = None
+    distance: float = 500.0
+    distance_jitter: float = 0.0
+    pitch: float = 0.0
+    pitch_end: float | None = None
+    roll_jitter: float = 0.0
+    yaw_jitter: float = 0.0
+    every: int = 1
+    indices: tuple[int, ...] | None = None
+    target: tuple[float, float, float] | None = None
+
+    def __post_init__(self):
+        if not self.yaw_max >= self.yaw_min:
+            raise InputError(f"trajectory: yaw_max ({self.yaw_max}) < yaw_min ({self.yaw_min})")
+        if self.frames is None and not self.step > 0:
+            raise InputError(f"trajectory: step must be > 0, got {self.step}")
+        if self.frames is not None and self.frames < 1:
+            raise InputError(f"trajectory: frames must be >= 1, got {self.frames}")
+        if not self.distance > 0:
+            raise InputError(f"trajectory: distance must be > 0 mm, got {self.distance}")
+        if not 0 <= self.distance_jitter < self.distance:
+            raise InputError(f"trajectory: distance_jitter must be in [0, distance), "
+                             f"got {self.distance_jitter}")
+        if not 0 <= self.yaw_jitter < 0.5:
+            raise InputError(f"trajectory: yaw_jitter must be in [0, 0.5), got {self.yaw_jitter}")
+        if self.roll_jitter < 0:
+            raise InputError(f"trajectory: roll_jitter must be >= 0, got {self.roll_jitter}")
+        if self.every < 1:
+            raise InputError(f"trajectory: every must be >= 1, got {self.every}")
+        if self.indices is not None and self.every != 1:
+            raise InputError("trajectory: give either indices or every, not both")
+        if self.target is not None and len(self.target) != 3:
+            raise InputError(f"trajectory: target must be 3 numbers, got {self.target}")
+
+
+@dataclass(frozen=True)
+class LightingConfig:
+    """Lambertian lighting fixed in the world frame: ambient + one key + one fill light.
+
+    Each field is a (low, high) range sampled once per sequence from its seed. Shading is
+    computed per vertex in linear light and is view-independent, so a surface point has the
+    same colour in every frame (brightness constancy, which a photometric loss relies on).
+
+    ambient:        ambient intensity.
+    key:            intensity of the key directional light.
+    key_azimuth:    key light direction azimuth in degrees (0 = from the front, + = from +x).
+    key_elevation:  key light elevation in degrees (+ = from above).
+    fill:           intensity of the fill light, from the mirrored azimuth and elevation 0.
+    temperature:    colour temperature of the lights in kelvin (6500 = neutral white).
+    """
+
+    ambient: tuple[float, float] = (0.30, 0.50)
+    key: tuple[float, float] = (0.55, 0.85)
+    key_azimuth: tuple[float, float] = (-50.0, 50.0)
+    key_elevation: tuple[float, float] = (0.0, 45.0)
+    fill: tuple[float, float] = (0.0, 0.25)
+    temperature: tuple[float, float] = (4500.0, 7500.0)
+
+    def __post_init__(self):
+        for name in ("ambient", "key", "key_azimuth", "key_elevation", "fill", "temperature"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not lo_hi[0] <= lo_hi[1]:
+                raise InputError(f"lighting.{name}: expected a (low, high) range, got {lo_hi}")
+        if self.temperature[0] < 1000 or self.temperature[1] > 40000:
+            raise InputError(f"lighting.temperature: outside 1000..40000 K: {self.temperature}")
+        if min(self.ambient[0], self.key[0], self.fill[0]) < 0:
+            raise InputError("lighting: intensities must be >= 0")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Everything that decides how one sequence is rendered and written.
+
+    width, height:      image size in pixels.
+    focal:              focal length in pixels (square pixels, principal point at the centre).
+    landmarks:          number of landmark IDs stored (one of LANDMARK_COUNTS).
+    background:         one of BACKGROUNDS.
+    background_color:   RGB 0..255 used by "color".
+    depth_tolerance:    occlusion test: |rendered z - landmark z| <= this (mm). 0.5 mm keeps
+                        the stored depth and the stored visible landmarks consistent to 0.5 mm.
+    edge_margin:        a visible landmark lies at least this many pixels inside the image.
+    png_compress_level: zlib level for PNGs (1 = fast; files are larger).
+    expression:         ask the face model for a random expression.
+    write_mesh:         write mesh.ply (ground-truth mesh, world frame, mm).
+    write_colmap:       write colmap/*.txt.
+    znear_margin:       clip planes: the head's bounding sphere +- this margin (mm).
+    """
+
+    width: int = 384
+    height: int = 384
+    focal: float = 500.0
+    landmarks: int = 800
+    background: str = "random"
+    background_color: tuple[int, int, int] = (0, 0, 0)
+    depth_tolerance: float = 0.5
+    edge_margin: float = 1.0
+    png_compress_level: int = 1
+    expression: bool = False
+    write_mesh: bool = True
+    write_colmap: bool = True
+    znear_margin: float = 10.0
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    lighting: LightingConfig = field(default_factory=LightingConfig)
+
+    def __post_init__(self):
+        if not (8 <= self.width <= 8192 and 8 <= self.height <= 8192):
+            raise InputError(f"render: image size must be 8..8192 px, got "
+                             f"{self.width}x{self.height}")
+        if not self.focal > 0:
+            raise InputError(f"render: focal must be > 0 px, got {self.focal}")
+        if self.landmarks not in LANDMARK_COUNTS:
+            raise InputError(
+                f"render: landmarks={self.landmarks} is not one of {list(LANDMARK_COUNTS)}"
+            )
+        if self.background not in BACKGROUNDS:
+            raise InputError(f"render: background={self.background!r} is not one of "
+                             f"{list(BACKGROUNDS)}")
+        if len(self.background_color) != 3:
+            raise InputError(f"render: background_color must be RGB, got "
+                             f"{self.background_color}")
+        if not self.depth_tolerance > 0:
+            raise InputError(f"render: depth_tolerance must be > 0 mm, got "
+                             f"{self.depth_tolerance}")
+        if self.edge_margin < 0:
+            raise InputError(f"render: edge_margin must be >= 0, got {self.edge_margin}")
+        if not 0 <= self.png_compress_level <= 9:
+            raise InputError(f"render: png_compress_level must be 0..9, got "
+                             f"{self.png_compress_level}")
+        if not self.znear_margin > 0:
+            raise InputError(f"render: znear_margin must be > 0, got {self.znear_margin}")

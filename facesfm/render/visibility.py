@@ -1,0 +1,139 @@
+"""Which landmarks a camera sees (paper section 3.1: keep the vertices visible from the camera).
+
+A landmark is visible in a frame iff all of:
+
+(a) its projection lies inside the image with a margin (``margin`` px from every border);
+(b) its surface faces the camera: ``n . (C - X) > 0`` with ``n`` the area-weighted vertex
+    normal, ``C`` the camera centre and ``X`` the vertex (world frame);
+(c) it is not occluded: the rendered depth buffer, sampled at its (sub-pixel) uv, equals its
+    camera-frame depth ``z`` within ``tol`` mm.
+
+The depth buffer is sampled by bilinear interpolation of ``1/z`` over the 4 pixels around uv;
+``1/z`` is affine in the image for a plane, so this is exact on a planar patch. All 4 pixels
+must be foreground (depth > 0), otherwise the landmark is not visible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facesfm.geometry.camera import camera_center, project, transform
+
+__all__ = [
+    "vertex_normals",
+    "outward_sign",
+    "sample_depth",
+    "landmark_visibility",
+]
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals.
+
+    vertices: (V, 3) float; faces: (T, 3) int, counter-clockwise seen from outside.
+    Returns (V, 3) float64; a vertex in no triangle (or only degenerate ones) gets (0, 0, 0).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"vertex_normals: expected (V,3) and (T,3), got {v.shape}, {f.shape}")
+    # The cross product's length is twice the area, so summing it weights by area.
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        n[:, 0] += np.bincount(f[:, k], weights=fn[:, 0], minlength=len(v))
+        n[:, 1] += np.bincount(f[:, k], weights=fn[:, 1], minlength=len(v))
+        n[:, 2] += np.bincount(f[:, k], weights=fn[:, 2], minlength=len(v))
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+
+
+def outward_sign(vertices: np.ndarray, normals: np.ndarray) -> float:
+    """+1 if the normals point away from the mesh centre on average, else -1.
+
+    Used to orient meshes whose triangles are wound clockwise (a user's scan).
+    """
+    c = 0.5 * (vertices.min(0) + vertices.max(0))
+    return 1.0 if float(np.sum(normals * (vertices - c))) >= 0 else -1.0
+
+
+def sample_depth(depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Sample a depth map at sub-pixel positions by bilinear interpolation of 1/z.
+
+    depth: (H, W) camera-frame z (mm), 0 = background. Pixel (r, c) is centred at uv=(c, r).
+    uv:    (..., 2) pixel positions.
+    Returns (...) float64 depth; NaN where any of the 4 neighbouring pixels is background or
+    outside the image.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f"sample_depth: depth must be (H, W), got {depth.shape}")
+    uv = np.asarray(uv, dtype=np.float64)
+    H, W = depth.shape
+    u, v = uv[..., 0], uv[..., 1]
+    finite = np.isfinite(u) & np.isfinite(v)
+    u = np.where(finite, u, -1.0)
+    v = np.where(finite, v, -1.0)
+    c0 = np.floor(u).astype(np.int64)
+    r0 = np.floor(v).astype(np.int64)
+    inside = finite & (c0 >= 0) & (r0 >= 0) & (c0 + 1 < W) & (r0 + 1 < H)
+    c0 = np.clip(c0, 0, W - 2)
+    r0 = np.clip(r0, 0, H - 2)
+    a = u - c0
+    b = v - r0
+    d00 = depth[r0, c0].astype(np.float64)
+    d01 = depth[r0, c0 + 1].astype(np.float64)
+    d10 = depth[r0 + 1, c0].astype(np.float64)
+    d11 = depth[r0 + 1, c0 + 1].astype(np.float64)
+    fg = inside & (d00 > 0) & (d01 > 0) & (d10 > 0) & (d11 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = (
+            (1 - a) * (1 - b) / d00 + a * (1 - b) / d01 + (1 - a) * b / d10 + a * b / d11
+        )
+        z = 1.0 / inv
+    return np.where(fg, z, np.nan)
+
+
+def landmark_visibility(
+    xyz_world: np.ndarray,
+    normals_world: np.ndarray,
+    K: np.ndarray,
+    cam_T_world: np.ndarray,
+    depth: np.ndarray,
+    tol: float = 0.5,
+    margin: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Project landmarks into one frame and decide which are visible.
+
+    xyz_world:     (L, 3) landmark vertices (world, mm).
+    normals_world: (L, 3) their unit outward vertex normals (world).
+    K:             (3, 3) OpenCV intrinsics; cam_T_world: (4, 4).
+    depth:         (H, W) rendered camera-frame z of this frame (mm), 0 = background.
+    tol:           occlusion tolerance (mm); margin: image border margin (px).
+    Returns uv (L, 2) float64 pixels, z (L,) float64 camera-frame depth, visible (L,) bool.
+    """
+    xyz_world = np.asarray(xyz_world, dtype=np.float64)
+    if xyz_world.ndim != 2 or xyz_world.shape[1] != 3:
+        raise ValueError(f"landmark_visibility: xyz must be (L, 3), got {xyz_world.shape}")
+    if normals_world.shape != xyz_world.shape:
+        raise ValueError("landmark_visibility: normals must match xyz in shape")
+    if K.shape != (3, 3) or cam_T_world.shape != (4, 4):
+        raise ValueError("landmark_visibility: K must be (3,3) and cam_T_world (4,4)")
+    H, W = depth.shape
+    x_cam = transform(cam_T_world, xyz_world)
+    z = x_cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = project(K, x_cam)
+    in_image = (
+        (z > 0)
+        & (uv[:, 0] >= margin)
+        & (uv[:, 0] <= W - 1 - margin)
+        & (uv[:, 1] >= margin)
+        & (uv[:, 1] <= H - 1 - margin)
+    )
+    to_camera = camera_center(cam_T_world)[None, :] - xyz_world
+    facing = np.einsum("ij,ij->i", normals_world, to_camera) > 0
+    z_buf = sample_depth(depth, uv)
+    with np.errstate(invalid="ignore"):
+        unoccluded = np.abs(z_buf - z) <= tol  # NaN (background) compares False
+    return uv, z, in_image & facing & unoccluded

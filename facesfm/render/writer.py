@@ -1,0 +1,218 @@
+"""Render one sequence of a face and write it, with all ground truth, in the facesfm format.
+
+The folder is built under a temporary name and renamed into place only when complete
+(:func:`facesfm.io.atomic_dir`), so an interrupted run leaves no partial sequence behind.
+See :mod:`facesfm.data.format` for the layout.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesfm.config import to_dict
+from facesfm.data.colmap import write_colmap_text
+from facesfm.data.format import FORMAT_NAME, FORMAT_VERSION, frame_files, write_png
+from facesfm.errors import InputError
+from facesfm.faces.types import FaceMesh
+from facesfm.geometry.camera import intrinsics
+from facesfm.io import atomic_dir, write_json
+from facesfm.render.config import RenderConfig
+from facesfm.render.renderer import FaceRenderer, make_background, sample_lighting
+from facesfm.render.trajectory import make_trajectory
+from facesfm.render.visibility import landmark_visibility, outward_sign, vertex_normals
+
+__all__ = ["SequenceResult", "render_sequence", "vertex_albedo", "sequence_streams"]
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """What :func:`render_sequence` wrote.
+
+    path: the sequence folder; frames: F; visible_per_frame: (F,) int landmarks visible in
+    each frame; seconds: wall time of rendering and writing.
+    """
+
+    path: Path
+    frames: int
+    visible_per_frame: np.ndarray
+    seconds: float
+
+
+def sequence_streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent random streams of one sequence (lighting, background)."""
+    s = int(seed) & 0xFFFFFFFF
+    return {
+        "lighting": np.random.default_rng([s, 0x1197]),
+        "background": np.random.default_rng([s, 0xB6]),
+    }
+
+
+def vertex_albedo(mesh: FaceMesh) -> np.ndarray | None:
+    """(V, 3) uint8 colour per vertex: its vertex colour, or the texture at one of its
+    corners' uv (nearest texel); None if the mesh has neither."""
+    if mesh.vertex_colors is not None:
+        return np.clip(np.asarray(mesh.vertex_colors) * 255 + 0.5, 0, 255).astype(np.uint8)
+    if mesh.texture is None:
+        return None
+    V = len(mesh.vertices)
+    uv = np.zeros((V, 2), dtype=np.float64)
+    uv[np.asarray(mesh.faces).reshape(-1)] = np.asarray(mesh.face_uv).reshape(-1, 2)
+    h, w = mesh.texture.shape[:2]
+    col = np.clip(np.round(uv[:, 0] * (w - 1)), 0, w - 1).astype(int)
+    row = np.clip(np.round((1.0 - uv[:, 1]) * (h - 1)), 0, h - 1).astype(int)  # v is up
+    return np.asarray(mesh.texture)[row, col, :3].astype(np.uint8)
+
+
+def _write_ply(path: Path, mesh: FaceMesh, colors: np.ndarray | None) -> None:
+    import trimesh
+
+    tm = trimesh.Trimesh(
+        vertices=np.asarray(mesh.vertices, dtype=np.float64),
+        faces=np.asarray(mesh.faces, dtype=np.int64),
+        vertex_colors=colors,
+        process=False,
+    )
+    path.write_bytes(tm.export(file_type="ply"))
+
+
+def render_sequence(
+    face: FaceMesh,
+    out: str | Path,
+    cfg: RenderConfig | None = None,
+    seed: int = 0,
+    face_info: dict | None = None,
+    overwrite: bool = False,
+    renderer: FaceRenderer | None = None,
+) -> SequenceResult:
+    """Render ``face`` along ``cfg.trajectory`` and write the sequence folder ``out``.
+
+    face:      the mesh (world frame, mm).
+    cfg:       render options (default RenderConfig()).
+    seed:      seeds trajectory jitter, lighting and background; same seed and config give
+               identical files.
+    face_info: stored as sequence.json "face" (source, seed, coeffs of the face model).
+    overwrite: replace an existing ``out``; otherwise an existing folder is an InputError.
+    renderer:  a FaceRenderer of the same size and intrinsics to reuse (batch rendering).
+    """
+    t0 = time.perf_counter()
+    cfg = cfg or RenderConfig()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
+    L = cfg.landmarks
+    if len(face.landmark_vertices) < L:
+        raise InputError(
+            f"{face.name} has {len(face.landmark_vertices)} landmarks, "
+            f"--landmarks {L} asked for more"
+        )
+    K = intrinsics(cfg.focal, cfg.width, cfg.height)
+    vertices = np.asarray(face.vertices, dtype=np.float64)
+    target = 0.5 * (vertices.min(0) + vertices.max(0))
+    traj = make_trajectory(cfg.trajectory, seed, target)
+    streams = sequence_streams(seed)
+    lighting = sample_lighting(cfg.lighting, streams["lighting"])
+    bg_kind = cfg.background
+    if bg_kind == "random":
+        bg_kind = "noise" if streams["background"].random() < 0.5 else "gradient"
+    background = make_background(
+        bg_kind, cfg.background_color, cfg.height, cfg.width, streams["background"]
+    )
+
+    normals = vertex_normals(vertices, face.faces)
+    normals *= outward_sign(vertices, normals)
+    lm_vid = np.asarray(face.landmark_vertices[:L], dtype=np.int64)
+    lm_xyz = vertices[lm_vid]
+    lm_n = normals[lm_vid]
+
+    own_renderer = renderer is None
+    if own_renderer:
+        renderer = FaceRenderer(cfg.width, cfg.height, K)
+    elif (renderer.width, renderer.height) != (cfg.width, cfg.height) or not np.allclose(
+        renderer.K, K
+    ):
+        raise ValueError("render_sequence: the renderer's size/intrinsics differ from cfg")
+    F = len(traj)
+    uv = np.zeros((F, L, 2))
+    z = np.zeros((F, L))
+    visible = np.zeros((F, L), dtype=bool)
+    frames_meta = []
+    try:
+        renderer.set_mesh(face, lighting)
+        with atomic_dir(out, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
+            for sub in ("rgb", "depth", "mask"):
+                (tmp / sub).mkdir()
+            pending = []
+            for i in range(F):
+                T = traj.cam_T_world[i]
+                fr = renderer.render(T, background, clip_margin=cfg.znear_margin)
+                uv[i], z[i], visible[i] = landmark_visibility(
+                    lm_xyz, lm_n, K, T, fr.depth, cfg.depth_tolerance, cfg.edge_margin
+                )
+                files = frame_files(i)
+                # PNG compression releases the GIL: overlap it with the next render.
+                pending.append(pool.submit(
+                    write_png, tmp / files["image"], fr.rgb, cfg.png_compress_level))
+                pending.append(pool.submit(
+                    write_png, tmp / files["mask"], fr.mask.astype(np.uint8) * 255,
+                    cfg.png_compress_level))
+                np.save(tmp / files["depth"], fr.depth)
+                frames_meta.append({
+                    "index": int(traj.index[i]),
+                    **files,
+                    "cam_T_world": T.tolist(),
+                    "yaw_deg": float(traj.yaw_deg[i]),
+                    "pitch_deg": float(traj.pitch_deg[i]),
+                    "roll_deg": float(traj.roll_deg[i]),
+                })
+            for p in pending:
+                p.result()  # re-raise a failed write here, inside atomic_dir
+
+            with open(tmp / "landmarks.npz", "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    ids=np.arange(L, dtype=np.int64),
+                    vertex_ids=lm_vid,
+                    xyz=lm_xyz,
+                    uv=uv,
+                    visible=visible,
+                    z=z,
+                )
+            albedo = vertex_albedo(face)
+            if cfg.write_mesh:
+                _write_ply(tmp / "mesh.ply", face, albedo)
+            if cfg.write_colmap:
+                write_colmap_text(
+                    tmp / "colmap", K, cfg.width, cfg.height, traj.cam_T_world,
+                    [Path(fm["image"]).name for fm in frames_meta], np.arange(L), lm_xyz, uv,
+                    visible, None if albedo is None else albedo[lm_vid],
+                )
+            write_json(tmp / "sequence.json", {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "units": "mm",
+                "width": cfg.width,
+                "height": cfg.height,
+                "K": K.tolist(),
+                "frames": frames_meta,
+                "face": face_info if face_info is not None else {"name": face.name},
+                "landmarks": {"count": L, "file": "landmarks.npz"},
+                "lighting": lighting.to_dict(),
+                "background": bg_kind,
+                "target": traj.target.tolist(),
+                "config": to_dict(cfg),
+                "seed": int(seed),
+            })
+    finally:
+        if own_renderer:
+            renderer.close()
+    return SequenceResult(
+        path=out,
+        frames=F,
+        visible_per_frame=visible.sum(axis=1),
+        seconds=time.perf_counter() - t0,
+    )
