@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ssim", "SSIMWindow"]
+__all__ = ["SSIMWindow", "ssim"]
 
 SSIMWindow = Literal["box3", "gauss11"]
 

@@ -23,17 +23,15 @@ from facesfm.geometry.camera import backproject, project, transform
 
 __all__ = [
     "WarpResult",
-    "pixel_grid",
-    "uv_to_grid",
-    "sample_image",
     "backproject_depth",
     "inverse_warp",
+    "pixel_grid",
+    "sample_image",
+    "uv_to_grid",
 ]
 
 
-def pixel_grid(
-    height: int, width: int, *, device=None, dtype=torch.float32
-) -> torch.Tensor:
+def pixel_grid(height: int, width: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
     """Pixel-centre coordinates ``uv`` of an ``height x width`` image, shape (H, W, 2).
 
     ``grid[r, c] = (c, r)``.
@@ -146,14 +144,20 @@ def inverse_warp(
     Differentiable in ``src_image``, ``tgt_depth``, ``src_T_tgt`` and ``K``.
     """
     if src_image.dim() != 4:
-        raise ValueError(f"inverse_warp: src_image must be (B, C, H, W), got {tuple(src_image.shape)}")
+        raise ValueError(
+            f"inverse_warp: src_image must be (B, C, H, W), got {tuple(src_image.shape)}"
+        )
     if tgt_depth.dim() != 4 or tgt_depth.shape[1] != 1:
-        raise ValueError(f"inverse_warp: tgt_depth must be (B, 1, H, W), got {tuple(tgt_depth.shape)}")
+        raise ValueError(
+            f"inverse_warp: tgt_depth must be (B, 1, H, W), got {tuple(tgt_depth.shape)}"
+        )
     B, _, H, W = tgt_depth.shape
     if src_image.shape[0] != B:
         raise ValueError(f"inverse_warp: src_image batch {src_image.shape[0]} != depth batch {B}")
     if src_T_tgt.shape != (B, 4, 4):
-        raise ValueError(f"inverse_warp: src_T_tgt must be ({B}, 4, 4), got {tuple(src_T_tgt.shape)}")
+        raise ValueError(
+            f"inverse_warp: src_T_tgt must be ({B}, 4, 4), got {tuple(src_T_tgt.shape)}"
+        )
     K_src = K if K_src is None else K_src
     Hs, Ws = src_image.shape[-2:]
 
@@ -166,11 +170,7 @@ def inverse_warp(
     pts_safe = torch.cat([pts_src[..., :2], z_safe[..., None]], dim=-1)
     uv = project(_batch_k(K_src, B).to(tgt_depth.dtype), pts_safe).reshape(B, H, W, 2)
 
-    inside = (
-        (uv[..., 0] >= 0) & (uv[..., 0] <= Ws - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= Hs - 1)
-    )
+    inside = (uv[..., 0] >= 0) & (uv[..., 0] <= Ws - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= Hs - 1)
     valid = (inside & in_front.reshape(B, H, W))[:, None]
     image = sample_image(src_image, uv, padding_mode=padding_mode)
-    return WarpResult(
-        image=image, valid=valid, projected_depth=z.reshape(B, 1, H, W), uv=uv
-    )
+    return WarpResult(image=image, valid=valid, projected_depth=z.reshape(B, 1, H, W), uv=uv)

@@ -53,11 +53,15 @@ def depth_consistency_loss(
     valid = w.valid.to(tgt_depth.dtype)
     if tgt_mask is not None:
         if tgt_mask.shape != tgt_depth.shape:
-            raise ValueError(f"tgt_mask must be {tuple(tgt_depth.shape)}, got {tuple(tgt_mask.shape)}")
+            raise ValueError(
+                f"tgt_mask must be {tuple(tgt_depth.shape)}, got {tuple(tgt_mask.shape)}"
+            )
         valid = valid * tgt_mask.to(valid.dtype)
     if src_mask is not None:
         if src_mask.shape != src_depth.shape:
-            raise ValueError(f"src_mask must be {tuple(src_depth.shape)}, got {tuple(src_mask.shape)}")
+            raise ValueError(
+                f"src_mask must be {tuple(src_depth.shape)}, got {tuple(src_mask.shape)}"
+            )
         sm = inverse_warp(src_mask.to(tgt_depth.dtype), tgt_depth.detach(), src_T_tgt.detach(), K)
         valid = valid * (sm.image > 0.999).to(valid.dtype)
 

@@ -27,9 +27,9 @@ from facesfm.geometry.warp import sample_image
 
 __all__ = [
     "all_pairs",
-    "sample_depth_at",
-    "landmark_reprojection",
     "landmark_ba_loss",
+    "landmark_reprojection",
+    "sample_depth_at",
 ]
 
 Distance = Literal["l2", "squared"]
@@ -38,7 +38,9 @@ Distance = Literal["l2", "squared"]
 def all_pairs(num_frames: int, device=None) -> torch.Tensor:
     """All ordered pairs (a, b), a != b, of ``num_frames`` frames: (F (F - 1), 2) int64."""
     a, b = torch.meshgrid(
-        torch.arange(num_frames, device=device), torch.arange(num_frames, device=device), indexing="ij"
+        torch.arange(num_frames, device=device),
+        torch.arange(num_frames, device=device),
+        indexing="ij",
     )
     keep = a != b
     return torch.stack([a[keep], b[keep]], dim=-1)
@@ -53,16 +55,22 @@ def sample_depth_at(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     if depth.dim() == 3:
         depth = depth[:, None]
     if depth.dim() != 4 or depth.shape[1] != 1:
-        raise ValueError(f"sample_depth_at: depth must be (F, 1, H, W) or (F, H, W), got {tuple(depth.shape)}")
+        raise ValueError(
+            f"sample_depth_at: depth must be (F, 1, H, W) or (F, H, W), got {tuple(depth.shape)}"
+        )
     if uv.dim() != 3 or uv.shape[0] != depth.shape[0] or uv.shape[-1] != 2:
-        raise ValueError(f"sample_depth_at: uv must be ({depth.shape[0]}, N, 2), got {tuple(uv.shape)}")
+        raise ValueError(
+            f"sample_depth_at: uv must be ({depth.shape[0]}, N, 2), got {tuple(uv.shape)}"
+        )
     return sample_image(depth, uv, padding_mode="border")[..., 0]
 
 
 def _as_batched(K, cam_T_world, uv, depth, weights=None):
     """Bring inputs to (B, F, ...) and check their shapes."""
     if uv.dim() not in (3, 4) or uv.shape[-1] != 2:
-        raise ValueError(f"landmark BA: uv must be (F, N, 2) or (B, F, N, 2), got {tuple(uv.shape)}")
+        raise ValueError(
+            f"landmark BA: uv must be (F, N, 2) or (B, F, N, 2), got {tuple(uv.shape)}"
+        )
     single = uv.dim() == 3
     if single:
         uv = uv[None]
@@ -73,11 +81,17 @@ def _as_batched(K, cam_T_world, uv, depth, weights=None):
             K = K[None]
     B, Fn, N, _ = uv.shape
     if cam_T_world.shape != (B, Fn, 4, 4):
-        raise ValueError(f"landmark BA: cam_T_world must be {(B, Fn, 4, 4)[single:]}, got {tuple(cam_T_world.shape[single:])}")
+        raise ValueError(
+            f"landmark BA: cam_T_world must be {(B, Fn, 4, 4)[single:]}, got {tuple(cam_T_world.shape[single:])}"
+        )
     if depth.shape != (B, Fn, N):
-        raise ValueError(f"landmark BA: depth must be {(B, Fn, N)[single:]}, got {tuple(depth.shape[single:])}")
+        raise ValueError(
+            f"landmark BA: depth must be {(B, Fn, N)[single:]}, got {tuple(depth.shape[single:])}"
+        )
     if weights is not None and weights.shape != (B, Fn, N):
-        raise ValueError(f"landmark BA: weights must be {(B, Fn, N)[single:]}, got {tuple(weights.shape[single:])}")
+        raise ValueError(
+            f"landmark BA: weights must be {(B, Fn, N)[single:]}, got {tuple(weights.shape[single:])}"
+        )
     if K.shape[-2:] != (3, 3):
         raise ValueError(f"landmark BA: K must end in (3, 3), got {tuple(K.shape)}")
     K = K.to(uv.dtype)
@@ -156,7 +170,7 @@ def landmark_ba_loss(
     mean over pairs and landmarks; metrics ``rmse_px``, ``mean_px`` (weighted, detached),
     ``weight_sum`` (detached).
     """
-    single, K, T, uv, depth, weights = _as_batched(K, cam_T_world, uv, depth, weights)
+    _, K, T, uv, depth, weights = _as_batched(K, cam_T_world, uv, depth, weights)
     uv_ab, z, pairs = _reproject(K, T, uv, depth, pairs)
     a, b = pairs[:, 0], pairs[:, 1]
     w = weights[:, a] * weights[:, b] * (z > min_depth).to(uv.dtype)  # (B, P, N)

@@ -35,7 +35,9 @@ def smoothness_loss(
         )
     m = torch.ones_like(depth) if mask is None else mask.to(depth.dtype)
     if m.shape != depth.shape:
-        raise ValueError(f"smoothness_loss: mask must be {tuple(depth.shape)}, got {tuple(m.shape)}")
+        raise ValueError(
+            f"smoothness_loss: mask must be {tuple(depth.shape)}, got {tuple(m.shape)}"
+        )
     disp = 1.0 / depth.clamp_min(eps)
     mean = (disp * m).sum((2, 3), keepdim=True) / m.sum((2, 3), keepdim=True).clamp_min(1.0)
     # disparities are ~1e-3 / mm: guard the division without biasing it

@@ -14,7 +14,9 @@ _LUMA = (0.299, 0.587, 0.114)
 def check_image(x: torch.Tensor, channels: int, stride: int, who: str) -> None:
     """Raise a clear error unless ``x`` is (B, channels, H, W) with H, W multiples of stride."""
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{who}: expected a (B, {channels}, H, W) image batch, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{who}: expected a (B, {channels}, H, W) image batch, got {tuple(x.shape)}"
+        )
     H, W = x.shape[-2:]
     if H % stride or W % stride or H < stride or W < stride:
         raise InputError(

@@ -19,7 +19,7 @@ from torch import nn
 
 from facesfm.networks._common import ConvBlock, ResBlock, check_image, kaiming_init
 
-__all__ = ["DepthNetConfig", "DepthNet"]
+__all__ = ["DepthNet", "DepthNetConfig"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ class DepthNet(nn.Module):
         self.dec = nn.ModuleList()
         for k in range(4, -1, -1):
             self.dec.append(nn.Sequential(ConvBlock(c[k + 1] + c[k], c[k]), ConvBlock(c[k], c[k])))
-        self.heads = nn.ModuleList([nn.Conv2d(c[s], 1, 3, padding=1) for s in range(cfg.num_scales)])
+        self.heads = nn.ModuleList(
+            [nn.Conv2d(c[s], 1, 3, padding=1) for s in range(cfg.num_scales)]
+        )
         kaiming_init(self)
         for h in self.heads:
             nn.init.normal_(h.weight, std=1e-3)

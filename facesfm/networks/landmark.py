@@ -37,7 +37,7 @@ from torch import nn
 
 from facesfm.networks._common import ConvBlock, ResBlock, check_image, kaiming_init, to_gray
 
-__all__ = ["LandmarkNetConfig", "LandmarkOutput", "LandmarkNet", "ba_weights", "soft_argmax_2d"]
+__all__ = ["LandmarkNet", "LandmarkNetConfig", "LandmarkOutput", "ba_weights", "soft_argmax_2d"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,17 @@ class LandmarkNetConfig:
 
     def __post_init__(self):
         if self.variant not in ("paper", "heatmap"):
-            raise ValueError(f"LandmarkNetConfig.variant must be 'paper' or 'heatmap', got {self.variant!r}")
+            raise ValueError(
+                f"LandmarkNetConfig.variant must be 'paper' or 'heatmap', got {self.variant!r}"
+            )
         if not 1 <= self.num_landmarks <= 800:
-            raise ValueError(f"LandmarkNetConfig.num_landmarks must be in 1..800, got {self.num_landmarks}")
+            raise ValueError(
+                f"LandmarkNetConfig.num_landmarks must be in 1..800, got {self.num_landmarks}"
+            )
         if self.in_channels not in (1, 3):
-            raise ValueError(f"LandmarkNetConfig.in_channels must be 1 or 3, got {self.in_channels}")
+            raise ValueError(
+                f"LandmarkNetConfig.in_channels must be 1 or 3, got {self.in_channels}"
+            )
         if len(self.channels) != 4:
             raise ValueError(f"LandmarkNetConfig.channels needs 4 entries, got {self.channels}")
         if len(self.fc_dims) != 2:
@@ -144,7 +150,11 @@ class LandmarkNet(nn.Module):
             layers: list[nn.Module] = []
             cin = cfg.in_channels
             for cout in c:
-                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+                layers += [
+                    nn.Conv2d(cin, cout, 3, padding=1),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                ]
                 cin = cout
             self.features = nn.Sequential(*layers)
             self.pool = nn.AdaptiveAvgPool2d(cfg.pool_grid)
@@ -199,13 +209,16 @@ class LandmarkNet(nn.Module):
         return LandmarkOutput(uv=uv, visibility_logits=y[:, 2 * N :], log_sigma=None)
 
     def _forward_heatmap(self, x: torch.Tensor) -> LandmarkOutput:
-        B, _, H, W = x.shape
         f1 = self.stage1(self.stem(x))
         f2 = self.stage2(f1)
         f3 = self.stage3(f2)
         p = self.lat3(f3)
-        p = F.interpolate(p, size=f2.shape[-2:], mode="bilinear", align_corners=False) + self.lat2(f2)
-        p = F.interpolate(p, size=f1.shape[-2:], mode="bilinear", align_corners=False) + self.lat1(f1)
+        p = F.interpolate(p, size=f2.shape[-2:], mode="bilinear", align_corners=False) + self.lat2(
+            f2
+        )
+        p = F.interpolate(p, size=f1.shape[-2:], mode="bilinear", align_corners=False) + self.lat1(
+            f1
+        )
         uv, log_sigma = soft_argmax_2d(self.heat(self.smooth(p)), stride=4)
         vis = self.vis(f3.mean((2, 3)))
         return LandmarkOutput(uv=uv, visibility_logits=vis, log_sigma=log_sigma)

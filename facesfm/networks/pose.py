@@ -21,7 +21,13 @@ from torch import nn
 
 from facesfm.networks._common import ConvBlock, check_image, kaiming_init
 
-__all__ = ["PoseNetConfig", "PoseOutput", "PoseNet", "axis_angle_to_matrix", "pose_vector_to_matrix"]
+__all__ = [
+    "PoseNet",
+    "PoseNetConfig",
+    "PoseOutput",
+    "axis_angle_to_matrix",
+    "pose_vector_to_matrix",
+]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ def test_box3_matches_direct_formula_at_interior_pixel():
     py = y[[1, 0, 1]][:, [1, 0, 1]]
     mx, my = px.mean(), py.mean()
     cxy = ((px - mx) * (py - my)).mean()
-    expected = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (px.var() + py.var() + c2))
+    expected = (
+        (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (px.var() + py.var() + c2))
+    )
     assert s[0, 0].item() == pytest.approx(expected, abs=1e-12)
 
 

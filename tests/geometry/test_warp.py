@@ -142,7 +142,9 @@ def test_warp_gradcheck():
     K = _K(6.0, W, H).requires_grad_(True)
     img = torch.rand(1, 2, H, W, dtype=torch.float64, requires_grad=True)
     depth = (50.0 + 5.0 * torch.rand(1, 1, H, W, dtype=torch.float64)).requires_grad_(True)
-    vec = torch.tensor([[0.01, -0.02, 0.015, 0.7, -0.4, 0.3]], dtype=torch.float64, requires_grad=True)
+    vec = torch.tensor(
+        [[0.01, -0.02, 0.015, 0.7, -0.4, 0.3]], dtype=torch.float64, requires_grad=True
+    )
 
     def f(img, depth, vec, K):
         w = inverse_warp(img, depth, pose_vector_to_matrix(vec), K)
@@ -155,9 +157,16 @@ def test_warp_supports_per_batch_intrinsics_and_look_at_poses():
     H, W = 7, 9  # odd: the principal point is pixel (row 3, col 4)
     K = torch.stack([_K(12.0, W, H), _K(15.0, W, H)])
     a = torch.tensor(look_at(np.array([0.0, 0.0, 500.0]), np.zeros(3)))
-    b = torch.tensor(look_at(np.array([500.0 * math.sin(0.1), 0.0, 500.0 * math.cos(0.1)]), np.zeros(3)))
+    b = torch.tensor(
+        look_at(np.array([500.0 * math.sin(0.1), 0.0, 500.0 * math.cos(0.1)]), np.zeros(3))
+    )
     src_T_tgt = (b @ invert_pose(a))[None].expand(2, 4, 4)
-    w = inverse_warp(torch.rand(2, 3, H, W, dtype=torch.float64), torch.full((2, 1, H, W), 500.0, dtype=torch.float64), src_T_tgt, K)
+    w = inverse_warp(
+        torch.rand(2, 3, H, W, dtype=torch.float64),
+        torch.full((2, 1, H, W), 500.0, dtype=torch.float64),
+        src_T_tgt,
+        K,
+    )
     assert w.image.shape == (2, 3, H, W) and w.valid.dtype == torch.bool
     # the principal point's ray hits the origin; both cameras see it at their centre
     torch.testing.assert_close(
@@ -173,6 +182,8 @@ def test_warp_shape_errors():
     with pytest.raises(ValueError, match="src_T_tgt"):
         inverse_warp(torch.rand(1, 3, 6, 8), torch.rand(1, 1, 6, 8), torch.eye(4), K)
     with pytest.raises(ValueError, match="K must be"):
-        inverse_warp(torch.rand(1, 3, 6, 8), torch.rand(1, 1, 6, 8), torch.eye(4)[None], torch.eye(4))
+        inverse_warp(
+            torch.rand(1, 3, 6, 8), torch.rand(1, 1, 6, 8), torch.eye(4)[None], torch.eye(4)
+        )
     with pytest.raises(ValueError, match="uv must be"):
         sample_image(torch.rand(1, 3, 6, 8), torch.rand(2, 5, 2))

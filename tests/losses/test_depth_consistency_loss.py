@@ -25,7 +25,9 @@ def _tilted_scene():
     n_t = torch.tensor([0.2, -0.1, 1.0], dtype=torch.float64)
     n_t = n_t / n_t.norm()
     d_t = 450.0
-    T = pose_vector_to_matrix(torch.tensor([0.02, -0.04, 0.01, 6.0, -3.0, 5.0], dtype=torch.float64))
+    T = pose_vector_to_matrix(
+        torch.tensor([0.02, -0.04, 0.01, 6.0, -3.0, 5.0], dtype=torch.float64)
+    )
     R, t = T[:3, :3], T[:3, 3]
     # the same plane in the source frame: n_s = R n_t, d_s = d_t + n_s . t
     n_s = R @ n_t
@@ -95,7 +97,9 @@ def test_depth_consistency_gradcheck():
     g = torch.Generator().manual_seed(1)
     tgt = (50 + 5 * torch.rand(1, 1, 4, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
     src = (50 + 5 * torch.rand(1, 1, 4, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
-    vec = torch.tensor([[0.01, 0.02, -0.01, 0.4, -0.3, 0.5]], dtype=torch.float64, requires_grad=True)
+    vec = torch.tensor(
+        [[0.01, 0.02, -0.01, 0.4, -0.3, 0.5]], dtype=torch.float64, requires_grad=True
+    )
 
     def f(tgt, src, vec):
         return depth_consistency_loss(tgt, src, pose_vector_to_matrix(vec), K)[0]
@@ -116,6 +120,14 @@ def test_backproject_used_consistently():
 def test_depth_consistency_shape_errors():
     K = _K()
     with pytest.raises(ValueError, match="depths"):
-        depth_consistency_loss(torch.ones(1, 1, H, W), torch.ones(1, 1, H, W + 1), torch.eye(4)[None], K)
+        depth_consistency_loss(
+            torch.ones(1, 1, H, W), torch.ones(1, 1, H, W + 1), torch.eye(4)[None], K
+        )
     with pytest.raises(ValueError, match="tgt_mask"):
-        depth_consistency_loss(torch.ones(1, 1, H, W), torch.ones(1, 1, H, W), torch.eye(4)[None], K, tgt_mask=torch.ones(1, H, W))
+        depth_consistency_loss(
+            torch.ones(1, 1, H, W),
+            torch.ones(1, 1, H, W),
+            torch.eye(4)[None],
+            K,
+            tgt_mask=torch.ones(1, H, W),
+        )

@@ -20,12 +20,15 @@ def _scene(F=4, N=30, seed=0):
     X = rng.normal(size=(N, 3)) * np.array([40.0, 50.0, 20.0]) + np.array([0.0, 0.0, 60.0])
     angles = np.linspace(-0.5, 0.5, F)
     T = np.stack(
-        [look_at(np.array([500 * math.sin(a), 20.0, 500 * math.cos(a)]), np.zeros(3)) for a in angles]
+        [
+            look_at(np.array([500 * math.sin(a), 20.0, 500 * math.cos(a)]), np.zeros(3))
+            for a in angles
+        ]
     )
     K = intrinsics(600.0, 192, 192)
     Xc = transform(T, np.broadcast_to(X, (F, N, 3)))
     uv = project(K, Xc)
-    t = lambda a: torch.tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+    t = lambda a: torch.tensor(np.ascontiguousarray(a), dtype=torch.float64)
     return t(K), t(T), t(uv), t(Xc[..., 2])
 
 
@@ -63,7 +66,12 @@ def test_zero_on_exact_data_and_positive_when_pose_perturbed(distance):
     loss, m = landmark_ba_loss(K, T, uv, w, depth, distance=distance)
     assert loss.item() < 1e-9 and m["rmse_px"].item() < 1e-8
     T2 = T.clone()
-    T2[2] = pose_vector_to_matrix(torch.tensor([0.0, math.radians(1.0), 0.0, 0, 0, 0], dtype=torch.float64)) @ T[2]
+    T2[2] = (
+        pose_vector_to_matrix(
+            torch.tensor([0.0, math.radians(1.0), 0.0, 0, 0, 0], dtype=torch.float64)
+        )
+        @ T[2]
+    )
     loss2, m2 = landmark_ba_loss(K, T2, uv, w, depth, distance=distance)
     # 1 degree at f=600 px moves landmarks by ~10 px in the pairs that involve frame 2
     assert m2["rmse_px"].item() > 3.0
@@ -76,7 +84,9 @@ def test_matches_loop_reference_with_noise_and_partial_visibility(distance):
     g = torch.Generator().manual_seed(0)
     uv = uv + torch.randn(uv.shape, generator=g, dtype=torch.float64)
     depth = depth * (1 + 0.02 * torch.randn(depth.shape, generator=g, dtype=torch.float64))
-    w = torch.rand(depth.shape, generator=g, dtype=torch.float64) * (torch.rand(depth.shape, generator=g) > 0.3)
+    w = torch.rand(depth.shape, generator=g, dtype=torch.float64) * (
+        torch.rand(depth.shape, generator=g) > 0.3
+    )
     loss, m = landmark_ba_loss(K, T, uv, w, depth, distance=distance)
     assert loss.item() == pytest.approx(_reference(K, T, uv, w, depth, distance), rel=1e-10)
     assert not m["rmse_px"].requires_grad
@@ -104,7 +114,13 @@ def test_per_frame_intrinsics_batch_and_pairs():
     l2, _ = landmark_ba_loss(Kf, T, uv, w, depth)
     torch.testing.assert_close(l1, l2)
     # a batch of two sequences: the loss is the pooled weighted mean
-    lb, _ = landmark_ba_loss(K, torch.stack([T, T]), torch.stack([uv, uv]), torch.stack([w, w]), torch.stack([depth, depth]))
+    lb, _ = landmark_ba_loss(
+        K,
+        torch.stack([T, T]),
+        torch.stack([uv, uv]),
+        torch.stack([w, w]),
+        torch.stack([depth, depth]),
+    )
     torch.testing.assert_close(lb, l1)
     # one pair only
     pairs = torch.tensor([[0, 2]])
@@ -121,7 +137,9 @@ def test_relative_poses_give_same_loss():
     w = torch.ones(3, 8, dtype=torch.float64)
     uv = uv + 0.5
     rel = T @ torch.linalg.inv(T[0])  # world = frame 0's camera
-    torch.testing.assert_close(landmark_ba_loss(K, T, uv, w, depth)[0], landmark_ba_loss(K, rel, uv, w, depth)[0])
+    torch.testing.assert_close(
+        landmark_ba_loss(K, T, uv, w, depth)[0], landmark_ba_loss(K, rel, uv, w, depth)[0]
+    )
 
 
 def test_points_behind_camera_are_dropped():
@@ -152,19 +170,29 @@ def test_landmark_ba_gradcheck():
     vec = torch.zeros(3, 6, dtype=torch.float64, requires_grad=True)
     K = K.clone().requires_grad_(True)
     for distance in ("l2", "squared"):
-        def f(uv, depth, w, vec, K):
-            return landmark_ba_loss(K, pose_vector_to_matrix(vec) @ T, uv, w, depth, distance=distance)[0]
+
+        def f(uv, depth, w, vec, K, distance=distance):
+            return landmark_ba_loss(
+                K, pose_vector_to_matrix(vec) @ T, uv, w, depth, distance=distance
+            )[0]
 
         assert torch.autograd.gradcheck(f, (uv, depth, w, vec, K), eps=1e-6, atol=1e-6)
 
 
 def test_sample_depth_at_is_exact_on_linear_maps():
     H, W = 9, 11
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij"
+    )
     depth = torch.stack([400 + 2 * u + 3 * v, 500 - u + 0.5 * v])  # (2, H, W)
-    uv = torch.tensor([[[0.0, 0.0], [3.25, 4.5], [10.0, 8.0]], [[1.5, 2.5], [7.0, 0.75], [5.0, 5.0]]], dtype=torch.float64)
+    uv = torch.tensor(
+        [[[0.0, 0.0], [3.25, 4.5], [10.0, 8.0]], [[1.5, 2.5], [7.0, 0.75], [5.0, 5.0]]],
+        dtype=torch.float64,
+    )
     d = sample_depth_at(depth, uv)
-    expected = torch.stack([400 + 2 * uv[0, :, 0] + 3 * uv[0, :, 1], 500 - uv[1, :, 0] + 0.5 * uv[1, :, 1]])
+    expected = torch.stack(
+        [400 + 2 * uv[0, :, 0] + 3 * uv[0, :, 1], 500 - uv[1, :, 0] + 0.5 * uv[1, :, 1]]
+    )
     torch.testing.assert_close(d, expected, rtol=0, atol=1e-10)
     torch.testing.assert_close(sample_depth_at(depth[:, None], uv), d)
 

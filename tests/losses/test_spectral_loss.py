@@ -86,7 +86,9 @@ def test_view_synthesis_zero_at_true_pose_positive_elsewhere():
     # gradients reach the depth and the pose
     depth.requires_grad_(True)
     vec = torch.tensor([[0.0, 0.002, 0.0, 0.3, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
-    loss, _ = view_synthesis_loss(tgt, src, depth, pose_vector_to_matrix(vec) @ true, K, tgt_mask, src_mask)
+    loss, _ = view_synthesis_loss(
+        tgt, src, depth, pose_vector_to_matrix(vec) @ true, K, tgt_mask, src_mask
+    )
     loss.backward()
     assert depth.grad.abs().sum() > 0 and vec.grad.abs().sum() > 0
 

@@ -44,7 +44,9 @@ def test_parameter_budget(nets):
     assert counts["heat800"] < 1.5e6 and counts["depth"] < 2.0e6 and counts["pose"] < 1.0e6
 
 
-@pytest.mark.parametrize("key,size", [("paper68", 128), ("paper800", 192), ("heat800", 128), ("heat800", 96)])
+@pytest.mark.parametrize(
+    "key,size", [("paper68", 128), ("paper800", 192), ("heat800", 128), ("heat800", 96)]
+)
 def test_landmark_output_shapes(nets, key, size):
     net = nets[key]
     N = net.cfg.num_landmarks
@@ -62,7 +64,9 @@ def test_landmark_output_shapes(nets, key, size):
         # near-uniform heatmaps at init: the spread of a uniform grid of stride-4 cells
         h, w = size // 4, (size + 32) // 4
         var = 0.5 * 16 * ((w * w - 1) + (h * h - 1)) / 12 + 16 / 12
-        torch.testing.assert_close(out.log_sigma, torch.full_like(out.log_sigma, 0.5 * math.log(var)), rtol=0, atol=0.01)
+        torch.testing.assert_close(
+            out.log_sigma, torch.full_like(out.log_sigma, 0.5 * math.log(var)), rtol=0, atol=0.01
+        )
     assert (out.uv[..., 0] >= 0).all() and (out.uv[..., 0] <= size + 31).all()
 
 
@@ -140,7 +144,9 @@ def test_pose_small_at_init_and_matrix_consistent(nets):
     assert out.vector[:, 3:].norm(dim=-1).max() < 2.0  # mm
     torch.testing.assert_close(out.src_T_tgt, pose_vector_to_matrix(out.vector))
     R = out.src_T_tgt[:, :3, :3]
-    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3).expand(2, 3, 3), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        R @ R.transpose(1, 2), torch.eye(3).expand(2, 3, 3), rtol=0, atol=1e-6
+    )
 
 
 def test_pose_pivot_rotates_about_head_centre():
@@ -157,13 +163,18 @@ def test_axis_angle_to_matrix():
     g = torch.Generator().manual_seed(0)
     v = torch.randn(5, 3, generator=g, dtype=torch.float64)
     R = axis_angle_to_matrix(v)
-    torch.testing.assert_close(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(5, 3, 3))
+    torch.testing.assert_close(
+        R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(5, 3, 3)
+    )
     # rotates its own axis to itself, and by |v| around it
     torch.testing.assert_close((R @ v[..., None])[..., 0], v)
     angle = torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1)) - 1) / 2)
     torch.testing.assert_close(angle, v.norm(dim=-1))
     Rz = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2], dtype=torch.float64))
-    torch.testing.assert_close(Rz @ torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0.0, 1, 0], dtype=torch.float64))
+    torch.testing.assert_close(
+        Rz @ torch.tensor([1.0, 0, 0], dtype=torch.float64),
+        torch.tensor([0.0, 1, 0], dtype=torch.float64),
+    )
     # gradient is finite and correct at and near zero
     for v0 in (torch.zeros(1, 3), 1e-5 * torch.ones(1, 3), torch.tensor([[0.3, -0.2, 0.5]])):
         v0 = v0.double().requires_grad_(True)
@@ -187,8 +198,11 @@ def test_stride_errors_name_the_size(nets, which):
 
 def test_float64_and_gradients_flow(nets):
     for key in ("heat800", "depth", "pose"):
-        net = {"heat800": LandmarkNet(LandmarkNetConfig(variant="heatmap", num_landmarks=68)),
-               "depth": DepthNet(), "pose": PoseNet()}[key].double()
+        net = {
+            "heat800": LandmarkNet(LandmarkNetConfig(variant="heatmap", num_landmarks=68)),
+            "depth": DepthNet(),
+            "pose": PoseNet(),
+        }[key].double()
         x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
         if key == "heat800":
             out = net(x[:, :1])
