@@ -7,6 +7,7 @@ from facesfm.losses.landmark_ba import (
     landmark_reprojection,
     sample_depth_at,
 )
+from facesfm.losses.landmark_detection import landmark_detection_loss
 from facesfm.losses.smoothness import smoothness_loss
 from facesfm.losses.spectral import photometric_error, spectral_loss, view_synthesis_loss
 
@@ -14,6 +15,7 @@ __all__ = [
     "all_pairs",
     "depth_consistency_loss",
     "landmark_ba_loss",
+    "landmark_detection_loss",
     "landmark_reprojection",
     "photometric_error",
     "sample_depth_at",
