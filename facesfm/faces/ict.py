@@ -37,14 +37,15 @@ from facesfm.io import atomic_path
 from facesfm.paths import cache_dir, find_ict_dir
 
 __all__ = [
-    "ICTFaceModel",
-    "ICTArrays",
-    "load_ict_arrays",
-    "read_obj_vertices",
-    "read_obj_topology",
-    "ICT_PARTS",
     "ICT_NARROW_FACE",
     "ICT_ORIGIN_MM",
+    "ICT_PARTS",
+    "ICTArrays",
+    "ICTFaceModel",
+    "atlas_uv",
+    "load_ict_arrays",
+    "read_obj_topology",
+    "read_obj_vertices",
 ]
 
 #: Vertex id ranges [start, stop) of the parts a rendered face is made of (README of ICT).
@@ -305,8 +306,15 @@ def _parse(folder: Path, identities, expressions, indices) -> ICTArrays:
     region = _landmark_region(neutral, faces, lm68)
     dense = dense_landmarks(neutral, region, lm68, n=800)
     return ICTArrays(
-        neutral, id_modes, ex_modes, tuple(identities), tuple(expressions), faces, face_uv,
-        lm68, dense,
+        neutral,
+        id_modes,
+        ex_modes,
+        tuple(identities),
+        tuple(expressions),
+        faces,
+        face_uv,
+        lm68,
+        dense,
     )
 
 
@@ -330,10 +338,15 @@ def load_ict_arrays(ict_dir=None, cache: bool | str | os.PathLike = True) -> ICT
         try:
             with np.load(cpath, allow_pickle=False) as z:
                 arrs = ICTArrays(
-                    z["neutral"], z["identity_modes"], z["expression_modes"],
+                    z["neutral"],
+                    z["identity_modes"],
+                    z["expression_modes"],
                     tuple(str(s) for s in z["identity_names"]),
                     tuple(str(s) for s in z["expression_names"]),
-                    z["faces"], z["face_uv"], z["landmarks68"], z["dense"],
+                    z["faces"],
+                    z["face_uv"],
+                    z["landmarks68"],
+                    z["dense"],
                 )
             if arrs.identity_names == tuple(identities) and arrs.expression_names == tuple(
                 expressions
@@ -344,20 +357,19 @@ def load_ict_arrays(ict_dir=None, cache: bool | str | os.PathLike = True) -> ICT
     arrs = _parse(folder, identities, expressions, indices)
     if cpath is not None:
         try:
-            with atomic_path(cpath) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(
-                        f,
-                        neutral=arrs.neutral,
-                        identity_modes=arrs.identity_modes,
-                        expression_modes=arrs.expression_modes,
-                        identity_names=np.array(arrs.identity_names),
-                        expression_names=np.array(arrs.expression_names),
-                        faces=arrs.faces,
-                        face_uv=arrs.face_uv,
-                        landmarks68=arrs.landmarks68,
-                        dense=arrs.dense,
-                    )
+            with atomic_path(cpath) as tmp, open(tmp, "wb") as f:
+                np.savez(
+                    f,
+                    neutral=arrs.neutral,
+                    identity_modes=arrs.identity_modes,
+                    expression_modes=arrs.expression_modes,
+                    identity_names=np.array(arrs.identity_names),
+                    expression_names=np.array(arrs.expression_names),
+                    faces=arrs.faces,
+                    face_uv=arrs.face_uv,
+                    landmarks68=arrs.landmarks68,
+                    dense=arrs.dense,
+                )
         except OSError:
             pass
     return arrs
@@ -366,6 +378,30 @@ def load_ict_arrays(ict_dir=None, cache: bool | str | os.PathLike = True) -> ICT
 # --------------------------------------------------------------------------------------------
 # The face model
 # --------------------------------------------------------------------------------------------
+
+
+def atlas_uv(face_uv: np.ndarray, eyeball_tris: np.ndarray) -> np.ndarray:
+    """Pack ICT's multi-tile UVs into one [0, 1]^2 texture (a 2 x 2 atlas).
+
+    ICT lays its UVs out in UDIM-style tiles: the face in u in [0, 1], the head/neck (and the
+    face's rim) in u in [1, 2], and the eyeballs again in [0, 1]^2, overlapping the face, as
+    they use a texture of their own upstream. One FaceMesh carries one texture, so each tile
+    gets a quadrant (v up, so v in [0.5, 1] is the top half of the image):
+    face tile -> top-left, head tile -> top-right, eyeballs -> bottom-left; bottom-right unused.
+
+    face_uv: (T, 3, 2) raw ICT coordinates; eyeball_tris: (T,) bool.
+    Returns (T, 3, 2) float32 in [0, 1].
+    """
+    uv = np.asarray(face_uv, dtype=np.float64)
+    tile = np.clip(np.floor(uv[..., 0].mean(1)), 0, 1)  # no ICT triangle straddles tiles
+    u = uv[..., 0] - tile[:, None]
+    out = np.empty_like(uv)
+    out[..., 0] = 0.5 * u + 0.5 * tile[:, None]
+    out[..., 1] = 0.5 * uv[..., 1] + 0.5
+    eye = np.asarray(eyeball_tris, bool)
+    out[eye, :, 0] = 0.5 * uv[eye, :, 0]
+    out[eye, :, 1] = 0.5 * uv[eye, :, 1]
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _synthesize_albedo():
@@ -395,7 +431,9 @@ class ICTFaceModel:
     ``vertices = neutral_vertices + w_id @ identity_modes + w_ex @ expression_modes``):
     neutral_vertices (V, 3) float64, identity_modes (K, V, 3), expression_modes (J, V, 3),
     expression_names, faces (T, 3), face_uv (T, 3, 2), vertex_ids (V,) the ICT id of each
-    vertex, landmarks68 (68,), landmark_vertices (800,), face_region (V,) bool. The face part
+    vertex (face_uv packs ICT's UV tiles into one texture, see :func:`atlas_uv`),
+    landmarks68 (68,), landmark_vertices (800,), face_region (V,) bool (the narrow face
+    area), landmark_region (V,) bool (its part the dense landmarks are drawn from). The face part
     comes first and whole, so compacted ids of face vertices equal ICT ids.
     """
 
@@ -426,15 +464,12 @@ class ICTFaceModel:
             raise InputError(f"n_identity_modes={n_identity_modes}: must lie in 0..{k_all}")
         if not identity_scale >= 0:
             raise InputError(f"identity_scale={identity_scale}: must be >= 0")
-        if not 0 <= max_expressions <= len(arrs.expression_names):
-            raise InputError(
-                f"max_expressions={max_expressions}: must lie in "
-                f"0..{len(arrs.expression_names)}"
-            )
+        if not max_expressions >= 0:
+            raise InputError(f"max_expressions={max_expressions}: must be >= 0")
         self.parts = parts
         self.n_identity_modes = k
         self.identity_scale = float(identity_scale)
-        self.max_expressions = int(max_expressions)
+        self.max_expressions = min(int(max_expressions), len(arrs.expression_names))
         self.texture_size = texture_size
 
         nv_all = len(arrs.neutral)
@@ -447,17 +482,23 @@ class ICTFaceModel:
         remap[self.vertex_ids] = np.arange(len(self.vertex_ids))
         tri_keep = keep[arrs.faces].all(1)  # drop triangles touching removed parts
         self.faces = remap[arrs.faces[tri_keep]]
-        self.face_uv = np.ascontiguousarray(arrs.face_uv[tri_keep])
+        lo_e, hi_e = ICT_PARTS["eyeballs"]
+        kept = arrs.faces[tri_keep]
+        self.face_uv = atlas_uv(arrs.face_uv[tri_keep], ((kept >= lo_e) & (kept < hi_e)).all(1))
         vid = self.vertex_ids
         self.neutral_vertices = arrs.neutral[vid] * CM_TO_MM - ICT_ORIGIN_MM
-        self.identity_modes = arrs.identity_modes[:, vid] * CM_TO_MM
-        self.expression_modes = arrs.expression_modes[:, vid] * CM_TO_MM
+        # Fancy indexing on axis 1 gives a transposed layout; make the modes C-contiguous so
+        # that the (K,) @ (K, V*3) products in mesh() need no copies.
+        self.identity_modes = np.ascontiguousarray(arrs.identity_modes[:, vid]) * CM_TO_MM
+        self.expression_modes = np.ascontiguousarray(arrs.expression_modes[:, vid]) * CM_TO_MM
         self.identity_names = arrs.identity_names
         self.expression_names = arrs.expression_names
         self.landmarks68 = remap[arrs.landmarks68]
         self.landmark_vertices = remap[arrs.dense]
         lo, hi = ICT_NARROW_FACE
         self.face_region = (vid >= lo) & (vid < hi)
+        # Where the dense landmarks were sampled (a subset of face_region).
+        self.landmark_region = _landmark_region(arrs.neutral, arrs.faces, arrs.landmarks68)[vid]
         eyes = (vid >= ICT_PARTS["eyeballs"][0]) & (vid < ICT_PARTS["eyeballs"][1])
         self._plain_colors = np.where(eyes[:, None], _EYE_RGB, _SKIN_RGB).astype(np.float32)
 
@@ -476,15 +517,20 @@ class ICTFaceModel:
                     f"identity weights must be (k,) with k <= {len(self.identity_modes)}, "
                     f"got shape {w.shape}"
                 )
-            v += np.tensordot(w, self.identity_modes[: len(w)], axes=1)
+            k = len(w)
+            v += (w @ self.identity_modes[:k].reshape(k, -1)).reshape(v.shape)
         if w_ex is not None:
             e = self._expression_vector(w_ex)
-            v += np.tensordot(e, self.expression_modes, axes=1)
+            v += (e @ self.expression_modes.reshape(len(e), -1)).reshape(v.shape)
         texture = colors = None
         synth = _synthesize_albedo() if self.texture_size else None
         if synth is not None:
             texture = synth(
-                v, self.faces, self.face_uv, v[self.landmarks68], int(albedo_seed),
+                v,
+                self.faces,
+                self.face_uv,
+                v[self.landmarks68],
+                int(albedo_seed),
                 size=int(self.texture_size),
             )
         else:

@@ -16,11 +16,11 @@ from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 
 __all__ = [
-    "validate_count",
-    "dense_landmarks",
     "boundary_loops",
-    "ring_distance",
+    "dense_landmarks",
     "hole_margin_mask",
+    "ring_distance",
+    "validate_count",
 ]
 
 
