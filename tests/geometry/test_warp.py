@@ -187,3 +187,20 @@ def test_warp_shape_errors():
         )
     with pytest.raises(ValueError, match="uv must be"):
         sample_image(torch.rand(1, 3, 6, 8), torch.rand(2, 5, 2))
+
+
+def test_float32_warp_matches_float64_at_face_scale():
+    # 192 px images, f = 600 px, a head 500 mm away turning by ~6 degrees
+    H = W = 192
+    K = _K(600.0, W, H)
+    g = torch.Generator().manual_seed(0)
+    depth = 480.0 + 40.0 * torch.rand(1, 1, H, W, generator=g, dtype=torch.float64)
+    T = pose_vector_to_matrix(
+        torch.tensor([[0.01, 0.1, -0.02, 30.0, -5.0, 8.0]], dtype=torch.float64)
+    )
+    img = torch.rand(1, 3, H, W, generator=g, dtype=torch.float64)
+    w64 = inverse_warp(img, depth, T, K)
+    w32 = inverse_warp(img.float(), depth.float(), T.float(), K.float())
+    assert (w32.uv.double() - w64.uv).abs().max() < 5e-4  # px
+    both = w64.valid & w32.valid
+    assert (w32.image.double() - w64.image).abs().mul(both).max() < 2e-4

@@ -210,3 +210,17 @@ def test_shape_errors():
         landmark_ba_loss(K.expand(2, 3, 3), T, uv, w, depth)
     with pytest.raises(ValueError, match="distance"):
         landmark_ba_loss(K, T, uv, w, depth, distance="l1")
+
+
+def test_float32_is_accurate_enough_for_training():
+    K, T, uv, depth = _scene(F=6, N=68, seed=5)
+    g = torch.Generator().manual_seed(3)
+    uv = uv + 0.7 * torch.randn(uv.shape, generator=g, dtype=torch.float64)
+    w = torch.rand(depth.shape, generator=g, dtype=torch.float64)
+    ref, _ = landmark_ba_loss(K, T, uv, w, depth)
+    l32, _ = landmark_ba_loss(K.float(), T.float(), uv.float(), w.float(), depth.float())
+    assert l32.dtype == torch.float32
+    assert l32.item() == pytest.approx(ref.item(), rel=1e-5)
+    uv_ab64, _, _ = landmark_reprojection(K, T, uv, depth)
+    uv_ab32, _, _ = landmark_reprojection(K.float(), T.float(), uv.float(), depth.float())
+    assert (uv_ab32.double() - uv_ab64).abs().max() < 5e-4  # px
