@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facesfm.faces.albedo import synthesize_albedo, vertex_albedo
 from facesfm.faces.types import FaceMesh
 
 __all__ = ["BuiltinFaceModel", "N_IDENTITY", "N_EXPRESSION", "IDENTITY_NAMES", "EXPRESSION_NAMES"]
@@ -500,16 +501,11 @@ class BuiltinFaceModel:
         v = self.vertices(w_id, w_ex)
         texture = vcol = None
         lm68 = v[self.landmark_vertices[:68]]
-        try:
-            from facesfm.faces import albedo
-        except ImportError:  # albedo module not there yet: geometry only
-            albedo = None
-        if albedo is not None:
-            vcol = albedo.vertex_albedo(v, lm68, seed)
-            if self.texture_size > 0:
-                texture = albedo.synthesize_albedo(
-                    v, self.grid.faces, self.grid.face_uv, lm68, seed, self.texture_size
-                )
+        vcol = vertex_albedo(v, lm68, seed)
+        if self.texture_size > 0:
+            texture = synthesize_albedo(
+                v, self.grid.faces, self.grid.face_uv, lm68, seed, self.texture_size
+            )
         mesh = FaceMesh(
             vertices=v,
             faces=self.grid.faces.copy(),
