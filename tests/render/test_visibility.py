@@ -1,0 +1,75 @@
+import numpy as np
+import trimesh
+
+from facesfm.geometry.camera import intrinsics, look_at, project, transform
+from facesfm.render.visibility import (
+    landmark_visibility,
+    outward_sign,
+    sample_depth,
+    vertex_normals,
+)
+
+
+def test_vertex_normals_area_weighted():
+    s = trimesh.creation.icosphere(subdivisions=3, radius=50.0)
+    n = vertex_normals(s.vertices, s.faces)
+    radial = s.vertices / np.linalg.norm(s.vertices, axis=1, keepdims=True)
+    assert np.abs(np.einsum("ij,ij->i", n, radial) - 1).max() < 2e-3
+    assert outward_sign(s.vertices, n) == 1.0
+    assert outward_sign(s.vertices, -n) == -1.0
+    # area weighting: a vertex shared by a big and a small triangle at a right angle
+    v = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 1.0], [0, -1.0, 0]])
+    f = np.array([[0, 1, 2], [0, 3, 4]])  # normals +z (area 50) and +x (area 0.5)
+    n0 = vertex_normals(v, f)[0]
+    np.testing.assert_allclose(n0, np.array([0.5, 0, 50]) / np.hypot(0.5, 50), atol=1e-12)
+    np.testing.assert_array_equal(vertex_normals(v, f)[[3, 4]] != 0, [[True, False, False]] * 2)
+
+
+def _plane_depth(K, n_cam, d, H, W):
+    """Depth map of the plane n.X = d seen by camera K (camera frame)."""
+    vv, uu = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(uu - K[0, 2]) / K[0, 0], (vv - K[1, 2]) / K[1, 1], np.ones_like(uu)], -1)
+    return d / (rays @ n_cam)
+
+
+def test_sample_depth_exact_on_a_plane_and_nan_off_it():
+    K = intrinsics(300.0, 64, 48)
+    n = np.array([0.3, -0.5, 1.0])
+    depth = _plane_depth(K, n, 400.0, 48, 64)
+    rng = np.random.default_rng(0)
+    uv = rng.uniform([0, 0], [63, 47], (500, 2))
+    rays = np.concatenate([(uv - K[:2, 2]) / 300.0, np.ones((500, 1))], 1)
+    np.testing.assert_allclose(sample_depth(depth, uv), 400.0 / (rays @ n), rtol=1e-12)
+    # integer positions return the pixel exactly; background or outside gives NaN
+    np.testing.assert_allclose(sample_depth(depth, np.array([[5.0, 7.0]])), depth[7, 5])
+    holed = depth.copy()
+    holed[10, 20] = 0
+    z = sample_depth(holed, np.array([[19.5, 9.5], [20.5, 10.5], [21.01, 10.5], [63.5, 3.0],
+                                      [-0.01, 3.0], [np.nan, 1.0]]))
+    assert np.isnan(z[[0, 1, 3, 4, 5]]).all() and np.isfinite(z[2])
+
+
+def test_landmark_visibility_rules():
+    """In-image margin, back-facing and occlusion each remove exactly their landmark."""
+    H = W = 100
+    K = intrinsics(100.0, W, H)
+    T = look_at(np.array([0.0, 0, 200]), np.zeros(3))  # camera on +z looking at the origin
+    # a wall at world z=0 (camera z = 200), seen everywhere
+    depth = np.full((H, W), 200.0, dtype=np.float32)
+    xyz = np.array([
+        [0.0, 0.0, 0.0],     # 0 on the wall, facing: visible
+        [10.0, 5.0, 0.3],    # 1 0.3 mm in front of the wall: within 0.5 mm -> visible
+        [-10.0, 5.0, -2.0],  # 2 2 mm behind the wall: occluded
+        [0.0, 10.0, 0.0],    # 3 facing away
+        [99.0, 0.0, 0.0],    # 4 projects at u = 49.5 + 49.5 = 99: outside the 1 px margin
+        [96.0, 0.0, 0.0],    # 5 projects at u = 97.5: inside the margin
+    ])
+    normals = np.tile([0.0, 0.0, 1.0], (6, 1))
+    normals[3] = [0, 0, -1]
+    uv, z, vis = landmark_visibility(xyz, normals, K, T, depth, tol=0.5, margin=1.0)
+    np.testing.assert_allclose(uv, project(K, transform(T, xyz)), atol=1e-12)
+    np.testing.assert_allclose(z, 200 - xyz[:, 2], atol=1e-12)
+    np.testing.assert_array_equal(vis, [True, True, False, False, False, True])
+    # the tolerance is the rule: 0.2 mm rejects landmark 1
+    _, _, vis2 = landmark_visibility(xyz, normals, K, T, depth, tol=0.2)
+    np.testing.assert_array_equal(vis2, [True, False, False, False, False, True])
