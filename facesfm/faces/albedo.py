@@ -84,12 +84,14 @@ def skin_params(seed: int) -> SkinParams:
     skin = _TONES[i] * (1 - (t - i)) + _TONES[i + 1] * (t - i)
     skin = skin * (1 + rng.normal(0, 0.03, 3))  # hue jitter
     lip = np.array([0.86, 0.62, 0.64]) * (1 + rng.normal(0, 0.04, 3))
+    # brow hair is always clearly darker than the skin it grows on
+    hair = np.minimum(_HAIR[rng.integers(len(_HAIR))] * rng.uniform(0.85, 1.15), 0.45 * skin)
     return SkinParams(
         skin=np.clip(skin, 0.05, 1.0),
         redness=float(rng.uniform(0.3, 1.0)),
         blotch=float(rng.uniform(0.6, 1.4)),
         freckles=float(rng.uniform(0.0, 1.0) ** 2),
-        hair=_HAIR[rng.integers(len(_HAIR))] * rng.uniform(0.85, 1.15),
+        hair=hair,
         brow_density=float(rng.uniform(0.65, 0.95)),
         lip=np.clip(lip, 0.3, 1.0),
         iris=_IRIS[rng.integers(len(_IRIS))],
@@ -444,7 +446,7 @@ def synthesize_albedo(
     grain = ndimage.gaussian_filter(rng.standard_normal((size, size)), 2.0)
     grain /= grain.std() + 1e-12
     pores = np.clip(-fine - 1.6, 0.0, None)  # sparse dark dots
-    shade = 1 + 0.035 * fine + 0.03 * grain - 0.12 * pores
+    shade = 1 + 0.03 * fine + 0.02 * grain - 0.12 * pores
     img = img.reshape(size, size, 3) * shade[..., None]
     # fill texels outside the triangles with the nearest covered colour
     idx = ndimage.distance_transform_edt(

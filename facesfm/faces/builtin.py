@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesfm.faces.albedo import synthesize_albedo, vertex_albedo
+from facesfm.faces.landmarks import dense_landmarks
 from facesfm.faces.types import FaceMesh
 
 __all__ = ["BuiltinFaceModel", "N_IDENTITY", "N_EXPRESSION", "IDENTITY_NAMES", "EXPRESSION_NAMES"]
@@ -408,22 +409,6 @@ def _pick_landmarks(verts: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return out
 
 
-def _farthest_point_sampling(points: np.ndarray, candidates: np.ndarray, seeds: np.ndarray,
-                             n: int) -> np.ndarray:
-    """Deterministic farthest-point sampling: ``seeds`` first, then candidates by max-min
-    Euclidean distance until ``n`` ids (ties go to the lowest candidate position)."""
-    chosen = list(seeds)
-    cp = points[candidates]
-    dmin = np.full(len(candidates), np.inf)
-    for s in seeds:
-        dmin = np.minimum(dmin, np.sum((cp - points[s]) ** 2, 1))
-    while len(chosen) < n:
-        k = int(np.argmax(dmin))
-        chosen.append(int(candidates[k]))
-        dmin = np.minimum(dmin, np.sum((cp - cp[k]) ** 2, 1))
-    return np.asarray(chosen, np.int64)
-
-
 def _vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     tri = verts[faces]
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -462,8 +447,7 @@ class BuiltinFaceModel:
         self.face_region = self._face_region(self.template)
         lm68 = _pick_landmarks(self.template, normals)
         self.face_region[lm68] = True
-        cand = np.flatnonzero(self.face_region)
-        self.landmark_vertices = _farthest_point_sampling(self.template, cand, lm68, n_landmarks)
+        self.landmark_vertices = dense_landmarks(self.template, self.face_region, lm68, n_landmarks)
 
     @staticmethod
     def _face_region(v: np.ndarray) -> np.ndarray:
