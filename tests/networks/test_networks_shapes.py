@@ -227,3 +227,28 @@ def test_kaiming_initialisation(nets):
     fan_out = conv.out_channels * 9
     std = conv.weight.std().item()
     assert std == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1)
+
+
+def test_configs_round_trip_and_reject_bad_values():
+    from facesfm.config import from_dict, to_dict
+    from facesfm.errors import InputError as CfgError
+
+    for cls, data in [
+        (
+            LandmarkNetConfig,
+            {"variant": "heatmap", "num_landmarks": 200, "channels": [8, 16, 24, 32]},
+        ),
+        (DepthNetConfig, {"min_depth_mm": 300.0, "max_depth_mm": 800.0, "num_scales": 3}),
+        (PoseNetConfig, {"pivot_depth_mm": 500.0, "channels": [8, 16, 32, 64, 96]}),
+    ]:
+        cfg = from_dict(cls, data)
+        assert from_dict(cls, to_dict(cfg)) == cfg
+    assert from_dict(LandmarkNetConfig, {"channels": [8, 16, 24, 32]}).channels == (8, 16, 24, 32)
+    with pytest.raises(CfgError, match="unknown"):
+        from_dict(DepthNetConfig, {"dmin": 1.0})
+    with pytest.raises(ValueError, match="num_landmarks"):
+        LandmarkNetConfig(num_landmarks=801)
+    with pytest.raises(ValueError, match="variant"):
+        LandmarkNetConfig(variant="resnet")
+    with pytest.raises(ValueError, match="min_depth_mm"):
+        DepthNetConfig(min_depth_mm=900.0, max_depth_mm=800.0)
