@@ -33,6 +33,40 @@ def demo(out, seed, overwrite):
     run_demo(out=out, seed=seed, overwrite=overwrite)
 
 
+@cli.command()
+@click.option("--out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--faces", type=click.Choice(["builtin", "ict", "mesh"]), default=None,
+              help="Face source [default: builtin].")
+@click.option("--mesh", type=click.Path(), default=None, help="Mesh file for --faces mesh.")
+@click.option("--units", type=click.Choice(["mm", "cm", "m"]), default=None,
+              help="Length unit of --mesh [default: mm].")
+@click.option("--orient", default=None, help="Axis the --mesh face looks down, e.g. +z.")
+@click.option("--ict-dir", type=click.Path(), default=None, help="ICT-FaceKit folder.")
+@click.option("--subjects", type=int, default=None, help="Number of faces [default: 1].")
+@click.option("--sequences-per-subject", type=int, default=None,
+              help="Sequences per face [default: 1].")
+@click.option("--seed", type=int, default=None, help="Master seed [default: 0].")
+@click.option("--frames", type=int, default=None,
+              help="Frames spread over the yaw range (instead of --step).")
+@click.option("--yaw-range", default=None, help="MIN,MAX yaw in degrees [default: -60,60].")
+@click.option("--step", type=float, default=None, help="Yaw step in degrees [default: 2].")
+@click.option("--size", default=None, help="Image size N or WxH [default: 384].")
+@click.option("--focal", type=float, default=None, help="Focal length in px [default: 500].")
+@click.option("--workers", type=int, default=None, help="Processes [default: 1].")
+@click.option("--landmarks", type=int, default=None,
+              help="Landmark count: 68, 200, 300, 400, 500, 568 or 800 [default: 800].")
+@click.option("--overwrite", is_flag=True, help="Replace existing sequences in --out.")
+@click.option("--config", "config", type=click.Path(), default=None,
+              help="YAML BatchConfig; options given here override it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def render(out, overwrite, config, quiet, **options):
+    """Render synthetic face sequences with ground truth (images, depth, masks, landmarks)."""
+    from facesfm.render.batch import build_batch_config, render_batch
+
+    cfg = build_batch_config(config, **options)
+    render_batch(cfg, out, overwrite=overwrite, progress=not quiet, echo=click.echo)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, standalone_mode=False)

@@ -1,1 +1,33 @@
-"""facesfm.render"""
+"""facesfm.render: camera trajectories, offscreen rendering and writing sequences with ground
+truth (images, depth, face masks, landmark tracks, COLMAP model)."""
+
+from facesfm.render.config import BatchConfig, LightingConfig, RenderConfig, TrajectoryConfig
+from facesfm.render.trajectory import Trajectory, make_trajectory
+from facesfm.render.visibility import landmark_visibility, sample_depth, vertex_normals
+
+__all__ = [
+    "BatchConfig",
+    "LightingConfig",
+    "RenderConfig",
+    "TrajectoryConfig",
+    "Trajectory",
+    "make_trajectory",
+    "landmark_visibility",
+    "sample_depth",
+    "vertex_normals",
+    "render_sequence",
+    "FaceRenderer",
+]
+
+
+def __getattr__(name):
+    # pyrender (OpenGL) loads only when rendering is actually used
+    if name == "render_sequence":
+        from facesfm.render.writer import render_sequence
+
+        return render_sequence
+    if name == "FaceRenderer":
+        from facesfm.render.renderer import FaceRenderer
+
+        return FaceRenderer
+    raise AttributeError(name)

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 
-__all__ = ["TrajectoryConfig", "LightingConfig", "RenderConfig", "BACKGROUNDS"]
+__all__ = [
+    "TrajectoryConfig",
+    "LightingConfig",
+    "RenderConfig",
+    "BatchConfig",
+    "BACKGROUNDS",
+    "FACE_SOURCES",
+]
 
 #: Background kinds: a constant colour, seeded per-pixel noise (smoothed), a seeded linear
 #: gradient, or "random" (noise or gradient chosen by the seed).
@@ -181,3 +188,49 @@ class RenderConfig:
                              f"{self.png_compress_level}")
         if not self.znear_margin > 0:
             raise InputError(f"render: znear_margin must be > 0, got {self.znear_margin}")
+
+
+FACE_SOURCES = ("builtin", "ict", "mesh")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """``facesfm render``: many subjects x sequences of one face source.
+
+    faces:                 "builtin" (procedural, no data), "ict" (ICT-FaceKit) or "mesh".
+    mesh, units, orient:   the user mesh for faces="mesh" (file, its length unit, which axis
+                           its face looks down; see facesfm.faces.mesh).
+    ict_dir:               ICT-FaceKit folder (None: FACESFM_ICT_DIR or ../shared/ict-facekit).
+    subjects:              number of faces (face seeds derive from ``seed`` and the subject).
+    sequences_per_subject: sequences rendered of each face (own trajectory/light seeds).
+    seed:                  master seed.
+    workers:               processes; each owns one renderer.
+    render:                the per-sequence options.
+    """
+
+    faces: str = "builtin"
+    mesh: str | None = None
+    units: str = "mm"
+    orient: str | None = None
+    ict_dir: str | None = None
+    subjects: int = 1
+    sequences_per_subject: int = 1
+    seed: int = 0
+    workers: int = 1
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    def __post_init__(self):
+        if self.faces not in FACE_SOURCES:
+            raise InputError(f"--faces {self.faces}: choose one of {list(FACE_SOURCES)}")
+        if self.faces == "mesh" and not self.mesh:
+            raise InputError("--faces mesh needs --mesh PATH")
+        if self.units not in ("mm", "cm", "m"):
+            raise InputError(f"--units {self.units}: choose one of ['mm', 'cm', 'm']")
+        if self.subjects < 1:
+            raise InputError(f"--subjects must be >= 1, got {self.subjects}")
+        if self.sequences_per_subject < 1:
+            raise InputError(
+                f"--sequences-per-subject must be >= 1, got {self.sequences_per_subject}"
+            )
+        if self.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
