@@ -338,6 +338,9 @@ def icp_to_mesh(src, vertices, faces, init: Sim3 | None = None,
     T = Sim3.identity() if init is None else init
     # open3d answers in float32: steps below ~1e-7 are its round-off, not progress.
     tol = max(config.tolerance, 1e-7) if query.backend == "open3d" else config.tolerance
+    # below this distance (relative to the cloud's extent) the closest point's direction is
+    # round-off (float32 in open3d), so the face normal is used
+    near_rel = 1e-4 if query.backend == "open3d" else 1e-9
     it = 0
     for it in range(1, config.max_iterations + 1):
         x = T.apply(src)
@@ -345,7 +348,16 @@ def icp_to_mesh(src, vertices, faces, init: Sim3 | None = None,
         ok = d <= config.max_correspondence_mm
         if ok.sum() < 7:
             break
-        step = _surface_step(x[ok], q[ok], fn[ti[ok]], config.with_scale)
+        # Gauss-Newton on the true distance: its gradient is the unit vector from the closest
+        # point, which stays continuous as the closest point crosses edges (face normals do
+        # not, and make ICP dither on a faceted mesh). On the surface it is undefined; there
+        # the face normal is the limit of the same residual from either side.
+        diff = x[ok] - q[ok]
+        n = fn[ti[ok]]
+        dd = d[ok]
+        far = dd > near_rel * max(float(np.ptp(x[ok], axis=0).max()), 1e-300)
+        n[far] = diff[far] / dd[far, None]
+        step = _surface_step(x[ok], q[ok], n, config.with_scale)
         T = step @ T
         extent = max(float(np.ptp(x[ok], axis=0).max()), 1e-300)
         size = max(step.rotation_angle_deg() * np.pi / 180, abs(np.log(step.s)),

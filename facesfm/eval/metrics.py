@@ -46,6 +46,7 @@ __all__ = [
     "ClassificationScores",
     "scores_from_counts",
     "visibility_scores",
+    "evaluate_reconstruction",
 ]
 
 
@@ -541,3 +542,41 @@ def visibility_scores(pred_visible, gt_visible) -> ClassificationScores:
     fn = int(np.sum(~p & g))
     tn = int(np.sum(~p & ~g))
     return scores_from_counts(tp, fp, fn, tn)
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def evaluate_reconstruction(points, gt_mesh, recon_landmarks=None, landmark_ids=None,
+                            config=None, threshold_mm: float = 2.0, use_region: bool = True):
+    """Align a reconstruction to its ground-truth :class:`facesfm.faces.types.FaceMesh` and
+    measure it: the paper's protocol (landmark-initialised ICP, then point-to-point error).
+
+    points:          (N, 3) reconstructed points in the reconstruction's frame.
+    gt_mesh:         the ground-truth FaceMesh (world frame, mm).
+    recon_landmarks: optional (L, 3) reconstructed 3D landmarks (rows may be NaN) for the
+                     Umeyama initialisation; paired with GT landmark IDs ``landmark_ids``
+                     (default 0..L-1 of ``gt_mesh.landmark_vertices``).
+    config:          :class:`facesfm.eval.align.AlignConfig` (default settings if None).
+    use_region:      restrict the metrics to ``gt_mesh.face_region`` when the mesh has one.
+    Returns ``(AlignResult, ReconstructionMetrics)``.
+    """
+    from facesfm.eval.align import AlignConfig, align_reconstruction
+
+    config = AlignConfig() if config is None else config
+    pairs = None
+    if recon_landmarks is not None:
+        lm = _np(recon_landmarks)
+        _check(lm, (None, 3), "recon_landmarks")
+        ids = np.arange(len(lm)) if landmark_ids is None else np.asarray(landmark_ids, dtype=np.int64)
+        if ids.shape != (len(lm),):
+            raise ValueError(f"landmark_ids must be ({len(lm)},), got {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= len(gt_mesh.landmark_vertices)):
+            raise ValueError(f"landmark_ids outside 0..{len(gt_mesh.landmark_vertices) - 1}")
+        ok = np.all(np.isfinite(lm), axis=1)
+        pairs = (lm[ok], gt_mesh.vertices[gt_mesh.landmark_vertices[ids[ok]]])
+    res = align_reconstruction(points, gt_mesh.vertices, gt_mesh.faces, pairs, config)
+    region = gt_mesh.face_region if use_region else None
+    m = reconstruction_metrics(res.aligned, gt_mesh.vertices, gt_mesh.faces, region, threshold_mm,
+                               config.backend)
+    return res, m

@@ -12,6 +12,8 @@ float32 (about 1e-5 mm at head scale) and is much faster on large inputs.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -98,7 +100,9 @@ class MeshClosestPoint:
         remap[used] = np.arange(len(used))
         self._tri = v[used][remap[f]]  # (T, 3, 3)
         cen = self._tri.mean(axis=1)
-        self._rad = float(np.linalg.norm(self._tri - cen[:, None], axis=2).max())
+        self._cen = cen
+        self._rads = np.linalg.norm(self._tri - cen[:, None], axis=2).max(axis=1)  # (T,)
+        self._rad = float(self._rads.max())
         self._vtree = cKDTree(v[used])
         self._ctree = cKDTree(cen)
 
@@ -124,15 +128,22 @@ class MeshClosestPoint:
         best_t = np.zeros(len(p), dtype=np.int64)
         counts = np.fromiter((len(c) for c in cand), dtype=np.int64, count=len(cand))
         pid = np.repeat(np.arange(len(p)), counts)
-        tid = np.fromiter((t for c in cand for t in c), dtype=np.int64, count=int(counts.sum()))
+        tid = np.fromiter(chain.from_iterable(cand), dtype=np.int64, count=int(counts.sum()))
+        # keep the triangles whose own bounding sphere reaches within the bound
+        near = (np.linalg.norm(p[pid] - self._cen[tid], axis=1) - self._rads[tid]
+                <= ub[pid] + 1e-9)
+        pid, tid = pid[near], tid[near]
         for s in range(0, len(pid), chunk):
             pi, ti = pid[s : s + chunk], tid[s : s + chunk]
             q = point_triangle_closest(p[pi], tri[ti, 0], tri[ti, 1], tri[ti, 2])
             d = np.linalg.norm(p[pi] - q, axis=1)
-            order = np.lexsort((d, pi))  # per point, its nearest candidate first
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = pi[order][1:] != pi[order][:-1]
-            sel = order[first]
+            # pairs come grouped by point: the minimum of each group, first one on ties
+            starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
+            segmin = np.minimum.reduceat(d, starts)
+            lens = np.diff(np.r_[starts, len(pi)])
+            hit = np.flatnonzero(d == np.repeat(segmin, lens))
+            _, first = np.unique(pi[hit], return_index=True)
+            sel = hit[first]
             upd = d[sel] < best_d[pi[sel]]
             k = pi[sel][upd]
             best_d[k] = d[sel][upd]

@@ -279,3 +279,31 @@ def test_visibility_scores_count_confusion():
     s = visibility_scores(pred, gt)
     assert (s.tp, s.fp, s.fn, s.tn) == (4, 1, 2, 3)
     assert s.f1 == pytest.approx(8 / 11, abs=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluate_reconstruction_protocol(face_mesh, backend):
+    """Noisy, scaled, moved samples of the face region: the landmark-initialised ICP undoes the
+    similarity, and the point-to-surface error is the noise's normal component,
+    E|N(0, 0.5)| = 0.5 * sqrt(2 / pi) = 0.399 mm."""
+    from facesfm.eval.align import AlignConfig, surface_samples
+    from facesfm.eval.metrics import evaluate_reconstruction
+    from facesfm.faces.types import FaceMesh
+
+    v, f = face_mesh
+    rng = np.random.default_rng(11)
+    region = v[:, 2] > 20
+    lm_ids = rng.choice(np.flatnonzero(v[:, 2] > 30), 800, replace=False)
+    gt = FaceMesh(vertices=v, faces=f, landmark_vertices=lm_ids, face_region=region)
+    p = surface_samples(v, f, 40000, seed=3)
+    p = p[p[:, 2] > 25]
+    true = Sim3(random_rotation(rng, 5.0), np.array([10.0, -4.0, 3.0]), 0.8)  # recon -> GT
+    recon = true.inverse().apply(p + rng.normal(scale=0.5, size=p.shape))
+    lm = true.inverse().apply(v[lm_ids[:68]] + rng.normal(scale=1.0, size=(68, 3)))
+    lm[3] = np.nan  # a landmark that was not reconstructed
+    res, m = evaluate_reconstruction(recon, gt, lm, config=AlignConfig(backend=backend))
+    E = res.transform @ true.inverse()
+    assert E.rotation_angle_deg() < 0.05 and np.linalg.norm(E.t) < 0.1 and abs(E.s - 1) < 1e-3
+    assert m.point_to_surface.mean == pytest.approx(0.5 * np.sqrt(2 / np.pi), abs=0.01)
+    assert m.point_to_point.mean > m.point_to_surface.mean  # vertices are ~5 mm apart
+    assert m.n_points == len(recon) and m.precision > 0.99
