@@ -25,22 +25,24 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 __all__ = [
-    "Sim3",
-    "umeyama",
     "AlignConfig",
-    "IcpResult",
     "AlignResult",
-    "icp",
-    "icp_to_mesh",
+    "IcpResult",
+    "Sim3",
     "align_reconstruction",
     "have_open3d",
+    "icp",
+    "icp_to_mesh",
     "require_open3d",
     "surface_samples",
+    "umeyama",
 ]
 
 ICP_BACKENDS = ("auto", "open3d", "numpy")
 ICP_METHODS = ("point_to_surface", "point_to_point", "point_to_plane")
-OPEN3D_HINT = "open3d is not installed; install it with: pip install 'facesfm[open3d]' (open3d==0.20.*)"
+OPEN3D_HINT = (
+    "open3d is not installed; install it with: pip install 'facesfm[open3d]' (open3d==0.20.*)"
+)
 
 
 def have_open3d() -> bool:
@@ -85,7 +87,9 @@ class Sim3:
 
     def __post_init__(self):
         if np.shape(self.R) != (3, 3) or np.shape(self.t) != (3,):
-            raise ValueError(f"Sim3 needs R (3, 3) and t (3,), got {np.shape(self.R)}, {np.shape(self.t)}")
+            raise ValueError(
+                f"Sim3 needs R (3, 3) and t (3,), got {np.shape(self.R)}, {np.shape(self.t)}"
+            )
         if not self.s > 0:
             raise ValueError(f"Sim3 scale must be positive, got {self.s}")
 
@@ -211,9 +215,13 @@ class AlignConfig:
 
     def __post_init__(self):
         if self.method not in ICP_METHODS:
-            raise ValueError(f"AlignConfig.method must be one of {ICP_METHODS}, got {self.method!r}")
+            raise ValueError(
+                f"AlignConfig.method must be one of {ICP_METHODS}, got {self.method!r}"
+            )
         if self.backend not in ICP_BACKENDS:
-            raise ValueError(f"AlignConfig.backend must be one of {ICP_BACKENDS}, got {self.backend!r}")
+            raise ValueError(
+                f"AlignConfig.backend must be one of {ICP_BACKENDS}, got {self.backend!r}"
+            )
         if self.method == "point_to_plane" and self.with_scale:
             raise ValueError("AlignConfig: point_to_plane ICP is rigid; set with_scale=False")
         if not self.max_correspondence_mm > 0:
@@ -310,8 +318,9 @@ def _icp_numpy(src, dst, init: Sim3, cfg: AlignConfig, dst_normals=None) -> IcpR
     return IcpResult(T, float(ok.mean()), rmse, it)
 
 
-def icp_to_mesh(src, vertices, faces, init: Sim3 | None = None,
-                config: AlignConfig = AlignConfig()) -> IcpResult:
+def icp_to_mesh(
+    src, vertices, faces, init: Sim3 | None = None, config: AlignConfig = AlignConfig()
+) -> IcpResult:
     """Point-to-surface ICP: pair each source point with its closest point on the target
     *triangles* and take a Gauss-Newton step on the point-to-plane residuals
     ``n_tri . (s R x + t - q)`` (with the log-scale as a 7th unknown when
@@ -360,8 +369,11 @@ def icp_to_mesh(src, vertices, faces, init: Sim3 | None = None,
         step = _surface_step(x[ok], q[ok], n, config.with_scale)
         T = step @ T
         extent = max(float(np.ptp(x[ok], axis=0).max()), 1e-300)
-        size = max(step.rotation_angle_deg() * np.pi / 180, abs(np.log(step.s)),
-                   float(np.linalg.norm(step.t)) / extent)
+        size = max(
+            step.rotation_angle_deg() * np.pi / 180,
+            abs(np.log(step.s)),
+            float(np.linalg.norm(step.t)) / extent,
+        )
         if size < tol:
             break
     _, d, _ = query(T.apply(src))
@@ -416,15 +428,22 @@ def _icp_open3d(src, dst, init: Sim3, cfg: AlignConfig, dst_normals=None) -> Icp
         pd.normals = o3d.utility.Vector3dVector(dst_normals)
         est = reg.TransformationEstimationPointToPlane()
     crit = reg.ICPConvergenceCriteria(
-        relative_fitness=cfg.tolerance, relative_rmse=cfg.tolerance, max_iteration=cfg.max_iterations
+        relative_fitness=cfg.tolerance,
+        relative_rmse=cfg.tolerance,
+        max_iteration=cfg.max_iterations,
     )
     res = reg.registration_icp(ps, pd, cfg.max_correspondence_mm, init.matrix(), est, crit)
-    return IcpResult(Sim3.from_matrix(np.asarray(res.transformation)), float(res.fitness),
-                     float(res.inlier_rmse), -1)
+    return IcpResult(
+        Sim3.from_matrix(np.asarray(res.transformation)),
+        float(res.fitness),
+        float(res.inlier_rmse),
+        -1,
+    )
 
 
-def icp(src, dst, init: Sim3 | None = None, config: AlignConfig = AlignConfig(),
-        dst_normals=None) -> IcpResult:
+def icp(
+    src, dst, init: Sim3 | None = None, config: AlignConfig = AlignConfig(), dst_normals=None
+) -> IcpResult:
     """Refine ``init`` (source -> target) by ICP between point sets ("point_to_point" or
     "point_to_plane"; for "point_to_surface" use :func:`icp_to_mesh`).
 
@@ -451,8 +470,9 @@ def icp(src, dst, init: Sim3 | None = None, config: AlignConfig = AlignConfig(),
     return _icp_numpy(src, dst, init, config, dst_normals)
 
 
-def align_reconstruction(points, gt_mesh_vertices, gt_faces=None, init_pairs=None,
-                         config: AlignConfig = AlignConfig()) -> AlignResult:
+def align_reconstruction(
+    points, gt_mesh_vertices, gt_faces=None, init_pairs=None, config: AlignConfig = AlignConfig()
+) -> AlignResult:
     """Register a reconstructed point cloud to a ground-truth mesh (landmark init + ICP).
 
     points:           (N, 3) reconstruction, in its own frame (mm, or arbitrary scale when
@@ -477,7 +497,11 @@ def align_reconstruction(points, gt_mesh_vertices, gt_faces=None, init_pairs=Non
     if gt_faces is None:
         if config.method == "point_to_plane":
             raise ValueError("point_to_plane alignment needs gt_faces (for normals)")
-        cfg = config if config.method == "point_to_point" else replace(config, method="point_to_point")
+        cfg = (
+            config
+            if config.method == "point_to_point"
+            else replace(config, method="point_to_point")
+        )
         res = icp(pts, gv, init, cfg)
     else:
         gf = np.asarray(gt_faces, dtype=np.int64)
@@ -493,5 +517,11 @@ def align_reconstruction(points, gt_mesh_vertices, gt_faces=None, init_pairs=Non
                 extra = surface_samples(gv, gf, config.target_samples, config.seed)
                 target = np.concatenate([gv, extra])
             res = icp(pts, target, init, config)
-    return AlignResult(res.transform, init, res.transform.apply(pts), res.fitness,
-                       res.inlier_rmse, {"iterations": res.iterations, "method": config.method})
+    return AlignResult(
+        res.transform,
+        init,
+        res.transform.apply(pts),
+        res.fitness,
+        res.inlier_rmse,
+        {"iterations": res.iterations, "method": config.method},
+    )

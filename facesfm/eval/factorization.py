@@ -70,8 +70,10 @@ class FactorizationConfig:
 
     def __post_init__(self):
         if self.camera not in ("scaled_orthographic", "orthographic"):
-            raise ValueError(f"FactorizationConfig.camera must be scaled_orthographic or orthographic, "
-                             f"got {self.camera!r}")
+            raise ValueError(
+                f"FactorizationConfig.camera must be scaled_orthographic or orthographic, "
+                f"got {self.camera!r}"
+            )
         if self.max_iterations < 0 or not self.tolerance >= 0:
             raise ValueError("FactorizationConfig: max_iterations and tolerance must be >= 0")
 
@@ -123,8 +125,9 @@ def _check_tracks(uv, visible):
     if visible is None:
         vis = np.ones(uv.shape[:2], dtype=bool)
     else:
-        vis = np.asarray(visible.detach().cpu().numpy() if hasattr(visible, "detach") else visible,
-                         dtype=bool)
+        vis = np.asarray(
+            visible.detach().cpu().numpy() if hasattr(visible, "detach") else visible, dtype=bool
+        )
         if vis.shape != uv.shape[:2]:
             raise ValueError(f"visible must be {uv.shape[:2]}, got {vis.shape}")
     vis = vis & np.all(np.isfinite(uv), axis=2)
@@ -160,7 +163,7 @@ def _svd_init(uv, vis):
     U, S, Vt = np.linalg.svd(W, full_matrices=False)
     r = np.sqrt(S[:3])
     M = (U[:, :3] * r).reshape(F, 2, 3)
-    X = (Vt[:3].T * r)
+    X = Vt[:3].T * r
     return M, o, X
 
 
@@ -202,14 +205,17 @@ def _als(uv, vis, M, o, X, max_iterations, tolerance):
 
 def _sym_coeffs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rows c with c @ [L11, L12, L13, L22, L23, L33] = a^T L b for symmetric L; a, b (n, 3)."""
-    return np.stack([
-        a[:, 0] * b[:, 0],
-        a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0],
-        a[:, 0] * b[:, 2] + a[:, 2] * b[:, 0],
-        a[:, 1] * b[:, 1],
-        a[:, 1] * b[:, 2] + a[:, 2] * b[:, 1],
-        a[:, 2] * b[:, 2],
-    ], axis=1)
+    return np.stack(
+        [
+            a[:, 0] * b[:, 0],
+            a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0],
+            a[:, 0] * b[:, 2] + a[:, 2] * b[:, 0],
+            a[:, 1] * b[:, 1],
+            a[:, 1] * b[:, 2] + a[:, 2] * b[:, 1],
+            a[:, 2] * b[:, 2],
+        ],
+        axis=1,
+    )
 
 
 def _metric_upgrade(M: np.ndarray, camera: str) -> np.ndarray:
@@ -219,8 +225,13 @@ def _metric_upgrade(M: np.ndarray, camera: str) -> np.ndarray:
         A = np.concatenate([_sym_coeffs(m1, m1) - _sym_coeffs(m2, m2), _sym_coeffs(m1, m2)])
     else:  # one scale for all frames: every row has the norm of frame 0's first row
         r0 = np.repeat(m1[:1], len(M), axis=0)
-        A = np.concatenate([_sym_coeffs(m1, m1) - _sym_coeffs(r0, r0),
-                            _sym_coeffs(m2, m2) - _sym_coeffs(r0, r0), _sym_coeffs(m1, m2)])
+        A = np.concatenate(
+            [
+                _sym_coeffs(m1, m1) - _sym_coeffs(r0, r0),
+                _sym_coeffs(m2, m2) - _sym_coeffs(r0, r0),
+                _sym_coeffs(m1, m2),
+            ]
+        )
     _, _, Vt = np.linalg.svd(A)
     l = Vt[-1]
     L = np.array([[l[0], l[1], l[2]], [l[1], l[3], l[4]], [l[2], l[4], l[5]]])
@@ -231,7 +242,9 @@ def _metric_upgrade(M: np.ndarray, camera: str) -> np.ndarray:
     return V * np.sqrt(ev)
 
 
-def factorize(uv, visible=None, config: FactorizationConfig = FactorizationConfig()) -> FactorizationResult:
+def factorize(
+    uv, visible=None, config: FactorizationConfig = FactorizationConfig()
+) -> FactorizationResult:
     """Scaled-orthographic factorisation SfM of landmark tracks with missing data.
 
     uv:      (F, P, 2) landmark pixel positions (u right, v down); entries of landmarks not

@@ -25,28 +25,28 @@ from scipy.spatial import cKDTree
 from facesfm.eval.align import Sim3, umeyama
 
 __all__ = [
+    "GAUGES",
+    "ClassificationScores",
+    "DepthMetrics",
     "ErrorStats",
+    "PoseErrors",
+    "ReconstructionMetrics",
+    "RpeStats",
+    "align_trajectories",
+    "ate",
+    "depth_metrics",
     "error_stats",
+    "evaluate_reconstruction",
+    "landmark_errors",
     "nearest_vertex_distances",
     "point_to_surface_distances",
-    "ReconstructionMetrics",
-    "reconstruction_metrics",
-    "DepthMetrics",
-    "depth_metrics",
-    "rotation_angle_deg",
-    "GAUGES",
-    "align_trajectories",
-    "poses_in_frame",
-    "ate",
-    "RpeStats",
-    "rpe",
-    "PoseErrors",
     "pose_errors",
-    "landmark_errors",
-    "ClassificationScores",
+    "poses_in_frame",
+    "reconstruction_metrics",
+    "rotation_angle_deg",
+    "rpe",
     "scores_from_counts",
     "visibility_scores",
-    "evaluate_reconstruction",
 ]
 
 
@@ -59,7 +59,9 @@ def _np(x, dtype=np.float64) -> np.ndarray:
 
 def _check(a: np.ndarray, tail: tuple, name: str) -> None:
     """Raise a ValueError naming ``name`` unless ``a.shape`` ends with ``tail`` (None = any)."""
-    if a.ndim < len(tail) or any(t is not None and s != t for s, t in zip(a.shape[-len(tail):], tail)):
+    if a.ndim < len(tail) or any(
+        t is not None and s != t for s, t in zip(a.shape[-len(tail) :], tail)
+    ):
         want = "(..., " + ", ".join("*" if t is None else str(t) for t in tail) + ")"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
 
@@ -94,8 +96,15 @@ def error_stats(errors) -> ErrorStats:
         nan = float("nan")
         return ErrorStats(nan, nan, nan, nan, nan, nan, 0)
     mse = float(np.mean(e * e))
-    return ErrorStats(float(e.mean()), float(np.median(e)), float(np.sqrt(mse)), mse,
-                      float(e.max()), float(np.percentile(e, 90)), int(e.size))
+    return ErrorStats(
+        float(e.mean()),
+        float(np.median(e)),
+        float(np.sqrt(mse)),
+        mse,
+        float(e.max()),
+        float(np.percentile(e, 90)),
+        int(e.size),
+    )
 
 
 # ----------------------------------------------------------------------------- 3D geometry
@@ -155,8 +164,14 @@ class ReconstructionMetrics:
         return asdict(self)
 
 
-def reconstruction_metrics(points, gt_vertices, gt_faces=None, gt_region=None,
-                           threshold_mm: float = 2.0, backend: str = "auto") -> ReconstructionMetrics:
+def reconstruction_metrics(
+    points,
+    gt_vertices,
+    gt_faces=None,
+    gt_region=None,
+    threshold_mm: float = 2.0,
+    backend: str = "auto",
+) -> ReconstructionMetrics:
     """Point-to-point / point-to-surface errors, chamfer, precision and completeness.
 
     points:      (N, 3) reconstruction already aligned to the GT world frame (mm).
@@ -249,7 +264,9 @@ def depth_metrics(pred, gt, valid=None) -> DepthMetrics:
     """
     p, g = _np(pred), _np(gt)
     if p.shape != g.shape or p.ndim not in (2, 3):
-        raise ValueError(f"pred and gt must both be (H, W) or (B, H, W); got {p.shape} and {g.shape}")
+        raise ValueError(
+            f"pred and gt must both be (H, W) or (B, H, W); got {p.shape} and {g.shape}"
+        )
     m = np.isfinite(g) & (g > 0) & np.isfinite(p)
     if valid is not None:
         vm = _np(valid, bool)
@@ -298,8 +315,10 @@ def rotation_angle_deg(R) -> np.ndarray:
     near 0 and 180 degrees."""
     R = _np(R)
     _check(R, (3, 3), "R")
-    w = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
-                  R[..., 1, 0] - R[..., 0, 1]], axis=-1)
+    w = np.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]],
+        axis=-1,
+    )
     s = 0.5 * np.linalg.norm(w, axis=-1)
     c = 0.5 * (np.trace(R, axis1=-2, axis2=-1) - 1.0)
     return np.degrees(np.arctan2(s, c))
@@ -421,8 +440,14 @@ def rpe(est_cam_T_world, gt_cam_T_world, delta: int = 1, scale: float = 1.0) -> 
     # E = rel_gt^-1 rel_est: R_E = Rg^T Re, t_E = Rg^T (te - tg)
     rot = rotation_angle_deg(Rg.transpose(0, 2, 1) @ Re)
     tr = np.linalg.norm(te - tg, axis=1)  # |Rg^T (te - tg)| = |te - tg|
-    return RpeStats(rot, tr, float(np.sqrt(np.mean(rot**2))), float(np.sqrt(np.mean(tr**2))),
-                    float(rot.mean()), float(tr.mean()))
+    return RpeStats(
+        rot,
+        tr,
+        float(np.sqrt(np.mean(rot**2))),
+        float(np.sqrt(np.mean(tr**2))),
+        float(rot.mean()),
+        float(tr.mean()),
+    )
 
 
 @dataclass(frozen=True)
@@ -528,8 +553,16 @@ def scores_from_counts(tp: int, fp: int, fn: int, tn: int = 0) -> Classification
     f1 = 1.0 if nothing else (2 * tp / (2 * tp + fp + fn))
     total = tp + fp + fn + tn
     accuracy = (tp + tn) / total if total else 1.0
-    return ClassificationScores(int(tp), int(fp), int(fn), int(tn), float(precision),
-                                float(recall), float(f1), float(accuracy))
+    return ClassificationScores(
+        int(tp),
+        int(fp),
+        int(fn),
+        int(tn),
+        float(precision),
+        float(recall),
+        float(f1),
+        float(accuracy),
+    )
 
 
 def visibility_scores(pred_visible, gt_visible) -> ClassificationScores:
@@ -547,8 +580,15 @@ def visibility_scores(pred_visible, gt_visible) -> ClassificationScores:
 # ----------------------------------------------------------------------------- composition
 
 
-def evaluate_reconstruction(points, gt_mesh, recon_landmarks=None, landmark_ids=None,
-                            config=None, threshold_mm: float = 2.0, use_region: bool = True):
+def evaluate_reconstruction(
+    points,
+    gt_mesh,
+    recon_landmarks=None,
+    landmark_ids=None,
+    config=None,
+    threshold_mm: float = 2.0,
+    use_region: bool = True,
+):
     """Align a reconstruction to its ground-truth :class:`facesfm.faces.types.FaceMesh` and
     measure it: the paper's protocol (landmark-initialised ICP, then point-to-point error).
 
@@ -568,7 +608,9 @@ def evaluate_reconstruction(points, gt_mesh, recon_landmarks=None, landmark_ids=
     if recon_landmarks is not None:
         lm = _np(recon_landmarks)
         _check(lm, (None, 3), "recon_landmarks")
-        ids = np.arange(len(lm)) if landmark_ids is None else np.asarray(landmark_ids, dtype=np.int64)
+        ids = (
+            np.arange(len(lm)) if landmark_ids is None else np.asarray(landmark_ids, dtype=np.int64)
+        )
         if ids.shape != (len(lm),):
             raise ValueError(f"landmark_ids must be ({len(lm)},), got {ids.shape}")
         if ids.size and (ids.min() < 0 or ids.max() >= len(gt_mesh.landmark_vertices)):
@@ -577,6 +619,7 @@ def evaluate_reconstruction(points, gt_mesh, recon_landmarks=None, landmark_ids=
         pairs = (lm[ok], gt_mesh.vertices[gt_mesh.landmark_vertices[ids[ok]]])
     res = align_reconstruction(points, gt_mesh.vertices, gt_mesh.faces, pairs, config)
     region = gt_mesh.face_region if use_region else None
-    m = reconstruction_metrics(res.aligned, gt_mesh.vertices, gt_mesh.faces, region, threshold_mm,
-                               config.backend)
+    m = reconstruction_metrics(
+        res.aligned, gt_mesh.vertices, gt_mesh.faces, region, threshold_mm, config.backend
+    )
     return res, m

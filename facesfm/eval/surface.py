@@ -17,7 +17,12 @@ from itertools import chain
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["MeshClosestPoint", "closest_points_on_mesh", "point_triangle_closest", "SURFACE_BACKENDS"]
+__all__ = [
+    "SURFACE_BACKENDS",
+    "MeshClosestPoint",
+    "closest_points_on_mesh",
+    "point_triangle_closest",
+]
 
 SURFACE_BACKENDS = ("auto", "open3d", "numpy")
 
@@ -130,8 +135,7 @@ class MeshClosestPoint:
         pid = np.repeat(np.arange(len(p)), counts)
         tid = np.fromiter(chain.from_iterable(cand), dtype=np.int64, count=int(counts.sum()))
         # keep the triangles whose own bounding sphere reaches within the bound
-        near = (np.linalg.norm(p[pid] - self._cen[tid], axis=1) - self._rads[tid]
-                <= ub[pid] + 1e-9)
+        near = np.linalg.norm(p[pid] - self._cen[tid], axis=1) - self._rads[tid] <= ub[pid] + 1e-9
         pid, tid = pid[near], tid[near]
         for s in range(0, len(pid), chunk):
             pi, ti = pid[s : s + chunk], tid[s : s + chunk]

@@ -26,11 +26,11 @@ __all__ = [
     "PAPER_TABLE2",
     "PAPER_UNIT_NOTE",
     "Table",
-    "write_table",
-    "landmark_sweep_table",
     "comparison_table",
+    "landmark_sweep_table",
     "plot_landmark_sweep",
     "plot_pose_errors",
+    "write_table",
 ]
 
 PAPER_COLUMN = "paper (not measured on our data)"
@@ -104,11 +104,17 @@ class Table:
     def __post_init__(self):
         for i, r in enumerate(self.rows):
             if len(r) != len(self.columns):
-                raise ValueError(f"table row {i} has {len(r)} cells for {len(self.columns)} columns")
+                raise ValueError(
+                    f"table row {i} has {len(r)} cells for {len(self.columns)} columns"
+                )
 
     @staticmethod
-    def from_records(records: Sequence[Mapping], columns: Sequence[str] | None = None,
-                     title: str = "", notes: Sequence[str] = ()) -> Table:
+    def from_records(
+        records: Sequence[Mapping],
+        columns: Sequence[str] | None = None,
+        title: str = "",
+        notes: Sequence[str] = (),
+    ) -> Table:
         """Rows from dicts; columns default to the keys in first-seen order (missing -> n/a)."""
         if columns is None:
             columns = list(dict.fromkeys(k for r in records for k in r))
@@ -122,9 +128,13 @@ class Table:
             out += [f"### {self.title}", ""]
         header = [_md_cell(c, precision) for c in self.columns]
         numeric = [
-            bool(self.rows) and all(
-                isinstance(r[j], (int, float, np.number)) and not isinstance(r[j], bool)
-                or _is_missing(r[j]) for r in self.rows)
+            bool(self.rows)
+            and all(
+                isinstance(r[j], (int, float, np.number))
+                and not isinstance(r[j], bool)
+                or _is_missing(r[j])
+                for r in self.rows
+            )
             for j in range(len(self.columns))
         ]
         out.append("| " + " | ".join(header) + " |")
@@ -160,9 +170,12 @@ def write_table(table: Table, md_path=None, csv_path=None, precision: int = 2) -
     return written
 
 
-def landmark_sweep_table(measured: Mapping[int, float | None], dataset: str = "Stirling",
-                         metric: str = "point-to-point mean (mm)",
-                         title: str = "Error against the number of landmarks (paper Table 1)") -> Table:
+def landmark_sweep_table(
+    measured: Mapping[int, float | None],
+    dataset: str = "Stirling",
+    metric: str = "point-to-point mean (mm)",
+    title: str = "Error against the number of landmarks (paper Table 1)",
+) -> Table:
     """Table 1 layout: one row per landmark count, our measured value beside the paper's.
 
     measured: {landmark count: our value (None = not run)}; dataset: the paper's column to quote
@@ -173,21 +186,29 @@ def landmark_sweep_table(measured: Mapping[int, float | None], dataset: str = "S
     paper = PAPER_TABLE1[dataset]
     counts = sorted(set(paper) | {int(k) for k in measured})
     rows = tuple((n, measured.get(n), paper.get(n)) for n in counts)
-    return Table(("landmarks", f"ours: {metric}", f"{PAPER_COLUMN}: {dataset}"), rows, title,
-                 (PAPER_UNIT_NOTE,))
+    return Table(
+        ("landmarks", f"ours: {metric}", f"{PAPER_COLUMN}: {dataset}"),
+        rows,
+        title,
+        (PAPER_UNIT_NOTE,),
+    )
 
 
-def comparison_table(measured: Mapping[str, float | None], dataset: str = "Stirling",
-                     metric: str = "point-to-point mean (mm)",
-                     title: str = "Comparison of methods (paper Table 2)") -> Table:
+def comparison_table(
+    measured: Mapping[str, float | None],
+    dataset: str = "Stirling",
+    metric: str = "point-to-point mean (mm)",
+    title: str = "Comparison of methods (paper Table 2)",
+) -> Table:
     """Table 2 layout: one row per method; our measurements (e.g. this pipeline, the
     factorisation baseline) beside the paper's published figure for that method, if any."""
     if dataset not in ("Stirling", "Facescape"):
         raise ValueError(f"dataset must be Stirling or Facescape, got {dataset!r}")
     methods = list(measured) + [m for m in PAPER_TABLE2 if m not in measured]
     rows = tuple((m, measured.get(m), PAPER_TABLE2.get(m, {}).get(dataset)) for m in methods)
-    return Table(("method", f"ours: {metric}", f"{PAPER_COLUMN}: {dataset}"), rows, title,
-                 (PAPER_UNIT_NOTE,))
+    return Table(
+        ("method", f"ours: {metric}", f"{PAPER_COLUMN}: {dataset}"), rows, title, (PAPER_UNIT_NOTE,)
+    )
 
 
 def _save_figure(fig, path) -> Path:
@@ -199,8 +220,13 @@ def _save_figure(fig, path) -> Path:
     return Path(path)
 
 
-def plot_landmark_sweep(measured: Mapping[int, float | None], path, dataset: str | None = "Stirling",
-                        ylabel: str = "point-to-point error (mm)", title: str = "") -> Path:
+def plot_landmark_sweep(
+    measured: Mapping[int, float | None],
+    path,
+    dataset: str | None = "Stirling",
+    ylabel: str = "point-to-point error (mm)",
+    title: str = "",
+) -> Path:
     """Grouped bar chart of error against landmark count (ours, and the paper's figure for
     ``dataset`` labelled as not measured on our data; ``dataset=None`` leaves it out). PNG."""
     from matplotlib.figure import Figure
@@ -215,8 +241,15 @@ def plot_landmark_sweep(measured: Mapping[int, float | None], path, dataset: str
     ax.bar(x - (width / 2 if paper else 0), ours, width, label="ours", color="tab:blue")
     if paper:
         pv = [paper.get(n, np.nan) for n in counts]
-        ax.bar(x + width / 2, pv, width, label=f"{PAPER_COLUMN} ({dataset})", color="tab:gray",
-               hatch="//", alpha=0.6)
+        ax.bar(
+            x + width / 2,
+            pv,
+            width,
+            label=f"{PAPER_COLUMN} ({dataset})",
+            color="tab:gray",
+            hatch="//",
+            alpha=0.6,
+        )
     ax.set_xticks(x, [str(n) for n in counts])
     ax.set_xlabel("landmarks")
     ax.set_ylabel(ylabel)
@@ -228,8 +261,12 @@ def plot_landmark_sweep(measured: Mapping[int, float | None], path, dataset: str
     return _save_figure(fig, path)
 
 
-def plot_pose_errors(per_frame: Mapping[str, Sequence[float]], path,
-                     ylabel: str = "rotation error (deg)", title: str = "") -> Path:
+def plot_pose_errors(
+    per_frame: Mapping[str, Sequence[float]],
+    path,
+    ylabel: str = "rotation error (deg)",
+    title: str = "",
+) -> Path:
     """One line per series (e.g. method or landmark count) of a per-frame error. PNG."""
     from matplotlib.figure import Figure
 

@@ -1,5 +1,4 @@
 import pytest
-
 from eval_shapes import face_like_mesh
 
 

@@ -1,6 +1,5 @@
 """Synthetic face-like geometry shared by the eval tests (no other facesfm stage needed)."""
 
-
 import numpy as np
 import trimesh
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from eval_shapes import random_rotation
 
 from facesfm.eval.align import (
     AlignConfig,
@@ -10,10 +11,16 @@ from facesfm.eval.align import (
     surface_samples,
     umeyama,
 )
-from eval_shapes import random_rotation
 
-BACKENDS = ["numpy", pytest.param("open3d", marks=pytest.mark.skipif(
-    not have_open3d(), reason="open3d not installed: pip install 'facesfm[open3d]'"))]
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "open3d",
+        marks=pytest.mark.skipif(
+            not have_open3d(), reason="open3d not installed: pip install 'facesfm[open3d]'"
+        ),
+    ),
+]
 
 
 def test_umeyama_recovers_known_sim3_exactly():
@@ -64,8 +71,12 @@ def test_sim3_algebra():
     assert np.allclose((a @ b).apply(x), a.apply(b.apply(x)), atol=1e-12)
     assert np.allclose(a.inverse().apply(a.apply(x)), x, atol=1e-12)
     assert np.allclose(Sim3.from_matrix(a.matrix()).matrix(), a.matrix(), atol=1e-12)
-    assert Sim3(random_rotation(rng, 30.0), np.zeros(3)).rotation_angle_deg() == pytest.approx(30.0, abs=1e-9)
-    assert Sim3(random_rotation(rng, 1e-6), np.zeros(3)).rotation_angle_deg() == pytest.approx(1e-6, rel=1e-6)
+    assert Sim3(random_rotation(rng, 30.0), np.zeros(3)).rotation_angle_deg() == pytest.approx(
+        30.0, abs=1e-9
+    )
+    assert Sim3(random_rotation(rng, 1e-6), np.zeros(3)).rotation_angle_deg() == pytest.approx(
+        1e-6, rel=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +103,9 @@ def test_point_to_surface_icp_recovers_known_offset(face_mesh, front_samples, ba
     true = Sim3(random_rotation(rng, 3.0), np.array([2.0, -1.5, 1.0]), 1.3 if with_scale else 1.0)
     recon = true.inverse().apply(front_samples)
     pairs = _landmark_pairs(v, true.inverse(), rng)
-    res = align_reconstruction(recon, v, f, init_pairs=pairs,
-                               config=AlignConfig(with_scale=with_scale, backend=backend))
+    res = align_reconstruction(
+        recon, v, f, init_pairs=pairs, config=AlignConfig(with_scale=with_scale, backend=backend)
+    )
     E = res.transform @ true.inverse()
     init_err = res.init @ true.inverse()
     assert init_err.rotation_angle_deg() > 0.1  # the init alone is not good enough
@@ -108,13 +120,18 @@ def test_point_to_surface_icp_recovers_known_offset(face_mesh, front_samples, ba
 def test_point_to_point_icp_on_vertices_recovers_rigid_offset(face_mesh, backend):
     """Classic point-to-point ICP: the front vertices of the GT moved by 2 deg / 2 mm, started
     from the identity, converge onto the exact correspondences."""
-    v, f = face_mesh
+    v, _ = face_mesh
     rng = np.random.default_rng(6)
     pts = v[v[:, 2] > 20]
     true = Sim3(random_rotation(rng, 2.0), np.array([1.5, 1.0, -1.2]))
     recon = true.inverse().apply(pts)
-    cfg = AlignConfig(with_scale=False, method="point_to_point", backend=backend, target_samples=0,
-                      max_iterations=200)
+    cfg = AlignConfig(
+        with_scale=False,
+        method="point_to_point",
+        backend=backend,
+        target_samples=0,
+        max_iterations=200,
+    )
     res = icp(recon, v, Sim3.identity(), cfg)
     E = res.transform @ true.inverse()
     assert E.rotation_angle_deg() < 0.05
@@ -159,8 +176,13 @@ def test_bare_point_cloud_uses_point_to_point(face_mesh):
     v, _ = face_mesh
     pts = v[v[:, 2] > 20]
     shift = Sim3(np.eye(3), np.array([0.5, 0.2, -0.3]))
-    res = align_reconstruction(shift.apply(pts), v, None, init_pairs=(shift.apply(pts[:10]), pts[:10]),
-                               config=AlignConfig(with_scale=False, backend="numpy"))
+    res = align_reconstruction(
+        shift.apply(pts),
+        v,
+        None,
+        init_pairs=(shift.apply(pts[:10]), pts[:10]),
+        config=AlignConfig(with_scale=False, backend="numpy"),
+    )
     assert res.extra["method"] == "point_to_surface"  # requested; ran as point-to-point
     assert np.abs(res.aligned - pts).max() < 1e-9
 

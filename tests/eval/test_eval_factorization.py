@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from eval_shapes import face_like_mesh
+
 from facesfm.eval.align import _vertex_normals, umeyama
 from facesfm.eval.factorization import (
     FactorizationConfig,
@@ -73,7 +73,7 @@ def test_factorisation_with_missing_data_is_exact_without_noise(landmarks):
 
 def test_full_visibility_is_plain_tomasi_kanade(landmarks):
     X, N = landmarks
-    uv, _, Rs = _weak_perspective_tracks(X, N)
+    uv, _, _ = _weak_perspective_tracks(X, N)
     r = resolve_reflection(factorize(uv), X)
     assert r.iterations == 0
     assert _shape_error(r.points, X).max() < 1e-9
@@ -110,12 +110,16 @@ def test_mirror_has_the_same_images_and_template_picks_the_right_one(landmarks):
     assert _shape_error(resolve_reflection(m, X).points, X).max() < 1e-8
 
 
-@pytest.mark.parametrize("dist, shape_mean, shape_max, rot_max, rpe_rot, trans_frac", [
-    (1500.0, 1.5, 3.5, 4.0, 0.7, 0.03),
-    (20000.0, 0.12, 0.3, 0.3, 0.05, 0.0025),
-])
-def test_perspective_views_and_weak_perspective_poses(landmarks, dist, shape_mean, shape_max,
-                                                      rot_max, rpe_rot, trans_frac):
+@pytest.mark.parametrize(
+    "dist, shape_mean, shape_max, rot_max, rpe_rot, trans_frac",
+    [
+        (1500.0, 1.5, 3.5, 4.0, 0.7, 0.03),
+        (20000.0, 0.12, 0.3, 0.3, 0.05, 0.0025),
+    ],
+)
+def test_perspective_views_and_weak_perspective_poses(
+    landmarks, dist, shape_mean, shape_max, rot_max, rpe_rot, trans_frac
+):
     """Real (perspective) cameras: at 1.5 m the baseline's affine approximation costs ~1 mm of
     shape and a few degrees of absolute rotation; at 20 m (same image size) the error shrinks
     by an order of magnitude, as a correct weak-perspective model must."""

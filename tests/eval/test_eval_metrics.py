@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from eval_shapes import ellipsoid_mesh, random_rotation
+
 from facesfm.eval.align import Sim3, have_open3d
 from facesfm.eval.metrics import (
     align_trajectories,
@@ -22,8 +22,15 @@ from facesfm.eval.metrics import (
 from facesfm.eval.surface import closest_points_on_mesh, point_triangle_closest
 from facesfm.geometry.camera import camera_center, look_at
 
-BACKENDS = ["numpy", pytest.param("open3d", marks=pytest.mark.skipif(
-    not have_open3d(), reason="open3d not installed: pip install 'facesfm[open3d]'"))]
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "open3d",
+        marks=pytest.mark.skipif(
+            not have_open3d(), reason="open3d not installed: pip install 'facesfm[open3d]'"
+        ),
+    ),
+]
 
 
 def test_error_stats_numbers():
@@ -66,16 +73,20 @@ def test_point_to_surface_distance_of_normal_offsets(backend):
 
 def test_point_triangle_closest_regions():
     a, b, c = np.array([0.0, 0, 0]), np.array([2.0, 0, 0]), np.array([0.0, 2, 0])
-    pts = np.array([
-        [0.5, 0.5, 3.0],  # above the face
-        [-1.0, -1.0, 1.0],  # vertex a
-        [4.0, -1.0, 0.0],  # vertex b
-        [-1.0, 5.0, 0.0],  # vertex c
-        [1.0, -2.0, 0.0],  # edge ab
-        [-3.0, 1.0, 0.0],  # edge ac
-        [2.0, 2.0, 1.0],  # edge bc
-    ])
-    want = np.array([[0.5, 0.5, 0], [0, 0, 0], [2, 0, 0], [0, 2, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    pts = np.array(
+        [
+            [0.5, 0.5, 3.0],  # above the face
+            [-1.0, -1.0, 1.0],  # vertex a
+            [4.0, -1.0, 0.0],  # vertex b
+            [-1.0, 5.0, 0.0],  # vertex c
+            [1.0, -2.0, 0.0],  # edge ab
+            [-3.0, 1.0, 0.0],  # edge ac
+            [2.0, 2.0, 1.0],  # edge bc
+        ]
+    )
+    want = np.array(
+        [[0.5, 0.5, 0], [0, 0, 0], [2, 0, 0], [0, 2, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]]
+    )
     n = len(pts)
     got = point_triangle_closest(pts, np.tile(a, (n, 1)), np.tile(b, (n, 1)), np.tile(c, (n, 1)))
     assert np.allclose(got, want, atol=1e-15)
@@ -85,7 +96,7 @@ def test_numpy_closest_points_match_brute_force(face_mesh):
     v, f = face_mesh
     rng = np.random.default_rng(1)
     p = v[rng.choice(len(v), 40)] + rng.normal(scale=6.0, size=(40, 3))
-    q, d, t = closest_points_on_mesh(p, v, f, backend="numpy")
+    _, d, t = closest_points_on_mesh(p, v, f, backend="numpy")
     tri = v[f]
     for i in range(len(p)):
         allq = point_triangle_closest(np.tile(p[i], (len(f), 1)), tri[:, 0], tri[:, 1], tri[:, 2])

@@ -18,12 +18,17 @@ from facesfm.eval.tables import (
 
 
 def test_markdown_and_csv_contents(tmp_path):
-    t = Table(("method", "mean (mm)", "frames"), (("a|b", 1.23456, 3), ("c", float("nan"), None)),
-              title="T", notes=("a note",))
+    t = Table(
+        ("method", "mean (mm)", "frames"),
+        (("a|b", 1.23456, 3), ("c", float("nan"), None)),
+        title="T",
+        notes=("a note",),
+    )
     md, cs = write_table(t, tmp_path / "t.md", tmp_path / "t.csv", precision=3)
     text = md.read_text()
     assert text.splitlines() == [
-        "### T", "",
+        "### T",
+        "",
         "| method | mean (mm) | frames |",
         "|---|---:|---:|",
         "| a\\|b | 1.235 | 3 |",
@@ -84,8 +89,9 @@ def test_comparison_table():
 
 def test_plots_write_pngs(tmp_path):
     p = plot_landmark_sweep({68: 3.0, 200: 2.0, 568: 1.0}, tmp_path / "sweep.png")
-    q = plot_pose_errors({"ours": np.linspace(0, 1, 10), "factorisation": np.ones(10)},
-                         tmp_path / "pose.png")
+    q = plot_pose_errors(
+        {"ours": np.linspace(0, 1, 10), "factorisation": np.ones(10)}, tmp_path / "pose.png"
+    )
     for path in (p, q):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size == (640, 360)
