@@ -1,0 +1,269 @@
+"""torch Dataset over facesfm sequences: whole sequences or windows of consecutive frames,
+optionally resized and augmented *consistently across the frames of one sample*.
+
+Geometry stays exact under resizing and augmentation: every image-space change is a
+similarity ``u' = s * u + t`` in OpenCV pixel coordinates (pixel centre of column c at u=c),
+applied to the images (bilinear), depth and mask (nearest), to the landmark uv, and to K
+(``K' = A K`` with ``A = [[s, 0, tx], [0, s, ty], [0, 0, 1]]``), so a landmark projected with
+the sample's K and cam_T_world lands on the sample's uv. Depth values (camera-frame z) do not
+change under a change of intrinsics. Colour jitter (brightness, contrast, saturation) uses
+the same factors for every frame of a sample, so photometric consistency between frames holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facesfm.data.format import Sequence, load_sequence
+from facesfm.errors import InputError
+
+__all__ = ["AugmentConfig", "SequenceSample", "SequenceDataset", "collate_samples",
+           "find_sequences", "resize_affine"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Sequence-consistent augmentation, one draw per sample.
+
+    brightness: multiply by a factor in [1 - b, 1 + b].
+    contrast:   scale around mid-grey 0.5 by a factor in [1 - c, 1 + c].
+    saturation: blend with the grey image by a factor in [1 - s, 1 + s].
+    scale:      (low, high) zoom about the image centre.
+    shift:      max translation in pixels (uniform in [-shift, shift] per axis).
+    """
+
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 8.0
+
+    def __post_init__(self):
+        for k in ("brightness", "contrast", "saturation"):
+            if not 0 <= getattr(self, k) < 1:
+                raise InputError(f"augment.{k} must be in [0, 1), got {getattr(self, k)}")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            raise InputError(f"augment.scale must be (low, high) > 0, got {self.scale}")
+        if self.shift < 0:
+            raise InputError(f"augment.shift must be >= 0, got {self.shift}")
+
+
+@dataclass
+class SequenceSample:
+    """One sample: F consecutive frames of one sequence, N landmarks.
+
+    images:      (F, 3, H, W) float in [0, 1].
+    depth:       (F, 1, H, W) float camera-frame z in mm, 0 = background.
+    mask:        (F, 1, H, W) bool face-region mask.
+    K:           (3, 3) intrinsics of these images (resizing and augmentation applied).
+    cam_T_world: (F, 4, 4) camera-from-world poses (mm).
+    uv:          (F, N, 2) landmark pixels (OpenCV convention).
+    visible:     (F, N) bool (inside the image after augmentation and visible when rendered).
+    xyz:         (N, 3) landmark world positions in mm.
+    frames:      (F,) int64 positions of the frames in their sequence.
+    name:        the sequence folder name.
+    """
+
+    images: torch.Tensor
+    depth: torch.Tensor
+    mask: torch.Tensor
+    K: torch.Tensor
+    cam_T_world: torch.Tensor
+    uv: torch.Tensor
+    visible: torch.Tensor
+    xyz: torch.Tensor
+    frames: torch.Tensor
+    name: str
+
+
+def collate_samples(samples: list[SequenceSample]) -> SequenceSample:
+    """Stack samples of equal shape along a new leading batch axis (names become a list)."""
+    out = {}
+    for f in fields(SequenceSample):
+        vals = [getattr(s, f.name) for s in samples]
+        out[f.name] = vals if f.name == "name" else torch.stack(vals)
+    return SequenceSample(**out)
+
+
+def find_sequences(root_or_paths) -> list[Path]:
+    """Sequence folders from: a folder with dataset.json (its list), a sequence folder, a
+    folder whose sub-folders are sequences, or a list of any of these."""
+    if isinstance(root_or_paths, (list, tuple)):
+        out = []
+        for p in root_or_paths:
+            out.extend(find_sequences(p))
+        return out
+    root = Path(root_or_paths)
+    if not root.exists():
+        raise InputError(f"dataset path not found: {root}")
+    if (root / "sequence.json").is_file():
+        return [root]
+    if (root / "dataset.json").is_file():
+        try:
+            entries = json.loads((root / "dataset.json").read_text())["sequences"]
+            return [root / e["path"] for e in entries]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{root / 'dataset.json'}: malformed ({e})") from None
+    subs = sorted(p for p in root.iterdir() if (p / "sequence.json").is_file())
+    if not subs:
+        raise InputError(f"no facesfm sequences in {root} (no sequence.json or dataset.json)")
+    return subs
+
+
+def resize_affine(size_in: tuple[int, int], size_out: tuple[int, int]) -> np.ndarray:
+    """3x3 pixel map of a resize from (H, W) to (H', W') in OpenCV pixel-centre coordinates:
+    ``u' = (u + 0.5) * W'/W - 0.5``."""
+    (h, w), (h2, w2) = size_in, size_out
+    sx, sy = w2 / w, h2 / h
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def _warp(x: torch.Tensor, A: np.ndarray, out_hw: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resample (F, C, H, W) so that output pixel u' shows input pixel A^-1 u' (zeros outside).
+
+    grid_sample with align_corners=True maps -1/+1 to the centres of the first/last pixels,
+    which is exactly the OpenCV pixel-centre convention.
+    """
+    H, W = x.shape[-2:]
+    h2, w2 = out_hw
+    Ainv = np.linalg.inv(A)
+    vv, uu = torch.meshgrid(torch.arange(h2, dtype=torch.float64),
+                            torch.arange(w2, dtype=torch.float64), indexing="ij")
+    u = Ainv[0, 0] * uu + Ainv[0, 1] * vv + Ainv[0, 2]
+    v = Ainv[1, 0] * uu + Ainv[1, 1] * vv + Ainv[1, 2]
+    grid = torch.stack([2 * u / (W - 1) - 1, 2 * v / (H - 1) - 1], dim=-1)
+    grid = grid.to(x.dtype).expand(x.shape[0], h2, w2, 2)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Samples of facesfm sequences as :class:`SequenceSample`.
+
+    root_or_paths: see :func:`find_sequences`.
+    window:        frames per sample (None: whole sequences, one sample each).
+    stride:        step between window starts (default: ``window``, no overlap).
+    image_size:    output (H, W) or int (square); None keeps the stored size.
+    augment:       :class:`AugmentConfig` or None.
+    landmarks:     use landmark IDs 0..N-1 (N <= the stored count; None: all stored).
+    seed:          augmentation seed; sample i of epoch e draws from (seed, e, i).
+    load_depth, load_mask: skip reading those files when False (zeros are returned).
+    dtype:         floating dtype of the tensors (default float32).
+    """
+
+    def __init__(self, root_or_paths, window: int | None = None, stride: int | None = None,
+                 image_size=None, augment: AugmentConfig | None = None,
+                 landmarks: int | None = None, seed: int = 0, load_depth: bool = True,
+                 load_mask: bool = True, dtype: torch.dtype = torch.float32):
+        self.sequences: list[Sequence] = [load_sequence(p) for p in
+                                          find_sequences(root_or_paths)]
+        if window is not None and window < 1:
+            raise InputError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.stride = stride or window or 1
+        if self.stride < 1:
+            raise InputError(f"stride must be >= 1, got {stride}")
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        self.image_size = None if image_size is None else tuple(int(s) for s in image_size)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.load_depth = load_depth
+        self.load_mask = load_mask
+        self.dtype = dtype
+        stored = min(len(s.landmark_ids) for s in self.sequences)
+        if landmarks is not None and landmarks > stored:
+            raise InputError(f"landmarks={landmarks}: the sequences store only {stored}")
+        self.landmarks = landmarks or stored
+        self.index: list[tuple[int, int, int]] = []  # (sequence, start, length)
+        for si, s in enumerate(self.sequences):
+            n = len(s)
+            if window is None:
+                self.index.append((si, 0, n))
+            else:
+                self.index.extend((si, st, window) for st in range(0, n - window + 1,
+                                                                   self.stride))
+        if not self.index:
+            raise InputError(f"no sample fits window={window} in the given sequences")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh augmentations (deterministically) for a new epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> SequenceSample:
+        si, start, length = self.index[i]
+        seq = self.sequences[si]
+        fr = np.arange(start, start + length)
+        N = self.landmarks
+        H, W = seq.height, seq.width
+        out_hw = self.image_size or (H, W)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, i])
+
+        A = resize_affine((H, W), out_hw)
+        if self.augment is not None:
+            a = self.augment
+            s = rng.uniform(*a.scale)
+            t = rng.uniform(-a.shift, a.shift, 2)
+            c = np.array([(out_hw[1] - 1) / 2, (out_hw[0] - 1) / 2])
+            # zoom by s about the image centre, then shift by t
+            Z = np.array([[s, 0, (1 - s) * c[0] + t[0]], [0, s, (1 - s) * c[1] + t[1]],
+                          [0, 0, 1.0]])
+            A = Z @ A
+        geometric = not np.allclose(A, np.eye(3))
+
+        dt = self.dtype
+        imgs = torch.from_numpy(np.stack([seq.image(j) for j in fr])).permute(0, 3, 1, 2)
+        imgs = imgs.to(dt) / 255.0
+        depth = torch.from_numpy(np.stack([seq.depth(j) for j in fr])[:, None]).to(dt) \
+            if self.load_depth else torch.zeros(length, 1, H, W, dtype=dt)
+        mask = torch.from_numpy(np.stack([seq.mask(j) for j in fr])[:, None]).to(dt) \
+            if self.load_mask else torch.zeros(length, 1, H, W, dtype=dt)
+        if geometric and self.augment is None:
+            # a plain resize: interpolate's align_corners=False is the same pixel-centre map
+            # as resize_affine, and antialiasing avoids aliasing when shrinking
+            imgs = F.interpolate(imgs, size=out_hw, mode="bilinear", align_corners=False,
+                                 antialias=True)
+            depth = F.interpolate(depth, size=out_hw, mode="nearest-exact")
+            mask = F.interpolate(mask, size=out_hw, mode="nearest-exact")
+        elif geometric:
+            imgs = _warp(imgs, A, out_hw, "bilinear")
+            depth = _warp(depth, A, out_hw, "nearest")
+            mask = _warp(mask, A, out_hw, "nearest")
+        if self.augment is not None:
+            a = self.augment
+            b = rng.uniform(1 - a.brightness, 1 + a.brightness)
+            k = rng.uniform(1 - a.contrast, 1 + a.contrast)
+            sat = rng.uniform(1 - a.saturation, 1 + a.saturation)
+            grey = (0.299 * imgs[:, 0:1] + 0.587 * imgs[:, 1:2] + 0.114 * imgs[:, 2:3])
+            imgs = grey + sat * (imgs - grey)
+            imgs = (imgs * b - 0.5) * k + 0.5
+            imgs = imgs.clamp(0.0, 1.0)
+
+        uv = seq.uv[start:start + length, :N]
+        uv = uv @ A[:2, :2].T + A[:2, 2]
+        vis = seq.visible[start:start + length, :N].copy()
+        if geometric:
+            h2, w2 = out_hw
+            vis &= (uv[..., 0] >= 0) & (uv[..., 0] <= w2 - 1) & (uv[..., 1] >= 0) & \
+                (uv[..., 1] <= h2 - 1)
+        return SequenceSample(
+            images=imgs.contiguous(),
+            depth=depth.contiguous(),
+            mask=mask > 0.5,
+            K=torch.from_numpy(A @ seq.K).to(dt),
+            cam_T_world=torch.from_numpy(seq.cam_T_world[start:start + length]).to(dt),
+            uv=torch.from_numpy(uv).to(dt),
+            visible=torch.from_numpy(vis),
+            xyz=torch.from_numpy(seq.landmark_xyz[:N]).to(dt),
+            frames=torch.from_numpy(fr.astype(np.int64)),
+            name=seq.root.name,
+        )

@@ -1,0 +1,58 @@
+"""The COLMAP export reads back with pycolmap with the same poses and observations."""
+
+import numpy as np
+import pytest
+
+from facesfm.data.colmap import rotation_to_quaternion
+from facesfm.data.format import load_sequence
+
+
+def test_quaternion_convention():
+    from scipy.spatial.transform import Rotation
+
+    R = Rotation.from_euler("xyz", [30, -50, 170], degrees=True).as_matrix()
+    q = rotation_to_quaternion(R)
+    w, x, y, z = q
+    R2 = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    np.testing.assert_allclose(R2, R, atol=1e-12)
+    assert q[0] >= 0
+
+
+def test_pycolmap_reads_matching_model(small_seq):
+    pycolmap = pytest.importorskip("pycolmap")
+    seq = load_sequence(small_seq)
+    rec = pycolmap.Reconstruction(str(small_seq / "colmap"))
+    assert rec.num_images() == len(seq) and rec.num_cameras() == 1
+    cam = rec.cameras[1]
+    assert (cam.width, cam.height) == (128, 128)
+    np.testing.assert_allclose(cam.params, [170, 170, 64.0, 64.0])  # cx + 0.5
+    seen = seq.visible.any(0)
+    assert rec.num_points3D() == seen.sum()
+    for i in range(len(seq)):
+        img = rec.images[i + 1]
+        assert img.name == f"{i:06d}.png"
+        T = (
+            img.cam_from_world().matrix()
+            if callable(img.cam_from_world)
+            else img.cam_from_world.matrix()
+        )
+        np.testing.assert_allclose(T, seq.cam_T_world[i, :3], atol=1e-9)
+        pts = img.points2D
+        ids = np.array([p.point3D_id for p in pts]) - 1
+        np.testing.assert_array_equal(ids, np.flatnonzero(seq.visible[i]))
+        xy = np.array([p.xy for p in pts])
+        np.testing.assert_allclose(xy - 0.5, seq.uv[i, ids], atol=1e-9)
+        # COLMAP's own projection of the 3-D points lands on the stored 2-D points
+        X = np.array([rec.points3D[j + 1].xyz for j in ids])
+        proj = np.array([cam.img_from_cam(T[:, :3] @ x + T[:, 3]) for x in X])
+        np.testing.assert_allclose(proj, xy, atol=1e-6)
+    j = int(np.flatnonzero(seen)[0])
+    p = rec.points3D[j + 1]
+    np.testing.assert_allclose(p.xyz, seq.landmark_xyz[j], atol=1e-9)
+    assert p.track.length() == seq.visible[:, j].sum()

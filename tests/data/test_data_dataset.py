@@ -1,0 +1,147 @@
+"""SequenceDataset: shapes, windows, and geometry-consistent augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from facesfm.data.dataset import (
+    AugmentConfig,
+    SequenceDataset,
+    collate_samples,
+    resize_affine,
+)
+from facesfm.data.format import load_sequence
+from facesfm.errors import InputError
+from facesfm.geometry.camera import project, transform
+from facesfm.render.visibility import sample_depth
+
+
+def _bilinear(img, uv):
+    """Sample (C, H, W) at (N, 2) OpenCV pixel positions."""
+    C, H, W = img.shape
+    u, v = uv[:, 0], uv[:, 1]
+    c0 = np.clip(np.floor(u).astype(int), 0, W - 2)
+    r0 = np.clip(np.floor(v).astype(int), 0, H - 2)
+    a, b = u - c0, v - r0
+    return (
+        (1 - a) * (1 - b) * img[:, r0, c0]
+        + a * (1 - b) * img[:, r0, c0 + 1]
+        + (1 - a) * b * img[:, r0 + 1, c0]
+        + a * b * img[:, r0 + 1, c0 + 1]
+    ).T
+
+
+def test_whole_sequences_and_windows(small_seq):
+    ds = SequenceDataset(small_seq)
+    assert len(ds) == 1
+    s = ds[0]
+    assert s.images.shape == (8, 3, 128, 128) and s.images.dtype == torch.float32
+    assert 0 <= s.images.min() and s.images.max() <= 1 and s.images.max() > 0.5
+    assert s.depth.shape == (8, 1, 128, 128) and s.mask.shape == (8, 1, 128, 128)
+    assert s.mask.dtype == torch.bool and s.K.shape == (3, 3)
+    assert s.cam_T_world.shape == (8, 4, 4) and s.uv.shape == (8, 800, 2)
+    assert s.visible.shape == (8, 800) and s.xyz.shape == (800, 3)
+    seq = load_sequence(small_seq)
+    np.testing.assert_array_equal(
+        s.images[3].permute(1, 2, 0).numpy() * 255, seq.image(3).astype(np.float32)
+    )
+    win = SequenceDataset([small_seq], window=3, stride=2, landmarks=68)
+    assert len(win) == 3  # starts 0, 2, 4
+    w = win[2]
+    np.testing.assert_array_equal(w.frames.numpy(), [4, 5, 6])
+    assert w.uv.shape == (3, 68, 2)
+    np.testing.assert_allclose(w.uv.numpy(), seq.uv[4:7, :68], atol=1e-4)
+    b = collate_samples([win[0], win[1]])
+    assert b.images.shape == (2, 3, 3, 128, 128) and b.name == ["small", "small"]
+    loader = torch.utils.data.DataLoader(win, batch_size=3, collate_fn=collate_samples)
+    assert next(iter(loader)).uv.shape == (3, 3, 68, 2)
+
+
+def _check_geometry(s, seq, frames, atol_px):
+    """Landmarks projected with the sample's K and poses land on the sample's uv; the images
+    show at those uv what the stored images show at the stored uv."""
+    K = s.K.double().numpy()
+    T = s.cam_T_world.double().numpy()
+    uv = project(K, transform(T[:, None], seq.landmark_xyz[None])[:, 0])
+    vis = s.visible.numpy()
+    assert vis.sum() > 500
+    np.testing.assert_allclose(uv[vis], s.uv.double().numpy()[vis], atol=atol_px)
+    return K, vis
+
+
+def test_resize_keeps_geometry(small_seq):
+    seq = load_sequence(small_seq)
+    ds = SequenceDataset(small_seq, image_size=(96, 64), dtype=torch.float64)
+    s = ds[0]
+    assert s.images.shape == (8, 3, 96, 64)
+    K, vis = _check_geometry(s, seq, range(8), 1e-9)
+    np.testing.assert_allclose(K[0, 0], 170 * 64 / 128)
+    np.testing.assert_allclose(K[0, 2], (63.5 + 0.5) * 0.5 - 0.5)
+    A = resize_affine((128, 128), (96, 64))
+    np.testing.assert_allclose(A @ np.array([127.5, 127.5, 1]), [63.5, 95.5, 1])
+
+
+def test_augmentation_is_sequence_consistent(small_seq):
+    seq = load_sequence(small_seq)
+    aug = AugmentConfig(brightness=0.0, contrast=0.0, saturation=0.0, scale=(1.15, 1.2), shift=6.0)
+    ds = SequenceDataset(small_seq, augment=aug, seed=3, dtype=torch.float64)
+    s = ds[0]
+    K, vis = _check_geometry(s, seq, range(8), 1e-9)
+    assert abs(K[0, 0] / 170 - 1.175) < 0.03  # the zoom went into K
+    # image content follows the landmarks: augmented image at augmented uv == stored image
+    # at stored uv (both bilinear), for every frame
+    diffs = []
+    for i in range(8):
+        v = vis[i]
+        a = _bilinear(s.images[i].numpy(), s.uv[i].numpy()[v])
+        b = _bilinear(seq.image(i).transpose(2, 0, 1) / 255.0, seq.uv[i, v])
+        diffs.append(np.abs(a - b).mean())
+        # depth keeps camera-frame z, resampled nearest: output pixel p holds the stored
+        # depth at the pixel nearest to A^-1 p (A = K_aug K^-1), exactly
+        A = K @ np.linalg.inv(seq.K)
+        vv, uu = np.mgrid[0:128, 0:128].astype(np.float64)
+        src = np.linalg.solve(A, np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)]))[:2]
+        frac = np.abs(src - np.floor(src) - 0.5)
+        ij = np.round(src).astype(int)
+        ok = (frac > 1e-3).all(0) & (ij >= 0).all(0) & (ij <= 127).all(0)
+        assert ok.mean() > 0.7
+        stored = seq.depth(i)[ij[1, ok], ij[0, ok]]
+        np.testing.assert_array_equal(s.depth[i, 0].numpy().ravel()[ok], stored)
+    assert max(diffs) < 0.03
+    # the same draw for every frame: one K; a fresh epoch draws another; seeded
+    assert not torch.equal(ds[0].K, SequenceDataset(small_seq, augment=aug, seed=4)[0].K.double())
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0].K, s.K)
+    ds.set_epoch(0)
+    assert torch.equal(ds[0].images, s.images)
+
+
+def test_colour_jitter_is_the_same_for_all_frames(small_seq):
+    aug = AugmentConfig(brightness=0.3, contrast=0.3, saturation=0.3, scale=(1, 1), shift=0)
+    plain = SequenceDataset(small_seq, window=4)[1]
+    s = SequenceDataset(small_seq, window=4, augment=aug, seed=9)[1]
+    torch.testing.assert_close(s.K, plain.K)
+    torch.testing.assert_close(s.uv, plain.uv)
+    # one affine colour map for all frames: fit it on frame 0, it predicts frame 3
+    x0 = plain.images[0].reshape(3, -1).T.numpy()
+    y0 = s.images[0].reshape(3, -1).T.numpy()
+    ok0 = ((y0 > 0.01) & (y0 < 0.99)).all(1)
+    M, *_ = np.linalg.lstsq(np.c_[x0[ok0], np.ones(ok0.sum())], y0[ok0], rcond=None)
+    assert np.abs(np.c_[x0[ok0], np.ones(ok0.sum())] @ M - y0[ok0]).max() < 1e-4
+    x3 = plain.images[3].reshape(3, -1).T.numpy()
+    y3 = s.images[3].reshape(3, -1).T.numpy()
+    ok3 = ((y3 > 0.01) & (y3 < 0.99)).all(1)
+    assert np.abs(np.c_[x3[ok3], np.ones(ok3.sum())] @ M - y3[ok3]).max() < 1e-4
+    assert np.abs(y3[ok3] - x3[ok3]).mean() > 0.01  # and it did change the colours
+
+
+def test_bad_dataset_input(tmp_path, small_seq):
+    with pytest.raises(InputError, match="not found"):
+        SequenceDataset(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no facesfm sequences"):
+        SequenceDataset(tmp_path / "empty")
+    with pytest.raises(InputError, match="landmarks=900"):
+        SequenceDataset(small_seq, landmarks=900)
+    with pytest.raises(InputError, match="window=9"):
+        SequenceDataset(small_seq, window=9)
