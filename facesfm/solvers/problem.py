@@ -47,6 +47,8 @@ __all__ = [
     "BAProblem",
     "BAState",
     "BAResult",
+    "gauge_free_mask",
+    "complete_state",
 ]
 
 
@@ -362,6 +364,30 @@ class BAState:
         return BAState(
             f(self.poses), f(self.points), f(self.log_scale), f(self.depth_correction)
         )
+
+
+def gauge_free_mask(problem: BAProblem, state: BAState) -> torch.Tensor:
+    """(F, C) bool: which camera unknowns are free.
+
+    The fixed frame's block (pose, and depth scale) is held. The classical parameterisation has
+    one more gauge freedom, the global scale: it is fixed by also holding the translation
+    coordinate (in the left-perturbation twist) of the frame farthest from the fixed frame
+    along which a change of scale moves that frame most (camera-frame baseline direction
+    ``R_f (C_0 - C_f)``).
+    """
+    F, C = problem.num_frames, problem.camera_dim
+    free = torch.ones(F, C, dtype=torch.bool, device=problem.device)
+    f0 = problem.fixed_frame
+    free[f0] = False
+    if problem.parameterization is Parameterization.CLASSICAL:
+        T = state.poses.detach()
+        R, t = T[:, :3, :3], T[:, :3, 3]
+        centres = -torch.einsum("fba,fb->fa", R, t)
+        base = torch.einsum("fab,fb->fa", R, centres[f0][None] - centres)
+        f = int(base.norm(dim=1).argmax())
+        if f != f0 and float(base[f].norm()) > 0:
+            free[f, int(base[f].abs().argmax())] = False
+    return free
 
 
 def complete_state(problem: BAProblem, init: BAState) -> BAState:

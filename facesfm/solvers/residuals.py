@@ -81,6 +81,11 @@ def _safe_obs(problem: BAProblem, rows: torch.Tensor | None = None):
     return uv, valid
 
 
+def _sqrt_weight(w: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+    """sqrt(w) where used, 0 elsewhere, with a finite gradient at w = 0."""
+    return torch.where(use, torch.sqrt(torch.where(use, w, torch.ones_like(w))), torch.zeros_like(w))
+
+
 def _safe_depth(z: torch.Tensor, valid: torch.Tensor):
     ok = z > MIN_DEPTH
     bad = int((valid & ~ok).sum())
@@ -98,7 +103,7 @@ def classical_residuals(problem: BAProblem, state: BAState, jacobians: bool = Tr
     X = state.points
     Xc = torch.einsum("fab,nb->fna", R, X) + t[:, None, :]
     z, ok, bad = _safe_depth(Xc[..., 2], valid)
-    sw = torch.sqrt(problem.weight) * ok.to(uv.dtype)
+    sw = _sqrt_weight(problem.weight, valid & ok)
     r = sw[..., None] * (_project(problem.K, Xc, z) - uv)
     F = problem.num_frames
     frame_a = torch.arange(F, device=problem.device)
@@ -152,8 +157,7 @@ def depth_residuals(
     Xn = torch.einsum("pab,pnb->pna", Rnm, Xm) + tnm[:, None, :]
     pv = valid[m] & valid[n]
     z, ok, bad = _safe_depth(Xn[..., 2], pv)
-    w = problem.weight[m] * problem.weight[n]
-    sw = torch.sqrt(w) * ok.to(uv.dtype)
+    sw = _sqrt_weight(problem.weight[m] * problem.weight[n], pv & ok)
     r = sw[..., None] * (_project(Kn, Xn, z) - uv[n])
     lin = Linearization(r=r, valid=pv & ok, frame_a=m, frame_b=n, bad_depth=bad)
     if not jacobians:

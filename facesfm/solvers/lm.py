@@ -1,0 +1,531 @@
+"""Our vectorised Levenberg-Marquardt with a Schur-reduced pose system, in plain torch.
+
+One LM iteration:
+
+1. analytic Jacobians of every residual at once (:mod:`facesfm.solvers.residuals`);
+2. normal equations ``[[U, W], [W^T, V]] [dc; ds] = -[gc; gs]`` assembled with batched
+   einsums: U (F*C, F*C) camera block, W (F, N, C, S), V (N, S, S) block-diagonal structure
+   (S = 3 per point, 1 per landmark log depth), with IRLS weights rho'(s) from the kernel;
+3. Schur complement on the structure: ``(U - W V^-1 W^T) dc = -gc + W V^-1 gs`` (one matrix
+   product), damped Cholesky on it with the fixed frame's block removed (gauge), and
+   back-substitution for ds;
+4. gain-ratio step control (Nielsen), stop on relative cost change, step size or gradient.
+
+Differentiation (:class:`BackwardMode`):
+
+* ``IMPLICIT``: implicit function theorem at the optimum theta*(x): with E the cost,
+  ``dL/dx = -(d^2E/dtheta dx)^T H^-1 dL/dtheta``. H z = dL/dtheta is solved with the same
+  Schur-reduced factorisation (the Gauss-Newton Hessian) as a preconditioner and refined with
+  exact Hessian-vector products (autograd through the analytic gradient J^T rho' r, so kernel
+  curvature and second-order residual terms are included); the mixed term is one more
+  autograd pass through ``z . grad_theta E``.
+* ``IMPLICIT_GN``: the same with the Gauss-Newton Hessian only (no refinement; cheaper,
+  exact only for zero-residual problems).
+* ``UNROLL``: autograd through every LM iteration (gradients also reach the initial state).
+* ``TRUNCATED``: solve without a graph, then differentiate through ``truncated_steps`` more
+  LM steps taken from the (detached) optimum.
+* ``NONE``: no graph.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from facesfm.geometry.se3 import se3_exp
+from facesfm.solvers.problem import (
+    BAProblem,
+    BAResult,
+    BAState,
+    SolverError,
+    complete_state,
+    gauge_free_mask,
+)
+from facesfm.solvers.residuals import Linearization, cost_of, linearize
+
+__all__ = ["BackwardMode", "LMSolver", "NormalEquations", "SchurFactor", "normal_equations"]
+
+
+class BackwardMode(enum.Enum):
+    NONE = "none"
+    IMPLICIT = "implicit"
+    IMPLICIT_GN = "implicit_gn"
+    UNROLL = "unroll"
+    TRUNCATED = "truncated"
+
+
+@dataclass
+class NormalEquations:
+    """Gauss-Newton normal equations (IRLS-weighted) in block form.
+
+    U: (F*C, F*C); W: (F, N, C, S) or None; V: (N, S, S) or None; gc: (F, C); gs: (N, S) or None.
+    """
+
+    U: torch.Tensor
+    W: torch.Tensor | None
+    V: torch.Tensor | None
+    gc: torch.Tensor
+    gs: torch.Tensor | None
+
+
+def _scatter_rows(rows: torch.Tensor, idx: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum rows (B, ...) into (size, ...) by index idx (B,)."""
+    out = rows.new_zeros((size,) + tuple(rows.shape[1:]))
+    return out.index_add_(0, idx, rows)
+
+
+def normal_equations(
+    problem: BAProblem, state: BAState, lin: Linearization, rho1: torch.Tensor
+) -> NormalEquations:
+    """Assemble U, W, V, gc, gs from a linearisation (see :class:`NormalEquations`)."""
+    F, N = problem.num_frames, problem.num_landmarks
+    C = lin.Ja.shape[-1]
+    r = lin.r
+    om = rho1[..., None, None]
+    JaW = lin.Ja * om
+    a = lin.frame_a
+    Haa = torch.einsum("bnic,bnid->bcd", JaW, lin.Ja)
+    ga = torch.einsum("bnic,bni->bc", JaW, r)
+    U4 = r.new_zeros(F * F, C, C)
+    U4.index_add_(0, a * (F + 1), Haa)
+    gc = _scatter_rows(ga, a, F)
+    if lin.Jb is not None:
+        b = lin.frame_b
+        JbW = lin.Jb * om
+        Hbb = torch.einsum("bnic,bnid->bcd", JbW, lin.Jb)
+        Hab = torch.einsum("bnic,bnid->bcd", JaW, lin.Jb)
+        U4.index_add_(0, b * (F + 1), Hbb)
+        U4.index_add_(0, a * F + b, Hab)
+        U4.index_add_(0, b * F + a, Hab.transpose(-1, -2))
+        gc = gc + _scatter_rows(torch.einsum("bnic,bni->bc", JbW, r), b, F)
+    U = U4.view(F, F, C, C).permute(0, 2, 1, 3).reshape(F * C, F * C)
+    if lin.Js is None:
+        return NormalEquations(U, None, None, gc, None)
+    Js = lin.Js
+    S = Js.shape[-1]
+    JsW = Js * om
+    V = torch.einsum("bnis,bnit->nst", JsW, Js)
+    gs = torch.einsum("bnis,bni->ns", JsW, r)
+    if state.depth_correction is not None:
+        lp = problem.depth_prior_weight
+        V = V + lp * torch.eye(S, dtype=V.dtype, device=V.device)
+        gs = gs + lp * state.depth_correction[:, None]
+    Wa = torch.einsum("bnic,bnis->bncs", JaW, Js)
+    if lin.Jb is None and a.shape[0] == F:
+        W = Wa  # classical: row f is frame f
+    else:
+        W = _scatter_rows(Wa, a, F)
+        if lin.Jb is not None:
+            W = W + _scatter_rows(torch.einsum("bnic,bnis->bncs", JbW, Js), lin.frame_b, F)
+    return NormalEquations(U, W, V, gc, gs)
+
+
+def _small_inverse(V: torch.Tensor) -> torch.Tensor:
+    """Batched inverse of (N, S, S) symmetric blocks, closed form for S = 1 and 3."""
+    S = V.shape[-1]
+    if S == 1:
+        return 1.0 / V
+    if S != 3:
+        return torch.linalg.inv(V)
+    a, b, c = V[:, 0, 0], V[:, 0, 1], V[:, 0, 2]
+    d, e, f = V[:, 1, 1], V[:, 1, 2], V[:, 2, 2]
+    A = d * f - e * e
+    B = c * e - b * f
+    Cc = b * e - c * d
+    D = a * f - c * c
+    E = b * c - a * e
+    G = a * d - b * b
+    det = a * A + b * B + c * Cc
+    adj = torch.stack(
+        [torch.stack([A, B, Cc], -1), torch.stack([B, D, E], -1), torch.stack([Cc, E, G], -1)], -2
+    )
+    return adj / det[:, None, None]
+
+
+class SchurFactor:
+    """Factorisation of the damped system ``H + lam * diag(H)`` with the structure eliminated.
+
+    ``ok`` is False when the reduced camera system is not positive definite.
+    """
+
+    def __init__(self, ne: NormalEquations, lam: float, free: torch.Tensor, C: int):
+        self.ne = ne
+        self.C = C
+        U = ne.U
+        n = U.shape[0]
+        F = n // C
+        dU = torch.diagonal(U).clamp(1e-12, 1e32)
+        Ud = U + torch.diag_embed(lam * dU)
+        self.dU = dU
+        self.free = free.reshape(-1).nonzero()[:, 0]
+        if ne.V is not None:
+            dV = torch.diagonal(ne.V, dim1=-2, dim2=-1).clamp(1e-12, 1e32)
+            self.dV = dV
+            Vd = ne.V + torch.diag_embed(lam * dV)
+            self.Vinv = _small_inverse(Vd)
+            self.Y = torch.einsum("fncs,nst->fnct", ne.W, self.Vinv)
+            Fn, N, _, S = ne.W.shape
+            Ym = self.Y.permute(0, 2, 1, 3).reshape(F * C, N * S)
+            Wm = ne.W.permute(0, 2, 1, 3).reshape(F * C, N * S)
+            self.Ym = Ym
+            Sred = Ud - Ym @ Wm.T
+        else:
+            self.dV = None
+            Sred = Ud
+        Sf = Sred[self.free][:, self.free]
+        Sf = 0.5 * (Sf + Sf.T)
+        self.L, info = torch.linalg.cholesky_ex(Sf)
+        self.ok = bool(info == 0) and bool(torch.isfinite(self.L).all())
+
+    def solve(self, bc: torch.Tensor, bs: torch.Tensor | None):
+        """Solve the damped system for right-hand sides bc (F, C), bs (N, S) -> (xc, xs)."""
+        F = bc.shape[0]
+        rhs = bc.reshape(-1)
+        if self.ne.V is not None:
+            rhs = rhs - self.Ym @ bs.reshape(-1)
+        xf = torch.cholesky_solve(rhs[self.free, None], self.L)[:, 0]
+        xc = torch.zeros_like(rhs).index_put((self.free,), xf).view(F, self.C)
+        if self.ne.V is None:
+            return xc, None
+        t = bs - torch.einsum("fncs,fc->ns", self.ne.W, xc)
+        xs = torch.einsum("nst,nt->ns", self.Vinv, t)
+        return xc, xs
+
+    def damping_dot(self, lam: float, xc: torch.Tensor, xs: torch.Tensor | None) -> torch.Tensor:
+        """x^T (lam * diag(H)) x, for the predicted decrease."""
+        out = lam * (self.dU * xc.reshape(-1) ** 2).sum()
+        if xs is not None:
+            out = out + lam * (self.dV * xs**2).sum()
+        return out
+
+
+def retract(state: BAState, dc: torch.Tensor, ds: torch.Tensor | None) -> BAState:
+    """Apply a step: poses <- exp(dc[:, :6]) poses, log scales += dc[:, 6], structure += ds."""
+    poses = se3_exp(dc[:, :6]) @ state.poses
+    points, s, d = state.points, state.log_scale, state.depth_correction
+    if s is not None:
+        s = s + dc[:, 6]
+    if ds is not None:
+        if points is not None:
+            points = points + ds
+        else:
+            d = d + ds[:, 0]
+    return BAState(poses, points, s, d)
+
+
+def _jvp(lin: Linearization, vc: torch.Tensor, vs: torch.Tensor | None) -> torch.Tensor:
+    """J v in the row layout (B, N, 2) for a tangent (vc (F, C), vs (N, S))."""
+    out = torch.einsum("bnic,bc->bni", lin.Ja, vc[lin.frame_a])
+    if lin.Jb is not None:
+        out = out + torch.einsum("bnic,bc->bni", lin.Jb, vc[lin.frame_b])
+    if lin.Js is not None and vs is not None:
+        out = out + torch.einsum("bnis,ns->bni", lin.Js, vs)
+    return out
+
+
+def _rms(lin: Linearization) -> float:
+    n = int(lin.valid.sum())
+    return math.sqrt(float((lin.r.detach() ** 2).sum()) / max(n, 1))
+
+
+@dataclass(frozen=True)
+class LMSolver:
+    """Our batched Schur-complement Levenberg-Marquardt (see the module docstring).
+
+    Attributes:
+        max_iterations: iteration cap.
+        ftol: stop when an accepted step lowers the cost by less than ftol * cost.
+        xtol: stop when the step's largest entry is below xtol (rad / mm / log units).
+        gtol: stop when the largest gradient entry is below gtol.
+        initial_damping: starting lambda (relative to diag(H), Ceres style).
+        backward: :class:`BackwardMode`.
+        truncated_steps: differentiable steps of ``BackwardMode.TRUNCATED``.
+        refine_iterations: exact-Hessian refinement iterations of ``BackwardMode.IMPLICIT``.
+    """
+
+    max_iterations: int = 50
+    ftol: float = 1e-10
+    xtol: float = 1e-10
+    gtol: float = 1e-10
+    initial_damping: float = 1e-4
+    backward: BackwardMode = BackwardMode.IMPLICIT
+    truncated_steps: int = 3
+    refine_iterations: int = 20
+
+    name = "ours-lm"
+
+    def solve(self, problem: BAProblem, init: BAState) -> BAResult:
+        t0 = time.perf_counter()
+        problem.validate()
+        init = complete_state(problem, init)
+        pairs = problem.frame_pairs() if problem.structure_dim != 3 else None
+        free = gauge_free_mask(problem, init)
+        t_setup = time.perf_counter() - t0
+        mode = self.backward
+        if mode is BackwardMode.UNROLL:
+            state, info = self._iterate(problem, init, pairs, free, self.max_iterations)
+        else:
+            dp = _detached_problem(problem)
+            with torch.no_grad():
+                state, info = self._iterate(dp, init.detach(), pairs, free, self.max_iterations)
+            if mode is BackwardMode.TRUNCATED:
+                state, extra = self._iterate(
+                    problem, state.detach(), pairs, free, self.truncated_steps, lam0=1e-12,
+                    force=True,
+                )
+            elif mode in (BackwardMode.IMPLICIT, BackwardMode.IMPLICIT_GN) and torch.is_grad_enabled():
+                state = _attach_implicit(self, problem, state, pairs, free)
+        t_solve = time.perf_counter() - t0 - t_setup
+        with torch.no_grad():
+            lin = linearize(_detached_problem(problem), state.detach(), pairs, jacobians=False)
+            rms = _rms(lin)
+        return BAResult(
+            state=state,
+            cost=torch.tensor(info["costs"], dtype=torch.float64),
+            iterations=info["iterations"],
+            converged=info["converged"],
+            timings={"setup": t_setup, "solve": t_solve},
+            rms_px=rms,
+            message=info["message"],
+        )
+
+    # ------------------------------------------------------------------ the LM loop
+    def _iterate(self, problem, state, pairs, free, max_iterations, lam0=None, force=False):
+        """LM iterations from ``state``. ``force`` takes every step (used for differentiable
+        steps at the optimum, where the cost cannot meaningfully decrease)."""
+        C = problem.camera_dim
+        lin = linearize(problem, state, pairs)
+        if lin.bad_depth:
+            raise SolverError(
+                f"bundle adjustment: {lin.bad_depth} observed landmark(s) lie behind a camera "
+                "at the initial state; check the initial poses/points/depths"
+            )
+        cost, s, rho1 = cost_of(problem, state, lin)
+        if not torch.isfinite(cost):
+            raise SolverError("bundle adjustment: the initial cost is not finite")
+        costs = [float(cost)]
+        lam = self.initial_damping if lam0 is None else lam0
+        nu = 2.0
+        converged, message, it = False, "iteration cap reached", 0
+        for it in range(1, max_iterations + 1):
+            ne = normal_equations(problem, state, lin, rho1)
+            gnorm = float((ne.gc.detach() * free).abs().max())
+            if ne.gs is not None:
+                gnorm = max(gnorm, float(ne.gs.detach().abs().max()))
+            if not math.isfinite(gnorm):
+                raise SolverError("bundle adjustment: the gradient is not finite")
+            if gnorm < self.gtol and not force:
+                converged, message, it = True, "gradient below gtol", it - 1
+                break
+            accepted = False
+            while True:
+                fac = SchurFactor(ne, lam, free, C)
+                if not fac.ok:
+                    lam *= 10.0
+                    if lam > 1e12:
+                        raise SolverError(
+                            "bundle adjustment: the reduced pose system is singular (gauge or "
+                            "structure not constrained: too few co-visible landmarks?)"
+                        )
+                    continue
+                dc, ds = fac.solve(-ne.gc, None if ne.gs is None else -ne.gs)
+                new_state = retract(state, dc, ds)
+                new_lin = linearize(problem, new_state, pairs)
+                new_cost, new_s, new_rho1 = cost_of(problem, new_state, new_lin)
+                g_dot = (ne.gc * dc).sum() + (0 if ds is None else (ne.gs * ds).sum())
+                pred = 0.5 * float(fac.damping_dot(lam, dc, ds) - g_dot)
+                actual = float(cost - new_cost)
+                ok = bool(torch.isfinite(new_cost)) and new_lin.bad_depth == 0
+                if force or (ok and pred > 0 and actual > 0):
+                    rho = actual / pred if pred > 0 else 1.0
+                    lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                    nu = 2.0
+                    accepted = True
+                    break
+                lam *= nu
+                nu *= 2.0
+                if lam > 1e16:
+                    break
+            if not accepted:
+                # only cost changes at rounding level left: the optimum to machine precision
+                converged = abs(actual) <= 1e-12 * max(float(cost), 1e-300)
+                message = "no step decreases the cost"
+                it -= 1
+                break
+            step = float(dc.detach().abs().max())
+            if ds is not None:
+                step = max(step, float(ds.detach().abs().max()))
+            state, lin, cost, rho1 = new_state, new_lin, new_cost, new_rho1
+            costs.append(float(cost))
+            if force:
+                continue
+            if actual < self.ftol * costs[-2]:
+                converged, message = True, "relative cost change below ftol"
+                break
+            if step < self.xtol:
+                converged, message = True, "step below xtol"
+                break
+        info = {"costs": costs, "iterations": it, "converged": converged, "message": message}
+        info["free"] = free
+        return state, info
+
+
+def _detached_problem(problem: BAProblem) -> BAProblem:
+    d = None if problem.depth is None else problem.depth.detach()
+    return problem.replace(
+        K=problem.K.detach(), uv=problem.uv.detach(), weight=problem.weight.detach(), depth=d
+    )
+
+
+# ---------------------------------------------------------------------- implicit differentiation
+
+
+def _inputs(problem: BAProblem) -> list[torch.Tensor]:
+    xs = [problem.K, problem.uv, problem.weight]
+    if problem.depth is not None:
+        xs.append(problem.depth)
+    return xs
+
+
+def _with_inputs(problem: BAProblem, xs) -> BAProblem:
+    d = xs[3] if len(xs) > 3 else None
+    return problem.replace(K=xs[0], uv=xs[1], weight=xs[2], depth=d)
+
+
+def _structure_of(state: BAState) -> torch.Tensor | None:
+    if state.points is not None:
+        return state.points
+    if state.depth_correction is not None:
+        return state.depth_correction[:, None]
+    return None
+
+
+def _grad_dot(problem, state, pairs, vc, vs):
+    """q = grad_theta E . v, in left-perturbation coordinates (differentiable)."""
+    lin = linearize(problem, state, pairs)
+    _, s, rho1 = cost_of(problem, state, lin)
+    q = (rho1[..., None] * lin.r * _jvp(lin, vc, vs)).sum()
+    if state.depth_correction is not None and vs is not None:
+        q = q + problem.depth_prior_weight * (state.depth_correction * vs[:, 0]).sum()
+    return q
+
+
+class _ImplicitFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, holder, *tensors):
+        ctx.holder = holder
+        st = holder["state"]
+        outs = [st.poses.clone()]
+        for x in (st.points, st.log_scale, st.depth_correction):
+            if x is not None:
+                outs.append(x.clone())
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        h = ctx.holder
+        solver, problem, st, pairs = h["solver"], h["problem"], h["state"], h["pairs"]
+        F, C = problem.num_frames, problem.camera_dim
+        free = h["free"]
+        with torch.enable_grad():
+            # dL/dtheta in the tangent coordinates of the optimum
+            xi = torch.zeros(F, 6, dtype=st.poses.dtype, device=st.poses.device, requires_grad=True)
+            T = se3_exp(xi) @ st.poses
+            gp = grads[0] if grads[0] is not None else torch.zeros_like(T)
+            (g_xi,) = torch.autograd.grad(T, xi, gp)
+            k = 1
+            gc = torch.zeros(F, C, dtype=st.poses.dtype, device=st.poses.device)
+            gc[:, :6] = g_xi
+            gs = None
+            if st.points is not None:
+                gs = grads[k] if grads[k] is not None else torch.zeros_like(st.points)
+                k += 1
+            if st.log_scale is not None:
+                if grads[k] is not None:
+                    gc[:, 6] = grads[k]
+                k += 1
+            if st.depth_correction is not None:
+                g = grads[k] if grads[k] is not None else torch.zeros_like(st.depth_correction)
+                gs = g[:, None]
+            gc = gc * free
+            z_c, z_s = _solve_hessian(solver, problem, st, pairs, free, gc, gs)
+            xs = [x.detach().requires_grad_(x.requires_grad) for x in h["inputs"]]
+            need = [x for x in xs if x.requires_grad]
+            if not need:
+                return (None,) + tuple(None for _ in h["inputs"])
+            q = _grad_dot(_with_inputs(problem, xs), st, pairs, z_c, z_s)
+            gx = torch.autograd.grad(q, need, allow_unused=True)
+        out, it = [], iter(gx)
+        for x in xs:
+            if x.requires_grad:
+                g = next(it)
+                out.append(None if g is None else -g)
+            else:
+                out.append(None)
+        return (None,) + tuple(out)
+
+
+def _solve_hessian(solver, problem, st, pairs, free, gc, gs):
+    """Solve H z = g at the optimum (z_c (F, C), z_s (N, S)); H exact unless IMPLICIT_GN."""
+    C = problem.camera_dim
+    with torch.no_grad():
+        lin = linearize(problem, st, pairs)
+        _, _, rho1 = cost_of(problem, st, lin)
+        ne = normal_equations(problem, st, lin, rho1)
+        fac = SchurFactor(ne, 0.0, free, C)
+        if not fac.ok:
+            raise SolverError("implicit backward: the Hessian at the optimum is singular")
+        zc, zs = fac.solve(gc, gs)
+    if solver.backward is BackwardMode.IMPLICIT_GN:
+        return zc, zs
+    gnorm = float(gc.norm() ** 2 + (0 if gs is None else gs.norm() ** 2)) ** 0.5
+    for _ in range(solver.refine_iterations):
+        hc, hs = _hvp(problem, st, pairs, zc, zs)
+        rc = (gc - hc) * free
+        rs = None if gs is None else gs - hs
+        res = float(rc.norm() ** 2 + (0 if rs is None else rs.norm() ** 2)) ** 0.5
+        if res <= 1e-12 * max(gnorm, 1e-300):
+            break
+        with torch.no_grad():
+            dc, ds = fac.solve(rc, rs)
+        zc = zc + dc
+        zs = None if zs is None else zs + ds
+    return zc, zs
+
+
+def _hvp(problem, st, pairs, vc, vs):
+    """Exact Hessian-vector product of the cost at ``st`` (left-perturbation coordinates)."""
+    F, C = problem.num_frames, problem.camera_dim
+    with torch.enable_grad():
+        ec = torch.zeros(F, C, dtype=vc.dtype, device=vc.device, requires_grad=True)
+        S0 = _structure_of(st)
+        es = None if S0 is None else torch.zeros_like(S0, requires_grad=True)
+        moved = retract(st, ec, es)
+        q = _grad_dot(problem, moved, pairs, vc.detach(), None if vs is None else vs.detach())
+        wrt = [ec] + ([es] if es is not None else [])
+        g = torch.autograd.grad(q, wrt)
+    return g[0].detach(), (g[1].detach() if es is not None else None)
+
+
+def _attach_implicit(solver, problem, state, pairs, free) -> BAState:
+    inputs = _inputs(problem)
+    if not any(x.requires_grad for x in inputs):
+        return state
+    holder = {
+        "solver": solver,
+        "problem": _detached_problem(problem),
+        "state": state.detach(),
+        "pairs": pairs,
+        "free": free,
+        "inputs": inputs,
+    }
+    outs = list(_ImplicitFn.apply(holder, *inputs))
+    poses = outs.pop(0)
+    points = outs.pop(0) if state.points is not None else None
+    s = outs.pop(0) if state.log_scale is not None else None
+    d = outs.pop(0) if state.depth_correction is not None else None
+    return BAState(poses, points, s, d)
