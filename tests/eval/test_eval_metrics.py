@@ -318,3 +318,20 @@ def test_evaluate_reconstruction_protocol(face_mesh, backend):
     assert m.point_to_surface.mean == pytest.approx(0.5 * np.sqrt(2 / np.pi), abs=0.01)
     assert m.point_to_point.mean > m.point_to_surface.mean  # vertices are ~5 mm apart
     assert m.n_points == len(recon) and m.precision > 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_closest_points_ignore_unused_vertices_and_index_original_faces(backend):
+    """Vertices used by no triangle (an ICT-style mesh has many) must not bound distances,
+    and triangle indices refer to the caller's face array."""
+    v, f = ellipsoid_mesh(2)
+    stray = np.array([[0.0, 0.0, 95.0], [0.0, 0.0, 0.0]])  # near a query, but on no triangle
+    v2 = np.concatenate([stray, v])
+    f2 = f + 2
+    q = np.array([[0.0, 0.0, 96.0], [0.0, 0.0, 1.0]])
+    pts, d, t = closest_points_on_mesh(q, v2, f2, backend=backend)
+    _, d_ref, _ = closest_points_on_mesh(q, v, f, backend="numpy")
+    assert np.allclose(d, d_ref, atol=1e-4) and d[0] > 5.0 and d[1] > 70.0
+    tri = v2[f2[t]]  # the reported triangles contain the reported closest points
+    on_tri = point_triangle_closest(pts, tri[:, 0], tri[:, 1], tri[:, 2])
+    assert np.abs(on_tri - pts).max() < 1e-4
