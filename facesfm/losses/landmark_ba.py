@@ -37,13 +37,11 @@ Distance = Literal["l2", "squared"]
 
 def all_pairs(num_frames: int, device=None) -> torch.Tensor:
     """All ordered pairs (a, b), a != b, of ``num_frames`` frames: (F (F - 1), 2) int64."""
-    a, b = torch.meshgrid(
-        torch.arange(num_frames, device=device),
-        torch.arange(num_frames, device=device),
-        indexing="ij",
-    )
-    keep = a != b
-    return torch.stack([a[keep], b[keep]], dim=-1)
+    # b = j + (j >= a) skips a without boolean indexing (no device sync, works on any device)
+    a = torch.arange(num_frames, device=device).repeat_interleave(max(num_frames - 1, 0))
+    j = torch.arange(max(num_frames - 1, 0), device=device).repeat(num_frames)
+    b = j + (j >= a).long()
+    return torch.stack([a, b], dim=-1)
 
 
 def sample_depth_at(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
@@ -133,11 +131,12 @@ def _reproject(K, T, uv, depth, pairs):
     Fn = uv.shape[1]
     if pairs is None:
         pairs = all_pairs(Fn, device=uv.device)
-    pairs = pairs.to(uv.device)
-    if pairs.dim() != 2 or pairs.shape[1] != 2:
-        raise ValueError(f"landmark BA: pairs must be (P, 2), got {tuple(pairs.shape)}")
-    if pairs.numel() and (pairs.min() < 0 or pairs.max() >= Fn):
-        raise ValueError(f"landmark BA: pair index outside 0..{Fn - 1}")
+    else:  # only given pairs are range-checked: the check reads values (a device sync)
+        if pairs.dim() != 2 or pairs.shape[1] != 2:
+            raise ValueError(f"landmark BA: pairs must be (P, 2), got {tuple(pairs.shape)}")
+        if pairs.numel() and (pairs.min() < 0 or pairs.max() >= Fn):
+            raise ValueError(f"landmark BA: pair index outside 0..{Fn - 1}")
+        pairs = pairs.to(uv.device)
     a, b = pairs[:, 0], pairs[:, 1]
     X_a = backproject(K[:, a], uv[:, a], depth[:, a])  # (B, P, N, 3) in camera a
     b_T_a = T[:, b] @ invert_pose(T[:, a])  # (B, P, 4, 4)

@@ -224,3 +224,13 @@ def test_float32_is_accurate_enough_for_training():
     uv_ab64, _, _ = landmark_reprojection(K, T, uv, depth)
     uv_ab32, _, _ = landmark_reprojection(K.float(), T.float(), uv.float(), depth.float())
     assert (uv_ab32.double() - uv_ab64).abs().max() < 5e-4  # px
+
+
+def test_bad_pairs_rejected():
+    K, T, uv, depth = _scene(F=3, N=5)
+    w = torch.ones(3, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="outside"):
+        landmark_ba_loss(K, T, uv, w, depth, pairs=torch.tensor([[0, 3]]))
+    with pytest.raises(ValueError, match="pairs must be"):
+        landmark_ba_loss(K, T, uv, w, depth, pairs=torch.tensor([0, 1]))
+    assert all_pairs(1).shape == (0, 2)

@@ -252,3 +252,38 @@ def test_configs_round_trip_and_reject_bad_values():
         LandmarkNetConfig(variant="resnet")
     with pytest.raises(ValueError, match="min_depth_mm"):
         DepthNetConfig(min_depth_mm=900.0, max_depth_mm=800.0)
+
+
+def test_no_hard_coded_device():
+    """Everything runs on the meta device: no tensor is created on a fixed device inside."""
+    from facesfm.geometry.warp import inverse_warp
+    from facesfm.losses import (
+        depth_consistency_loss,
+        landmark_ba_loss,
+        smoothness_loss,
+        spectral_loss,
+    )
+
+    dev = torch.device("meta")
+    K = torch.eye(3, device=dev)
+    T = torch.eye(4, device=dev)
+    img = torch.rand(2, 3, 32, 32, device=dev)
+    d = torch.rand(2, 1, 32, 32, device=dev)
+    outs = [
+        inverse_warp(img, d, T.expand(2, 4, 4), K).image,
+        landmark_ba_loss(
+            K,
+            T.expand(3, 4, 4),
+            *torch.rand(3, 3, 5, 2, device=dev).unbind(0)[:1],
+            torch.rand(3, 5, device=dev),
+            torch.rand(3, 5, device=dev),
+        )[0],
+        smoothness_loss(d, img)[0],
+        spectral_loss(img, img)[0],
+        depth_consistency_loss(d, d, T.expand(2, 4, 4), K)[0],
+        LandmarkNet(LandmarkNetConfig(variant="heatmap")).to(dev)(img).uv,
+        LandmarkNet().to(dev)(img).uv,
+        DepthNet().to(dev)(img)[0],
+        PoseNet().to(dev)(img, img).src_T_tgt,
+    ]
+    assert all(o.device == dev for o in outs)
