@@ -274,7 +274,7 @@ def test_no_hard_coded_device():
         landmark_ba_loss(
             K,
             T.expand(3, 4, 4),
-            *torch.rand(3, 3, 5, 2, device=dev).unbind(0)[:1],
+            torch.rand(3, 5, 2, device=dev),
             torch.rand(3, 5, device=dev),
             torch.rand(3, 5, device=dev),
         )[0],
