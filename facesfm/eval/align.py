@@ -201,7 +201,10 @@ class AlignConfig:
     target_samples:      extra points sampled evenly on the ground-truth surface and added to
                          its vertices as the ICP target, so that ICP is not biased towards the
                          vertex positions of a coarse mesh (0: vertices only).
-    seed:                seed of that surface sampling.
+    max_points:          ICP fits at most this many reconstruction points, a random subset
+                         (0: all); the returned ``aligned`` points are always all of them,
+                         and fitness / inlier_rmse describe the subset.
+    seed:                seed of the surface sampling and of that subset.
     """
 
     with_scale: bool = True
@@ -211,6 +214,7 @@ class AlignConfig:
     method: str = "point_to_surface"
     backend: str = "auto"
     target_samples: int = 20000
+    max_points: int = 50000
     seed: int = 0
 
     def __post_init__(self):
@@ -226,7 +230,7 @@ class AlignConfig:
             raise ValueError("AlignConfig: point_to_plane ICP is rigid; set with_scale=False")
         if not self.max_correspondence_mm > 0:
             raise ValueError("AlignConfig.max_correspondence_mm must be positive")
-        if self.max_iterations < 1 or self.target_samples < 0:
+        if self.max_iterations < 1 or self.target_samples < 0 or self.max_points < 0:
             raise ValueError("AlignConfig: max_iterations >= 1 and target_samples >= 0 required")
 
 
@@ -494,6 +498,10 @@ def align_reconstruction(
         init = umeyama(a, b, with_scale=config.with_scale)
     else:
         init = Sim3(np.eye(3), gv.mean(axis=0) - pts.mean(axis=0), 1.0)
+    all_pts = pts
+    if config.max_points and len(pts) > config.max_points:
+        rng = np.random.default_rng(config.seed)
+        pts = pts[np.sort(rng.choice(len(pts), config.max_points, replace=False))]
     if gt_faces is None:
         if config.method == "point_to_plane":
             raise ValueError("point_to_plane alignment needs gt_faces (for normals)")
@@ -520,7 +528,7 @@ def align_reconstruction(
     return AlignResult(
         res.transform,
         init,
-        res.transform.apply(pts),
+        res.transform.apply(all_pts),
         res.fitness,
         res.inlier_rmse,
         {"iterations": res.iterations, "method": config.method},

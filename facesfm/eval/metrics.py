@@ -234,7 +234,8 @@ class DepthMetrics:
     mse (mm^2), rmse, mae (mm); abs_rel = mean |p - g| / g; sq_rel = mean (p - g)^2 / g;
     abs_rel_median_scaled: abs_rel after scaling each image's prediction by
     median(g) / median(p) (the usual protocol for scale-ambiguous monocular depth);
-    delta1: fraction with max(p/g, g/p) < 1.25 (on the unscaled prediction); count: pixels.
+    delta1: fraction with max(p/g, g/p) < 1.25 (on the unscaled prediction; a prediction
+    <= 0 counts as a miss); count: pixels.
     median_scale: the per-image scales used, (B,) (a (1,) array for one image).
     """
 
@@ -356,6 +357,13 @@ def align_trajectories(est_cam_T_world, gt_cam_T_world, gauge: str = "sim3") -> 
         raise ValueError(f"gauge must be one of {GAUGES}, got {gauge!r}")
     ce, cg = _centres(est), _centres(gt)
     if gauge in ("sim3", "se3"):
+        for c, who in ((ce, "estimated"), (cg, "ground-truth")):
+            sv = np.linalg.svd(c - c.mean(axis=0), compute_uv=False) if len(c) >= 3 else None
+            if sv is None or sv[1] <= 1e-9 * max(sv[0], 1e-300):
+                raise ValueError(
+                    f"{gauge} gauge needs >= 3 {who} camera centres not on one line; "
+                    f"use gauge='first_frame' or 'first_frame_scaled'"
+                )
         return umeyama(ce, cg, with_scale=gauge == "sim3")
     Re0, te0 = est[0, :3, :3], est[0, :3, 3]
     Rg0, tg0 = gt[0, :3, :3], gt[0, :3, 3]

@@ -224,3 +224,15 @@ def test_alignment_on_the_ict_face(ict_dir):
         _, d_np, _ = closest_points_on_mesh(q, v, f, backend="numpy")
         _, d_o3, _ = closest_points_on_mesh(q, v, f, backend="open3d")
         assert np.abs(d_np - d_o3).max() < 1e-3
+
+
+def test_max_points_subsets_the_fit_but_aligns_everything(face_mesh, front_samples):
+    v, f = face_mesh
+    rng = np.random.default_rng(13)
+    true = Sim3(random_rotation(rng, 2.0), np.array([1.0, 1.0, -1.0]))
+    recon = true.inverse().apply(front_samples)
+    pairs = _landmark_pairs(v, true.inverse(), rng)
+    cfg = AlignConfig(with_scale=False, backend="numpy", max_points=500)
+    res = align_reconstruction(recon, v, f, init_pairs=pairs, config=cfg)
+    assert res.aligned.shape == recon.shape
+    assert np.abs(res.aligned - front_samples).max() < 1e-6

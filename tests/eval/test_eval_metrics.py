@@ -335,3 +335,12 @@ def test_closest_points_ignore_unused_vertices_and_index_original_faces(backend)
     tri = v2[f2[t]]  # the reported triangles contain the reported closest points
     on_tri = point_triangle_closest(pts, tri[:, 0], tri[:, 1], tri[:, 2])
     assert np.abs(on_tri - pts).max() < 1e-4
+
+
+def test_sim3_gauge_refuses_collinear_cameras():
+    gt = np.stack(
+        [look_at(np.array([x, 0.0, 600.0]), np.array([x, 0.0, 0.0])) for x in (0, 10, 20)]
+    )
+    with pytest.raises(ValueError, match="first_frame"):
+        pose_errors(gt, gt, "sim3")
+    assert pose_errors(gt, gt, "first_frame_scaled").translation_mm.max() < 1e-9
