@@ -446,7 +446,7 @@ def synthesize_albedo(
     grain = ndimage.gaussian_filter(rng.standard_normal((size, size)), 2.0)
     grain /= grain.std() + 1e-12
     pores = np.clip(-fine - 1.6, 0.0, None)  # sparse dark dots
-    shade = 1 + 0.03 * fine + 0.02 * grain - 0.12 * pores
+    shade = 1 + 0.025 * fine + 0.012 * grain - 0.1 * pores
     img = img.reshape(size, size, 3) * shade[..., None]
     # fill texels outside the triangles with the nearest covered colour
     idx = ndimage.distance_transform_edt(

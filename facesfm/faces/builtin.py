@@ -105,6 +105,11 @@ def _g(d, s):
     return np.exp(-0.5 * (d / s) ** 2)
 
 
+def _gp(x, c, s):
+    """A mirrored pair of Gaussians at +-c: smooth across the midline, unlike g(|x| - c)."""
+    return _g(x - c, s) + _g(x + c, s)
+
+
 def _sstep(x, a, b):
     """Smoothstep from 0 at a to 1 at b."""
     t = np.clip((x - a) / (b - a), 0.0, 1.0)
@@ -148,7 +153,7 @@ def _base_sdf(p: np.ndarray, amp: dict) -> np.ndarray:
     neck = -_smin(-neck, -(p[:, 1] + 40.0), 20.0)  # soft top inside the head, no crease
     neck = np.maximum(neck, -175.0 - p[:, 1])
     chin = _ellipsoid_sdf(p, np.array([0.0, -86.0, 50.0]), np.array([24.0, 21.0, 30.0]))
-    head = _smin(_smin(cranium, jaw, 18.0), chin, 14.0)
+    head = _smin(_smin(cranium, jaw, 30.0), chin, 14.0)
     return _smin(head, neck, 22.0)
 
 
@@ -180,36 +185,33 @@ def _relief(p0: np.ndarray, amp: dict, expr: dict) -> np.ndarray:
     bridge = amp["nose_bridge"] * np.clip(1.0 - t, 0, 1) ** 2
     h += amp["nose_protrusion"] * (21.0 + 3.0 * bridge) * prof * cross
     h += 3.0 * amp["nose_protrusion"] * _g(x, 6.5) * _g(y + 23.0, 5.0)  # rounded tip
-    ala = _g(ax - 13.5, 5.0) * _g(y + 29.0, 5.0)
-    h += 8.0 * amp["alae"] * ala
-    h -= 3.0 * _g(ax - 6.5, 2.8) * _g(y + 35.5, 1.8)  # nostrils
+    h += 8.0 * amp["alae"] * _gp(x, 13.5, 5.0) * _g(y + 29.0, 5.0)
+    h -= 3.0 * _gp(x, 6.5, 2.8) * _g(y + 35.5, 1.8)  # nostrils
     h -= 1.5 * _g(ax - 19.5, 1.5) * _g(y + 28.0, 5.0)  # alar crease
 
     # --- eyes: socket bowl, eyeball, lids with an almond opening, lid crease
     ex, ey = ax - 31.0, y - 3.0
-    r2 = ex**2 + ey**2
-    h -= 13.0 * amp["eye_depth"] * _g(ex, 16.0) * _g(ey + 1.0, 12.0)
-    R = 16.0
-    cap = np.sqrt(np.clip(R * R - r2, 0.0, None)) - np.sqrt(R * R - 14.0**2)
-    h += 0.8 * np.clip(cap, 0.0, None)
+    h -= 13.0 * amp["eye_depth"] * _gp(x, 31.0, 16.0) * _g(ey + 1.0, 12.0)
+    h += 6.5 * _g(ex, 8.5) * _g(ey, 6.0)  # eyeball under the lids
+    h += 1.0 * _g(ex, 3.5) * _g(ey - 0.5, 3.5)  # cornea
     tt = np.clip(np.abs(ex) / 15.0, 0.0, 1.0)
     hu = 5.2 * (1.0 - tt**2) ** 0.8 + 0.3
     hl = 3.8 * (1.0 - tt**2) ** 0.8 + 0.3
-    m = np.where(ey > 0, ey / hu, -ey / hl)
-    opening = 1.0 / (1.0 + np.exp(np.clip(-9.0 * (1.0 - m), -50, 50)))
-    opening *= 1.0 / (1.0 + np.exp(np.clip(-3.0 * (15.0 - np.abs(ex)), -50, 50)))
-    lid = (1.0 - opening) * _g(ex, 11.0) * _g(ey, 8.0)
-    h += 2.2 * lid
-    h -= 1.2 * _g(ey - (hu + 4.0), 1.2) * _g(ex, 10.0)  # upper lid crease
+    # lid margins stand ~1.5 mm proud of the eyeball in the almond-shaped opening
+    inside = 1.0 / (1.0 + np.exp(np.clip(-3.0 * np.minimum(hu - ey, ey + hl), -50, 50)))
+    h -= 1.2 * inside * _g(ex, 9.0)
+    h += 1.3 * _g(ey - hu - 0.8, 1.3) * _g(ex, 9.0)  # upper lid margin
+    h += 0.7 * _g(ey + hl + 0.8, 1.3) * _g(ex, 9.0)  # lower lid margin
+    h -= 1.4 * _g(ey - (hu + 3.5), 1.4) * _g(ex, 10.0)  # upper lid crease
 
     # --- brows, forehead, temples, cheekbones, cheeks
-    h += 4.5 * amp["brow_ridge"] * _g(ax - 27.0, 17.0) * _g(y - 19.0, 6.0)
+    h += 4.5 * amp["brow_ridge"] * _gp(x, 27.0, 17.0) * _g(y - 19.0, 6.0)
     h += 2.0 * amp["brow_ridge"] * _g(x, 9.0) * _g(y - 19.0, 6.0)  # glabella
-    h += 2.5 * amp["forehead"] * _g(ax - 22.0, 18.0) * _g(y - 55.0, 14.0)
+    h += 2.5 * amp["forehead"] * _gp(x, 22.0, 18.0) * _g(y - 55.0, 14.0)
     h -= 3.0 * _g(ax - 62.0, 10.0) * _g(y - 25.0, 14.0)  # temples
     h += 6.0 * amp["cheekbones"] * _g(ax - 47.0, 13.0) * _g(y + 14.0, 8.5)
-    h += 3.5 * amp["cheekbones"] * _g(ax - 31.0, 10.0) * _g(y + 20.0, 7.0)  # malar
-    h += (4.0 * amp["cheek_fullness"] + 2.0 * expr["smile"]) * _g(ax - 35.0, 12.0) * _g(
+    h += 3.5 * amp["cheekbones"] * _gp(x, 31.0, 10.0) * _g(y + 20.0, 7.0)  # malar
+    h += (4.0 * amp["cheek_fullness"] + 2.0 * expr["smile"]) * _gp(x, 35.0, 12.0) * _g(
         y + 40.0, 13.0
     )
     # nasolabial fold: a crease from beside the alae to outside the mouth corners
@@ -224,7 +226,7 @@ def _relief(p0: np.ndarray, amp: dict, expr: dict) -> np.ndarray:
     h -= (3.2 + 1.0 * expr["lip_press"]) * np.exp(-np.abs(x / 25.5) ** 6) * _g(y - ym, 0.9)
     h -= 2.5 * _g(ax - 25.5, 2.8) * _g(y - ym, 3.0)  # mouth corners
     h -= 1.1 * _g(x, 2.4) * _g(y + 45.0, 4.5)  # philtrum groove
-    h += 0.7 * _g(ax - 5.0, 1.8) * _g(y + 45.0, 4.5)  # philtrum ridges
+    h += 0.7 * _gp(x, 5.0, 1.8) * _g(y + 45.0, 4.5)  # philtrum ridges
     h -= 2.8 * _g(x, 20.0) * _g(y + 81.0, 3.8)  # mentolabial sulcus
     h += 3.0 * amp["chin_prominence"] * _g(x, 13.0) * _g(y + 94.0, 8.0)
 
@@ -249,7 +251,6 @@ def _warp(p: np.ndarray, wp: dict, expr: dict) -> np.ndarray:
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
     d = np.zeros_like(p)
     front = _sstep(z, 0.0, 40.0)
-    sgn = np.sign(x)
     # face width (midface) and jaw width (below the mouth), about the midline
     d[:, 0] += (wp["face_width"] - 1) * x * front * _g(y + 5.0, 45.0)
     d[:, 0] += (wp["jaw_width"] - 1) * x * (1 - _sstep(y, -80.0, -30.0))
@@ -259,21 +260,23 @@ def _warp(p: np.ndarray, wp: dict, expr: dict) -> np.ndarray:
     nose_w = _g(x, 22.0) * _g(y + 18.0, 26.0) * front
     d[:, 0] += (wp["nose_width"] - 1) * x * nose_w
     d[:, 1] += (wp["nose_length"] - 1) * (y - 14.0) * _g(x, 24.0) * _g(y + 12.0, 20.0) * front
-    # eyes: spacing (translate outwards) and size (scale about the eye centre)
-    eye_w = _g(np.abs(x) - 31.0, 14.0) * _g(y - 5.0, 13.0) * front
-    d[:, 0] += sgn * wp["eye_spacing"] * eye_w
-    d[:, 0] += (wp["eye_size"] - 1) * (x - sgn * 31.0) * eye_w
-    d[:, 1] += (wp["eye_size"] - 1) * (y - 3.0) * eye_w
+    # eyes: spacing (translate outwards) and size (scale about the eye centre); the weights
+    # are mirrored Gaussian pairs so that the warp stays smooth across the midline
+    gr, gl = _g(x - 31.0, 14.0), _g(x + 31.0, 14.0)
+    ey_w = _g(y - 5.0, 13.0) * front
+    d[:, 0] += wp["eye_spacing"] * (gr - gl) * ey_w
+    d[:, 0] += (wp["eye_size"] - 1) * ((x - 31.0) * gr + (x + 31.0) * gl) * ey_w
+    d[:, 1] += (wp["eye_size"] - 1) * (y - 3.0) * (gr + gl) * ey_w
     # brows
-    brow_w = _g(np.abs(x) - 30.0, 20.0) * _g(y - 22.0, 8.0) * front
+    brow_w = _gp(x, 30.0, 20.0) * _g(y - 22.0, 8.0) * front
     d[:, 1] += (wp["brow_height"] + 3.0 * expr["brow_raise"]) * brow_w
     # mouth: width about the midline, height, smile lifts and widens the corners
     mouth_w = _g(x, 30.0) * _g(y + 61.0, 14.0) * front
     d[:, 0] += (wp["mouth_width"] - 1) * x * mouth_w
     d[:, 1] += wp["mouth_height"] * mouth_w
-    corner = _g(np.abs(x) - 25.0, 9.0) * _g(y + 61.0, 8.0) * front
-    d[:, 0] += sgn * 3.0 * expr["smile"] * corner
-    d[:, 1] += 3.5 * expr["smile"] * corner
+    cy = _g(y + 61.0, 8.0) * front
+    d[:, 0] += 3.0 * expr["smile"] * (_g(x - 25.0, 9.0) - _g(x + 25.0, 9.0)) * cy
+    d[:, 1] += 3.5 * expr["smile"] * _gp(x, 25.0, 9.0) * cy
     d[:, 1] += wp["chin_height"] * _g(x, 30.0) * _g(y + 100.0, 15.0) * front
     # ears: size about the ear centre, height
     ear_w = _g(z + 8.0, 25.0) * _g(y + 5.0, 38.0) * _sstep(np.abs(x), 45.0, 65.0)
@@ -294,14 +297,21 @@ class _Grid:
     face_uv: np.ndarray  # (T, 3, 2)
 
 
+_GRID_A, _GRID_B = 0.4, 0.3
+
+
 def _make_grid(n_lat: int, n_lon: int) -> _Grid:
     """Rays on a (latitude, longitude) grid about +y with a vertex at each pole.
 
     Vertex order: top pole, then rows top to bottom (each row: longitude from the back,
     through the face, round to the back), then the bottom pole. Longitude 0 faces +z.
     """
-    polar = np.pi * (np.arange(n_lat) + 1) / (n_lat + 1)
-    az = -np.pi + 2 * np.pi * np.arange(n_lon) / n_lon
+    # uniform grid parameters (t, s), warped so rays are ~1.7x denser on the face than on
+    # the back of the head: polar = t + b sin(2t)/2, azimuth = s - a sin(s) (s = 0 at +z)
+    t = np.pi * (np.arange(n_lat) + 1) / (n_lat + 1)
+    s = -np.pi + 2 * np.pi * np.arange(n_lon) / n_lon
+    polar = t + 0.5 * _GRID_B * np.sin(2 * t)
+    az = s - _GRID_A * np.sin(s)
     P, A = np.meshgrid(polar, az, indexing="ij")
     body = np.stack([np.sin(P) * np.sin(A), np.cos(P), np.sin(P) * np.cos(A)], -1).reshape(-1, 3)
     dirs = np.concatenate([[[0.0, 1.0, 0.0]], body, [[0.0, -1.0, 0.0]]])
@@ -311,7 +321,7 @@ def _make_grid(n_lat: int, n_lon: int) -> _Grid:
         return 1 + i * n_lon + (j % n_lon)
 
     def uvv(i, j):  # texture coordinate of grid node (i, j); j may be n_lon (seam copy)
-        return np.stack([j / n_lon, 1.0 - polar[i] / np.pi], -1)
+        return np.stack([j / n_lon, 1.0 - t[i] / np.pi], -1)
 
     faces, uvs = [], []
     i, j = np.meshgrid(np.arange(n_lat - 1), np.arange(n_lon), indexing="ij")
@@ -424,8 +434,9 @@ def _vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
 class BuiltinFaceModel:
     """The offline face model: a parametric head with fixed topology (FaceModel protocol).
 
-    ``resolution`` is the number of latitude rows (the longitude count is 1.7x that);
-    the default 120 gives 24,482 vertices and a vertex spacing of about 2.5 mm on the face.
+    ``resolution`` is the number of latitude rows (the longitude count is ~1.7x that, even);
+    the default 110 gives 20,682 vertices, about 2.4 mm apart on the face (the grid is denser
+    there) and 4.3 mm on the back of the head.
     ``texture_size`` is the side of the synthetic albedo texture (0: vertex colours only).
     Landmark vertex ids (68 semantic + dense, 800 in all) are chosen once on the neutral
     template and are the same for every identity and expression.
@@ -433,13 +444,13 @@ class BuiltinFaceModel:
 
     name = "builtin"
 
-    def __init__(self, resolution: int = 120, texture_size: int = 1024, n_landmarks: int = 800):
+    def __init__(self, resolution: int = 110, texture_size: int = 1024, n_landmarks: int = 800):
         if resolution < 40:
             raise ValueError(f"BuiltinFaceModel resolution must be >= 40, got {resolution}")
         self.resolution = int(resolution)
         self.texture_size = int(texture_size)
         self.n_lat = self.resolution
-        self.n_lon = int(round(1.7 * self.resolution))
+        self.n_lon = 2 * int(round(0.85 * self.resolution))  # even: a column on the midline
         self.grid = _make_grid(self.n_lat, self.n_lon)
         neutral = _identity(np.zeros(N_IDENTITY), np.zeros(N_EXPRESSION))
         self.template = _surface(self.grid, neutral)
