@@ -31,6 +31,12 @@ def photometric_error(
 
     pred, ref: (B, C, H, W) in [0, 1]. Returns (B, 1, H, W), in [0, 1] for inputs in [0, 1].
     """
+    l1, dssim = _terms(pred, ref, window)
+    return alpha * dssim + (1.0 - alpha) * l1
+
+
+def _terms(pred, ref, window):
+    """Per-pixel L1 and (1 - SSIM) / 2 maps, (B, 1, H, W) each, averaged over channels."""
     if pred.shape != ref.shape or pred.dim() != 4:
         raise ValueError(
             f"photometric_error: need equal (B, C, H, W) shapes, got {tuple(pred.shape)} and "
@@ -38,7 +44,7 @@ def photometric_error(
         )
     l1 = (pred - ref).abs().mean(1, keepdim=True)
     dssim = ((1.0 - ssim(pred, ref, window=window)) / 2.0).clamp(0.0, 1.0).mean(1, keepdim=True)
-    return alpha * dssim + (1.0 - alpha) * l1
+    return l1, dssim
 
 
 def _mask_like(mask: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
@@ -65,16 +71,14 @@ def spectral_loss(
     (detached scalars). With an empty mask the loss is 0 (and has a zero gradient).
     """
     m = _mask_like(mask, ref)
-    err = photometric_error(pred, ref, alpha=alpha, window=window)
+    l1, dssim = _terms(pred, ref, window)
     denom = m.sum().clamp_min(1.0)
-    loss = (err * m).sum() / denom
+    loss = ((alpha * dssim + (1.0 - alpha) * l1) * m).sum() / denom
     with torch.no_grad():
-        l1 = ((pred - ref).abs().mean(1, keepdim=True) * m).sum() / denom
-        dssim = (((1.0 - ssim(pred, ref, window=window)) / 2.0).mean(1, keepdim=True) * m).sum()
         metrics = {
-            "l1": l1.detach(),
-            "dssim": (dssim / denom).detach(),
-            "valid_fraction": (m.sum() / m.numel()).detach(),
+            "l1": (l1 * m).sum() / denom,
+            "dssim": (dssim * m).sum() / denom,
+            "valid_fraction": m.sum() / m.numel(),
         }
     return loss, metrics
 
