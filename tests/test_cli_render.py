@@ -1,0 +1,142 @@
+"""`facesfm render` and `facesfm demo` from the command line: outputs, and one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facesfm.cli import main
+from facesfm.data.format import load_sequence
+
+SMALL = ["--frames", "3", "--size", "64", "--focal", "85", "--landmarks", "68", "--quiet"]
+
+
+def _run(argv, capsys):
+    """Run the CLI; returns (exit code, stdout, stderr)."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_render_batch_writes_dataset(tmp_path, capsys):
+    out = tmp_path / "ds"
+    code, stdout, err = _run(["render", "--out", str(out), "--subjects", "2",
+                              "--sequences-per-subject", "2", "--yaw-range", "-30,30",
+                              "--seed", "4", *SMALL], capsys)
+    assert code == 0, err
+    meta = json.loads((out / "dataset.json").read_text())
+    names = [e["name"] for e in meta["sequences"]]
+    assert names == ["00000_00", "00000_01", "00001_00", "00001_01"]
+    e = meta["sequences"]
+    assert e[0]["face_seed"] == e[1]["face_seed"] != e[2]["face_seed"]
+    assert len({x["seed"] for x in e}) == 4
+    seq = load_sequence(out / "00001_01")
+    assert len(seq) == 3 and seq.image(0).shape == (64, 64, 3) and seq.uv.shape == (3, 68, 2)
+    np.testing.assert_allclose(seq.yaw_deg, [-30, 0, 30])
+    assert seq.meta["config"]["focal"] == 85.0
+    # same face for both sequences of a subject, different faces across subjects
+    a, b, c = (load_sequence(out / n).landmark_xyz for n in ("00000_00", "00000_01", "00001_00"))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1.0
+    assert "4 sequence(s), 12 frames" in stdout and str(out) in stdout
+    assert "mean visible landmarks per frame" in stdout
+
+
+def test_existing_output_is_refused_unchanged(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert _run(["render", "--out", str(out), *SMALL], capsys)[0] == 0
+    before = _snapshot(out)
+    code, _, err = _run(["render", "--out", str(out), "--seed", "9", *SMALL], capsys)
+    assert code == 2 and str(out) in _one_line_error(err) and "--overwrite" in err
+    assert _snapshot(out) == before
+    code, _, err = _run(["render", "--out", str(out), "--seed", "9", "--overwrite", *SMALL],
+                        capsys)
+    assert code == 0, err
+    assert _snapshot(out) != before
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--landmarks", "123"], "--landmarks 123"),
+    (["--faces", "ict", "--ict-dir", "/nonexistent/ict"], "/nonexistent/ict"),
+    (["--faces", "mesh"], "--mesh"),
+    (["--faces", "mesh", "--mesh", "/nonexistent/head.obj"], "/nonexistent/head.obj"),
+    (["--frames", "5", "--step", "3"], "--frames"),
+    (["--size", "big"], "--size big"),
+    (["--yaw-range", "60,-60"], "--yaw-range"),
+    (["--subjects", "0"], "--subjects"),
+])
+def test_bad_input_is_one_line_naming_it(tmp_path, capsys, args, culprit):
+    out = tmp_path / "x"
+    code, _, err = _run(["render", "--out", str(out), "--quiet", *args], capsys)
+    assert code == 2
+    assert culprit in _one_line_error(err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_malformed_mesh_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 0\nthis is not an obj file\nf 1 2 9\n")
+    code, _, err = _run(["render", "--out", str(tmp_path / "o"), "--faces", "mesh", "--mesh",
+                         str(bad), "--quiet"], capsys)
+    assert code == 2 and str(bad) in _one_line_error(err)
+
+
+def test_config_yaml_and_overrides(tmp_path, capsys):
+    cfg = tmp_path / "batch.yaml"
+    cfg.write_text("seed: 3\nrender:\n  width: 48\n  height: 40\n  focal: 60\n  landmarks: 68\n"
+                   "  trajectory:\n    frames: 2\n")
+    out = tmp_path / "ds"
+    code, _, err = _run(["render", "--out", str(out), "--config", str(cfg), "--focal", "70",
+                         "--quiet"], capsys)
+    assert code == 0, err
+    seq = load_sequence(out / "00000_00")
+    assert (seq.width, seq.height, len(seq)) == (48, 40, 2)
+    assert seq.K[0, 0] == 70.0 and seq.uv.shape[1] == 68
+    cfg.write_text("render:\n  widht: 48\n")
+    code, _, err = _run(["render", "--out", str(tmp_path / "o2"), "--config", str(cfg)], capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert "widht" in line and str(cfg) in line
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_identical_sequences(tmp_path, capsys):
+    args = ["--subjects", "2", "--seed", "1", *SMALL]
+    assert _run(["render", "--out", str(tmp_path / "w1"), *args], capsys)[0] == 0
+    code, stdout, err = _run(["render", "--out", str(tmp_path / "w2"), "--workers", "2",
+                              *args], capsys)
+    assert code == 0, err
+    assert "2 worker(s)" in stdout
+    for name in ("00000_00", "00001_00"):
+        a, b = load_sequence(tmp_path / "w1" / name), load_sequence(tmp_path / "w2" / name)
+        np.testing.assert_array_equal(a.uv, b.uv)
+        np.testing.assert_array_equal(a.visible, b.visible)
+        for i in range(3):
+            np.testing.assert_array_equal(a.image(i), b.image(i))
+            np.testing.assert_array_equal(a.depth(i), b.depth(i))
+
+
+def test_demo_summary(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = _run(["demo", "--out", str(out)], capsys)
+    assert code == 0, err
+    seq = load_sequence(out)
+    assert len(seq) == 61 and (seq.width, seq.height) == (384, 384)
+    vis = seq.visible.sum(1)
+    assert f"min {vis.min()}, mean {vis.mean():.1f}, max {vis.max()}" in stdout
+    assert "61 frames 384x384" in stdout and "frames/s" in stdout and str(out) in stdout
