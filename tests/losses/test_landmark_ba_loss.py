@@ -234,3 +234,21 @@ def test_bad_pairs_rejected():
     with pytest.raises(ValueError, match="pairs must be"):
         landmark_ba_loss(K, T, uv, w, depth, pairs=torch.tensor([0, 1]))
     assert all_pairs(1).shape == (0, 2)
+
+
+def test_gradients_reach_depth_and_pose_networks():
+    """Wiring as in training: DepthNet depth sampled at landmarks, PoseNet poses k_T_0."""
+    from facesfm.networks import DepthNet, DepthNetConfig, PoseNet, PoseNetConfig
+
+    torch.manual_seed(0)
+    depth_net = DepthNet(DepthNetConfig(channels=(4, 8, 8, 8, 8, 8), num_scales=1))
+    pose_net = PoseNet(PoseNetConfig(channels=(4, 8, 8, 8, 8)))
+    imgs = torch.rand(3, 3, 64, 64)
+    K = torch.tensor(intrinsics(200.0, 64, 64), dtype=torch.float32)
+    uv = (32 + 8 * torch.randn(3, 10, 2)).clamp(2, 61)
+    depth = sample_depth_at(depth_net(imgs)[0], uv)
+    cam_T_0 = pose_net(imgs[:1].expand(3, -1, -1, -1), imgs).src_T_tgt  # k_T_0, 0_T_0 ~ I
+    loss, _ = landmark_ba_loss(K, cam_T_0, uv, torch.ones(3, 10), depth)
+    loss.backward()
+    assert depth_net.heads[0].weight.grad.abs().sum() > 0
+    assert pose_net.head.weight.grad.abs().sum() > 0
