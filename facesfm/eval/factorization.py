@@ -19,8 +19,12 @@ Method
    ``sum_visible |uv - (M_f X_p + o_f)|^2`` by alternating least squares (ALS): solve every
    frame's affine camera (M_f (2, 3), o_f) given the points, then every point given the
    cameras, each a small linear least-squares problem; every step lowers the objective.
-   ALS starts from the Tomasi-Kanade SVD of the measurement matrix with missing entries
-   filled by their frame's mean (mean imputation). Frames with fewer than 4 visible
+   ALS starts incrementally: Tomasi-Kanade on the largest fully visible block of frames x
+   landmarks, then landmarks seen in >= 2 solved frames are triangulated and frames seeing
+   >= 4 solved landmarks are resected, in turn, each only when its linear system is well
+   posed. (Starting instead from the SVD of the measurement matrix with missing entries
+   filled by their frame's mean, the fallback when there is no such block, leaves ALS in a
+   wrong valley once about half the entries are missing.) Frames with fewer than 4 visible
    landmarks and landmarks seen in fewer than 2 frames are left out (flagged in the result).
 2. Metric upgrade. Find the symmetric L = Q Q^T with ``m1^T L m1 = m2^T L m2`` and
    ``m1^T L m2 = 0`` for every frame (scaled orthographic rows are orthogonal and of equal
@@ -167,6 +171,85 @@ def _svd_init(uv, vis):
     return M, o, X
 
 
+def _seed_block(vis: np.ndarray, min_common: int):
+    """Frames and landmarks of a fully visible block to start from: grown greedily from each
+    frame (adding the frame that keeps most common landmarks), scored by frames x landmarks
+    with >= 3 frames and >= ``min_common`` landmarks. None if there is no such block."""
+    F = vis.shape[0]
+    best, best_score = None, 0
+    for start in range(F):
+        frames = [start]
+        common = vis[start].copy()
+        while True:
+            counts = np.where(np.isin(np.arange(F), frames), -1, (vis & common).sum(axis=1))
+            g = int(np.argmax(counts))
+            if counts[g] < min_common:
+                break
+            frames.append(g)
+            common &= vis[g]
+            if len(frames) >= 3 and len(frames) * counts[g] > best_score:
+                best, best_score = (sorted(frames), common.copy()), len(frames) * counts[g]
+    return best
+
+
+def _tk_block(uv, frames, points):
+    """Tomasi-Kanade (rank-3 SVD) on a fully visible block: M (n, 2, 3), o (n, 2), X (m, 3)."""
+    W = uv[np.ix_(frames, points)]  # (n, m, 2)
+    o = W.mean(axis=1)
+    Wc = (W - o[:, None]).transpose(0, 2, 1).reshape(2 * len(frames), -1)
+    U, S, Vt = np.linalg.svd(Wc, full_matrices=False)
+    r = np.sqrt(S[:3])
+    return (U[:, :3] * r).reshape(len(frames), 2, 3), o, Vt[:3].T * r
+
+
+def _well_posed(A: np.ndarray) -> np.ndarray:
+    """Whether each symmetric PSD matrix (..., k, k) is far from singular."""
+    ev = np.linalg.eigvalsh(A)
+    return ev[..., 0] > 1e-8 * np.maximum(ev[..., -1], 1e-300)
+
+
+def _incremental_init(uv, vis):
+    """Start from the best fully visible block (Tomasi-Kanade), then alternately triangulate
+    landmarks seen in >= 2 solved frames and resect frames seeing >= 4 solved landmarks, each
+    only when its linear system is well posed. Returns None when no seed block exists or some
+    frame or landmark stays unsolved (the caller falls back to mean imputation)."""
+    seed = _seed_block(vis, min_common=6)
+    if seed is None:
+        return None
+    frames, common = seed
+    F, P = vis.shape
+    M = np.zeros((F, 2, 3))
+    o = np.zeros((F, 2))
+    X = np.zeros((P, 3))
+    fk = np.zeros(F, dtype=bool)
+    pk = np.zeros(P, dtype=bool)
+    pts = np.flatnonzero(common)
+    M[frames], o[frames], X[pts] = _tk_block(uv, frames, pts)
+    fk[frames] = True
+    pk[pts] = True
+    while not (fk.all() and pk.all()):
+        w = (vis & fk[:, None]).astype(np.float64)
+        B = np.einsum("fp,fki,fkj->pij", w, M, M)
+        c = np.einsum("fp,fki,fpk->pi", w, M, uv - o[:, None, :])
+        newp = ~pk & (w.sum(axis=0) >= 2) & _well_posed(B)
+        if newp.any():
+            X[newp] = np.linalg.solve(B[newp], c[newp][:, :, None])[:, :, 0]
+            pk |= newp
+        w = (vis & pk[None, :]).astype(np.float64)
+        Xh = np.concatenate([X, np.ones((P, 1))], axis=1)
+        A = np.einsum("fp,pi,pj->fij", w, Xh, Xh)
+        b = np.einsum("fp,pi,fpk->fik", w, Xh, uv)
+        newf = ~fk & (w.sum(axis=1) >= 4) & _well_posed(A)
+        if newf.any():
+            sol = np.linalg.solve(A[newf], b[newf])
+            M[newf] = sol[:, :3].transpose(0, 2, 1)
+            o[newf] = sol[:, 3]
+            fk |= newf
+        if not (newp.any() or newf.any()):
+            return None
+    return M, o, X
+
+
 def _normalise_gauge(M, o, X):
     """Centre and whiten X (keeps ALS well conditioned); the images are unchanged."""
     mu = X.mean(axis=0)
@@ -262,7 +345,8 @@ def factorize(
     uv = uv_all[fok][:, pok]
     vis = vis_all[fok][:, pok]
     uv = np.where(vis[:, :, None], uv, 0.0)
-    M, o, X = _svd_init(uv, vis)
+    init = None if vis.all() else _incremental_init(uv, vis)
+    M, o, X = _svd_init(uv, vis) if init is None else init
     M, o, X = _normalise_gauge(M, o, X)
     iters = 0
     if not vis.all():
