@@ -9,12 +9,17 @@ The paper (sections 5.5-5.6) aligns each reconstructed point cloud to its ground
 with ICP before measuring point-to-point distances. We initialise ICP with a similarity
 estimated from landmark correspondences when they are known (reconstructed landmark points
 against the ground-truth landmark vertices), otherwise from the centroids, then refine with
-point-to-point ICP (optionally estimating scale) restricted to correspondences closer than
-a maximum distance in mm.
+ICP (optionally estimating scale) restricted to correspondences closer than a maximum
+distance in mm. Three ICP flavours (:class:`AlignConfig` ``method``):
 
-Two ICP backends give the same answer: open3d's ``registration_icp`` (fast, C++; optional,
-``pip install 'facesfm[open3d]'``) and a small numpy/scipy loop used as the reference and
-as the fallback when open3d is missing.
+* ``point_to_surface`` (default): Gauss-Newton on the distance to the exact closest points
+  of the GT *triangles*; unbiased by the mesh resolution and converges in a few steps.
+* ``point_to_point``: the classic ICP against GT vertices (plus surface samples); open3d's
+  ``registration_icp`` or an equivalent numpy loop, which give the same answer.
+* ``point_to_plane``: rigid, linearised against GT vertex normals.
+
+open3d (``pip install 'facesfm[open3d]'``) is optional: every method also runs on a numpy /
+scipy reference path, used when open3d is missing or ``backend="numpy"``.
 """
 
 from __future__ import annotations

@@ -236,3 +236,19 @@ def test_max_points_subsets_the_fit_but_aligns_everything(face_mesh, front_sampl
     res = align_reconstruction(recon, v, f, init_pairs=pairs, config=cfg)
     assert res.aligned.shape == recon.shape
     assert np.abs(res.aligned - front_samples).max() < 1e-6
+
+
+def test_missing_open3d_gives_install_hint_and_numpy_fallback(monkeypatch, face_mesh):
+    import sys
+
+    from facesfm.eval.align import require_open3d
+    from facesfm.eval.surface import MeshClosestPoint
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # makes `import open3d` fail
+    assert not have_open3d()
+    with pytest.raises(ImportError, match=r"pip install 'facesfm\[open3d\]'"):
+        require_open3d()
+    v, f = face_mesh
+    assert MeshClosestPoint(v, f).backend == "numpy"  # auto falls back
+    with pytest.raises(ImportError, match="facesfm"):
+        MeshClosestPoint(v, f, backend="open3d")
