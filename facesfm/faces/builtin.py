@@ -83,9 +83,9 @@ def _identity(w_id: np.ndarray, w_ex: np.ndarray) -> _Params:
         "lower_face_length": 1 + 0.045 * w["lower_face_length"],
         "nose_width": 1 + 0.08 * w["nose_width"],
         "nose_length": 1 + 0.07 * w["nose_length"],
-        "eye_spacing": 1.5 * w["eye_spacing"],
+        "eye_spacing": 1.0 * w["eye_spacing"],
         "eye_size": 1 + 0.05 * w["eye_size"],
-        "mouth_width": 1 + 0.06 * w["mouth_width"],
+        "mouth_width": 1 + 0.05 * w["mouth_width"],
         "mouth_height": 1.5 * w["mouth_height"],
         "brow_height": 1.5 * w["brow_height"],
         "ear_size": 1 + 0.06 * w["ear_size"],
@@ -253,11 +253,11 @@ def _warp(p: np.ndarray, wp: dict, expr: dict) -> np.ndarray:
     front = _sstep(z, 0.0, 40.0)
     # face width (midface) and jaw width (below the mouth), about the midline
     d[:, 0] += (wp["face_width"] - 1) * x * front * _g(y + 5.0, 45.0)
-    d[:, 0] += (wp["jaw_width"] - 1) * x * (1 - _sstep(y, -80.0, -30.0))
+    d[:, 0] += (wp["jaw_width"] - 1) * x * (1 - _sstep(y, -100.0, -60.0))
     # lower face length: stretch below the nose, about y=-30
     d[:, 1] += (wp["lower_face_length"] - 1) * np.minimum(y + 30.0, 0.0) * (1 - _sstep(y, -140, -110))
     # nose width / length, about its midline and the nasion
-    nose_w = _g(x, 22.0) * _g(y + 18.0, 26.0) * front
+    nose_w = _g(x, 22.0) * _g(y + 22.0, 14.0) * front
     d[:, 0] += (wp["nose_width"] - 1) * x * nose_w
     d[:, 1] += (wp["nose_length"] - 1) * (y - 14.0) * _g(x, 24.0) * _g(y + 12.0, 20.0) * front
     # eyes: spacing (translate outwards) and size (scale about the eye centre); the weights
@@ -275,7 +275,7 @@ def _warp(p: np.ndarray, wp: dict, expr: dict) -> np.ndarray:
     d[:, 0] += (wp["mouth_width"] - 1) * x * mouth_w
     d[:, 1] += wp["mouth_height"] * mouth_w
     cy = _g(y + 61.0, 8.0) * front
-    d[:, 0] += 3.0 * expr["smile"] * (_g(x - 25.0, 9.0) - _g(x + 25.0, 9.0)) * cy
+    d[:, 0] += 2.5 * expr["smile"] * (_g(x - 25.0, 9.0) - _g(x + 25.0, 9.0)) * cy
     d[:, 1] += 3.5 * expr["smile"] * _gp(x, 25.0, 9.0) * cy
     d[:, 1] += wp["chin_height"] * _g(x, 30.0) * _g(y + 100.0, 15.0) * front
     # ears: size about the ear centre, height

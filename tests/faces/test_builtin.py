@@ -156,3 +156,23 @@ def test_expression(model):
 def test_bad_coefficients(model):
     with pytest.raises(ValueError, match="w_id"):
         model.vertices(np.zeros(3))
+
+
+def test_extreme_coefficients_do_not_fold(model):
+    # coefficients are clipped to +-2.5 sigma; at those corners the surface must stay a
+    # plausible head: no triangle turns over above the neck cut, sizes stay human
+    f = model.faces
+    n0 = trimesh.Trimesh(model.template, f, process=False).face_normals
+    keep = model.template[f].mean(1)[:, 1] > -150.0
+    rng = np.random.default_rng(0)
+    cases = [np.full(N_IDENTITY, 2.5), np.full(N_IDENTITY, -2.5)]
+    cases += [rng.choice([-2.5, 2.5], N_IDENTITY) for _ in range(2)]
+    for w in cases:
+        v = model.vertices(w, np.ones(N_EXPRESSION))
+        n1 = trimesh.Trimesh(v, f, process=False).face_normals
+        assert (np.einsum("ij,ij->i", n0, n1)[keep] > 0).all()
+        lm = v[model.landmark_vertices[:68]]
+        assert 190 <= v[:, 1].max() - lm[8, 1] <= 250
+        assert 85 <= lm[30, 2] <= 125
+        assert 25 <= lm[42, 0] - lm[39, 0] <= 45  # inner eye corners (human: 26-38 mm)
+        assert 35 <= lm[54, 0] - lm[48, 0] <= 72  # mouth width (human: 40-60 mm, +smile)
