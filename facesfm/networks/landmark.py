@@ -18,8 +18,9 @@ pixels, so the output scale does not depend on the image size.
 ``heatmap``: a residual encoder (strides 2..16) with a light top-down path back to stride 4,
 a 1x1 head producing N heatmaps, and a spatial soft-argmax (integral regression) giving the
 expected position. ``log_sigma`` is half the log of the heatmap's spatial variance (pixels^2,
-mean of the u and v variances): a calibrated-by-construction spread that a Gaussian NLL can
-train, and that :func:`ba_weights` turns into the BA weight ``exp(-2 log_sigma)``. Visibility
+mean of the u and v variances, floored at 0.5 px): a spread that a Gaussian NLL
+(:func:`facesfm.losses.landmark_detection_loss`) trains to match the actual error, and that
+:func:`ba_weights` turns into the BA weight ``exp(-2 log_sigma)``. Visibility
 logits come from a global-pooled head. ~0.88M parameters for N = 68, ~1.02M for N = 800.
 
 Any input size that is a multiple of the stride (16 for both) works; RGB input to a grayscale
@@ -107,7 +108,7 @@ def ba_weights(out: LandmarkOutput, min_log_sigma: float = -2.0) -> torch.Tensor
 
 
 def soft_argmax_2d(
-    logits: torch.Tensor, stride: int, offset: float = 0.0
+    logits: torch.Tensor, stride: int, offset: float = 0.0, min_sigma: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Expected position and spread of per-landmark heatmaps (integral regression).
 
@@ -116,8 +117,9 @@ def soft_argmax_2d(
     padding 1 (our encoders) the receptive field of cell j is centred on input pixel
     ``stride * j``: offset 0. (For average-pool style cells it would be ``(stride - 1) / 2``.)
     Returns ``uv`` (B, N, 2) in input pixels and ``log_sigma`` (B, N): half the log of the mean
-    of the u and v variances of the softmax distribution, plus the variance of a uniform cell
-    (stride^2 / 12) so a one-cell peak is not infinitely certain.
+    of the u and v variances of the softmax distribution plus ``min_sigma^2`` (pixels), so a
+    one-cell peak is not infinitely certain. (A floor of a cell's own variance, stride^2 / 12,
+    made the spread over-estimate the error: soft-argmax positions are sub-cell.)
     """
     if logits.dim() != 4:
         raise ValueError(f"soft_argmax_2d: logits must be (B, N, h, w), got {tuple(logits.shape)}")
@@ -132,7 +134,7 @@ def soft_argmax_2d(
     mu_v = (pv * vs).sum(-1)
     var_u = (pu * (us - mu_u[..., None]) ** 2).sum(-1)
     var_v = (pv * (vs - mu_v[..., None]) ** 2).sum(-1)
-    log_sigma = 0.5 * torch.log(0.5 * (var_u + var_v) + s**2 / 12.0)
+    log_sigma = 0.5 * torch.log(0.5 * (var_u + var_v) + min_sigma**2)
     return torch.stack([mu_u, mu_v], -1), log_sigma
 
 

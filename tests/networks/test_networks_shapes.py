@@ -63,7 +63,7 @@ def test_landmark_output_shapes(nets, key, size):
         assert out.log_sigma.shape == (2, N) and torch.isfinite(out.log_sigma).all()
         # near-uniform heatmaps at init: the spread of a uniform grid of stride-4 cells
         h, w = size // 4, (size + 32) // 4
-        var = 0.5 * 16 * ((w * w - 1) + (h * h - 1)) / 12 + 16 / 12
+        var = 0.5 * 16 * ((w * w - 1) + (h * h - 1)) / 12 + 0.25
         torch.testing.assert_close(
             out.log_sigma, torch.full_like(out.log_sigma, 0.5 * math.log(var)), rtol=0, atol=0.01
         )
@@ -95,9 +95,9 @@ def test_soft_argmax_on_peaked_heatmaps():
     uv, log_sigma = soft_argmax_2d(logits, stride=4)
     torch.testing.assert_close(uv[0, 0], torch.tensor([20.0, 8.0], dtype=torch.float64))
     torch.testing.assert_close(uv[0, 1], torch.tensor([14.0, 4.0], dtype=torch.float64))
-    # one cell: only the cell's own width (4^2 / 12); two cells 4 px apart: +var_u/2 = 4/2
-    assert log_sigma[0, 0].item() == pytest.approx(0.5 * math.log(16 / 12), abs=1e-12)
-    assert log_sigma[0, 1].item() == pytest.approx(0.5 * math.log(0.5 * 4.0 + 16 / 12), abs=1e-12)
+    # one cell: only the floor min_sigma^2; two cells 4 px apart: + var_u / 2 = 4 / 2
+    assert log_sigma[0, 0].item() == pytest.approx(math.log(0.5), abs=1e-12)
+    assert log_sigma[0, 1].item() == pytest.approx(0.5 * math.log(0.5 * 4.0 + 0.25), abs=1e-12)
     uv2, _ = soft_argmax_2d(logits, stride=4, offset=1.5)
     torch.testing.assert_close(uv2, uv + 1.5)
 
