@@ -25,11 +25,30 @@ __all__ = ["rotation_to_quaternion", "write_colmap_text"]
 
 
 def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> (4,) unit quaternion (qw, qx, qy, qz) with qw >= 0."""
-    from scipy.spatial.transform import Rotation
+    """(3, 3) rotation -> (4,) unit quaternion (qw, qx, qy, qz) with qw >= 0.
 
-    x, y, z, w = Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
-    q = np.array([w, x, y, z])
+    Shepperd's method: divide by the largest of the four squared components, so the result
+    is accurate for every rotation (including 180 degrees).
+    """
+    R = np.asarray(R, dtype=np.float64)
+    if R.shape != (3, 3):
+        raise ValueError(f"rotation_to_quaternion: expected (3, 3), got {R.shape}")
+    tr = R[0, 0] + R[1, 1] + R[2, 2]
+    # 4 * squares of (w, x, y, z)
+    sq = np.array([1 + tr, 1 + R[0, 0] - R[1, 1] - R[2, 2], 1 - R[0, 0] + R[1, 1] - R[2, 2],
+                   1 - R[0, 0] - R[1, 1] + R[2, 2]])
+    k = int(np.argmax(sq))
+    s = 2.0 * np.sqrt(max(sq[k], 1e-300))  # = 4 * |q_k|
+    if k == 0:
+        q = [s / 4, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    elif k == 1:
+        q = [(R[2, 1] - R[1, 2]) / s, s / 4, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
+    elif k == 2:
+        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, s / 4, (R[1, 2] + R[2, 1]) / s]
+    else:
+        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, s / 4]
+    q = np.array(q)
+    q /= np.linalg.norm(q)
     return -q if q[0] < 0 else q
 
 
@@ -72,7 +91,8 @@ def write_colmap_text(
         f"1 PINHOLE {int(width)} {int(height)} {fx!r} {fy!r} {cx!r} {cy!r}\n"
     )
 
-    tracks: list[list[str]] = [[] for _ in range(L)]
+    # POINT2D_IDX of landmark j in image i: its rank among the image's visible landmarks
+    rank = np.cumsum(visible, axis=1) - 1
     lines = [
         "# Image list with two lines of data per image:",
         "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
@@ -85,15 +105,13 @@ def write_colmap_text(
         vals = " ".join(repr(float(a)) for a in (*q, *t))
         lines.append(f"{i + 1} {vals} 1 {image_names[i]}")
         idx = np.flatnonzero(visible[i])
-        pts = []
-        for k, j in enumerate(idx):
-            u, v = uv[i, j] + 0.5
-            pts.append(f"{float(u)!r} {float(v)!r} {int(landmark_ids[j]) + 1}")
-            tracks[j].append(f"{i + 1} {k}")
-        lines.append(" ".join(pts))
+        rows = np.empty((len(idx), 3), dtype=object)
+        rows[:, :2] = (uv[i, idx] + 0.5).tolist()  # Python floats: %r is their shortest repr
+        rows[:, 2] = (np.asarray(landmark_ids)[idx] + 1).tolist()
+        lines.append(" ".join(["%r %r %d"] * len(idx)) % tuple(rows.ravel()))
     (folder / "images.txt").write_text("\n".join(lines) + "\n")
 
-    seen = [j for j in range(L) if tracks[j]]
+    seen = np.flatnonzero(visible.any(axis=0))
     plines = [
         "# 3D point list with one line of data per point:",
         "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
@@ -102,5 +120,7 @@ def write_colmap_text(
     for j in seen:
         x, y, z = (repr(float(a)) for a in xyz[j])
         r, g, b = (int(c) for c in colors[j])
-        plines.append(f"{int(landmark_ids[j]) + 1} {x} {y} {z} {r} {g} {b} 0 {' '.join(tracks[j])}")
+        imgs = np.flatnonzero(visible[:, j])
+        track = " ".join(f"{i + 1} {k}" for i, k in zip(imgs.tolist(), rank[imgs, j].tolist()))
+        plines.append(f"{int(landmark_ids[j]) + 1} {x} {y} {z} {r} {g} {b} 0 {track}")
     (folder / "points3D.txt").write_text("\n".join(plines) + "\n")

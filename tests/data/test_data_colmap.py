@@ -7,21 +7,32 @@ from facesfm.data.colmap import rotation_to_quaternion
 from facesfm.data.format import load_sequence
 
 
+def _quat_to_matrix(q):
+    w, x, y, z = q
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
 def test_quaternion_convention():
+    """Round trip on random rotations and the hard cases (identity, 180 degrees about each
+    axis and about a diagonal), where a naive trace formula divides by ~0."""
     from scipy.spatial.transform import Rotation
 
-    R = Rotation.from_euler("xyz", [30, -50, 170], degrees=True).as_matrix()
-    q = rotation_to_quaternion(R)
-    w, x, y, z = q
-    R2 = np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-    np.testing.assert_allclose(R2, R, atol=1e-12)
-    assert q[0] >= 0
+    Rs = list(Rotation.random(200, random_state=0).as_matrix())
+    Rs += [np.eye(3), np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])]
+    Rs.append(Rotation.from_rotvec(np.pi * np.array([1, 1, 0]) / np.sqrt(2)).as_matrix())
+    for R in Rs:
+        q = rotation_to_quaternion(R)
+        np.testing.assert_allclose(_quat_to_matrix(q), R, atol=1e-12)
+        assert q[0] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12
+    # scipy agrees (it orders x, y, z, w)
+    R = Rotation.from_euler("xyz", [30, -50, 170], degrees=True)
+    x, y, z, w = R.as_quat()
+    np.testing.assert_allclose(rotation_to_quaternion(R.as_matrix()),
+                               np.sign(w) * np.array([w, x, y, z]), atol=1e-12)
 
 
 def test_pycolmap_reads_matching_model(small_seq):
