@@ -364,38 +364,60 @@ def texel_positions(
     ok = (bw > 0) & (bh > 0) & (np.abs(area) > 1e-12)
     tri_img = np.full(n * n, -1, np.int32)
     bary_img = np.zeros((n * n, 3), np.float32)
-    # every (triangle, texel of its bounding box) pair, as one ragged array, in chunks
-    t_all = np.flatnonzero(ok)
-    cnt = (bw * bh)[t_all]
+    # scanlines: one (triangle, texel row) pair per row of each triangle's bounding box ...
+    t_ok = np.flatnonzero(ok)
+    rows = bh[t_ok]
+    t_p = np.repeat(t_ok, rows)
+    yy = y0[t_p] + np.arange(len(t_p)) - np.repeat(np.cumsum(rows) - rows, rows)
+    # ... and the row's x-extent inside the triangle, from its crossings with the 3 edges
+    xl = np.full(len(t_p), np.inf)
+    xr = np.full(len(t_p), -np.inf)
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        xa, ya, xb, yb = px[t_p, i], py[t_p, i], px[t_p, j], py[t_p, j]
+        lo, hi = np.minimum(ya, yb), np.maximum(ya, yb)
+        cross = (yy >= lo - 1e-9) & (yy <= hi + 1e-9)
+        dy = yb - ya
+        flat_edge = np.abs(dy) < 1e-12
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = np.where(flat_edge, xa, xa + (yy - ya) * (xb - xa) / np.where(flat_edge, 1, dy))
+        xl = np.where(cross, np.minimum(xl, np.where(flat_edge, np.minimum(xa, xb), xi)), xl)
+        xr = np.where(cross, np.maximum(xr, np.where(flat_edge, np.maximum(xa, xb), xi)), xr)
+    c0 = np.clip(np.ceil(xl - 1e-6), 0, n - 1)
+    c1 = np.clip(np.floor(xr + 1e-6), 0, n - 1)
+    has = np.isfinite(xl) & np.isfinite(xr) & (c1 >= c0)
+    t_p, yy, c0 = t_p[has], yy[has], c0[has].astype(np.int64)
+    cnt = c1[has].astype(np.int64) - c0 + 1
+    # per-triangle constants of the barycentric coordinates, float32 for cheap gathers
+    f32 = np.float32
+    ax, ay = px[:, 0].astype(f32), py[:, 0].astype(f32)
+    ex1, ey1 = (px[:, 1] - px[:, 0]).astype(f32), (py[:, 1] - py[:, 0]).astype(f32)
+    ex2, ey2 = (px[:, 2] - px[:, 0]).astype(f32), (py[:, 2] - py[:, 0]).astype(f32)
+    with np.errstate(divide="ignore"):
+        inv = (1.0 / area).astype(f32)
+    # every texel of every span, as one ragged array, in chunks of ~4M candidates
     ends = np.cumsum(cnt)
-    chunk = 4_000_000
     eps = 1e-6
-    lo_t = 0
-    while lo_t < len(t_all):
-        hi_t = int(np.searchsorted(ends, ends[lo_t] - cnt[lo_t] + chunk, side="right"))
-        hi_t = max(hi_t, lo_t + 1)
-        tt, cc = t_all[lo_t:hi_t], cnt[lo_t:hi_t]
-        rep = np.repeat(np.arange(len(tt)), cc)
+    lo_p = 0
+    while lo_p < len(t_p):
+        hi_p = max(int(np.searchsorted(ends, ends[lo_p] - cnt[lo_p] + 4_000_000, "right")), lo_p + 1)
+        cc = cnt[lo_p:hi_p]
+        rep = np.repeat(np.arange(lo_p, hi_p), cc)
         k = np.arange(int(cc.sum())) - np.repeat(np.cumsum(cc) - cc, cc)
-        t = tt[rep]
-        w = bw[t]
-        cx = (x0[t] + k % w).astype(np.float32)
-        cy = (y0[t] + k // w).astype(np.float32)
-        ax, ay = px[t, 0].astype(np.float32), py[t, 0].astype(np.float32)
-        ex1, ey1 = (px[t, 1] - px[t, 0]).astype(np.float32), (py[t, 1] - py[t, 0]).astype(np.float32)
-        ex2, ey2 = (px[t, 2] - px[t, 0]).astype(np.float32), (py[t, 2] - py[t, 0]).astype(np.float32)
-        inv = (1.0 / area[t]).astype(np.float32)
-        dx, dy = cx - ax, cy - ay
-        w1 = (dx * ey2 - ex2 * dy) * inv
-        w2 = (ex1 * dy - dx * ey1) * inv
+        t = t_p[rep]
+        cx = c0[rep] + k
+        cy = yy[rep]
+        dx = cx.astype(np.float32) - ax[t]
+        dy = cy.astype(np.float32) - ay[t]
+        w1 = (dx * ey2[t] - ex2[t] * dy) * inv[t]
+        w2 = (ex1[t] * dy - dx * ey1[t]) * inv[t]
         w0 = 1.0 - w1 - w2
         inside = np.flatnonzero((w0 >= -eps) & (w1 >= -eps) & (w2 >= -eps))
-        flat = cy[inside].astype(np.int64) * n + cx[inside].astype(np.int64)
+        flat = cy[inside] * n + cx[inside]
         tri_img[flat] = t[inside]
         bary_img[flat, 0] = w0[inside]
         bary_img[flat, 1] = w1[inside]
         bary_img[flat, 2] = w2[inside]
-        lo_t = hi_t
+        lo_p = hi_p
     v = np.asarray(vertices, np.float64)
     pos = np.zeros((n * n, 3), np.float32)
     m = tri_img >= 0
