@@ -13,11 +13,12 @@ the target grid against the target image; :func:`view_synthesis_loss` does that.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from facesfm.geometry.ssim import SSIMWindow, ssim
 from facesfm.geometry.warp import inverse_warp
 
-__all__ = ["photometric_error", "spectral_loss", "view_synthesis_loss"]
+__all__ = ["erode_mask", "photometric_error", "spectral_loss", "view_synthesis_loss"]
 
 
 def photometric_error(
@@ -101,12 +102,28 @@ def view_synthesis_loss(
     (B, 4, 4); K (3, 3) or (B, 3, 3). tgt_mask / src_mask: optional (B, 1, H, W) face masks;
     the source mask is warped too and a pixel counts only where it samples fully inside
     the source face (> 0.999), so face/background edges do not leak in.
+
+    SSIM is a windowed statistic: a pixel next to an invalid one (outside the source image,
+    off the face) would compare padding or background. The combined mask is therefore eroded
+    by the window radius (1 for "box3", 5 for "gauss11"), so a pixel counts only when its
+    whole window is valid; the image border itself is not eroded (both images are padded the
+    same way there). Out-of-view samples read the border colour, not black.
     """
-    warped = inverse_warp(src_image, tgt_depth, src_T_tgt, K)
+    warped = inverse_warp(src_image, tgt_depth, src_T_tgt, K, padding_mode="border")
     m = warped.valid.to(tgt_image.dtype)
     if tgt_mask is not None:
         m = m * _mask_like(tgt_mask, tgt_image)
     if src_mask is not None:
         sm = inverse_warp(src_mask.to(tgt_image.dtype), tgt_depth.detach(), src_T_tgt.detach(), K)
         m = m * (sm.image > 0.999).to(m.dtype)
+    m = erode_mask(m, 1 if window == "box3" else 5)
     return spectral_loss(warped.image, tgt_image, m, alpha=alpha, window=window)
+
+
+def erode_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary erosion of a (B, 1, H, W) {0, 1} mask by a (2r+1)^2 square; outside the image
+    counts as valid (the image border is not eroded)."""
+    if radius <= 0:
+        return mask
+    # max-pooling pads with -inf, so the border is ignored rather than treated as invalid
+    return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
