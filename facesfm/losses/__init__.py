@@ -9,11 +9,17 @@ from facesfm.losses.landmark_ba import (
 )
 from facesfm.losses.landmark_detection import landmark_detection_loss
 from facesfm.losses.smoothness import smoothness_loss
-from facesfm.losses.spectral import photometric_error, spectral_loss, view_synthesis_loss
+from facesfm.losses.spectral import (
+    erode_mask,
+    photometric_error,
+    spectral_loss,
+    view_synthesis_loss,
+)
 
 __all__ = [
     "all_pairs",
     "depth_consistency_loss",
+    "erode_mask",
     "landmark_ba_loss",
     "landmark_detection_loss",
     "landmark_reprojection",

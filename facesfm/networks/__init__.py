@@ -2,7 +2,13 @@
 
 from facesfm.networks._common import count_parameters
 from facesfm.networks.depth import DepthNet, DepthNetConfig
-from facesfm.networks.landmark import LandmarkNet, LandmarkNetConfig, LandmarkOutput, ba_weights
+from facesfm.networks.landmark import (
+    LandmarkNet,
+    LandmarkNetConfig,
+    LandmarkOutput,
+    ba_weights,
+    soft_argmax_2d,
+)
 from facesfm.networks.pose import (
     PoseNet,
     PoseNetConfig,
@@ -24,4 +30,5 @@ __all__ = [
     "ba_weights",
     "count_parameters",
     "pose_vector_to_matrix",
+    "soft_argmax_2d",
 ]
