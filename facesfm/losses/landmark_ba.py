@@ -172,6 +172,7 @@ def landmark_ba_loss(
     _, K, T, uv, depth, weights = _as_batched(K, cam_T_world, uv, depth, weights)
     uv_ab, z, pairs = _reproject(K, T, uv, depth, pairs)
     a, b = pairs[:, 0], pairs[:, 1]
+    weights = weights.to(uv.dtype)  # bool visibility works too
     w = weights[:, a] * weights[:, b] * (z > min_depth).to(uv.dtype)  # (B, P, N)
     sq = ((uv_ab - uv[:, b]) ** 2).sum(-1)
     if distance == "l2":

@@ -102,6 +102,10 @@ def test_invisible_landmark_does_not_contribute():
     assert loss.item() < 1e-9
     w[1, 2] = 1.0
     assert landmark_ba_loss(K, T, uv_bad, w, depth)[0].item() > 1.0
+    # boolean visibility works as weights
+    vis = torch.ones(3, 5, dtype=torch.bool)
+    vis[1, 2] = False
+    assert landmark_ba_loss(K, T, uv_bad, vis, depth)[0].item() < 1e-9
 
 
 def test_per_frame_intrinsics_batch_and_pairs():
