@@ -9,7 +9,10 @@ an axis-angle rotation (radians) and a translation in units of ``translation_uni
 ``pivot_depth_mm`` optionally expresses the rotation about the point (0, 0, pivot) of the target
 camera (the head centre for a camera looking at a head): ``X_src = R (X_tgt - c) + c + t``.
 A head turning in front of a fixed camera is then a pure rotation; 0 gives the plain
-``X_src = R X_tgt + t`` parameterisation of the paper.
+``X_src = R X_tgt + t`` parameterisation of the paper. ~0.65M parameters with the defaults.
+
+For a sequence, ``cam_T_world`` relative to frame 0 is ``PoseNet(frame_0, frame_k).src_T_tgt``
+(``k_T_0``), which :func:`facesfm.losses.landmark_ba_loss` accepts directly.
 """
 
 from __future__ import annotations
