@@ -250,10 +250,10 @@ def _detail(p: np.ndarray, col: np.ndarray, lm: np.ndarray | None, sp: SkinParam
         d = _polyline_dist(q, line, closed=False)
         t = np.clip((q[:, 0] - line[0, 0]) / (line[-1, 0] - line[0, 0]), 0, 1)
         inner = t if brow[0] == 22 else 1 - t  # brows are thicker towards the nose
-        half = 3.0 + 1.8 * inner
-        band = 1 - _smoothstep(d, 0.6 * half, half)
-        hair = 0.5 + 0.5 * _value_noise(q, np.array([2.2, 0.25, 0.25]), s + 30)
-        a = sp.brow_density * band * (0.55 + 0.45 * hair)
+        half = 1.8 + 3.0 * inner**0.7  # a tapering tail
+        band = 1 - _smoothstep(d, 0.5 * half, half)
+        hair = 0.5 + 0.5 * _value_noise(q, np.array([1.6, 0.2, 0.2]), s + 30)
+        a = sp.brow_density * band * (0.4 + 0.6 * hair)
         col[idx] = col[idx] * (1 - a[:, None]) + a[:, None] * sp.hair
     # eyes: sclera and iris inside the lid polygon, lash line on the rim
     for eye in (_RIGHT_EYE, _LEFT_EYE):
