@@ -140,3 +140,25 @@ def test_demo_summary(tmp_path, capsys):
     vis = seq.visible.sum(1)
     assert f"min {vis.min()}, mean {vis.mean():.1f}, max {vis.max()}" in stdout
     assert "61 frames 384x384" in stdout and "frames/s" in stdout and str(out) in stdout
+
+
+def test_user_mesh_in_cm(tmp_path, capsys):
+    """--faces mesh --units cm: the file's centimetres become millimetres in the sequence."""
+    import trimesh
+
+    m = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    m.vertices *= [7.5, 10.0, 9.0]  # a head-sized ellipsoid, in cm
+    path = tmp_path / "head.ply"
+    m.export(path)
+    out = tmp_path / "ds"
+    code, _, err = _run(["render", "--out", str(out), "--faces", "mesh", "--mesh", str(path),
+                         "--units", "cm", "--orient", "+z", *SMALL], capsys)
+    assert code == 0, err
+    seq = load_sequence(out / "00000_00")
+    assert seq.meta["face"]["source"] == "mesh" and seq.meta["face"]["mesh"] == str(path)
+    r = np.linalg.norm(seq.landmark_xyz / [75.0, 100.0, 90.0], axis=1)
+    np.testing.assert_allclose(r, 1.0, atol=0.02)  # on the ellipsoid, scaled to mm
+    # landmarks of a featureless mesh spread over all of it: the frontal camera (yaw 0) sees
+    # only some, all on the front half
+    vis = seq.visible[1]
+    assert vis.sum() >= 5 and (seq.landmark_xyz[vis, 2] > 0).all()

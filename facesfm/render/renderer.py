@@ -164,7 +164,10 @@ def make_background(
         return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
     if kind == "noise":
         g = 8
-        coarse = rng.uniform(0, 255, (g, g, 3))
+        # blotches of moderate contrast around one random base colour (a wall, a room)
+        base = rng.uniform(40, 215, 3)
+        coarse = np.clip(base + rng.uniform(-60, 60, (g, g, 1)) + rng.uniform(-25, 25, (g, g, 3)),
+                         0, 255)
         # Separable linear upsampling of the coarse grid to the image size.
         ys = np.linspace(0, g - 1, height)
         xs = np.linspace(0, g - 1, width)
