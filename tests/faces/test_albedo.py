@@ -198,3 +198,22 @@ def test_speed_1024(head):
     tex = synthesize_albedo(mesh.vertices, mesh.faces, model.grid.face_uv, lm, 0, 1024)
     assert time.perf_counter() - t < 4.0
     assert tex.shape == (1024, 1024, 3)
+
+
+@pytest.mark.ict
+def test_ict_mesh_regions(ict_dir):
+    # the same landmark-driven regions on a real model's topology and UV layout
+    from facesfm.faces.ict import ICTFaceModel
+
+    model = ICTFaceModel(ict_dir, texture_size=None)
+    v = model.neutral_vertices
+    lm = v[model.landmarks68]
+    tex = synthesize_albedo(v, model.faces, model.face_uv, lm, 3, 1024)
+    tri, _, pos = texel_positions(v, model.faces, model.face_uv, 1024)
+    raster = (tri, None, pos)
+    t = tex.reshape(-1, 3).astype(np.float64)
+    lum = _lum(t)
+    brow, lip, cheek = (_region_texels(raster, lm, w) for w in ("brow", "lip", "cheek"))
+    assert brow.sum() > 20 and lip.sum() > 20 and cheek.sum() > 100
+    assert lum[brow].mean() < 0.85 * lum[cheek].mean()
+    assert t[lip, 0].mean() / t[lip, 1].mean() > t[cheek, 0].mean() / t[cheek, 1].mean() + 0.08
