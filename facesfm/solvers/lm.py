@@ -42,6 +42,7 @@ from facesfm.solvers.problem import (
     BAResult,
     BAState,
     SolverError,
+    TrivialKernel,
     complete_state,
     gauge_free_mask,
 )
@@ -78,49 +79,75 @@ def _scatter_rows(rows: torch.Tensor, idx: torch.Tensor, size: int) -> torch.Ten
     return out.index_add_(0, idx, rows)
 
 
+def _robust_weights(problem: BAProblem, lin: Linearization, rho1: torch.Tensor):
+    """Per-slot weight on the residual 2-vector: rho' I + 2 rho'' r r^T, the kernel's own
+    curvature (Ceres' corrector); where that is not positive along r (outliers of a redescending
+    kernel), the curvature along r is clamped to a small fraction of rho', as Ceres does."""
+    if isinstance(problem.kernel, TrivialKernel):
+        return None
+    s = (lin.r * lin.r).sum(-1)
+    _, r1, r2 = problem.kernel.rho(s)
+    along = r1 + 2.0 * r2 * s  # curvature along r
+    along = torch.maximum(along, 1e-3 * r1)
+    ss = torch.where(s > 0, s, torch.ones_like(s))
+    eye = torch.eye(2, dtype=s.dtype, device=s.device)
+    rr = lin.r[..., :, None] * lin.r[..., None, :] / ss[..., None, None]
+    return r1[..., None, None] * eye + (along - r1)[..., None, None] * rr
+
+
 def normal_equations(
     problem: BAProblem, state: BAState, lin: Linearization, rho1: torch.Tensor
 ) -> NormalEquations:
-    """Assemble U, W, V, gc, gs from a linearisation (see :class:`NormalEquations`)."""
+    """Assemble U, W, V, gc, gs from a linearisation (see :class:`NormalEquations`).
+
+    The gradient is exact (``J^T rho' r``); the Hessian is Gauss-Newton with the kernel's
+    curvature (:func:`_robust_weights`).
+    """
     F, N = problem.num_frames, problem.num_landmarks
     C = lin.Ja.shape[-1]
     r = lin.r
-    om = rho1[..., None, None]
-    JaW = lin.Ja * om
+    Wt = _robust_weights(problem, lin, rho1)
+    if Wt is None:
+        om = rho1[..., None, None]
+        weigh = lambda J: J * om  # noqa: E731
+    else:
+        weigh = lambda J: Wt @ J  # noqa: E731
+    rW = rho1[..., None] * r
+    JaW = weigh(lin.Ja)
     a = lin.frame_a
     Haa = torch.einsum("bnic,bnid->bcd", JaW, lin.Ja)
-    ga = torch.einsum("bnic,bni->bc", JaW, r)
+    ga = torch.einsum("bnic,bni->bc", lin.Ja, rW)
     U4 = r.new_zeros(F * F, C, C)
     U4.index_add_(0, a * (F + 1), Haa)
     gc = _scatter_rows(ga, a, F)
     if lin.Jb is not None:
         b = lin.frame_b
-        JbW = lin.Jb * om
+        JbW = weigh(lin.Jb)
         Hbb = torch.einsum("bnic,bnid->bcd", JbW, lin.Jb)
         Hab = torch.einsum("bnic,bnid->bcd", JaW, lin.Jb)
         U4.index_add_(0, b * (F + 1), Hbb)
         U4.index_add_(0, a * F + b, Hab)
         U4.index_add_(0, b * F + a, Hab.transpose(-1, -2))
-        gc = gc + _scatter_rows(torch.einsum("bnic,bni->bc", JbW, r), b, F)
+        gc = gc + _scatter_rows(torch.einsum("bnic,bni->bc", lin.Jb, rW), b, F)
     U = U4.view(F, F, C, C).permute(0, 2, 1, 3).reshape(F * C, F * C)
     if lin.Js is None:
         return NormalEquations(U, None, None, gc, None)
     Js = lin.Js
     S = Js.shape[-1]
-    JsW = Js * om
+    JsW = weigh(Js)
     V = torch.einsum("bnis,bnit->nst", JsW, Js)
-    gs = torch.einsum("bnis,bni->ns", JsW, r)
+    gs = torch.einsum("bnis,bni->ns", Js, rW)
     if state.depth_correction is not None:
         lp = problem.depth_prior_weight
         V = V + lp * torch.eye(S, dtype=V.dtype, device=V.device)
         gs = gs + lp * state.depth_correction[:, None]
-    Wa = torch.einsum("bnic,bnis->bncs", JaW, Js)
+    Wa = torch.einsum("bnic,bnis->bncs", lin.Ja, JsW)
     if lin.Jb is None and a.shape[0] == F:
         W = Wa  # classical: row f is frame f
     else:
         W = _scatter_rows(Wa, a, F)
         if lin.Jb is not None:
-            W = W + _scatter_rows(torch.einsum("bnic,bnis->bncs", JbW, Js), lin.frame_b, F)
+            W = W + _scatter_rows(torch.einsum("bnic,bnis->bncs", lin.Jb, JsW), lin.frame_b, F)
     return NormalEquations(U, W, V, gc, gs)
 
 
@@ -179,7 +206,13 @@ class SchurFactor:
         Sf = Sred[self.free][:, self.free]
         Sf = 0.5 * (Sf + Sf.T)
         self.L, info = torch.linalg.cholesky_ex(Sf)
-        self.ok = bool(info == 0) and bool(torch.isfinite(self.L).all())
+        piv = torch.diagonal(self.L.detach()) ** 2
+        # an exactly unconstrained direction shows up as a pivot at rounding level
+        self.ok = (
+            bool(info == 0)
+            and bool(torch.isfinite(self.L).all())
+            and float(piv.min()) > 1e-15 * float(piv.max())
+        )
 
     def solve(self, bc: torch.Tensor, bs: torch.Tensor | None):
         """Solve the damped system for right-hand sides bc (F, C), bs (N, S) -> (xc, xs)."""
@@ -253,7 +286,7 @@ class LMSolver:
     gtol: float = 1e-10
     initial_damping: float = 1e-4
     backward: BackwardMode = BackwardMode.IMPLICIT
-    truncated_steps: int = 3
+    truncated_steps: int = 5
     refine_iterations: int = 20
 
     name = "ours-lm"
@@ -307,7 +340,7 @@ class LMSolver:
         cost, s, rho1 = cost_of(problem, state, lin)
         if not torch.isfinite(cost):
             raise SolverError("bundle adjustment: the initial cost is not finite")
-        costs = [float(cost)]
+        costs = [float(cost.detach())]
         lam = self.initial_damping if lam0 is None else lam0
         nu = 2.0
         converged, message, it = False, "iteration cap reached", 0
@@ -337,11 +370,14 @@ class LMSolver:
                 new_lin = linearize(problem, new_state, pairs)
                 new_cost, new_s, new_rho1 = cost_of(problem, new_state, new_lin)
                 g_dot = (ne.gc * dc).sum() + (0 if ds is None else (ne.gs * ds).sum())
-                pred = 0.5 * float(fac.damping_dot(lam, dc, ds) - g_dot)
-                actual = float(cost - new_cost)
+                pred = 0.5 * float((fac.damping_dot(lam, dc, ds) - g_dot).detach())
+                actual = float((cost - new_cost).detach())
                 ok = bool(torch.isfinite(new_cost)) and new_lin.bad_depth == 0
-                if force or (ok and pred > 0 and actual > 0):
-                    rho = actual / pred if pred > 0 else 1.0
+                if force:
+                    accepted = True  # keep lam: rounding-level gain ratios would blow it up
+                    break
+                if ok and pred > 0 and actual > 0:
+                    rho = actual / pred
                     lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
                     nu = 2.0
                     accepted = True
@@ -360,7 +396,7 @@ class LMSolver:
             if ds is not None:
                 step = max(step, float(ds.detach().abs().max()))
             state, lin, cost, rho1 = new_state, new_lin, new_cost, new_rho1
-            costs.append(float(cost))
+            costs.append(float(cost.detach()))
             if force:
                 continue
             if actual < self.ftol * costs[-2]:
