@@ -203,7 +203,7 @@ def test_float64_and_gradients_flow(nets):
             "depth": DepthNet(),
             "pose": PoseNet(),
         }[key].double()
-        x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+        x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
         if key == "heat800":
             out = net(x[:, :1])
             loss = out.uv.sum() + out.visibility_logits.sum() + out.log_sigma.sum()
