@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["synthesize_albedo", "vertex_albedo", "texel_positions", "SkinParams", "skin_params"]
+__all__ = ["SkinParams", "skin_params", "synthesize_albedo", "texel_positions", "vertex_albedo"]
 
 # sRGB skin tones from light to dark (interpolated by the identity's tone in [0, 1]).
 _TONES = np.array(
@@ -274,7 +274,7 @@ def _detail(p: np.ndarray, col: np.ndarray, lm: np.ndarray | None, sp: SkinParam
         inner_col[rr < 0.075] = 0.04  # pupil
         c = col[idx]
         c[inside] = inner_col[inside]
-        upper = (q[:, 1] > centre[1])
+        upper = q[:, 1] > centre[1]
         lash = np.exp(-0.5 * (d / np.where(upper, 0.9, 0.5)) ** 2) * near
         lash *= np.where(upper, 0.85, 0.5)
         c *= 1 - lash[:, None]
@@ -287,14 +287,23 @@ def _detail(p: np.ndarray, col: np.ndarray, lm: np.ndarray | None, sp: SkinParam
         near = np.abs(q[:, 2] - outer[:, 2].mean()) < 25.0
         d = _polyline_dist(q, outer, closed=True)
         ins = _inside_xy(q, outer) & near
-        a = np.where(ins, 0.5 + 0.5 * _smoothstep(d, 0.0, 1.2), 0.5 - 0.5 * _smoothstep(d, 0.0, 1.2))
+        a = np.where(
+            ins, 0.5 + 0.5 * _smoothstep(d, 0.0, 1.2), 0.5 - 0.5 * _smoothstep(d, 0.0, 1.2)
+        )
         a = a * near
         lines = _value_noise(q, np.array([0.3, 2.5, 0.6]), s + 40)  # vertical lip lines
         tint = sp.lip * (1 + 0.05 * lines[:, None])
         c = col[idx]
         c = c * (1 - a[:, None]) + a[:, None] * c * tint
-        mid = np.stack([inner[0], (inner[1] + inner[7]) / 2, (inner[2] + inner[6]) / 2,
-                        (inner[3] + inner[5]) / 2, inner[4]])
+        mid = np.stack(
+            [
+                inner[0],
+                (inner[1] + inner[7]) / 2,
+                (inner[2] + inner[6]) / 2,
+                (inner[3] + inner[5]) / 2,
+                inner[4],
+            ]
+        )
         dm = _polyline_dist(q, mid, closed=False)
         c *= 1 - (0.55 * np.exp(-0.5 * (dm / 0.7) ** 2) * near)[:, None]
         col[idx] = c
@@ -320,7 +329,9 @@ def _check(vertices, lm68):
     return v, lm68
 
 
-def vertex_albedo(vertices: np.ndarray, landmarks68_xyz: np.ndarray | None, seed: int) -> np.ndarray:
+def vertex_albedo(
+    vertices: np.ndarray, landmarks68_xyz: np.ndarray | None, seed: int
+) -> np.ndarray:
     """Per-vertex skin colour (V, 3) float32 in [0, 1] for meshes without texture coordinates.
 
     vertices: (V, 3) mm in the world frame (face looking down +z); landmarks68_xyz: (68, 3)
@@ -360,7 +371,9 @@ def texel_positions(
     y1 = np.clip(np.floor(py.max(1)), 0, n - 1).astype(np.int64)
     bw, bh = x1 - x0 + 1, y1 - y0 + 1
     # twice the signed area; degenerate triangles cover nothing
-    area = (px[:, 1] - px[:, 0]) * (py[:, 2] - py[:, 0]) - (px[:, 2] - px[:, 0]) * (py[:, 1] - py[:, 0])
+    area = (px[:, 1] - px[:, 0]) * (py[:, 2] - py[:, 0]) - (px[:, 2] - px[:, 0]) * (
+        py[:, 1] - py[:, 0]
+    )
     ok = (bw > 0) & (bh > 0) & (np.abs(area) > 1e-12)
     tri_img = np.full(n * n, -1, np.int32)
     bary_img = np.zeros((n * n, 3), np.float32)
@@ -399,7 +412,9 @@ def texel_positions(
     eps = 1e-6
     lo_p = 0
     while lo_p < len(t_p):
-        hi_p = max(int(np.searchsorted(ends, ends[lo_p] - cnt[lo_p] + 4_000_000, "right")), lo_p + 1)
+        hi_p = max(
+            int(np.searchsorted(ends, ends[lo_p] - cnt[lo_p] + 4_000_000, "right")), lo_p + 1
+        )
         cc = cnt[lo_p:hi_p]
         rep = np.repeat(np.arange(lo_p, hi_p), cc)
         k = np.arange(int(cc.sum())) - np.repeat(np.cumsum(cc) - cc, cc)
@@ -471,8 +486,6 @@ def synthesize_albedo(
     shade = 1 + 0.025 * fine + 0.012 * grain - 0.1 * pores
     img = img.reshape(size, size, 3) * shade[..., None]
     # fill texels outside the triangles with the nearest covered colour
-    idx = ndimage.distance_transform_edt(
-        (tri < 0), return_distances=False, return_indices=True
-    )
+    idx = ndimage.distance_transform_edt((tri < 0), return_distances=False, return_indices=True)
     img = img[idx[0], idx[1]]
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)

@@ -26,18 +26,42 @@ from facesfm.faces.albedo import synthesize_albedo, vertex_albedo
 from facesfm.faces.landmarks import dense_landmarks
 from facesfm.faces.types import FaceMesh
 
-__all__ = ["BuiltinFaceModel", "N_IDENTITY", "N_EXPRESSION", "IDENTITY_NAMES", "EXPRESSION_NAMES"]
+__all__ = ["EXPRESSION_NAMES", "IDENTITY_NAMES", "N_EXPRESSION", "N_IDENTITY", "BuiltinFaceModel"]
 
 #: Identity coefficients, each drawn from N(0, 1) and clipped to +-2.5 (see ``_identity``).
 IDENTITY_NAMES = (
     # relief amplitudes
-    "nose_protrusion", "nose_bridge", "brow_ridge", "cheekbones", "upper_lip", "lower_lip",
-    "chin_prominence", "eye_depth", "ear_protrusion", "cheek_fullness", "alae", "forehead",
-    "nasolabial", "neck_width",
+    "nose_protrusion",
+    "nose_bridge",
+    "brow_ridge",
+    "cheekbones",
+    "upper_lip",
+    "lower_lip",
+    "chin_prominence",
+    "eye_depth",
+    "ear_protrusion",
+    "cheek_fullness",
+    "alae",
+    "forehead",
+    "nasolabial",
+    "neck_width",
     # warps (sizes and positions)
-    "head_width", "head_height", "head_depth", "face_width", "jaw_width", "lower_face_length",
-    "nose_width", "nose_length", "eye_spacing", "eye_size", "mouth_width", "mouth_height",
-    "brow_height", "ear_size", "ear_height", "chin_height",
+    "head_width",
+    "head_height",
+    "head_depth",
+    "face_width",
+    "jaw_width",
+    "lower_face_length",
+    "nose_width",
+    "nose_length",
+    "eye_spacing",
+    "eye_size",
+    "mouth_width",
+    "mouth_height",
+    "brow_height",
+    "ear_size",
+    "ear_height",
+    "chin_height",
 )
 N_IDENTITY = len(IDENTITY_NAMES)
 #: Expression coefficients in [0, 1]: mild, lips stay closed.
@@ -181,7 +205,7 @@ def _relief(p0: np.ndarray, amp: dict, expr: dict) -> np.ndarray:
     prof = np.where(y < -25.0, np.exp(-0.5 * ((y + 25.0) / 5.0) ** 2), prof)
     prof = prof * (1 - _sstep(y, 14.0, 26.0))
     sx = 5.0 + 4.0 * t**2
-    cross = np.exp(-np.abs(x / sx) ** 2.2)
+    cross = np.exp(-(np.abs(x / sx) ** 2.2))
     bridge = amp["nose_bridge"] * np.clip(1.0 - t, 0, 1) ** 2
     h += amp["nose_protrusion"] * (21.0 + 3.0 * bridge) * prof * cross
     h += 3.0 * amp["nose_protrusion"] * _g(x, 6.5) * _g(y + 23.0, 5.0)  # rounded tip
@@ -211,8 +235,10 @@ def _relief(p0: np.ndarray, amp: dict, expr: dict) -> np.ndarray:
     h -= 3.0 * _g(ax - 62.0, 10.0) * _g(y - 25.0, 14.0)  # temples
     h += 6.0 * amp["cheekbones"] * _g(ax - 47.0, 13.0) * _g(y + 14.0, 8.5)
     h += 3.5 * amp["cheekbones"] * _gp(x, 31.0, 10.0) * _g(y + 20.0, 7.0)  # malar
-    h += (4.0 * amp["cheek_fullness"] + 2.0 * expr["smile"]) * _gp(x, 35.0, 12.0) * _g(
-        y + 40.0, 13.0
+    h += (
+        (4.0 * amp["cheek_fullness"] + 2.0 * expr["smile"])
+        * _gp(x, 35.0, 12.0)
+        * _g(y + 40.0, 13.0)
     )
     # nasolabial fold: a crease from beside the alae to outside the mouth corners
     d_nl = _seg_dist(ax, y, 19.5, -31.0, 30.0, -62.0)
@@ -221,9 +247,9 @@ def _relief(p0: np.ndarray, amp: dict, expr: dict) -> np.ndarray:
     # --- mouth: muzzle, lips, closed mouth line, corners, philtrum, chin
     h += 3.5 * _g(x, 26.0) * _g(y + 56.0, 15.0)
     ym = -61.0
-    h += 3.6 * amp["upper_lip"] * np.exp(-np.abs(x / 23.0) ** 4) * _g(y - ym - 5.0, 3.2)
-    h += 4.2 * amp["lower_lip"] * np.exp(-np.abs(x / 20.0) ** 4) * _g(y - ym + 6.0, 3.8)
-    h -= (3.2 + 1.0 * expr["lip_press"]) * np.exp(-np.abs(x / 25.5) ** 6) * _g(y - ym, 0.9)
+    h += 3.6 * amp["upper_lip"] * np.exp(-(np.abs(x / 23.0) ** 4)) * _g(y - ym - 5.0, 3.2)
+    h += 4.2 * amp["lower_lip"] * np.exp(-(np.abs(x / 20.0) ** 4)) * _g(y - ym + 6.0, 3.8)
+    h -= (3.2 + 1.0 * expr["lip_press"]) * np.exp(-(np.abs(x / 25.5) ** 6)) * _g(y - ym, 0.9)
     h -= 2.5 * _g(ax - 25.5, 2.8) * _g(y - ym, 3.0)  # mouth corners
     h -= 1.1 * _g(x, 2.4) * _g(y + 45.0, 4.5)  # philtrum groove
     h += 0.7 * _gp(x, 5.0, 1.8) * _g(y + 45.0, 4.5)  # philtrum ridges
@@ -255,7 +281,9 @@ def _warp(p: np.ndarray, wp: dict, expr: dict) -> np.ndarray:
     d[:, 0] += (wp["face_width"] - 1) * x * front * _g(y + 5.0, 45.0)
     d[:, 0] += (wp["jaw_width"] - 1) * x * (1 - _sstep(y, -100.0, -60.0))
     # lower face length: stretch below the nose, about y=-30
-    d[:, 1] += (wp["lower_face_length"] - 1) * np.minimum(y + 30.0, 0.0) * (1 - _sstep(y, -140, -110))
+    d[:, 1] += (
+        (wp["lower_face_length"] - 1) * np.minimum(y + 30.0, 0.0) * (1 - _sstep(y, -140, -110))
+    )
     # nose width / length, about its midline and the nasion
     nose_w = _g(x, 22.0) * _g(y + 22.0, 14.0) * front
     d[:, 0] += (wp["nose_width"] - 1) * x * nose_w
@@ -333,7 +361,9 @@ def _make_grid(n_lat: int, n_lon: int) -> _Grid:
     jj = np.arange(n_lon)
     faces.append(np.stack([np.full(n_lon, top), vid(0, jj), vid(0, jj + 1)], -1))
     pole_t = np.stack([(jj + 0.5) / n_lon, np.ones(n_lon)], -1)
-    uvs.append(np.stack([pole_t, uvv(np.zeros(n_lon, int), jj), uvv(np.zeros(n_lon, int), jj + 1)], 1))
+    uvs.append(
+        np.stack([pole_t, uvv(np.zeros(n_lon, int), jj), uvv(np.zeros(n_lon, int), jj + 1)], 1)
+    )
     last = np.full(n_lon, n_lat - 1)
     faces.append(np.stack([np.full(n_lon, bot), vid(last, jj + 1), vid(last, jj)], -1))
     pole_b = np.stack([(jj + 0.5) / n_lon, np.zeros(n_lon)], -1)
@@ -383,7 +413,10 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     pts[22:27, 0], pts[22:27, 1] = -bx[::-1], by[::-1]
     # nose bridge 27..30 (nasion to tip), lower nose 31..35 (right to left)
     pts[27:31, 0], pts[27:31, 1] = 0.0, [11.0, 0.0, -12.0, -24.0]
-    pts[31:36, 0], pts[31:36, 1] = [-14.0, -7.5, 0.0, 7.5, 14.0], [-33.0, -35.0, -36.5, -35.0, -33.0]
+    pts[31:36, 0], pts[31:36, 1] = (
+        [-14.0, -7.5, 0.0, 7.5, 14.0],
+        [-33.0, -35.0, -36.5, -35.0, -33.0],
+    )
     # eyes: 36 outer corner, 37-38 upper lid, 39 inner corner, 40-41 lower lid (right eye);
     # 42 inner corner, 43-44 upper, 45 outer, 46-47 lower (left eye)
     ex = np.array([-46.0, -37.0, -25.0, -16.0, -25.0, -37.0])
@@ -394,7 +427,9 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     # lips: outer 48..59 (48 right corner, upper lip to 54, lower lip back), inner 60..67
     ym = -61.0
     pts[48:60, 0] = [-25.5, -17.0, -7.0, 0.0, 7.0, 17.0, 25.5, 17.0, 8.0, 0.0, -8.0, -17.0]
-    pts[48:60, 1] = ym + np.array([0.0, 6.5, 9.5, 8.5, 9.5, 6.5, 0.0, -8.0, -11.0, -11.5, -11.0, -8.0])
+    pts[48:60, 1] = ym + np.array(
+        [0.0, 6.5, 9.5, 8.5, 9.5, 6.5, 0.0, -8.0, -11.0, -11.5, -11.0, -8.0]
+    )
     pts[60:68, 0] = [-23.0, -9.0, 0.0, 9.0, 23.0, 9.0, 0.0, -9.0]
     # a closed mouth: inner upper/lower lip points on the grid rows just above/below the line
     pts[60:68, 1] = ym + np.array([0.0, 1.3, 1.3, 1.3, 0.0, -1.3, -1.3, -1.3])
@@ -450,7 +485,7 @@ class BuiltinFaceModel:
         self.resolution = int(resolution)
         self.texture_size = int(texture_size)
         self.n_lat = self.resolution
-        self.n_lon = 2 * int(round(0.85 * self.resolution))  # even: a column on the midline
+        self.n_lon = 2 * round(0.85 * self.resolution)  # even: a column on the midline
         self.grid = _make_grid(self.n_lat, self.n_lon)
         neutral = _identity(np.zeros(N_IDENTITY), np.zeros(N_EXPRESSION))
         self.template = _surface(self.grid, neutral)
@@ -491,7 +526,12 @@ class BuiltinFaceModel:
         return _surface(self.grid, _identity(w_id, w_ex))
 
     def sample(self, seed: int, expression: bool = False) -> tuple[FaceMesh, dict]:
-        """A face for ``seed`` and its coefficients {"source", "w_id", "w_ex"}."""
+        """A face for ``seed`` and its JSON-serialisable coefficients {"source": "builtin",
+        "seed", "w_id": (N_IDENTITY,) list, "w_ex": (N_EXPRESSION,) list}.
+
+        The mesh has per-vertex colours always and, when ``texture_size`` > 0, a synthetic
+        albedo texture with per-corner UVs (the skin's appearance is drawn from the same seed).
+        """
         w_id, w_ex = self.coefficients(seed, expression)
         v = self.vertices(w_id, w_ex)
         texture = vcol = None
@@ -510,5 +550,18 @@ class BuiltinFaceModel:
             face_uv=self.grid.face_uv.copy() if texture is not None else None,
             face_region=self.face_region.copy(),
             name=f"builtin-{seed}{'-expr' if expression else ''}",
+            meta={
+                "model": "builtin",
+                "units": "mm",
+                "resolution": self.resolution,
+                "semantic68": True,
+                "albedo_seed": int(seed),
+            },
         )
-        return mesh, {"source": "builtin", "w_id": w_id.tolist(), "w_ex": w_ex.tolist()}
+        coeffs = {
+            "source": "builtin",
+            "seed": int(seed),
+            "w_id": w_id.tolist(),
+            "w_ex": w_ex.tolist(),
+        }
+        return mesh, coeffs
