@@ -1,10 +1,12 @@
 """Relative pose network: a (target, source) image pair -> 6-DoF ``src_T_tgt``.
 
 A plain strided conv encoder (SfMLearner style, stride 32) over the 6-channel concatenation
-(target first), global average pooling and a 1x1 head to 6 numbers, multiplied by
-``output_scale`` (0.01) so that the predicted motion starts near identity. The 6 numbers are
-an axis-angle rotation (radians) and a translation in units of ``translation_unit_mm``
-(so the head works with O(1) numbers even though faces move by tens of millimetres).
+(target first), global average pooling and a 1x1 head to 6 numbers: an axis-angle rotation in
+units of ``rotation_unit_rad`` (0.1 rad) and a translation in units of ``translation_unit_mm``
+(10 mm), so the head works with O(1) numbers for the motions of a turning head (up to ~0.5 rad
+and ~250 mm between frames). The head's weights start ``init_std`` (0.01) small, so the
+predicted motion starts near identity (~1e-3 rad, ~0.1 mm). (SfMLearner instead multiplies
+the output by 0.01 for good, which also slows the head's learning by 100x.)
 
 ``pivot_depth_mm`` optionally expresses the rotation about the point (0, 0, pivot) of the target
 camera (the head centre for a camera looking at a head): ``X_src = R (X_tgt - c) + c + t``.
@@ -38,15 +40,17 @@ class PoseNetConfig:
     """Pose network settings.
 
     channels:            widths of the five stride-2 stages.
-    output_scale:        multiplier on the head's output (small motion at init).
+    rotation_unit_rad:   radians per unit of the rotation output.
     translation_unit_mm: millimetres per unit of the translation output.
+    init_std:            std of the head's initial weights (small: motion starts near 0).
     pivot_depth_mm:      rotation pivot on the target camera's optical axis (0 = camera centre).
     in_channels:         channels per image (3, RGB); the network sees 2x that.
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 192)
-    output_scale: float = 0.01
-    translation_unit_mm: float = 100.0
+    rotation_unit_rad: float = 0.1
+    translation_unit_mm: float = 10.0
+    init_std: float = 0.01
     pivot_depth_mm: float = 0.0
     in_channels: int = 3
 
@@ -117,7 +121,7 @@ class PoseNet(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.head = nn.Conv2d(c[4], 6, 1)
         kaiming_init(self)
-        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.normal_(self.head.weight, std=cfg.init_std)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, tgt: torch.Tensor, src: torch.Tensor) -> PoseOutput:
@@ -125,8 +129,8 @@ class PoseNet(nn.Module):
             raise ValueError(f"PoseNet: tgt {tuple(tgt.shape)} and src {tuple(src.shape)} differ")
         x = torch.cat([tgt, src], dim=1)
         check_image(x, 2 * self.cfg.in_channels, self.stride, "PoseNet")
-        raw = self.head(self.encoder(x)).mean((2, 3)) * self.cfg.output_scale  # (B, 6)
-        rot = raw[:, :3]
+        raw = self.head(self.encoder(x)).mean((2, 3))  # (B, 6)
+        rot = raw[:, :3] * self.cfg.rotation_unit_rad
         t = raw[:, 3:] * self.cfg.translation_unit_mm
         R = axis_angle_to_matrix(rot)
         if self.cfg.pivot_depth_mm:

@@ -152,7 +152,7 @@ def test_pose_small_at_init_and_matrix_consistent(nets):
 def test_pose_pivot_rotates_about_head_centre():
     net = PoseNet(PoseNetConfig(pivot_depth_mm=500.0))
     with torch.no_grad():
-        net.head.bias.copy_(torch.tensor([0.0, 20.0, 0.0, 0.0, 0.0, 0.0]))  # 0.2 rad about y
+        net.head.bias.copy_(torch.tensor([0.0, 2.0, 0.0, 0.0, 0.0, 0.0]))  # 0.2 rad about y
         out = net(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
     c = torch.tensor([0.0, 0.0, 500.0, 1.0])
     torch.testing.assert_close(out.src_T_tgt[0] @ c, c, rtol=0, atol=1e-4)  # the pivot stays put
