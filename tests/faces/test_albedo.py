@@ -196,12 +196,13 @@ def test_bad_inputs(head):
 
 
 def test_speed_1024(head):
-    # target < 1.5 s for a 26k-vertex mesh on one free core; the bound here is loose because
-    # the test machine's cores are shared: it catches order-of-magnitude regressions.
+    # target: < 1.5 s for a ~26k-vertex mesh on one core (measured ~0.6 s CPU for this 21k
+    # vertex head, ~1.0 s for the full ICT mesh). CPU time, not wall time, because the test
+    # machine's cores are shared; the 2x margin only catches real regressions.
     model, mesh, lm = head
-    t = time.perf_counter()
+    t = time.process_time()
     tex = synthesize_albedo(mesh.vertices, mesh.faces, model.grid.face_uv, lm, 0, 1024)
-    assert time.perf_counter() - t < 4.0
+    assert time.process_time() - t < 3.0
     assert tex.shape == (1024, 1024, 3)
 
 
