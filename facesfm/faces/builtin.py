@@ -263,10 +263,10 @@ def _relief(p0: np.ndarray, amp: dict, expr: dict) -> np.ndarray:
     ca, sa = np.cos(np.deg2rad(15.0)), np.sin(np.deg2rad(15.0))
     ea, eb = ca * a0 + sa * b0, -sa * a0 + ca * b0
     q = np.hypot(ea / 16.0, eb / 30.0)
-    plate = 1.0 / (1.0 + q**12)
+    plate = 1.0 / (1.0 + q**8)  # steep but resolvable by the ~2.5 mm grid
     ear = amp["ear_protrusion"] * (14.0 - 5.0 * np.clip(ea / 16.0, -1, 1)) * plate
     ear -= 8.0 * _g(ea - 1.0, 5.5) * _g(eb + 4.0, 8.0)  # concha
-    ear += 2.5 * _g(q - 0.86, 0.07) * plate  # helix rim
+    ear += 2.5 * _g(q - 0.84, 0.1) * plate  # helix rim
     ear -= 1.5 * _g(q - 0.62, 0.08) * _g(eb - 6.0, 14.0)  # scapha
     ear = np.maximum(ear, 0.0) * _sstep(ax, 50.0, 64.0)
     return face + ear
