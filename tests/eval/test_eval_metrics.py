@@ -93,16 +93,37 @@ def test_point_triangle_closest_regions():
 
 
 def test_numpy_closest_points_match_brute_force(face_mesh):
+    """Near and far queries, on the head plus two big triangles (a mix of triangle sizes like
+    a real scan's): the pruned search equals the brute-force minimum over all triangles."""
     v, f = face_mesh
+    big = np.array(
+        [
+            [-300.0, -300.0, -150.0],
+            [300.0, -300.0, -150.0],
+            [0.0, 300.0, -150.0],
+            [0.0, -200.0, 200.0],
+        ]
+    )
+    v = np.concatenate([v, big])
+    V = len(v)
+    f = np.concatenate([f, [[V - 4, V - 3, V - 2], [V - 4, V - 3, V - 1]]])
     rng = np.random.default_rng(1)
-    p = v[rng.choice(len(v), 40)] + rng.normal(scale=6.0, size=(40, 3))
+    p = np.concatenate(
+        [
+            v[rng.choice(V - 4, 40)] + rng.normal(scale=6.0, size=(40, 3)),
+            rng.normal(scale=200.0, size=(40, 3)),
+        ]
+    )
     _, d, t = closest_points_on_mesh(p, v, f, backend="numpy")
     tri = v[f]
+    hits_big = 0
     for i in range(len(p)):
         allq = point_triangle_closest(np.tile(p[i], (len(f), 1)), tri[:, 0], tri[:, 1], tri[:, 2])
         alld = np.linalg.norm(allq - p[i], axis=1)
         assert d[i] == pytest.approx(alld.min(), abs=1e-12)
         assert alld[t[i]] == pytest.approx(d[i], abs=1e-12)
+        hits_big += t[i] >= len(f) - 2
+    assert 5 < hits_big < 60  # both kinds of triangle are closest for some queries
 
 
 # ----------------------------------------------------------------------------- recon
