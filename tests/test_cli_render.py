@@ -162,3 +162,19 @@ def test_user_mesh_in_cm(tmp_path, capsys):
     # only some, all on the front half
     vis = seq.visible[1]
     assert vis.sum() >= 5 and (seq.landmark_xyz[vis, 2] > 0).all()
+
+
+def test_ict_faces(tmp_path, capsys, ict_dir):
+    out = tmp_path / "ict"
+    code, stdout, err = _run(["render", "--out", str(out), "--faces", "ict", "--ict-dir",
+                              str(ict_dir), "--frames", "2", "--size", "96", "--focal", "125",
+                              "--landmarks", "200", "--quiet"], capsys)
+    assert code == 0, err
+    seq = load_sequence(out / "00000_00")
+    assert seq.meta["face"]["source"] == "ict" and seq.uv.shape == (2, 200, 2)
+    assert seq.visible.sum(1).min() > 50
+    bad = tmp_path / "empty_dir"
+    bad.mkdir()
+    code, _, err = _run(["render", "--out", str(tmp_path / "o"), "--faces", "ict",
+                         "--ict-dir", str(bad), "--quiet"], capsys)
+    assert code == 2 and str(bad) in _one_line_error(err)
