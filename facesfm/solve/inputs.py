@@ -1,0 +1,214 @@
+"""Reading the input of ``facesfm solve``: a sequence folder, a folder of images or a video.
+
+Every reader returns a :class:`FrameSet`: the frames as one (F, H, W, 3) uint8 array, their
+names, the OpenCV intrinsics K (pixel centre of row r, col c at uv = (c, r)) and, for a
+sequence folder in our format (:mod:`facesfm.data.format`), the :class:`Sequence` with its
+ground truth (used by the oracle switches and for evaluation).
+
+Intrinsics, first that applies: ``intrinsics`` (fx, fy, cx, cy) or ``focal`` given by the user,
+the sequence's K, else the documented default guess :func:`default_intrinsics`
+(focal = 1.2 * max(W, H) px, principal point at the image centre ((W - 1) / 2, (H - 1) / 2)).
+
+Bad input raises :class:`facesfm.errors.InputError` with one line naming the culprit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesfm.data.format import Sequence, load_sequence, read_image
+from facesfm.errors import InputError
+
+__all__ = [
+    "DEFAULT_FOCAL_FACTOR",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "FrameSet",
+    "default_intrinsics",
+    "load_input",
+    "parse_intrinsics",
+    "read_image_folder",
+    "read_video",
+]
+
+DEFAULT_FOCAL_FACTOR = 1.2
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+VIDEO_HINT = (
+    "video decoding needs imageio with an ffmpeg backend: pip install imageio imageio-ffmpeg"
+)
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """The frames to reconstruct from.
+
+    images:   (F, H, W, 3) uint8 RGB.
+    names:    F file names (used in cameras.json and the COLMAP export).
+    K:        (3, 3) float64 OpenCV intrinsics shared by all frames.
+    source:   "sequence", "images" or "video".
+    path:     the input path.
+    sequence: the facesfm :class:`Sequence` (ground truth) for a sequence folder, else None.
+    K_source: where K came from: "option", "sequence" or "default".
+    """
+
+    images: np.ndarray
+    names: tuple[str, ...]
+    K: np.ndarray
+    source: str
+    path: Path
+    sequence: Sequence | None = None
+    K_source: str = "default"
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    def select(self, keep: np.ndarray) -> "FrameSet":
+        """The frames where ``keep`` (F,) bool is true (names and images only; the sequence
+        stays whole: callers index its ground truth with the same mask)."""
+        keep = np.asarray(keep, dtype=bool)
+        return FrameSet(self.images[keep], tuple(n for n, k in zip(self.names, keep) if k),
+                        self.K, self.source, self.path, self.sequence, self.K_source)
+
+
+def default_intrinsics(width: int, height: int,
+                       focal_factor: float = DEFAULT_FOCAL_FACTOR) -> np.ndarray:
+    """The default guess when nothing is known: f = focal_factor * max(W, H) px (1.2, a
+    ~45 degree field of view across the longer side), principal point at the centre."""
+    f = focal_factor * max(width, height)
+    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0, 0, 1.0]])
+
+
+def parse_intrinsics(text: str, width: int, height: int) -> np.ndarray:
+    """K from ``--intrinsics``: "f", "f,cx,cy" or "fx,fy,cx,cy" (px, OpenCV pixel centres)."""
+    try:
+        vals = [float(x) for x in str(text).replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 3, 4) or not all(np.isfinite(vals)):
+        raise InputError(f"--intrinsics {text}: expected f, f,cx,cy or fx,fy,cx,cy in pixels")
+    if len(vals) == 1:
+        fx = fy = vals[0]
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    elif len(vals) == 3:
+        fx = fy = vals[0]
+        cx, cy = vals[1:]
+    else:
+        fx, fy, cx, cy = vals
+    if not (fx > 0 and fy > 0):
+        raise InputError(f"--intrinsics {text}: focal lengths must be > 0 px")
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def _check_sizes(images: list[np.ndarray], names: list[str], where: Path) -> np.ndarray:
+    first = images[0].shape[:2]
+    for im, name in zip(images, names):
+        if im.shape[:2] != first:
+            raise InputError(
+                f"{where}: mixed image sizes: {name} is {im.shape[1]}x{im.shape[0]}, "
+                f"{names[0]} is {first[1]}x{first[0]}"
+            )
+    return np.stack(images)
+
+
+def _check_count(n: int, where: Path, what: str) -> None:
+    if n == 0:
+        raise InputError(f"{where}: no {what} found")
+    if n < 2:
+        raise InputError(f"{where}: only 1 {what[:-1] if what.endswith('s') else what}; "
+                         "structure from motion needs at least 2 frames")
+
+
+def read_image_folder(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(F, H, W, 3) uint8 frames of the images in ``path`` sorted by name, and their names."""
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    _check_count(len(files), path, "images (.png, .jpg, ...)")
+    images = [read_image(p) for p in files]
+    names = [p.name for p in files]
+    return _check_sizes(images, names, path), tuple(names)
+
+
+def read_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(F, H, W, 3) uint8 frames of a video file (imageio), named frame_000000.png, ..."""
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise InputError(f"{path}: cannot read video: {VIDEO_HINT}") from None
+    frames = []
+    try:
+        for i, fr in enumerate(iio.imiter(path)):
+            if max_frames is not None and i >= max_frames:
+                break
+            fr = np.asarray(fr)
+            if fr.ndim == 2:
+                fr = np.repeat(fr[..., None], 3, axis=2)
+            frames.append(np.ascontiguousarray(fr[..., :3]).astype(np.uint8, copy=False))
+    except ImportError as e:  # a plugin (e.g. pyav / imageio-ffmpeg) is missing
+        raise InputError(f"{path}: cannot decode video ({e}); {VIDEO_HINT}") from None
+    except Exception as e:  # imageio raises many kinds for undecodable data
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: undecodable video ({msg})") from None
+    _check_count(len(frames), path, "video frames")
+    names = [f"frame_{i:06d}.png" for i in range(len(frames))]
+    return _check_sizes(frames, names, path), tuple(names)
+
+
+def load_input(path: str | Path, focal: float | None = None, intrinsics: str | None = None,
+               max_frames: int | None = None) -> FrameSet:
+    """Read ``path`` (sequence folder, image folder or video file) into a :class:`FrameSet`.
+
+    focal:      focal length in px (principal point at the centre); exclusive with intrinsics.
+    intrinsics: "f", "f,cx,cy" or "fx,fy,cx,cy" (px).
+    max_frames: keep at most this many frames of a video.
+    """
+    path = Path(path)
+    if focal is not None and intrinsics is not None:
+        raise InputError("--focal and --intrinsics both given: use one of them")
+    if focal is not None and not focal > 0:
+        raise InputError(f"--focal must be > 0 px, got {focal}")
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    seq = None
+    if path.is_dir() and (path / "sequence.json").is_file():
+        seq = load_sequence(path)
+        _check_count(len(seq), path, "frames")
+        images = [seq.image(i) for i in range(len(seq))]
+        images = np.stack(images)
+        names = tuple(p.name for p in seq.image_paths)
+        source = "sequence"
+    elif path.is_dir():
+        images, names = read_image_folder(path)
+        source = "images"
+    elif path.suffix.lower() in VIDEO_EXTENSIONS:
+        images, names = read_video(path, max_frames)
+        source = "video"
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise InputError(f"{path}: a single image; structure from motion needs at least 2 "
+                         "frames (give a folder of images or a video)")
+    else:
+        raise InputError(f"{path}: not a sequence folder, image folder or video "
+                         f"({', '.join(VIDEO_EXTENSIONS)})")
+    H, W = images.shape[1:3]
+    if intrinsics is not None:
+        K, K_source = parse_intrinsics(intrinsics, W, H), "option"
+    elif focal is not None:
+        K, K_source = default_intrinsics(W, H), "option"
+        K[0, 0] = K[1, 1] = float(focal)
+    elif seq is not None:
+        K, K_source = np.asarray(seq.K, dtype=np.float64), "sequence"
+    else:
+        K, K_source = default_intrinsics(W, H), "default"
+    return FrameSet(images, names, K, source, path, seq, K_source)

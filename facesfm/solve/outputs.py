@@ -1,0 +1,414 @@
+"""Files written by ``facesfm solve`` (all inside the atomically renamed output folder).
+
+::
+
+    <out>/cloud.ply      fused point cloud (world mm, colours, normals; binary PLY)
+    <out>/mesh.ply       surface mesh with vertex colours (world mm)
+    <out>/mesh.obj       the same mesh as OBJ (vertex colours as "v x y z r g b")
+    <out>/cameras.json   poses per frame (below)
+    <out>/colmap/        cameras.txt, images.txt, points3D.txt of the optimised poses and
+                         the landmark points (:func:`facesfm.data.colmap.write_colmap_text`)
+    <out>/report.json    stages (oracle or learned), timings, BA summary, per-frame
+                         reprojection errors, counts, evaluation against GT when known
+    <out>/report.html    the same, self-contained (base64 PNGs): trajectory, reprojection
+                         errors, depth maps, the mesh from three views
+
+``cameras.json`` (format "facesfm-cameras", version 1)::
+
+    {"format", "version", "units": "mm", "convention": ..., "width", "height",
+     "K": 3x3 OpenCV intrinsics, "initial_source": how the initial poses were obtained,
+     "frames": [{"name", "input_index",
+                 "cam_T_world_initial":   4x4 (learned, or the oracle/perturbed start),
+                 "cam_T_world_optimised": 4x4 (after BA),
+                 "cam_T_world_gt":        4x4 (only for sequence input),
+                 "depth_scale", "reprojection_initial_px", "reprojection_optimised_px"}]}
+
+Convention: OpenCV camera axes (x right, y down, z forward); ``cam_T_world`` maps world
+points to the camera, ``X_cam = R X_world + t`` (mm); the pixel centre of (row r, col c) is
+at uv = (c, r). Poses without GT live in the frame of the first usable camera.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facesfm.errors import InputError
+
+__all__ = [
+    "CAMERAS_FORMAT",
+    "CONVENTION",
+    "Cameras",
+    "read_cameras",
+    "write_cameras",
+    "write_outputs",
+    "write_report_json",
+]
+
+CAMERAS_FORMAT = "facesfm-cameras"
+CAMERAS_VERSION = 1
+CONVENTION = ("OpenCV camera (x right, y down, z forward); cam_T_world maps world points to "
+              "the camera: X_cam = R X_world + t, millimetres; pixel centre of (row r, col c) "
+              "at uv = (c, r)")
+
+
+@dataclass(frozen=True)
+class Cameras:
+    """Contents of cameras.json. initial, optimised: (F, 4, 4); gt: (F, 4, 4) or None;
+    K (3, 3); names F; input_index (F,); depth_scale (F,)."""
+
+    K: np.ndarray
+    width: int
+    height: int
+    names: tuple[str, ...]
+    input_index: np.ndarray
+    initial: np.ndarray
+    optimised: np.ndarray
+    gt: np.ndarray | None
+    depth_scale: np.ndarray
+    initial_source: str
+    path: Path | None = None
+
+
+def write_cameras(path, cams: Cameras, extra_per_frame: list[dict] | None = None) -> None:
+    """Write ``cams`` as cameras.json (atomic)."""
+    from facesfm.io import write_json
+
+    frames = []
+    for i, name in enumerate(cams.names):
+        fr = {"name": name, "input_index": int(cams.input_index[i]),
+              "cam_T_world_initial": cams.initial[i].tolist(),
+              "cam_T_world_optimised": cams.optimised[i].tolist()}
+        if cams.gt is not None:
+            fr["cam_T_world_gt"] = cams.gt[i].tolist()
+        fr["depth_scale"] = float(cams.depth_scale[i])
+        if extra_per_frame is not None:
+            fr.update(extra_per_frame[i])
+        frames.append(fr)
+    write_json(path, {"format": CAMERAS_FORMAT, "version": CAMERAS_VERSION, "units": "mm",
+                      "convention": CONVENTION, "width": int(cams.width),
+                      "height": int(cams.height), "K": np.asarray(cams.K).tolist(),
+                      "initial_source": cams.initial_source, "frames": frames})
+
+
+def read_cameras(path) -> Cameras:
+    """Read cameras.json (or a solve output folder holding one); InputError naming the file
+    when it is missing or malformed."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "cameras.json"
+    if not path.is_file():
+        raise InputError(f"cameras file not found: {path}")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != CAMERAS_FORMAT:
+        raise InputError(f"{path}: not a {CAMERAS_FORMAT} file")
+    if d.get("version") != CAMERAS_VERSION:
+        raise InputError(f"{path}: version {d.get('version')!r} is not supported")
+    try:
+        frames = d["frames"]
+        if not frames:
+            raise ValueError("no frames")
+        arr = lambda k: np.array([fr[k] for fr in frames], dtype=np.float64)  # noqa: E731
+        initial, optimised = arr("cam_T_world_initial"), arr("cam_T_world_optimised")
+        has_gt = all("cam_T_world_gt" in fr for fr in frames)
+        gt = arr("cam_T_world_gt") if has_gt else None
+        K = np.array(d["K"], dtype=np.float64)
+        for a in (initial, optimised) + ((gt,) if gt is not None else ()):
+            if a.shape != (len(frames), 4, 4) or not np.all(np.isfinite(a)):
+                raise ValueError("poses must be finite 4x4 matrices")
+        if K.shape != (3, 3):
+            raise ValueError("K must be 3x3")
+        return Cameras(K, int(d["width"]), int(d["height"]),
+                       tuple(str(fr["name"]) for fr in frames),
+                       np.array([int(fr["input_index"]) for fr in frames]), initial, optimised,
+                       gt, np.array([float(fr.get("depth_scale", 1.0)) for fr in frames]),
+                       str(d.get("initial_source", "")), path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{path}: malformed cameras file ({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def _write_cloud(path: Path, cloud) -> None:
+    from facesfm.solve.fusion import _o3d
+
+    o3d = _o3d()
+    pc = o3d.geometry.PointCloud()
+    pc.points = o3d.utility.Vector3dVector(cloud.points)
+    pc.colors = o3d.utility.Vector3dVector(cloud.colors)
+    pc.normals = o3d.utility.Vector3dVector(cloud.normals)
+    if not o3d.io.write_point_cloud(str(path), pc, write_ascii=False):
+        raise OSError(f"could not write {path}")
+
+
+def _write_mesh(folder: Path, mesh) -> None:
+    import trimesh
+
+    col = np.clip(np.round(mesh.colors * 255), 0, 255).astype(np.uint8)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=col, process=False)
+    (folder / "mesh.ply").write_bytes(tm.export(file_type="ply"))
+    obj = tm.export(file_type="obj", include_color=True, include_normals=False,
+                    include_texture=False)
+    (folder / "mesh.obj").write_text(obj if isinstance(obj, str) else obj.decode())
+
+
+def cameras_of(res) -> Cameras:
+    """The :class:`Cameras` of a :class:`facesfm.solve.pipeline.SolveResult`."""
+    fr = res.frames
+    return Cameras(fr.K, fr.width, fr.height, fr.names, np.flatnonzero(res.kept),
+                   res.poses_initial, res.ba.poses, res.poses_gt, np.exp(res.ba.log_scale),
+                   res.config.stage_sources()["initial_poses"])
+
+
+def _finite(x):
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, dtype=np.float64)]
+
+
+def report_dict(res) -> dict:
+    """report.json contents of a SolveResult."""
+    from facesfm.config import to_dict
+
+    fr = res.frames
+    skipped = [i for i in range(len(res.kept)) if not res.kept[i]]
+    return {
+        "format": "facesfm-solve-report", "version": 1,
+        "input": {"path": str(fr.path), "kind": fr.source, "frames": int(len(res.kept)),
+                  "width": fr.width, "height": fr.height},
+        "intrinsics": {"K": fr.K.tolist(), "source": fr.K_source},
+        "stages": res.config.stage_sources(),
+        "frames_used": list(fr.names),
+        "frames_skipped": skipped,
+        "landmarks": {"count": int(res.landmarks.weight.shape[1]),
+                      "observed_per_frame": (res.landmarks.weight > 0).sum(1).tolist()},
+        "ba": res.ba.summary(),
+        "reprojection_px": {"initial": _finite(res.reproj_initial_px),
+                            "optimised": _finite(res.reproj_final_px),
+                            "initial_mean": float(np.nanmean(res.reproj_initial_px)),
+                            "optimised_mean": float(np.nanmean(res.reproj_final_px))},
+        "cloud": {"points": len(res.cloud)},
+        "mesh": {"vertices": int(len(res.mesh.vertices)), "faces": int(len(res.mesh.faces))},
+        "timings_s": {k: float(v) for k, v in res.timings.items()},
+        "evaluation": res.evaluation,
+        "config": to_dict(res.config),
+    }
+
+
+def write_report_json(path, res) -> None:
+    from facesfm.io import write_json
+
+    write_json(path, report_dict(res))
+
+
+def write_outputs(folder, res, html: bool = True) -> None:
+    """Write every output file of ``res`` (a SolveResult) into ``folder``."""
+    from facesfm.data.colmap import write_colmap_text
+
+    folder = Path(folder)
+    _write_cloud(folder / "cloud.ply", res.cloud)
+    _write_mesh(folder, res.mesh)
+    extra = [{"reprojection_initial_px": _finite([a])[0],
+              "reprojection_optimised_px": _finite([b])[0]}
+             for a, b in zip(res.reproj_initial_px, res.reproj_final_px)]
+    write_cameras(folder / "cameras.json", cameras_of(res), extra)
+    X = res.landmarks_xyz
+    fin = np.all(np.isfinite(X), 1)
+    vis = (res.landmarks.weight > 0) & fin[None]
+    colors = _landmark_colors(res, vis)
+    write_colmap_text(folder / "colmap", res.frames.K, res.frames.width, res.frames.height,
+                      res.ba.poses, list(res.frames.names), res.landmarks.ids,
+                      np.where(fin[:, None], X, 0.0), np.where(vis[..., None], res.landmarks.uv,
+                                                               0.0), vis, colors)
+    write_report_json(folder / "report.json", res)
+    if html:
+        from facesfm.io import atomic_path
+
+        with atomic_path(folder / "report.html") as tmp:
+            tmp.write_text(report_html(res))
+
+
+def _landmark_colors(res, vis) -> np.ndarray:
+    """(N, 3) uint8: each landmark's pixel colour in its first observing frame."""
+    N = vis.shape[1]
+    col = np.full((N, 3), 128, dtype=np.uint8)
+    H, W = res.frames.height, res.frames.width
+    for j in range(N):
+        f = np.flatnonzero(vis[:, j])
+        if len(f):
+            u, v = res.landmarks.uv[f[0], j]
+            r = int(np.clip(round(v), 0, H - 1))
+            c = int(np.clip(round(u), 0, W - 1))
+            col[j] = res.frames.images[f[0], r, c]
+    return col
+
+
+# ----------------------------------------------------------------------------- report.html
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _centres(T: np.ndarray) -> np.ndarray:
+    return -np.einsum("fba,fb->fa", T[:, :3, :3], T[:, :3, 3])
+
+
+def trajectory_figure(initial, optimised, gt=None, initial_label: str = "initial (learned)"):
+    """Camera centres seen from above (world x, z): initial vs optimised (vs GT, after a
+    Sim3 alignment of the optimised trajectory to it, applied to both estimates)."""
+    import matplotlib.pyplot as plt
+
+    from facesfm.eval.metrics import align_trajectories, poses_in_frame
+
+    if gt is not None and len(gt) >= 3:
+        try:
+            S = align_trajectories(optimised, gt, "sim3")
+            initial, optimised = poses_in_frame(S, initial), poses_in_frame(S, optimised)
+        except ValueError:
+            pass
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for T, label, style in ((initial, initial_label, "o--"),
+                            (optimised, "optimised (BA)", "s-"), (gt, "ground truth", "x:")):
+        if T is None:
+            continue
+        c = _centres(T)
+        ax.plot(c[:, 0], c[:, 2], style, label=label, ms=4)
+    ax.plot([0], [0], "k+", ms=10, label="world origin")
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("z (mm)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=8)
+    ax.set_title("camera centres, top view")
+    return fig
+
+
+def reprojection_figure(names, initial, optimised):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(names)), 3))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, initial, 0.4, label="initial")
+    ax.bar(x + 0.2, optimised, 0.4, label="optimised")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("RMS reprojection (px)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def depth_figure(depth, mask, names, count: int = 6):
+    import matplotlib.pyplot as plt
+
+    idx = np.unique(np.linspace(0, len(depth) - 1, min(count, len(depth))).round().astype(int))
+    fig, axes = plt.subplots(1, len(idx), figsize=(2.2 * len(idx), 2.4), squeeze=False)
+    valid = depth[mask & (depth > 0)]
+    lo, hi = (np.percentile(valid, [1, 99]) if valid.size else (0.0, 1.0))
+    for ax, i in zip(axes[0], idx):
+        d = np.where(mask[i] & (depth[i] > 0), depth[i], np.nan)
+        im = ax.imshow(d, cmap="viridis", vmin=lo, vmax=hi)
+        ax.set_title(names[i], fontsize=7)
+        ax.axis("off")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="depth (mm)")
+    return fig
+
+
+def mesh_views_figure(mesh, yaws=(-45.0, 0.0, 45.0), max_faces: int = 20000):
+    """The mesh from three yaw angles (painter's algorithm, Lambert shading x vertex colour),
+    in the world frame: the face looks down +z, +y up."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from facesfm.geometry.camera import look_at, transform
+
+    v, f, col = mesh.vertices, mesh.faces, mesh.colors
+    if len(f) > max_faces:  # vertex clustering keeps the surface closed (a subset has holes)
+        from facesfm.solve.fusion import _o3d
+
+        o3d = _o3d()
+        m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v),
+                                      o3d.utility.Vector3iVector(f.astype(np.int32)))
+        m.vertex_colors = o3d.utility.Vector3dVector(col)
+        edge = float(np.linalg.norm(v[f[:, 0]] - v[f[:, 1]], axis=1).mean())
+        m = m.simplify_vertex_clustering(edge * np.sqrt(len(f) / max_faces),
+                                         o3d.geometry.SimplificationContraction.Average)
+        v, f = np.asarray(m.vertices), np.asarray(m.triangles).astype(np.int64)
+        col = np.asarray(m.vertex_colors)
+    centre = 0.5 * (v.min(0) + v.max(0))
+    radius = float(np.linalg.norm(v.max(0) - v.min(0))) + 1.0
+    fig, axes = plt.subplots(1, len(yaws), figsize=(3 * len(yaws), 3.2))
+    for ax, yaw in zip(np.atleast_1d(axes), yaws):
+        a = np.deg2rad(yaw)
+        eye = centre + 2 * radius * np.array([np.sin(a), 0.0, np.cos(a)])
+        Xc = transform(look_at(eye, centre), v)
+        tri = Xc[f]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        shade = 0.25 + 0.75 * np.abs(n[:, 2])
+        rgb = np.clip(col[f].mean(1) * shade[:, None], 0, 1)
+        order = np.argsort(-tri[:, :, 2].mean(1))  # far first
+        pc = PolyCollection(tri[order][:, :, :2] * np.array([1.0, -1.0]),
+                            facecolors=rgb[order], edgecolors="none", antialiaseds=False)
+        ax.add_collection(pc)
+        ax.set_xlim(-0.6 * radius, 0.6 * radius)
+        ax.set_ylim(-0.6 * radius, 0.6 * radius)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(f"yaw {yaw:+.0f} deg", fontsize=8)
+    return fig
+
+
+def report_html(res) -> str:
+    """A self-contained HTML report (images embedded as base64 PNGs)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    rep = report_dict(res)
+    figs = [
+        ("Trajectory: learned vs optimised" + (" vs ground truth" if res.poses_gt is not None
+                                                else ""),
+         trajectory_figure(res.poses_initial, res.ba.poses, res.poses_gt,
+                           "initial: " + res.config.stage_sources()["initial_poses"])),
+        ("Per-frame reprojection error of the landmark points",
+         reprojection_figure(res.frames.names, res.reproj_initial_px, res.reproj_final_px)),
+        ("Depth maps (masked, times the BA depth scale)",
+         depth_figure(res.depth.depth * np.exp(res.ba.log_scale)[:, None, None],
+                      res.depth.mask, res.frames.names)),
+        ("The mesh from three views", mesh_views_figure(res.mesh)),
+    ]
+    esc = html_lib.escape
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>"
+                   for k, v in rep["stages"].items())
+    times = "".join(f"<tr><td>{esc(k)}</td><td>{v:.2f}</td></tr>"
+                    for k, v in rep["timings_s"].items())
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesfm solve report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}"
+        "pre{background:#f4f4f4;padding:6px}</style></head><body>",
+        f"<h1>facesfm solve: {esc(str(res.frames.path))}</h1>",
+        f"<p>{len(res.frames.names)} frames used of {len(res.kept)} "
+        f"({res.frames.width}x{res.frames.height}), {len(res.cloud)} cloud points, "
+        f"{len(res.mesh.faces)} mesh triangles.</p>",
+        f"<h2>Stages</h2><table>{rows}</table>",
+        f"<h2>Bundle adjustment</h2><pre>{esc(json.dumps(rep['ba'], indent=1))}</pre>",
+    ]
+    if res.evaluation:
+        parts.append("<h2>Evaluation against ground truth</h2>"
+                     f"<pre>{esc(json.dumps(res.evaluation, indent=1))}</pre>")
+    for title, fig in figs:
+        parts.append(f"<h2>{esc(title)}</h2><img src='data:image/png;base64,{_png(fig)}'>")
+    parts.append(f"<h2>Timings (s)</h2><table>{times}</table></body></html>")
+    return "\n".join(parts)
