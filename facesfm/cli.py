@@ -67,6 +67,72 @@ def render(out, overwrite, config, quiet, **options):
     render_batch(cfg, out, overwrite=overwrite, progress=not quiet, echo=click.echo)
 
 
+_TRAIN_COMMON = [
+    click.argument("data", type=click.Path()),
+    click.option("--out", required=True, type=click.Path(), help="Run folder."),
+    click.option("--preset", default=None,
+                 help="Config preset: tiny, small or paper [default: small]."),
+    click.option("--config", "config", type=click.Path(), default=None,
+                 help="YAML TrainConfig; options given here override it."),
+    click.option("--val", type=click.Path(), default=None,
+                 help="Validation sequences [default: the training data, not augmented]."),
+    click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
+    click.option("--seed", type=int, default=None),
+    click.option("--epochs", type=int, default=None),
+    click.option("--max-steps", type=int, default=None),
+    click.option("--batch-size", type=int, default=None),
+    click.option("--lr", type=float, default=None),
+    click.option("--image-size", type=int, default=None),
+    click.option("--landmarks", type=int, default=None, help="Number of landmarks N."),
+    click.option("--threads", type=int, default=None, help="torch CPU threads."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+]
+
+
+def _train_options(f):
+    for opt in reversed(_TRAIN_COMMON):
+        f = opt(f)
+    return f
+
+
+@cli.group()
+def train():
+    """Train the networks (stage 1: landmarks, stage 2: depth and pose). Multi-process:
+    ``torchrun --nproc_per_node K -m facesfm.cli train ...``."""
+
+
+@train.command("landmarks")
+@_train_options
+def train_landmarks_cmd(data, out, preset, config, val, resume, threads, quiet, **options):
+    """Stage 1: supervised landmark detector on rendered sequences in DATA."""
+    from facesfm.training.entry import train_command
+
+    train_command("landmarks", data, out, preset=preset, config=config, val=val,
+                  resume=resume, threads=threads, progress=not quiet, echo=click.echo,
+                  **options)
+
+
+@train.command("sfm")
+@_train_options
+@click.option("--landmarks-ckpt", type=click.Path(), default=None,
+              help="Stage-1 checkpoint (the frozen landmark detector).")
+@click.option("--ablation", type=str, default=None,
+              help="full, spectral (no landmarks) or landmark (landmark BA only).")
+@click.option("--ba/--no-ba", default=None, help="Bundle-adjustment layer on/off.")
+@click.option("--ba-backward", "backward", default=None,
+              help="BA backward mode: implicit, implicit_gn, unroll, truncated.")
+@click.option("--landmark-source", default=None, help="detector or gt (oracle ablation).")
+@click.option("--window", type=int, default=None, help="Frames per sample.")
+def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landmarks_ckpt,
+                  **options):
+    """Stage 2: unsupervised depth and pose with the BA layer, on sequences in DATA."""
+    from facesfm.training.entry import train_command
+
+    train_command("sfm", data, out, preset=preset, config=config, val=val, resume=resume,
+                  landmarks_ckpt=landmarks_ckpt, threads=threads, progress=not quiet,
+                  echo=click.echo, **options)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, standalone_mode=False)

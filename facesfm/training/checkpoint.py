@@ -1,0 +1,114 @@
+"""Checkpoints: written atomically, with everything a resumed run needs to continue
+bit-identically (weights, optimiser, RNG states, epoch and position in the epoch), plus the
+config and the code version for provenance.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facesfm.errors import InputError
+from facesfm.io import atomic_path
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "TrainState",
+    "code_version",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+CHECKPOINT_FORMAT = "facesfm-checkpoint-1"
+
+
+@dataclass
+class TrainState:
+    """Where a run is: ``step`` optimiser steps done in total, ``epoch`` the current epoch and
+    ``epoch_step`` the batches of it already consumed (0 at an epoch boundary)."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0
+
+
+def code_version() -> dict:
+    """``{"package": version, "git": commit or None, "dirty": bool or None}``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("facesfm")
+    except PackageNotFoundError:
+        pkg = None
+    root = Path(__file__).resolve().parents[2]
+    git = dirty = None
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip() or None
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                            capture_output=True, text=True, timeout=5, check=True).stdout
+        dirty = bool(st.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"package": pkg, "git": git, "dirty": dirty}
+
+
+def get_rng_state() -> dict:
+    """The global RNG states of torch, numpy and python."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: str | Path, *, models: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer | None, state: TrainState, config: dict,
+                    stage: str, extra: dict | None = None) -> Path:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous file intact.
+
+    models: name -> module (unwrapped, not DDP). config: the run's config as plain data.
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "stage": stage,
+        "models": {k: m.state_dict() for k, m in models.items()},
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "rng": get_rng_state(),
+        "state": {"step": state.step, "epoch": state.epoch, "epoch_step": state.epoch_step},
+        "config": config,
+        "code_version": code_version(),
+        "extra": extra or {},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (InputError naming the file if it
+    is missing, unreadable, or of another stage)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        # our own files: they hold numpy/python RNG states, which weights_only rejects
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a facesfm checkpoint")
+    if stage is not None and ck["stage"] != stage:
+        raise InputError(f"{path}: a '{ck['stage']}' checkpoint, expected '{stage}'")
+    return ck

@@ -1,0 +1,286 @@
+"""Training configuration: frozen dataclasses and the presets ``tiny`` / ``small`` / ``paper``
+as plain data (nested dicts fed through :func:`facesfm.config.from_dict`, so a preset and a
+user's YAML file go through the same strict loader).
+
+One :class:`TrainConfig` covers both stages: stage 1 (``facesfm train landmarks``) reads
+``data``, ``optim`` and ``landmarks``; stage 2 (``facesfm train sfm``) reads ``data``, ``optim``
+and ``sfm``. Presets:
+
+* ``paper``: the paper's settings (section 5.1): 384x384, 800 landmarks, Adam betas
+  (0.9, 0.99), batch 2, 50 epochs, BA over whole sequences.
+* ``small``: a useful model on a 2-core CPU in under an hour: 128x128, 200 landmarks,
+  windows of 5 frames, narrower networks.
+* ``tiny``: tests: 64x64, 68 landmarks, windows of 3 frames, very narrow networks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from facesfm.config import from_dict, load_yaml, to_dict
+from facesfm.errors import InputError
+
+__all__ = [
+    "ABLATIONS",
+    "BAConfig",
+    "DataConfig",
+    "LandmarkStageConfig",
+    "LossWeights",
+    "OptimConfig",
+    "PRESETS",
+    "SfmStageConfig",
+    "TrainConfig",
+    "build_train_config",
+    "preset_config",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the training samples look like.
+
+    image_size:  square side in pixels (a multiple of 32: DepthNet/PoseNet stride).
+    landmarks:   N, the first N landmarks of the nested ordering.
+    window:      frames per stage-2 sample (consecutive); None = whole sequences.
+    stride:      step between window starts (None = window, no overlap).
+    augment:     sequence-consistent augmentation (colour jitter, zoom, shift) on training data.
+    val_samples: at most this many samples are validated (None = all).
+    """
+
+    image_size: int = 128
+    landmarks: int = 68
+    window: int | None = 5
+    stride: int | None = None
+    augment: bool = True
+    val_samples: int | None = 8
+
+    def __post_init__(self):
+        if self.image_size < 32 or self.image_size % 32:
+            raise InputError(f"data.image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.window is not None and self.window < 2:
+            raise InputError(f"data.window must be >= 2 frames (or null), got {self.window}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam settings and run length (shared by both stages).
+
+    batch_size:  samples per step per process (frames in stage 1, sequences in stage 2).
+    epochs:      passes over the training data.
+    max_steps:   stop after this many optimiser steps in total (None: no cap).
+    grad_clip:   clip the global gradient norm (None: off).
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    batch_size: int = 2
+    epochs: int = 50
+    max_steps: int | None = None
+    grad_clip: float | None = 10.0
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise InputError(f"optim.batch_size must be >= 1, got {self.batch_size}")
+        if self.epochs < 1:
+            raise InputError(f"optim.epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise InputError(f"optim.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class LandmarkStageConfig:
+    """Stage 1: the landmark detector (see :class:`facesfm.networks.LandmarkNetConfig`)."""
+
+    variant: str = "heatmap"
+    in_channels: int = 1
+    channels: tuple[int, ...] = (32, 64, 96, 128)
+    fc_dims: tuple[int, ...] = (256, 256)
+    head_channels: int = 64
+    visibility_weight: float = 0.1
+
+
+@dataclass(frozen=True)
+class BAConfig:
+    """The bundle-adjustment layer inside the stage-2 graph.
+
+    enabled:           False = the ablation with learned poses only.
+    backend:           "lm" (facesfm.solvers.LMSolver).
+    backward:          a :class:`facesfm.solvers.BackwardMode` value ("implicit", "unroll", ...).
+    max_iterations:    LM iteration cap.
+    huber_px:          Huber kernel threshold in pixels (None: plain least squares).
+    depth_corrections: also estimate per-landmark log depth corrections.
+    float64:           solve in float64 (poses are cast back to the training dtype).
+    """
+
+    enabled: bool = True
+    backend: str = "lm"
+    backward: str = "implicit"
+    max_iterations: int = 10
+    huber_px: float | None = 2.0
+    depth_corrections: bool = False
+    float64: bool = True
+
+    def __post_init__(self):
+        if self.backend not in ("lm",):
+            raise InputError(f"sfm.ba.backend must be 'lm', got {self.backend!r}")
+        modes = ("none", "implicit", "implicit_gn", "unroll", "truncated")
+        if self.backward not in modes:
+            raise InputError(f"sfm.ba.backward must be one of {list(modes)}, got {self.backward!r}")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the stage-2 loss terms (0 switches a term off).
+
+    landmark:     landmark BA loss (eq. 2, px) with the refined poses.
+    spectral:     SSIM + L1 view synthesis (eq. 4) with the refined poses.
+    depth:        multi-view depth consistency (eq. 5) with the refined poses.
+    smooth:       edge-aware disparity smoothness.
+    pose_distill: landmark BA loss of the *learned* poses (depth detached): with the BA layer
+                  on, the refined poses do not depend on the network's initial poses at the
+                  optimum, so this is how PoseNet learns to start the solver close to it.
+    """
+
+    landmark: float = 0.02
+    spectral: float = 1.0
+    depth: float = 0.1
+    smooth: float = 1e-3
+    pose_distill: float = 0.02
+
+
+# Figure 10 / Table 1 of the paper: which terms each ablation keeps.
+ABLATIONS: dict[str, dict] = {
+    "full": {},
+    "spectral": {"landmark": 0.0, "pose_distill": 0.0},
+    "landmark": {"spectral": 0.0, "depth": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class SfmStageConfig:
+    """Stage 2: unsupervised depth and pose.
+
+    ablation:          "full", "spectral" (no landmarks anywhere: BA off, spectral + depth
+                       consistency + smoothness) or "landmark" (landmark BA only).
+    landmark_source:   "detector" (the frozen stage-1 network) or "gt" (the rendered landmark
+                       labels: an oracle-detector ablation; depth and pose GT are never used).
+    min_visibility:    detections with a lower visibility probability get BA weight 0.
+    """
+
+    ablation: str = "full"
+    landmark_source: str = "detector"
+    min_visibility: float = 0.5
+    depth_channels: tuple[int, ...] = (16, 24, 32, 64, 96, 160)
+    pose_channels: tuple[int, ...] = (16, 32, 64, 128, 192)
+    min_depth_mm: float = 200.0
+    max_depth_mm: float = 900.0
+    loss: LossWeights = field(default_factory=LossWeights)
+    ba: BAConfig = field(default_factory=BAConfig)
+
+    def __post_init__(self):
+        if self.ablation not in ABLATIONS:
+            raise InputError(f"sfm.ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}")
+        if self.landmark_source not in ("detector", "gt"):
+            raise InputError(
+                f"sfm.landmark_source must be 'detector' or 'gt', got {self.landmark_source!r}"
+            )
+
+    def effective_weights(self) -> LossWeights:
+        """The loss weights after applying the ablation."""
+        d = to_dict(self.loss)
+        d.update(ABLATIONS[self.ablation])
+        return LossWeights(**d)
+
+    def ba_active(self) -> bool:
+        """The BA layer runs (it needs landmarks, which the spectral ablation does not use)."""
+        return self.ba.enabled and self.ablation != "spectral"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data paths."""
+
+    preset: str = "custom"
+    seed: int = 0
+    log_every: int = 1
+    ckpt_every: int = 50
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    landmarks: LandmarkStageConfig = field(default_factory=LandmarkStageConfig)
+    sfm: SfmStageConfig = field(default_factory=SfmStageConfig)
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "preset": "paper",
+        "ckpt_every": 500,
+        "data": {"image_size": 384, "landmarks": 800, "window": None, "augment": True,
+                 "val_samples": 32},
+        "optim": {"lr": 1e-4, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 50},
+        "landmarks": {"variant": "paper", "in_channels": 1},
+        "sfm": {"ba": {"max_iterations": 20}},
+    },
+    "small": {
+        "preset": "small",
+        "ckpt_every": 100,
+        "data": {"image_size": 128, "landmarks": 200, "window": 5, "augment": True,
+                 "val_samples": 8},
+        "optim": {"lr": 2e-4, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 20},
+        "landmarks": {"variant": "heatmap", "channels": [16, 32, 64, 96], "head_channels": 32},
+        "sfm": {"depth_channels": [8, 16, 24, 32, 64, 96],
+                "pose_channels": [8, 16, 32, 64, 96],
+                "ba": {"max_iterations": 8}},
+    },
+    "tiny": {
+        "preset": "tiny",
+        "ckpt_every": 2,
+        "data": {"image_size": 64, "landmarks": 68, "window": 3, "augment": True,
+                 "val_samples": 2},
+        "optim": {"lr": 1e-3, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 2},
+        "landmarks": {"variant": "heatmap", "channels": [8, 8, 16, 16], "head_channels": 8,
+                      "fc_dims": [32, 32]},
+        "sfm": {"depth_channels": [4, 8, 8, 16, 16, 16], "pose_channels": [4, 8, 8, 16, 16],
+                "ba": {"max_iterations": 5}},
+    },
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def preset_config(name: str, overrides: dict | None = None) -> TrainConfig:
+    """The preset ``name`` with nested ``overrides`` applied (unknown keys are errors)."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    d = _merge(to_dict(TrainConfig()), PRESETS[name])
+    if overrides:
+        # validate the override keys against the schema first, for an error naming them
+        from_dict(TrainConfig, _merge(to_dict(TrainConfig()), overrides), "overrides")
+        d = _merge(d, overrides)
+    return from_dict(TrainConfig, d, f"preset {name}")
+
+
+def build_train_config(preset: str | None = None, config: str | None = None,
+                       overrides: dict | None = None) -> TrainConfig:
+    """Preset (default ``small``), then a YAML file's keys, then ``overrides``."""
+    cfg = preset_config(preset or "small")
+    d = to_dict(cfg)
+    if config is not None:
+        # load_yaml validates the file against the schema (unknown keys name the file)
+        import yaml
+
+        load_yaml(TrainConfig, config)
+        with open(config) as f:
+            d = _merge(d, yaml.safe_load(f) or {})
+    if overrides:
+        d = _merge(d, overrides)
+    return from_dict(TrainConfig, d, "config")

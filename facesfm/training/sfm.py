@@ -1,0 +1,347 @@
+"""Stage 2: unsupervised depth and pose with the bundle-adjustment layer in the graph.
+
+Per sample (F consecutive frames of one sequence):
+
+1. landmarks ``uv`` (F, N, 2) and weights from the frozen stage-1 detector (or the rendered
+   labels with ``sfm.landmark_source = "gt"``);
+2. DepthNet depth for every frame; PoseNet motion ``(f+1)_T_f`` of consecutive frames, chained
+   into ``cam_T_world`` with the world = camera 0;
+3. the BA layer (:class:`facesfm.solvers.LMSolver`, depth parameterisation of equation 2 over
+   all frame pairs of the sample) refines those poses from the landmarks and the predicted
+   depth at them; gradients reach the depth network through the solver's backward mode;
+4. the landmark BA loss (eq. 2), view synthesis (eq. 4), depth consistency (eq. 5) and
+   smoothness are computed with the refined poses; a pose-distillation term (the landmark BA
+   loss of the learned poses with the depth detached) trains PoseNet to start near the optimum.
+
+Ground-truth depth and poses never enter the loss: :class:`SfmInputs` is all the loss sees,
+and it carries neither. They are read only by :meth:`SfmTask.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from facesfm.data.dataset import AugmentConfig, SequenceDataset, SequenceSample
+from facesfm.errors import InputError
+from facesfm.geometry.camera import invert_pose
+from facesfm.losses import (
+    depth_consistency_loss,
+    landmark_ba_loss,
+    sample_depth_at,
+    smoothness_loss,
+    view_synthesis_loss,
+)
+from facesfm.networks import DepthNet, DepthNetConfig, LandmarkNet, PoseNet, PoseNetConfig
+from facesfm.networks.landmark import ba_weights
+from facesfm.training.config import BAConfig, LossWeights, TrainConfig
+from facesfm.training.distributed import DistInfo
+from facesfm.training.loop import TrainResult, run_training, seed_everything
+from facesfm.training.metrics import depth_errors, relative_rotation_errors
+
+__all__ = [
+    "SfmInputs",
+    "SfmNets",
+    "SfmTask",
+    "chain_poses",
+    "consecutive_pairs",
+    "inputs_from_sample",
+    "refine_poses",
+    "sfm_losses",
+    "train_sfm",
+]
+
+
+@dataclass
+class SfmInputs:
+    """What the stage-2 loss may see (no ground-truth depth or poses).
+
+    images: (B, F, 3, H, W) in [0, 1]; mask: (B, F, 1, H, W) bool face masks;
+    K: (B, 3, 3); uv: (B, F, N, 2) landmark pixels; weight: (B, F, N) BA weights (0 = unseen).
+    """
+
+    images: torch.Tensor
+    mask: torch.Tensor
+    K: torch.Tensor
+    uv: torch.Tensor
+    weight: torch.Tensor
+
+
+class SfmNets(nn.Module):
+    """DepthNet + PoseNet as one module (what DDP wraps and the checkpoint stores)."""
+
+    def __init__(self, depth_cfg: DepthNetConfig, pose_cfg: PoseNetConfig):
+        super().__init__()
+        self.depth = DepthNet(depth_cfg)
+        self.pose = PoseNet(pose_cfg)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, F, 3, H, W) -> depth (B, F, 1, H, W) mm and consecutive motions
+        ``(f+1)_T_f`` (B, F-1, 4, 4)."""
+        if images.dim() != 5 or images.shape[1] < 2:
+            raise ValueError(f"SfmNets: expected (B, F >= 2, 3, H, W), got {tuple(images.shape)}")
+        B, Fn = images.shape[:2]
+        depth = self.depth(images.flatten(0, 1))[0].unflatten(0, (B, Fn))
+        tgt = images[:, :-1].flatten(0, 1)
+        src = images[:, 1:].flatten(0, 1)
+        rel = self.pose(tgt, src).src_T_tgt.unflatten(0, (B, Fn - 1))
+        return depth, rel
+
+
+def chain_poses(rel: torch.Tensor) -> torch.Tensor:
+    """Consecutive motions ``(f+1)_T_f`` (B, F-1, 4, 4) -> ``cam_T_world`` (B, F, 4, 4) with
+    the world frame = camera 0 (``cam_T_world[:, 0] = I``)."""
+    B, P = rel.shape[:2]
+    T = [torch.eye(4, dtype=rel.dtype, device=rel.device).expand(B, 4, 4)]
+    for f in range(P):
+        T.append(rel[:, f] @ T[-1])
+    return torch.stack(T, 1)
+
+
+def consecutive_pairs(num_frames: int, device=None) -> torch.Tensor:
+    """(2 (F-1), 2) (target, source) pairs of neighbouring frames, both directions."""
+    a = torch.arange(num_frames - 1, device=device)
+    fwd = torch.stack([a, a + 1], 1)
+    return torch.cat([fwd, fwd.flip(1)], 0)
+
+
+def inputs_from_sample(sample: SequenceSample, detector: LandmarkNet | None, source: str,
+                       min_visibility: float = 0.5) -> SfmInputs:
+    """Build the loss inputs of a batch (B, F, ...); landmarks from the frozen ``detector``
+    (weights: visibility probability x inverse variance, zero below ``min_visibility`` or
+    outside the image) or from the labels (``source="gt"``: weight = visible)."""
+    images = sample.images
+    B, Fn, _, H, W = images.shape
+    if source == "gt":
+        uv = sample.uv
+        weight = sample.visible.to(images.dtype)
+    else:
+        if detector is None:
+            raise InputError("stage 2 needs a landmark detector: pass --landmarks-ckpt "
+                             "(a stage-1 checkpoint) or set sfm.landmark_source: gt")
+        with torch.no_grad():
+            out = detector(images.flatten(0, 1))
+            uv = out.uv.unflatten(0, (B, Fn))
+            prob = torch.sigmoid(out.visibility_logits).unflatten(0, (B, Fn))
+            weight = ba_weights(out).unflatten(0, (B, Fn)) * (prob >= min_visibility)
+            inside = ((uv[..., 0] >= 0) & (uv[..., 0] <= W - 1) & (uv[..., 1] >= 0)
+                      & (uv[..., 1] <= H - 1))
+            weight = weight * inside
+            # relative weights: the BA and the loss normalise, keep them O(1)
+            weight = weight / weight.amax((1, 2), keepdim=True).clamp_min(1e-12)
+    return SfmInputs(images=images, mask=sample.mask, K=sample.K, uv=uv, weight=weight)
+
+
+def _make_solver(ba: BAConfig):
+    from facesfm.solvers import BackwardMode, LMSolver
+
+    return LMSolver(max_iterations=ba.max_iterations, backward=BackwardMode(ba.backward))
+
+
+def refine_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
+                 lm_depth: torch.Tensor, init: torch.Tensor, ba: BAConfig
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Bundle-adjust each sequence of a batch (the BA layer).
+
+    K: (B, 3, 3); uv: (B, F, N, 2); weight: (B, F, N); lm_depth: (B, F, N) predicted depth at
+    the landmarks (mm, differentiable); init: (B, F, 4, 4) learned ``cam_T_world`` (frame 0 =
+    identity, held fixed as the gauge). Returns refined poses (B, F, 4, 4) in ``init``'s dtype
+    and metrics (``ba_rms_px``, ``ba_iterations``, ``ba_failures``: sequences where the solver
+    raised and the learned poses were kept).
+    """
+    from facesfm.solvers import AllPairs, BAProblem, BAState, HuberKernel, Parameterization
+    from facesfm.solvers import SolverError, TrivialKernel
+
+    solver = _make_solver(ba)
+    dt = torch.float64 if ba.float64 else init.dtype
+    kernel = TrivialKernel() if ba.huber_px is None else HuberKernel(ba.huber_px)
+    out, rms, iters, fails = [], [], [], 0
+    B, Fn = uv.shape[:2]
+    for b in range(B):
+        problem = BAProblem(
+            K=K[b].to(dt).expand(Fn, 3, 3), uv=uv[b].to(dt), weight=weight[b].to(dt),
+            depth=lm_depth[b].to(dt).clamp_min(1e-3), parameterization=Parameterization.DEPTH,
+            kernel=kernel, pairs=AllPairs(), depth_corrections=ba.depth_corrections,
+        ).drop_unconstrained()
+        try:
+            res = solver.solve(problem, BAState(poses=init[b].detach().to(dt)))
+        except (SolverError, torch.linalg.LinAlgError):
+            out.append(init[b])
+            fails += 1
+            continue
+        out.append(res.poses.to(init.dtype))
+        rms.append(res.rms_px)
+        iters.append(res.iterations)
+    nan = float("nan")
+    metrics = {
+        "ba_rms_px": torch.tensor(sum(rms) / len(rms) if rms else nan),
+        "ba_iterations": torch.tensor(float(sum(iters) / len(iters)) if iters else nan),
+        "ba_failures": torch.tensor(float(fails)),
+    }
+    return torch.stack(out), metrics
+
+
+def sfm_losses(inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor,
+               learned: torch.Tensor, w: LossWeights
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted stage-2 loss.
+
+    depth: (B, F, 1, H, W) mm; poses: (B, F, 4, 4) ``cam_T_world`` used by the geometric terms
+    (refined, or learned when the BA layer is off); learned: (B, F, 4, 4) the PoseNet chain
+    (pose distillation). Terms with weight 0 are not computed.
+    """
+    B, Fn, _, H, W = inp.images.shape
+    metrics: dict[str, torch.Tensor] = {}
+    total = depth.new_zeros(())
+    K_f = inp.K[:, None].expand(B, Fn, 3, 3)
+    if w.landmark > 0 or w.pose_distill > 0:
+        lm_depth = sample_depth_at(depth.flatten(0, 1), inp.uv.flatten(0, 1)).unflatten(0, (B, Fn))
+        if w.landmark > 0:
+            l, m = landmark_ba_loss(K_f, poses, inp.uv, inp.weight, lm_depth)
+            total = total + w.landmark * l
+            metrics["landmark"] = l.detach()
+            metrics["landmark_rmse_px"] = m["rmse_px"]
+        if w.pose_distill > 0:
+            l, _ = landmark_ba_loss(K_f, learned, inp.uv, inp.weight, lm_depth.detach())
+            total = total + w.pose_distill * l
+            metrics["pose_distill"] = l.detach()
+    if w.spectral > 0 or w.depth > 0:
+        pairs = consecutive_pairs(Fn, device=depth.device)
+        t, s = pairs[:, 0], pairs[:, 1]
+        src_T_tgt = (poses[:, s] @ invert_pose(poses[:, t])).flatten(0, 1)
+        tgt_img, src_img = inp.images[:, t].flatten(0, 1), inp.images[:, s].flatten(0, 1)
+        tgt_d, src_d = depth[:, t].flatten(0, 1), depth[:, s].flatten(0, 1)
+        tgt_m, src_m = inp.mask[:, t].flatten(0, 1), inp.mask[:, s].flatten(0, 1)
+        Kp = inp.K[:, None].expand(B, len(pairs), 3, 3).flatten(0, 1)
+        if w.spectral > 0:
+            l, m = view_synthesis_loss(tgt_img, src_img, tgt_d, src_T_tgt, Kp, tgt_m, src_m)
+            total = total + w.spectral * l
+            metrics["spectral"] = l.detach()
+            metrics["spectral_valid"] = m["valid_fraction"]
+        if w.depth > 0:
+            l, _ = depth_consistency_loss(tgt_d, src_d, src_T_tgt, Kp, tgt_m, src_m)
+            total = total + w.depth * l
+            metrics["depth_consistency"] = l.detach()
+    if w.smooth > 0:
+        l, _ = smoothness_loss(depth.flatten(0, 1), inp.images.flatten(0, 1),
+                               inp.mask.flatten(0, 1))
+        total = total + w.smooth * l
+        metrics["smooth"] = l.detach()
+    return total, metrics
+
+
+def build_sfm_nets(cfg: TrainConfig) -> SfmNets:
+    s = cfg.sfm
+    return SfmNets(
+        DepthNetConfig(channels=tuple(s.depth_channels), num_scales=1,
+                       min_depth_mm=s.min_depth_mm, max_depth_mm=s.max_depth_mm),
+        PoseNetConfig(channels=tuple(s.pose_channels)),
+    )
+
+
+class SfmTask:
+    """Stage-2 task for :func:`facesfm.training.loop.run_training`."""
+
+    stage = "sfm"
+
+    def __init__(self, cfg: TrainConfig, detector: LandmarkNet | None = None):
+        self.cfg = cfg
+        self.detector = detector
+        self.model = build_sfm_nets(cfg)
+        s = cfg.sfm
+        self.weights = s.effective_weights()
+        self.use_ba = s.ba_active()
+        needs_lm = self.use_ba or self.weights.landmark > 0 or self.weights.pose_distill > 0
+        self.needs_landmarks = needs_lm
+        if needs_lm and s.landmark_source == "detector" and detector is None:
+            raise InputError("stage 2 needs a landmark detector: pass --landmarks-ckpt "
+                             "(a stage-1 checkpoint) or set sfm.landmark_source: gt")
+        if detector is not None and detector.cfg.num_landmarks != cfg.data.landmarks:
+            raise InputError(f"the detector finds {detector.cfg.num_landmarks} landmarks but "
+                             f"data.landmarks is {cfg.data.landmarks}")
+
+    def inputs(self, sample: SequenceSample) -> SfmInputs:
+        if not self.needs_landmarks:
+            B, Fn = sample.images.shape[:2]
+            z = sample.images.new_zeros(B, Fn, 0)
+            return SfmInputs(sample.images, sample.mask, sample.K, z[..., None].expand(B, Fn, 0, 2), z)
+        return inputs_from_sample(sample, self.detector, self.cfg.sfm.landmark_source,
+                                  self.cfg.sfm.min_visibility)
+
+    def forward(self, model, inp: SfmInputs, grad_ba: bool = True):
+        """Depth, refined poses, learned poses and BA metrics of a batch."""
+        depth, rel = model(inp.images)
+        learned = chain_poses(rel)
+        metrics: dict[str, torch.Tensor] = {}
+        poses = learned
+        if self.use_ba:
+            B, Fn = inp.images.shape[:2]
+            lm_depth = sample_depth_at(depth.flatten(0, 1), inp.uv.flatten(0, 1)).unflatten(0, (B, Fn))
+            ba = self.cfg.sfm.ba if grad_ba else _no_grad_ba(self.cfg.sfm.ba)
+            poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, learned, ba)
+        return depth, poses, learned, metrics
+
+    def loss(self, model, batch: SequenceSample):
+        inp = self.inputs(batch)
+        depth, poses, learned, ba_metrics = self.forward(model, inp)
+        loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights)
+        return loss, {**metrics, **ba_metrics}
+
+    def validate(self, model, samples: list[SequenceSample]) -> dict[str, float]:
+        rows: list[dict[str, float]] = []
+        rot, rot_learned = [], []
+        for s in samples:
+            batch = _as_batch(s)
+            inp = self.inputs(batch)
+            depth, poses, learned, _ = self.forward(model, inp, grad_ba=False)
+            rows.append(depth_errors(depth[0], batch.depth[0], batch.mask[0]))
+            rot.append(relative_rotation_errors(poses[0], batch.cam_T_world[0]))
+            rot_learned.append(relative_rotation_errors(learned[0], batch.cam_T_world[0]))
+        out = {k: float(torch.tensor([r[k] for r in rows]).nanmean()) for k in rows[0]}
+        out["rot_err_deg"] = float(torch.cat(rot).mean())
+        out["rot_err_learned_deg"] = float(torch.cat(rot_learned).mean())
+        return out
+
+
+def _no_grad_ba(ba: BAConfig) -> BAConfig:
+    import dataclasses
+
+    return dataclasses.replace(ba, backward="none")
+
+
+def _as_batch(s: SequenceSample) -> SequenceSample:
+    from facesfm.data.dataset import collate_samples
+
+    return collate_samples([s])
+
+
+def sfm_datasets(cfg: TrainConfig, data, val=None):
+    """Windowed training samples (augmented) and validation windows (not augmented)."""
+    d = cfg.data
+    train = SequenceDataset(data, window=d.window, stride=d.stride, image_size=d.image_size,
+                            augment=AugmentConfig() if d.augment else None,
+                            landmarks=d.landmarks, seed=cfg.seed)
+    vset = SequenceDataset(val if val is not None else data, window=d.window, stride=d.stride,
+                           image_size=d.image_size, landmarks=d.landmarks)
+    return train, vset
+
+
+def train_sfm(cfg: TrainConfig, data, out, *, landmarks_ckpt: str | Path | None = None,
+              val=None, resume: bool = False, progress: bool = True,
+              dist: DistInfo | None = None, interrupt_after: int | None = None,
+              echo: Callable = print) -> TrainResult:
+    """Train depth and pose networks on sequences ``data`` (no depth/pose supervision)."""
+    detector = None
+    if landmarks_ckpt is not None:
+        from facesfm.training.landmarks import load_landmark_net
+
+        detector, _ = load_landmark_net(landmarks_ckpt)
+    seed_everything(cfg.seed)
+    task = SfmTask(cfg, detector)
+    train, vset = sfm_datasets(cfg, data, val)
+    return run_training(task, cfg, train, vset, out, resume=resume, progress=progress,
+                        dist=dist, interrupt_after=interrupt_after, echo=echo)
