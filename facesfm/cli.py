@@ -133,6 +133,66 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
                   echo=click.echo, **options)
 
 
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="Network checkpoint (landmark, depth and pose networks).")
+@click.option("--oracle-landmarks", is_flag=True,
+              help="Landmarks from the sequence's landmarks.npz instead of the network.")
+@click.option("--oracle-depth", is_flag=True,
+              help="Analysis: GT depth maps and masks instead of the depth network.")
+@click.option("--oracle-poses", is_flag=True, help="Same as --poses-init gt.")
+@click.option("--poses-init", type=click.Choice(["network", "gt", "gt-perturbed"]),
+              default=None, help="Initial poses [default: network].")
+@click.option("--perturb", default=None,
+              help="DEG,MM perturbation of --poses-init gt-perturbed [default: 3,10].")
+@click.option("--seed", type=int, default=None, help="Seed of the perturbation [default: 0].")
+@click.option("--landmarks", type=int, default=None, help="Use the first N landmark IDs.")
+@click.option("--focal", type=float, default=None,
+              help="Focal length in px [default: the sequence's, else 1.2 * max(W, H)].")
+@click.option("--intrinsics", default=None, help="f | f,cx,cy | fx,fy,cx,cy in px.")
+@click.option("--ba/--no-ba", default=None, help="Run the bundle adjustment [default: on].")
+@click.option("--mesh-method", type=click.Choice(["tsdf", "poisson"]), default=None,
+              help="Surface reconstruction [default: tsdf].")
+@click.option("--config", "config", type=click.Path(), default=None,
+              help="YAML SolveConfig; options given here override it.")
+@click.option("--no-html", is_flag=True, help="Skip report.html.")
+def solve(input_path, out, overwrite, focal, intrinsics, config, no_html, **options):
+    """Reconstruct a face from a sequence folder, a folder of images or a video file."""
+    from facesfm.solve.pipeline import build_solve_config, run_solve
+
+    cfg = build_solve_config(config, **options)
+    res = run_solve(input_path, out, cfg, overwrite=overwrite, focal=focal,
+                    intrinsics=intrinsics, echo=click.echo, html=not no_html)
+    click.echo(f"wrote {out}: {len(res.frames.names)} frames, {len(res.cloud)} points, "
+               f"{len(res.mesh.faces)} triangles, BA rms {res.ba.rms_px:.3f} px "
+               f"({res.timings.get('total', 0.0):.1f} s)")
+
+
+@cli.command()
+@click.argument("cameras", metavar="OUT_OR_CAMERAS_JSON", type=click.Path())
+@click.option("--gt", type=click.Path(), default=None,
+              help="Sequence folder with GT poses [default: GT stored in cameras.json].")
+@click.option("--gauge", type=click.Choice(["sim3", "se3", "first_frame", "first_frame_scaled"]),
+              default=None, help="Trajectory alignment [default: sim3].")
+@click.option("--plot", type=click.Path(), default=None, help="Write a PNG of the errors.")
+@click.option("--json", "json_path", type=click.Path(), default=None,
+              help="Write the summary as JSON.")
+def compare(cameras, gt, gauge, plot, json_path):
+    """Learned vs optimised poses per frame (and GT where known)."""
+    from facesfm.io import write_json
+    from facesfm.solve.compare import compare_cameras, format_comparison, plot_comparison
+
+    c = compare_cameras(cameras, gt=gt, gauge=gauge)
+    click.echo(format_comparison(c))
+    if plot:
+        plot_comparison(c, plot)
+    if json_path:
+        write_json(json_path, c.summary())
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, standalone_mode=False)

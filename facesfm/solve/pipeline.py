@@ -47,7 +47,9 @@ __all__ = [
     "POSE_INITS",
     "SolveConfig",
     "SolveResult",
+    "build_solve_config",
     "bundle_adjust",
+    "evaluate_against_gt",
     "hull_masks",
     "landmark_points",
     "oracle_depth",
@@ -559,3 +561,42 @@ def run_solve(input_path, out, cfg: SolveConfig = SolveConfig(), overwrite: bool
         write_report_json(tmp / "report.json", res)  # again, with the final timings
     res.out = out
     return replace(res)
+
+
+def build_solve_config(config=None, **options) -> SolveConfig:
+    """SolveConfig from defaults, then the YAML file ``config``, then the command-line
+    ``options`` that are not None/False: checkpoint, oracle_landmarks, oracle_depth,
+    oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool), mesh_method."""
+    from facesfm.config import from_dict, load_yaml, to_dict
+
+    base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
+    d = to_dict(base)
+    o = {k: v for k, v in options.items() if v is not None and v is not False}
+    allowed = {"checkpoint", "oracle_landmarks", "oracle_depth", "oracle_poses", "poses_init",
+               "perturb", "seed", "landmarks", "ba", "mesh_method"}
+    if set(o) - allowed:
+        raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
+    for k in ("checkpoint", "oracle_landmarks", "oracle_depth", "landmarks"):
+        if k in o:
+            d[k] = str(o[k]) if k == "checkpoint" else o[k]
+    if o.get("oracle_poses"):
+        if o.get("poses_init", "gt") != "gt":
+            raise InputError(f"--oracle-poses and --poses-init {o['poses_init']} disagree")
+        d["poses_init"] = "gt"
+    elif "poses_init" in o:
+        d["poses_init"] = o["poses_init"]
+    if "perturb" in o:
+        try:
+            deg, mm = (float(x) for x in str(o["perturb"]).split(","))
+        except ValueError:
+            raise InputError(f"--perturb {o['perturb']}: expected DEG,MM, e.g. 3,10") from None
+        if not (deg >= 0 and mm >= 0):
+            raise InputError(f"--perturb {o['perturb']}: must be >= 0")
+        d["perturb_rot_deg"], d["perturb_trans_mm"] = deg, mm
+    if "seed" in o:
+        d["perturb_seed"] = o["seed"]
+    if "ba" in options and options["ba"] is not None:
+        d["ba"]["enabled"] = bool(options["ba"])
+    if "mesh_method" in o:
+        d["fusion"]["mesh_method"] = o["mesh_method"]
+    return from_dict(SolveConfig, d, str(config) if config is not None else "options")
