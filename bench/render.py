@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 10.0  # 61 frames in < 10 s on 2 cores
@@ -35,7 +34,7 @@ def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
+    except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
@@ -62,7 +61,7 @@ def bench_face(label: str, model, repeats: int, tmp: Path) -> dict:
     from facesfm.render.writer import render_sequence
 
     t = time.perf_counter()
-    mesh, coeffs = model.sample(0)
+    mesh, _ = model.sample(0)
     t_face = time.perf_counter() - t
     cfg = RenderConfig()
     runs = []
@@ -96,8 +95,8 @@ def bench_face(label: str, model, repeats: int, tmp: Path) -> dict:
     best, med = min(runs), float(np.median(runs))
     return {
         "face": label,
-        "vertices": int(len(mesh.vertices)),
-        "triangles": int(len(mesh.faces)),
+        "vertices": len(mesh.vertices),
+        "triangles": len(mesh.faces),
         "textured": mesh.texture is not None,
         "frames": len(traj),
         "face_sample_s": round(t_face, 3),
@@ -122,6 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
 
+    from facesfm.errors import FacesfmError
     from facesfm.faces.builtin import BuiltinFaceModel
 
     models = [("builtin", BuiltinFaceModel())]
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         from facesfm.paths import find_ict_dir
 
         models.append(("ict", ICTFaceModel(find_ict_dir())))
-    except Exception as e:  # no shared data: builtin only
+    except FacesfmError as e:  # no shared data: builtin only
         print(f"(ICT-FaceKit skipped: {e})")
 
     tmp = Path(tempfile.mkdtemp(prefix="facesfm-bench-"))
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": _commit(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": os.cpu_count(),
@@ -158,16 +158,16 @@ def main(argv=None) -> int:
     lines = [
         "# Rendering benchmark",
         "",
-        f"{info['date']}, commit {info['commit']}, {info['cpus']} CPUs ({info['machine']}), "
-        f"load average {info['load_average_1m']}, GL: {info['gl_renderer']} "
-        f"({info['gl_platform']}).",
+        (f"{info['date']}, commit {info['commit']}, {info['cpus']} CPUs ({info['machine']}), "
+         f"load average {info['load_average_1m']}, GL: {info['gl_renderer']} "
+         f"({info['gl_platform']})."),
         "",
-        "One 61-frame 384x384 sequence (yaw -60..+60 every 2 degrees) written with all ground "
-        "truth (PNG images and masks, depth .npy, landmarks.npz, mesh.ply, COLMAP text). "
-        f"Target: < {TARGET_S:.0f} s per sequence; ratio = target / measured (> 1 is faster).",
+        ("One 61-frame 384x384 sequence (yaw -60..+60 every 2 degrees) written with all ground "
+         "truth (PNG images and masks, depth .npy, landmarks.npz, mesh.ply, COLMAP text). "
+         f"Target: < {TARGET_S:.0f} s per sequence; ratio = target / measured (> 1 is faster)."),
         "",
-        "| face | vertices | triangles | s / sequence (median) | frames/s | ratio to target "
-        "| GL draw (61) | visibility (61) | PNG (61) | MB on disk |",
+        ("| face | vertices | triangles | s / sequence (median) | frames/s | ratio to target "
+         "| GL draw (61) | visibility (61) | PNG (61) | MB on disk |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:

@@ -166,7 +166,7 @@ def test_user_mesh_in_cm(tmp_path, capsys):
 
 def test_ict_faces(tmp_path, capsys, ict_dir):
     out = tmp_path / "ict"
-    code, stdout, err = _run(["render", "--out", str(out), "--faces", "ict", "--ict-dir",
+    code, _, err = _run(["render", "--out", str(out), "--faces", "ict", "--ict-dir",
                               str(ict_dir), "--frames", "2", "--size", "96", "--focal", "125",
                               "--landmarks", "200", "--quiet"], capsys)
     assert code == 0, err

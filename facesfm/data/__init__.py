@@ -5,12 +5,12 @@ from facesfm.data.format import FORMAT_VERSION, Sequence, load_sequence
 
 __all__ = [
     "FORMAT_VERSION",
+    "AugmentConfig",
     "Sequence",
-    "load_sequence",
     "SequenceDataset",
     "SequenceSample",
-    "AugmentConfig",
     "collate_samples",
+    "load_sequence",
 ]
 
 

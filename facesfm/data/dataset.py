@@ -23,8 +23,14 @@ import torch.nn.functional as F
 from facesfm.data.format import Sequence, load_sequence
 from facesfm.errors import InputError
 
-__all__ = ["AugmentConfig", "SequenceSample", "SequenceDataset", "collate_samples",
-           "find_sequences", "resize_affine"]
+__all__ = [
+    "AugmentConfig",
+    "SequenceDataset",
+    "SequenceSample",
+    "collate_samples",
+    "find_sequences",
+    "resize_affine",
+]
 
 
 @dataclass(frozen=True)

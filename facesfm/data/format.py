@@ -58,9 +58,9 @@ __all__ = [
     "Sequence",
     "frame_files",
     "load_sequence",
+    "read_depth",
     "read_image",
     "read_mask",
-    "read_depth",
     "write_png",
 ]
 

@@ -7,16 +7,16 @@ from facesfm.render.visibility import landmark_visibility, sample_depth, vertex_
 
 __all__ = [
     "BatchConfig",
+    "FaceRenderer",
     "LightingConfig",
     "RenderConfig",
-    "TrajectoryConfig",
     "Trajectory",
-    "make_trajectory",
+    "TrajectoryConfig",
     "landmark_visibility",
+    "make_trajectory",
+    "render_sequence",
     "sample_depth",
     "vertex_normals",
-    "render_sequence",
-    "FaceRenderer",
 ]
 
 

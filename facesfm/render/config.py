@@ -13,12 +13,12 @@ from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 
 __all__ = [
-    "TrajectoryConfig",
-    "LightingConfig",
-    "RenderConfig",
-    "BatchConfig",
     "BACKGROUNDS",
     "FACE_SOURCES",
+    "BatchConfig",
+    "LightingConfig",
+    "RenderConfig",
+    "TrajectoryConfig",
 ]
 
 #: Background kinds: a constant colour, seeded per-pixel noise (smoothed), a seeded linear

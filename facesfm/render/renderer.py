@@ -33,14 +33,14 @@ from facesfm.render.config import LightingConfig
 from facesfm.render.visibility import outward_sign, vertex_normals
 
 __all__ = [
+    "FaceRenderer",
     "Lighting",
     "RenderedFrame",
-    "FaceRenderer",
+    "make_background",
+    "opencv_to_pyrender_pose",
     "sample_lighting",
     "shade_vertices",
-    "make_background",
     "temperature_rgb",
-    "opencv_to_pyrender_pose",
 ]
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")

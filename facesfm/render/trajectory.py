@@ -14,7 +14,7 @@ from facesfm.errors import InputError
 from facesfm.geometry.camera import look_at
 from facesfm.render.config import TrajectoryConfig
 
-__all__ = ["Trajectory", "make_trajectory", "sweep_yaws", "roll_matrix"]
+__all__ = ["Trajectory", "make_trajectory", "roll_matrix", "sweep_yaws"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def sweep_yaws(cfg: TrajectoryConfig) -> np.ndarray:
         if cfg.frames == 1:
             return np.array([(cfg.yaw_min + cfg.yaw_max) / 2.0])
         return np.linspace(cfg.yaw_min, cfg.yaw_max, cfg.frames)
-    n = int(round((cfg.yaw_max - cfg.yaw_min) / cfg.step)) + 1
+    n = round((cfg.yaw_max - cfg.yaw_min) / cfg.step) + 1
     return cfg.yaw_min + cfg.step * np.arange(n, dtype=np.float64)
 
 

@@ -20,10 +20,10 @@ import numpy as np
 from facesfm.geometry.camera import camera_center, project, transform
 
 __all__ = [
-    "vertex_normals",
+    "landmark_visibility",
     "outward_sign",
     "sample_depth",
-    "landmark_visibility",
+    "vertex_normals",
 ]
 
 

@@ -26,7 +26,7 @@ from facesfm.render.renderer import FaceRenderer, make_background, sample_lighti
 from facesfm.render.trajectory import make_trajectory
 from facesfm.render.visibility import landmark_visibility, outward_sign, vertex_normals
 
-__all__ = ["SequenceResult", "render_sequence", "vertex_albedo", "sequence_streams"]
+__all__ = ["SequenceResult", "render_sequence", "sequence_streams", "vertex_albedo"]
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,11 @@ from facesfm.data.dataset import (
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.geometry.camera import project, transform
-from facesfm.render.visibility import sample_depth
 
 
 def _bilinear(img, uv):
     """Sample (C, H, W) at (N, 2) OpenCV pixel positions."""
-    C, H, W = img.shape
+    _, H, W = img.shape
     u, v = uv[:, 0], uv[:, 1]
     c0 = np.clip(np.floor(u).astype(int), 0, W - 2)
     r0 = np.clip(np.floor(v).astype(int), 0, H - 2)
@@ -74,7 +73,7 @@ def test_resize_keeps_geometry(small_seq):
     ds = SequenceDataset(small_seq, image_size=(96, 64), dtype=torch.float64)
     s = ds[0]
     assert s.images.shape == (8, 3, 96, 64)
-    K, vis = _check_geometry(s, seq, range(8), 1e-9)
+    K, _ = _check_geometry(s, seq, range(8), 1e-9)
     np.testing.assert_allclose(K[0, 0], 170 * 64 / 128)
     np.testing.assert_allclose(K[0, 2], (63.5 + 0.5) * 0.5 - 0.5)
     A = resize_affine((128, 128), (96, 64))

@@ -1,7 +1,6 @@
 """Ground truth of a written sequence, checked from what is on disk."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -168,7 +167,7 @@ def test_ict_sequence(tmp_path, ict_dir):
     """ICT-FaceKit faces render with consistent ground truth too."""
     from facesfm.faces.ict import ICTFaceModel
 
-    mesh, coeffs = ICTFaceModel(ict_dir).sample(3)
+    mesh, _ = ICTFaceModel(ict_dir).sample(3)
     cfg = RenderConfig(trajectory=TrajectoryConfig(indices=(0, 30, 60)), write_mesh=False)
     seq = load_sequence(render_sequence(mesh, tmp_path / "ict", cfg, seed=3).path)
     vis = seq.visible

@@ -41,7 +41,7 @@ def test_frames_and_step_options():
 
 
 def test_subsets_pick_the_same_poses_as_the_full_sweep():
-    jit = dict(roll_jitter=5.0, distance_jitter=20.0, yaw_jitter=0.3)
+    jit = {"roll_jitter": 5.0, "distance_jitter": 20.0, "yaw_jitter": 0.3}
     full = make_trajectory(TrajectoryConfig(**jit), seed=7)
     every = make_trajectory(TrajectoryConfig(every=3, **jit), seed=7)
     idx = make_trajectory(TrajectoryConfig(indices=(60, 0, 31), **jit), seed=7)
@@ -81,13 +81,13 @@ def test_pitch_sweep():
 
 
 @pytest.mark.parametrize("kwargs,word", [
-    (dict(indices=(0, 61)), "indices"),
-    (dict(indices=(3, 3)), "repeat"),
-    (dict(yaw_jitter=0.5), "yaw_jitter"),
-    (dict(step=0.0), "step"),
-    (dict(yaw_min=10, yaw_max=-10), "yaw_max"),
-    (dict(every=2, indices=(1,)), "either"),
-    (dict(pitch=89.5), "pitch"),
+    ({"indices": (0, 61)}, "indices"),
+    ({"indices": (3, 3)}, "repeat"),
+    ({"yaw_jitter": 0.5}, "yaw_jitter"),
+    ({"step": 0.0}, "step"),
+    ({"yaw_min": 10, "yaw_max": -10}, "yaw_max"),
+    ({"every": 2, "indices": (1,)}, "either"),
+    ({"pitch": 89.5}, "pitch"),
 ])
 def test_bad_options_name_the_option(kwargs, word):
     with pytest.raises(InputError, match=word):
