@@ -115,6 +115,11 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     return from_dict(BatchConfig, d, str(config) if config is not None else "options")
 
 
+def _check_ict_dir(cfg: BatchConfig) -> None:
+    if cfg.ict_dir is not None and not Path(cfg.ict_dir).exists():
+        raise InputError(f"--ict-dir {cfg.ict_dir}: folder not found")
+
+
 def make_face_model(cfg: BatchConfig):
     """The FaceModel named by ``cfg.faces`` (checks its data now: InputError if unusable)."""
     if cfg.faces == "builtin":
@@ -125,8 +130,7 @@ def make_face_model(cfg: BatchConfig):
         from facesfm.faces.ict import ICTFaceModel
         from facesfm.paths import find_ict_dir
 
-        if cfg.ict_dir is not None and not Path(cfg.ict_dir).exists():
-            raise InputError(f"--ict-dir {cfg.ict_dir}: folder not found")
+        _check_ict_dir(cfg)
         return ICTFaceModel(find_ict_dir(cfg.ict_dir))
     from facesfm.faces.mesh import MeshFaceModel
 
@@ -219,15 +223,21 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"output folder exists and is not empty: {out} "
                          "(pass --overwrite to replace its sequences)")
-    model = make_face_model(cfg)  # fail early, in this process, on unusable face data
-    out.mkdir(parents=True, exist_ok=True)
     jobs = [(s, q, str(out), overwrite) for s in range(cfg.subjects)
             for q in range(cfg.sequences_per_subject)]
+    workers = min(cfg.workers, len(jobs))
+    # fail early, in this process, on unusable face data; workers build their own model
+    model = make_face_model(cfg) if workers == 1 or cfg.faces == "mesh" else None
+    if model is None and cfg.faces == "ict":
+        from facesfm.paths import find_ict_dir
+
+        _check_ict_dir(cfg)
+        find_ict_dir(cfg.ict_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     entries = []
     bar = tqdm(total=len(jobs), unit="seq", desc="render", disable=not progress,
                file=sys.stderr)
-    workers = min(cfg.workers, len(jobs))
     try:
         if workers == 1:
             _init_worker(to_dict(cfg), model)
