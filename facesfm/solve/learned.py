@@ -1,17 +1,15 @@
-"""The learned stages of ``facesfm solve``: networks from a checkpoint, run on a frame set.
+"""The learned stages of ``facesfm solve``: networks from training checkpoints, run on frames.
 
-Checkpoint format (what the training code is expected to write; ``torch.save`` of a dict)::
+Checkpoints are the ones ``facesfm train`` writes (:mod:`facesfm.training.checkpoint`):
 
-    {"format": "facesfm-checkpoint", "version": 1,
-     "image_size": [W, H],                  # network input size (multiples of 32)
-     "landmark": {"config": LandmarkNetConfig as a dict, "state_dict": {...}},
-     "depth":    {"config": DepthNetConfig as a dict,    "state_dict": {...}},
-     "pose":     {"config": PoseNetConfig as a dict,     "state_dict": {...}}}
+* ``--landmark-checkpoint``: a stage "landmarks" checkpoint (model = the LandmarkNet);
+* ``--checkpoint``: a stage "sfm" checkpoint (model = ``SfmNets``: DepthNet + PoseNet).
 
-Frames are resized to ``image_size`` for the networks; landmark pixels and depth maps are
-mapped back to the input resolution (pixel centres: u_in = (u_net + 0.5) * W_in / W_net - 0.5).
-Poses: ``cam_T_world`` of frame k is ``PoseNet(frame_ref, frame_k).src_T_tgt`` (``k_T_ref``),
-i.e. the world frame is the reference frame's camera.
+Each holds its TrainConfig; the networks run at its ``data.image_size`` (square). Frames are
+resized to it; landmark pixels and depth maps are mapped back to the input resolution (pixel
+centres: u_in = (u_net + 0.5) * W_in / W_net - 0.5). Poses, as in training: PoseNet on
+consecutive frames gives ``(f+1)_T_f``, chained into ``cam_T_world`` with the world = the
+first frame's camera (:func:`facesfm.training.sfm.chain_poses`).
 """
 
 from __future__ import annotations
@@ -24,87 +22,67 @@ import torch
 
 from facesfm.errors import InputError
 
-__all__ = ["CHECKPOINT_FORMAT", "Networks", "load_checkpoint", "save_checkpoint",
-           "run_landmarks", "run_depth", "run_poses"]
-
-CHECKPOINT_FORMAT = "facesfm-checkpoint"
-CHECKPOINT_VERSION = 1
+__all__ = ["Networks", "load_networks", "run_landmarks", "run_depth", "run_poses"]
 
 
 @dataclass
 class Networks:
-    """The three networks in eval mode and the input size (W, H) they run at."""
+    """Networks in eval mode (None where that stage is an oracle) and their input sizes
+    (W, H)."""
 
-    landmark: torch.nn.Module
-    depth: torch.nn.Module
-    pose: torch.nn.Module
-    image_size: tuple[int, int]
-    path: Path
-
-
-def save_checkpoint(path, landmark, depth, pose, image_size: tuple[int, int]) -> None:
-    """Write networks in the format :func:`load_checkpoint` reads (atomic)."""
-    from facesfm.config import to_dict
-    from facesfm.io import atomic_path
-
-    blob = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "image_size": [int(image_size[0]), int(image_size[1])]}
-    for k, net in (("landmark", landmark), ("depth", depth), ("pose", pose)):
-        blob[k] = {"config": to_dict(net.cfg), "state_dict": net.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    landmark: torch.nn.Module | None
+    depth: torch.nn.Module | None
+    pose: torch.nn.Module | None
+    landmark_size: tuple[int, int] | None
+    sfm_size: tuple[int, int] | None
 
 
-def load_checkpoint(path, device: str | torch.device = "cpu") -> Networks:
-    """Load the three networks; InputError naming the file when it is missing, unreadable,
-    not a facesfm checkpoint, of another version, or its weights do not fit the networks."""
+def _load(path, stage: str):
     from facesfm.config import from_dict
-    from facesfm.networks import (
-        DepthNet,
-        DepthNetConfig,
-        LandmarkNet,
-        LandmarkNetConfig,
-        PoseNet,
-        PoseNetConfig,
-    )
+    from facesfm.training.checkpoint import load_checkpoint
+    from facesfm.training.config import TrainConfig
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
+    ck = load_checkpoint(path, stage=stage)  # InputError: missing, unreadable, wrong stage
     try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises pickle/zip/runtime errors for foreign files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"checkpoint {path}: unreadable ({msg[:200]})") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
-    if blob.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"checkpoint {path}: version {blob.get('version')!r} is not supported "
-                         f"(this facesfm reads version {CHECKPOINT_VERSION})")
-    nets = {}
-    for key, cls, cfg_cls in (("landmark", LandmarkNet, LandmarkNetConfig),
-                              ("depth", DepthNet, DepthNetConfig),
-                              ("pose", PoseNet, PoseNetConfig)):
-        part = blob.get(key)
-        if not isinstance(part, dict) or "config" not in part or "state_dict" not in part:
-            raise InputError(f"checkpoint {path}: no {key} network (config + state_dict)")
-        try:
-            net = cls(from_dict(cfg_cls, part["config"], f"checkpoint {path}: {key} config"))
-            net.load_state_dict(part["state_dict"])
-        except InputError:
-            raise
-        except (RuntimeError, ValueError, TypeError) as e:
-            first = str(e).splitlines()[0]
-            raise InputError(f"checkpoint {path}: incompatible {key} network ({first[:200]})"
-                             ) from None
-        nets[key] = net.to(device).eval()
+        cfg = from_dict(TrainConfig, ck["config"], f"{path} config")
+        state = ck["models"]["model"]
+    except (KeyError, TypeError) as e:
+        raise InputError(f"checkpoint {path}: malformed ({type(e).__name__}: {e})") from None
+    return cfg, state
+
+
+def _restore(net, state, path, what):
     try:
-        W, H = (int(x) for x in blob["image_size"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"checkpoint {path}: image_size [W, H] missing or malformed") from None
-    if W % 32 or H % 32 or W < 32 or H < 32:
-        raise InputError(f"checkpoint {path}: image_size {W}x{H} must be multiples of 32")
-    return Networks(nets["landmark"], nets["depth"], nets["pose"], (W, H), path)
+        net.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"checkpoint {path}: incompatible {what} ({first[:200]})") from None
+    return net.eval()
+
+
+def load_networks(checkpoint=None, landmark_checkpoint=None,
+                  device: str | torch.device = "cpu") -> Networks:
+    """Load the sfm (depth + pose) and/or landmark networks; InputError naming the file when
+    it is missing, unreadable, of the wrong stage or its weights do not fit."""
+    lm = dp = ps = None
+    lsize = ssize = None
+    if landmark_checkpoint is not None:
+        from facesfm.training.landmarks import build_landmark_net
+
+        cfg, state = _load(landmark_checkpoint, "landmarks")
+        lm = _restore(build_landmark_net(cfg), state, landmark_checkpoint, "landmark network")
+        lm = lm.to(device)
+        lsize = (cfg.data.image_size, cfg.data.image_size)
+    if checkpoint is not None:
+        from facesfm.training.sfm import build_sfm_nets
+
+        cfg, state = _load(checkpoint, "sfm")
+        nets = _restore(build_sfm_nets(cfg), state, checkpoint, "depth/pose networks")
+        nets = nets.to(device)
+        dp, ps = nets.depth, nets.pose
+        ssize = (cfg.data.image_size, cfg.data.image_size)
+    return Networks(lm, dp, ps, lsize, ssize)
 
 
 def _batch(images: np.ndarray, size: tuple[int, int], device) -> torch.Tensor:
@@ -122,22 +100,24 @@ def _param(net) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8):
+def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8,
+                  min_visibility: float = 0.5):
     """Landmarks of every frame: (uv (F, N, 2) input pixels, weight (F, N) = BA weight where
-    the visibility probability is >= 0.5, else 0)."""
+    the visibility probability is >= ``min_visibility``, else 0)."""
     from facesfm.networks import ba_weights
 
     H, W = images.shape[1:3]
-    w, h = nets.image_size
+    w, h = nets.landmark_size
     dev = _param(nets.landmark).device
     uvs, ws = [], []
     for i in range(0, len(images), batch):
-        out = nets.landmark(_batch(images[i:i + batch], nets.image_size, dev))
+        out = nets.landmark(_batch(images[i:i + batch], nets.landmark_size, dev))
         uv = out.uv.double().cpu().numpy()
         uv[..., 0] = (uv[..., 0] + 0.5) * W / w - 0.5
         uv[..., 1] = (uv[..., 1] + 0.5) * H / h - 0.5
-        vis = torch.sigmoid(out.visibility_logits) >= 0.5
-        ws.append((ba_weights(out) * vis).double().cpu().numpy())
+        vis = torch.sigmoid(out.visibility_logits) >= min_visibility
+        # inverse variances are per network pixel^2: rescale to input pixels
+        ws.append((ba_weights(out) * vis).double().cpu().numpy() * (w / W) * (h / H))
         uvs.append(uv)
     return np.concatenate(uvs), np.concatenate(ws)
 
@@ -149,7 +129,7 @@ def run_depth(nets: Networks, images: np.ndarray, batch: int = 4) -> np.ndarray:
     dev = _param(nets.depth).device
     out = []
     for i in range(0, len(images), batch):
-        d = nets.depth(_batch(images[i:i + batch], nets.image_size, dev))[0]
+        d = nets.depth(_batch(images[i:i + batch], nets.sfm_size, dev))[0]
         if d.shape[-2:] != (H, W):
             d = torch.nn.functional.interpolate(d, size=(H, W), mode="bilinear",
                                                 align_corners=False)
@@ -158,16 +138,14 @@ def run_depth(nets: Networks, images: np.ndarray, batch: int = 4) -> np.ndarray:
 
 
 @torch.no_grad()
-def run_poses(nets: Networks, images: np.ndarray, reference: int = 0,
-              batch: int = 8) -> np.ndarray:
-    """(F, 4, 4) float64 cam_T_world with the world = the reference frame's camera."""
+def run_poses(nets: Networks, images: np.ndarray, batch: int = 8) -> np.ndarray:
+    """(F, 4, 4) float64 cam_T_world (world = frame 0's camera) from consecutive motions."""
+    from facesfm.training.sfm import chain_poses
+
     dev = _param(nets.pose).device
-    x = _batch(images, nets.image_size, dev)
-    F = len(images)
-    T = np.zeros((F, 4, 4))
-    for i in range(0, F, batch):
-        src = x[i:i + batch]
-        tgt = x[reference:reference + 1].expand_as(src)
-        T[i:i + batch] = nets.pose(tgt, src).src_T_tgt.double().cpu().numpy()
-    T[reference] = np.eye(4)
-    return T
+    x = _batch(images, nets.sfm_size, dev)
+    rel = []
+    for i in range(0, len(images) - 1, batch):
+        j = min(i + batch, len(images) - 1)
+        rel.append(nets.pose(x[i:j], x[i + 1:j + 1]).src_T_tgt)
+    return chain_poses(torch.cat(rel)[None].double())[0].cpu().numpy()

@@ -5,14 +5,14 @@ Stages pass plain values (:class:`Landmarks`, :class:`DepthMaps`, :class:`BAOutc
 folder's ground truth, so the pipeline runs end to end before the networks are trained:
 
 =================  ==========================================  ===============================
-stage              learned (``--checkpoint``)                   oracle
+stage              learned                                      oracle
 =================  ==========================================  ===============================
-landmarks          LandmarkNet: uv, BA weight (visible >= 0.5)  ``--oracle-landmarks``: the
-                                                                sequence's uv / visible
-depth + mask       DepthNet; mask = convex hull of the frame's  ``--oracle-depth``: GT depth
-                   visible landmarks                            maps and face masks
-initial poses      PoseNet(ref, k) chained from the first       ``--poses-init gt`` (alias
-                   usable frame                                 ``--oracle-poses``) or
+landmarks          LandmarkNet (``--landmark-checkpoint``): uv, ``--oracle-landmarks``: the
+                   BA weight where visibility >= 0.5            sequence's uv / visible
+depth + mask       DepthNet (``--checkpoint``); mask = convex   ``--oracle-depth``: GT depth
+                   hull of the frame's visible landmarks        maps and face masks
+initial poses      PoseNet (``--checkpoint``) on consecutive    ``--poses-init gt`` (alias
+                   usable frames, chained                       ``--oracle-poses``) or
                                                                 ``gt-perturbed``
 =================  ==========================================  ===============================
 
@@ -96,8 +96,10 @@ class BAConfig:
 class SolveConfig:
     """Options of ``facesfm solve``.
 
-    checkpoint:        network checkpoint (:mod:`facesfm.solve.learned`); needed by every
-                       stage that is not an oracle.
+    checkpoint:        stage-2 ("sfm") training checkpoint: depth and pose networks
+                       (:mod:`facesfm.solve.learned`); needed unless depth and poses are oracle.
+    landmark_checkpoint: stage-1 ("landmarks") training checkpoint; needed unless
+                       ``oracle_landmarks``.
     oracle_landmarks:  landmarks from the sequence's landmarks.npz (sequence input only).
     oracle_depth:      GT depth maps and masks (sequence input only; an analysis switch).
     poses_init:        "network", "gt" or "gt-perturbed" (GT poses moved by a random
@@ -110,6 +112,7 @@ class SolveConfig:
     """
 
     checkpoint: str | None = None
+    landmark_checkpoint: str | None = None
     oracle_landmarks: bool = False
     oracle_depth: bool = False
     poses_init: str = "network"
@@ -133,8 +136,8 @@ class SolveConfig:
             raise InputError(f"--landmarks must be >= 1, got {self.landmarks}")
 
     @property
-    def needs_networks(self) -> bool:
-        return not (self.oracle_landmarks and self.oracle_depth and self.poses_init != "network")
+    def needs_sfm_networks(self) -> bool:
+        return not self.oracle_depth or self.poses_init == "network"
 
     def stage_sources(self) -> dict:
         """Which stages are oracle (for reports and the benchmark)."""
@@ -409,17 +412,19 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     if cfg.poses_init != "network":
         _need_sequence(frames, f"--poses-init {cfg.poses_init}")
     nets = None
-    if cfg.needs_networks:
-        if cfg.checkpoint is None:
-            missing = [n for n, o in (("--oracle-landmarks", cfg.oracle_landmarks),
-                                      ("--oracle-depth", cfg.oracle_depth),
-                                      ("--poses-init gt|gt-perturbed",
-                                       cfg.poses_init != "network")) if not o]
-            raise InputError("no --checkpoint given: the learned stages need trained networks "
-                             f"(or use oracle inputs: {', '.join(missing)})")
-        from facesfm.solve.learned import load_checkpoint
+    if not cfg.oracle_landmarks and cfg.landmark_checkpoint is None:
+        raise InputError("no --landmark-checkpoint given: the landmark detector needs a trained "
+                         "network (or use --oracle-landmarks with a sequence folder)")
+    if cfg.needs_sfm_networks and cfg.checkpoint is None:
+        raise InputError("no --checkpoint given: the depth/pose networks need a trained sfm "
+                         "checkpoint (or use --oracle-depth and --poses-init gt|gt-perturbed "
+                         "with a sequence folder)")
+    if cfg.checkpoint is not None or cfg.landmark_checkpoint is not None:
+        from facesfm.solve.learned import load_networks
 
-        nets = load_checkpoint(cfg.checkpoint, cfg.device)
+        nets = load_networks(cfg.checkpoint if cfg.needs_sfm_networks else None,
+                             None if cfg.oracle_landmarks else cfg.landmark_checkpoint,
+                             cfg.device)
     lap("load")
 
     # landmarks, and which frames show a face
@@ -459,7 +464,7 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     if cfg.poses_init == "network":
         from facesfm.solve.learned import run_poses
 
-        poses0 = run_poses(nets, used.images, reference=0)
+        poses0 = run_poses(nets, used.images)
     elif cfg.poses_init == "gt":
         poses0 = gt.copy()
     else:
@@ -565,20 +570,21 @@ def run_solve(input_path, out, cfg: SolveConfig = SolveConfig(), overwrite: bool
 
 def build_solve_config(config=None, **options) -> SolveConfig:
     """SolveConfig from defaults, then the YAML file ``config``, then the command-line
-    ``options`` that are not None/False: checkpoint, oracle_landmarks, oracle_depth,
+    ``options`` that are not None/False: checkpoint, landmark_checkpoint, oracle_landmarks, oracle_depth,
     oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool), mesh_method."""
     from facesfm.config import from_dict, load_yaml, to_dict
 
     base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
     d = to_dict(base)
     o = {k: v for k, v in options.items() if v is not None and v is not False}
-    allowed = {"checkpoint", "oracle_landmarks", "oracle_depth", "oracle_poses", "poses_init",
+    allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth", "oracle_poses", "poses_init",
                "perturb", "seed", "landmarks", "ba", "mesh_method"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
-    for k in ("checkpoint", "oracle_landmarks", "oracle_depth", "landmarks"):
+    for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
+              "landmarks"):
         if k in o:
-            d[k] = str(o[k]) if k == "checkpoint" else o[k]
+            d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
     if o.get("oracle_poses"):
         if o.get("poses_init", "gt") != "gt":
             raise InputError(f"--oracle-poses and --poses-init {o['poses_init']} disagree")

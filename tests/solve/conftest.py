@@ -1,0 +1,51 @@
+"""Shared fixtures: one small rendered sequence (9 frames, 160x160, 200 landmarks, yaw -60..+60)
+and two oracle solves of it, computed once per test session."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def seq9(tmp_path_factory):
+    """Path of a 9-frame 160x160 built-in face sequence (f = 220 px, 500 mm away)."""
+    from facesfm.faces.builtin import BuiltinFaceModel
+    from facesfm.render.config import RenderConfig, TrajectoryConfig
+    from facesfm.render.writer import render_sequence
+
+    mesh, coeffs = BuiltinFaceModel().sample(0)
+    out = tmp_path_factory.mktemp("solve") / "seq9"
+    cfg = RenderConfig(width=160, height=160, focal=220.0, landmarks=200,
+                       trajectory=TrajectoryConfig(frames=9))
+    render_sequence(mesh, out, cfg, seed=0,
+                    face_info={"source": "builtin", "seed": 0, "coeffs": coeffs})
+    return out
+
+
+@pytest.fixture(scope="session")
+def solved_gt(seq9, tmp_path_factory):
+    """run_solve with oracle landmarks, GT depth and GT poses, BA off (pure fusion)."""
+    from facesfm.solve.pipeline import BAConfig, SolveConfig, run_solve
+
+    cfg = SolveConfig(oracle_landmarks=True, oracle_depth=True, poses_init="gt",
+                      ba=BAConfig(enabled=False))
+    out = tmp_path_factory.mktemp("solved") / "gt"
+    return run_solve(seq9, out, cfg, echo=None)
+
+
+@pytest.fixture(scope="session")
+def solved_perturbed(seq9, tmp_path_factory):
+    """run_solve from GT poses perturbed by 3 deg / 10 mm, with the BA layer."""
+    from facesfm.solve.pipeline import SolveConfig, run_solve
+
+    cfg = SolveConfig(oracle_landmarks=True, oracle_depth=True, poses_init="gt-perturbed",
+                      perturb_rot_deg=3.0, perturb_trans_mm=10.0, perturb_seed=1)
+    out = tmp_path_factory.mktemp("solved") / "perturbed"
+    return run_solve(seq9, out, cfg, echo=None)
+
+
+def frames_of(seq, n=None):
+    from facesfm.data.format import load_sequence
+
+    s = load_sequence(seq)
+    n = len(s) if n is None else n
+    return s, np.stack([s.image(i) for i in range(n)])
