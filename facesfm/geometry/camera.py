@@ -14,7 +14,6 @@ Frames and units used everywhere in facesfm:
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 __all__ = [
     "intrinsics",
@@ -32,6 +31,19 @@ def intrinsics(focal: float, width: int, height: int) -> np.ndarray:
     return np.array(
         [[focal, 0.0, (width - 1) / 2.0], [0.0, focal, (height - 1) / 2.0], [0.0, 0.0, 1.0]]
     )
+
+
+def _stack_last(like, parts):
+    """Stack along a new last axis with the library of ``like`` (numpy or torch).
+
+    torch is imported only when a tensor comes in, so numpy-only users (render workers) do
+    not pay for importing it.
+    """
+    if isinstance(like, np.ndarray):
+        return np.stack(parts, axis=-1)
+    import torch
+
+    return torch.stack(parts, dim=-1)
 
 
 def _matmul_T(x, m):
@@ -58,9 +70,7 @@ def project(K, x_cam):
     z = x_cam[..., 2]
     u = fx * x_cam[..., 0] / z + cx
     v = fy * x_cam[..., 1] / z + cy
-    if isinstance(x_cam, np.ndarray):
-        return np.stack([u, v], axis=-1)
-    return torch.stack([u, v], dim=-1)
+    return _stack_last(x_cam, [u, v])
 
 
 def backproject(K, uv, depth):
@@ -71,21 +81,15 @@ def backproject(K, uv, depth):
     cy = K[..., 1, 2, None]
     x = (uv[..., 0] - cx) / fx * depth
     y = (uv[..., 1] - cy) / fy * depth
-    if isinstance(uv, np.ndarray):
-        return np.stack([x, y, depth], axis=-1)
-    return torch.stack([x, y, depth], dim=-1)
+    return _stack_last(uv, [x, y, depth])
 
 
 def invert_pose(b_T_a):
     """Inverse of rigid transforms (..., 4, 4)."""
     R = b_T_a[..., :3, :3]
     t = b_T_a[..., :3, 3:]
-    if isinstance(b_T_a, np.ndarray):
-        Rt = R.swapaxes(-1, -2)
-        out = np.zeros_like(b_T_a)
-    else:
-        Rt = R.transpose(-1, -2)
-        out = torch.zeros_like(b_T_a)
+    Rt = R.swapaxes(-1, -2) if isinstance(b_T_a, np.ndarray) else R.transpose(-1, -2)
+    out = b_T_a * 0
     out[..., :3, :3] = Rt
     out[..., :3, 3:] = -(Rt @ t)
     out[..., 3, 3] = 1.0
