@@ -1,0 +1,228 @@
+import json
+
+import pytest
+import torch
+
+from facesfm.data.dataset import collate_samples
+from facesfm.errors import InputError
+from facesfm.training import checkpoint as ckmod
+from facesfm.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from facesfm.training.config import preset_config
+from facesfm.training.landmarks import (
+    LandmarkTask,
+    build_landmark_net,
+    landmark_datasets,
+    train_landmarks,
+)
+from facesfm.training.loop import TrainingInterrupted, epoch_order, seed_everything
+from facesfm.training.sfm import SfmTask, sfm_datasets, train_sfm
+
+
+def _overfit(task, batch, steps, lr):
+    opt = torch.optim.Adam(task.model.parameters(), lr=lr, betas=(0.9, 0.99))
+    hist = []
+    for _ in range(steps):
+        loss, m = task.loss(task.model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append({"loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}})
+    return hist
+
+
+def test_landmark_stage_overfits_a_fixed_batch(tiny_data):
+    seed_everything(0)
+    cfg = preset_config("tiny", {"data": {"augment": False}})
+    task = LandmarkTask(cfg)
+    train, _ = landmark_datasets(cfg, tiny_data)
+    batch = collate_samples([train[i] for i in range(4)])
+    h = _overfit(task, batch, 25, 3e-3)
+    assert h[-1]["loss"] < h[0]["loss"] - 0.1
+    assert h[-1]["px_error"] < 0.95 * h[0]["px_error"]
+    assert h[-1]["visibility"] < 0.7 * h[0]["visibility"]
+
+
+def test_sfm_stage_overfits_a_fixed_batch_with_the_ba_layer(tiny_data):
+    seed_everything(0)
+    cfg = preset_config("tiny", {"data": {"augment": False}, "sfm": {"landmark_source": "gt"}})
+    task = SfmTask(cfg)
+    train, _ = sfm_datasets(cfg, tiny_data)
+    batch = collate_samples([train[0]])
+    h = _overfit(task, batch, 8, 3e-3)
+    assert all(x["ba_failures"] == 0 for x in h)
+    assert h[-1]["loss"] < 0.85 * h[0]["loss"]
+    assert h[-1]["landmark"] < 0.85 * h[0]["landmark"]  # eq. 2 with the refined poses
+    assert h[-1]["pose_distill"] < h[0]["pose_distill"]  # PoseNet learns too
+
+
+def _nan_gt(batch):
+    """A copy of the batch whose ground-truth depth, poses and 3D landmarks are NaN."""
+    import dataclasses
+
+    nan = float("nan")
+    return dataclasses.replace(batch, depth=torch.full_like(batch.depth, nan),
+                               cam_T_world=torch.full_like(batch.cam_T_world, nan),
+                               xyz=torch.full_like(batch.xyz, nan))
+
+
+@pytest.mark.parametrize("source", ["gt", "detector"])
+def test_ground_truth_depth_and_poses_never_reach_the_sfm_loss(tiny_data, source):
+    seed_everything(1)
+    cfg = preset_config("tiny", {"sfm": {"landmark_source": source}})
+    det = None
+    if source == "detector":
+        det = build_landmark_net(cfg).eval()
+        for p in det.parameters():
+            p.requires_grad_(False)
+    task = SfmTask(cfg, det)
+    train, _ = sfm_datasets(cfg, tiny_data)
+    batch = collate_samples([train[0], train[1]])
+    loss, m = task.loss(task.model, batch)
+    loss_nan, m_nan = task.loss(task.model, _nan_gt(batch))
+    assert torch.isfinite(loss_nan)
+    assert float(loss_nan) == float(loss)  # bit-identical: GT is not read at all
+    loss_nan.backward()
+    grads = [p.grad for p in task.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_ablation_switches(tiny_data):
+    train = None
+    for ablation, ba, want, absent in [
+        ("spectral", True, {"spectral", "depth_consistency", "smooth"},
+         {"landmark", "ba_rms_px", "pose_distill"}),
+        ("landmark", True, {"landmark", "pose_distill", "ba_rms_px"},
+         {"spectral", "depth_consistency"}),
+        ("full", False, {"landmark", "spectral", "depth_consistency"}, {"ba_rms_px"}),
+    ]:
+        cfg = preset_config("tiny", {"data": {"landmarks": 20}, "sfm": {
+            "ablation": ablation, "landmark_source": "gt", "ba": {"enabled": ba}}})
+        # the spectral ablation needs no detector at all
+        task = SfmTask(cfg, None)
+        train, _ = sfm_datasets(cfg, tiny_data)
+        batch = collate_samples([train[0]])
+        inp = task.inputs(batch)
+        assert inp.uv.shape[-2] == (0 if ablation == "spectral" else 20)
+        loss, m = task.loss(task.model, batch)
+        assert torch.isfinite(loss)
+        assert want <= set(m), (ablation, set(m))
+        assert not (absent & set(m)), (ablation, set(m))
+        if not ba:
+            depth, poses, learned, _ = task.forward(task.model, inp)
+            assert torch.equal(poses, learned)
+
+
+def test_detector_is_required_unless_gt_landmarks():
+    cfg = preset_config("tiny")
+    with pytest.raises(InputError, match="--landmarks-ckpt"):
+        SfmTask(cfg, None)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    assert epoch_order(3, 1, 10) == epoch_order(3, 1, 10)
+    assert sorted(epoch_order(3, 1, 10)) == list(range(10))
+    assert epoch_order(3, 1, 10) != epoch_order(3, 2, 10)
+    assert epoch_order(3, 1, 10) != epoch_order(4, 1, 10)
+
+
+def _weights(path):
+    return load_checkpoint(path)["models"]["model"]
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_a_kill_is_bit_identical_landmarks(tiny_data, tmp_path):
+    cfg = preset_config("tiny", {"optim": {"max_steps": 12}, "ckpt_every": 2})
+    # 18 frames / batch 2 = 9 steps per epoch: the run crosses an epoch boundary
+    full = train_landmarks(cfg, tiny_data, tmp_path / "a", progress=False)
+    assert full.state.step == 12 and full.state.epoch == 1
+    with pytest.raises(TrainingInterrupted):
+        train_landmarks(cfg, tiny_data, tmp_path / "b", progress=False, interrupt_after=7)
+    ck = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert ck["state"]["step"] == 6  # the last save before the kill
+    res = train_landmarks(cfg, tiny_data, tmp_path / "b", progress=False, resume=True)
+    assert res.resumed_from == 6 and res.state.step == 12
+    ca = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    cb = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    _assert_same_state(ca["models"]["model"], cb["models"]["model"])
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    for k in sa:
+        for n in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[k][n], sb[k][n])
+    # the metrics log holds each step once, with the same losses as the uninterrupted run
+    la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    ta = [(r["step"], r["loss"]) for r in la if r["split"] == "train"]
+    tb = [(r["step"], r["loss"]) for r in lb if r["split"] == "train"]
+    assert ta == tb and [s for s, _ in ta] == list(range(1, 13))
+    # outputs of a run
+    for name in ("config.yaml", "train.csv", "val.csv", "metrics.png", "summary.json"):
+        assert (tmp_path / "b" / name).is_file(), name
+    assert len((tmp_path / "b" / "train.csv").read_text().splitlines()) == 13
+    assert ck["code_version"]["package"] == "0.1.0"
+    assert ck["config"]["preset"] == "tiny"
+    val = json.loads((tmp_path / "a" / "summary.json").read_text())["val"]
+    assert {"lm_mean_px", "lm_median_px", "vis_f1"} <= set(val)
+
+
+def test_resume_is_bit_identical_sfm_with_ba(tiny_data, tmp_path):
+    over = {"optim": {"max_steps": 4}, "ckpt_every": 1, "data": {"val_samples": 1},
+            "sfm": {"landmark_source": "gt"}}
+    cfg = preset_config("tiny", over)
+    full = train_sfm(cfg, tiny_data, tmp_path / "a", progress=False)
+    assert full.state.step == 4
+    with pytest.raises(TrainingInterrupted):
+        train_sfm(cfg, tiny_data, tmp_path / "b", progress=False, interrupt_after=2)
+    res = train_sfm(cfg, tiny_data, tmp_path / "b", progress=False, resume=True)
+    assert res.resumed_from == 2
+    _assert_same_state(_weights(tmp_path / "a" / "checkpoints" / "last.pt"),
+                       _weights(tmp_path / "b" / "checkpoints" / "last.pt"))
+    val = full.val_metrics
+    for k in ("depth_abs_rel", "depth_mm", "rot_err_deg", "rot_err_learned_deg"):
+        assert k in val and val[k] == val[k]  # present and not NaN
+
+
+def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_clobber(tiny_data,
+                                                                            tmp_path):
+    cfg = preset_config("tiny", {"optim": {"max_steps": 2}})
+    train_landmarks(cfg, tiny_data, tmp_path / "r", progress=False)
+    with pytest.raises(InputError, match="--resume"):
+        train_landmarks(cfg, tiny_data, tmp_path / "r", progress=False)
+    other = preset_config("tiny", {"optim": {"max_steps": 3, "lr": 5e-4}})
+    with pytest.raises(InputError, match="optim.lr"):
+        train_landmarks(other, tiny_data, tmp_path / "r", progress=False, resume=True)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.pt"
+    net = torch.nn.Linear(3, 2)
+    save_checkpoint(path, models={"model": net}, optimizer=None, state=TrainState(step=5),
+                    config={"a": 1}, stage="landmarks")
+    before = path.read_bytes()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckmod.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, models={"model": net}, optimizer=None,
+                        state=TrainState(step=6), config={"a": 1}, stage="landmarks")
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    ck = load_checkpoint(path, stage="landmarks")
+    assert ck["state"]["step"] == 5
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp files left
+    with pytest.raises(InputError, match="expected 'sfm'"):
+        load_checkpoint(path, stage="sfm")
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="bad.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
