@@ -67,3 +67,16 @@ def test_atomic_dir_refuses_existing_and_replaces_only_when_complete(tmp_path):
         (d / "new.txt").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
+
+
+def test_published_files_and_folders_are_not_private(tmp_path):
+    import os
+    import stat
+
+    write_json(tmp_path / "a.json", {})
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "x").write_text("x")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask

@@ -39,5 +39,9 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, overwrite: bool = True
          f"truth in {res.seconds:.1f} s ({res.frames / res.seconds:.1f} frames/s)")
     echo(f"visible landmarks per frame (of {cfg.landmarks}): min {vis.min()}, "
          f"mean {np.mean(vis):.1f}, max {vis.max()}")
+    from facesfm.render.preview import contact_sheet
+
+    preview = contact_sheet(out, out / "preview.png", n_frames=5)
     echo(f"files: {out}/sequence.json, rgb/, depth/, mask/, landmarks.npz, mesh.ply, colmap/")
+    echo(f"preview (5 views, visible landmarks coloured by ID): {preview}")
     return res
