@@ -294,10 +294,9 @@ def mesh_from_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray | No
         lo = cloud.points.min(0) - margin
         length = float((cloud.points.max(0) + margin - lo).max())
         res = int(np.ceil(length / cfg.tsdf_voxel_mm))
-        if res > cfg.tsdf_max_resolution:
-            res = cfg.tsdf_max_resolution
+        res = min(res, cfg.tsdf_max_resolution)
         vol = o3d.pipelines.integration.UniformTSDFVolume(
-            length=res * cfg.tsdf_voxel_mm if res * cfg.tsdf_voxel_mm >= length else length,
+            length=max(res * cfg.tsdf_voxel_mm, length),
             resolution=res, sdf_trunc=cfg.tsdf_trunc_mm,
             color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=lo)
         intr = o3d.camera.PinholeCameraIntrinsic(W, H, K[0, 0], K[1, 1], K[0, 2], K[1, 2])

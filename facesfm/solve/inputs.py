@@ -75,7 +75,7 @@ class FrameSet:
     def width(self) -> int:
         return int(self.images.shape[2])
 
-    def select(self, keep: np.ndarray) -> "FrameSet":
+    def select(self, keep: np.ndarray) -> FrameSet:
         """The frames where ``keep`` (F,) bool is true (names and images only; the sequence
         stays whole: callers index its ground truth with the same mask)."""
         keep = np.asarray(keep, dtype=bool)
@@ -127,7 +127,7 @@ def _check_count(n: int, where: Path, what: str) -> None:
     if n == 0:
         raise InputError(f"{where}: no {what} found")
     if n < 2:
-        raise InputError(f"{where}: only 1 {what[:-1] if what.endswith('s') else what}; "
+        raise InputError(f"{where}: only 1 {what.removesuffix('s')}; "
                          "structure from motion needs at least 2 frames")
 
 
@@ -158,8 +158,11 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, t
             frames.append(np.ascontiguousarray(fr[..., :3]).astype(np.uint8, copy=False))
     except ImportError as e:  # a plugin (e.g. pyav / imageio-ffmpeg) is missing
         raise InputError(f"{path}: cannot decode video ({e}); {VIDEO_HINT}") from None
-    except Exception as e:  # imageio raises many kinds for undecodable data
+    except Exception as e:  # noqa: BLE001 - imageio raises many kinds for undecodable data
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "backend" in msg.lower():  # no installed plugin reads this container/codec
+            raise InputError(f"{path}: cannot decode this video here (no imageio backend for "
+                             f"{path.suffix}); {VIDEO_HINT}") from None
         raise InputError(f"{path}: undecodable video ({msg})") from None
     _check_count(len(frames), path, "video frames")
     names = [f"frame_{i:06d}.png" for i in range(len(frames))]

@@ -22,7 +22,7 @@ import torch
 
 from facesfm.errors import InputError
 
-__all__ = ["Networks", "load_networks", "run_landmarks", "run_depth", "run_poses"]
+__all__ = ["Networks", "load_networks", "run_depth", "run_landmarks", "run_poses"]
 
 
 @dataclass

@@ -117,7 +117,7 @@ def read_cameras(path) -> Cameras:
         frames = d["frames"]
         if not frames:
             raise ValueError("no frames")
-        arr = lambda k: np.array([fr[k] for fr in frames], dtype=np.float64)  # noqa: E731
+        arr = lambda k: np.array([fr[k] for fr in frames], dtype=np.float64)
         initial, optimised = arr("cam_T_world_initial"), arr("cam_T_world_optimised")
         has_gt = all("cam_T_world_gt" in fr for fr in frames)
         gt = arr("cam_T_world_gt") if has_gt else None
@@ -182,7 +182,7 @@ def report_dict(res) -> dict:
     skipped = [i for i in range(len(res.kept)) if not res.kept[i]]
     return {
         "format": "facesfm-solve-report", "version": 1,
-        "input": {"path": str(fr.path), "kind": fr.source, "frames": int(len(res.kept)),
+        "input": {"path": str(fr.path), "kind": fr.source, "frames": len(res.kept),
                   "width": fr.width, "height": fr.height},
         "intrinsics": {"K": fr.K.tolist(), "source": fr.K_source},
         "stages": res.config.stage_sources(),
@@ -196,7 +196,7 @@ def report_dict(res) -> dict:
                             "initial_mean": float(np.nanmean(res.reproj_initial_px)),
                             "optimised_mean": float(np.nanmean(res.reproj_final_px))},
         "cloud": {"points": len(res.cloud)},
-        "mesh": {"vertices": int(len(res.mesh.vertices)), "faces": int(len(res.mesh.faces))},
+        "mesh": {"vertices": len(res.mesh.vertices), "faces": len(res.mesh.faces)},
         "timings_s": {k: float(v) for k, v in res.timings.items()},
         "evaluation": res.evaluation,
         "config": to_dict(res.config),
@@ -395,13 +395,13 @@ def report_html(res) -> str:
                     for k, v in rep["timings_s"].items())
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesfm solve report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}"
-        "pre{background:#f4f4f4;padding:6px}</style></head><body>",
+        ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+         "table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px}"
+         "pre{background:#f4f4f4;padding:6px}</style></head><body>"),
         f"<h1>facesfm solve: {esc(str(res.frames.path))}</h1>",
-        f"<p>{len(res.frames.names)} frames used of {len(res.kept)} "
-        f"({res.frames.width}x{res.frames.height}), {len(res.cloud)} cloud points, "
-        f"{len(res.mesh.faces)} mesh triangles.</p>",
+        (f"<p>{len(res.frames.names)} frames used of {len(res.kept)} "
+         f"({res.frames.width}x{res.frames.height}), {len(res.cloud)} cloud points, "
+         f"{len(res.mesh.faces)} mesh triangles.</p>"),
         f"<h2>Stages</h2><table>{rows}</table>",
         f"<h2>Bundle adjustment</h2><pre>{esc(json.dumps(rep['ba'], indent=1))}</pre>",
     ]

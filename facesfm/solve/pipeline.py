@@ -40,11 +40,11 @@ from facesfm.solve.fusion import FusionConfig, PointCloud, SurfaceMesh
 from facesfm.solve.inputs import FrameSet
 
 __all__ = [
+    "POSE_INITS",
     "BAConfig",
     "BAOutcome",
     "DepthMaps",
     "Landmarks",
-    "POSE_INITS",
     "SolveConfig",
     "SolveResult",
     "build_solve_config",
@@ -161,7 +161,7 @@ class Landmarks:
     ids: np.ndarray
     source: str
 
-    def select(self, keep) -> "Landmarks":
+    def select(self, keep) -> Landmarks:
         return Landmarks(self.uv[keep], self.weight[keep], self.ids, self.source)
 
 
@@ -300,6 +300,7 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps, poses: np.ndar
     Landmarks without a valid depth sample (outside the depth map, on a silhouette) get
     weight 0. Raises :class:`facesfm.solvers.SolverError` if the problem is degenerate.
     """
+    from facesfm.solve.fusion import sample_depth
     from facesfm.solvers import (
         BAProblem,
         BAState,
@@ -310,7 +311,6 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps, poses: np.ndar
         TopCovisible,
         TrivialKernel,
     )
-    from facesfm.solve.fusion import sample_depth
 
     t0 = time.perf_counter()
     F = len(poses)
@@ -318,7 +318,7 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps, poses: np.ndar
     w = np.where(valid, lm.weight, 0.0)
     kernel = {"huber": HuberKernel(cfg.kernel_px), "cauchy": CauchyKernel(cfg.kernel_px),
               "none": TrivialKernel()}[cfg.kernel]
-    T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)  # noqa: E731
+    T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)
     uv = np.where(w[..., None] > 0, lm.uv, 0.0)
     problem = BAProblem(
         K=T(np.repeat(K[None], F, 0)), uv=T(uv), weight=T(w), depth=T(np.where(w > 0, z, 1.0)),
@@ -409,6 +409,10 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         t = now
 
     seq = frames.sequence
+    if cfg.oracle_landmarks:
+        _need_sequence(frames, "--oracle-landmarks")
+    if cfg.oracle_depth:
+        _need_sequence(frames, "--oracle-depth")
     if cfg.poses_init != "network":
         _need_sequence(frames, f"--poses-init {cfg.poses_init}")
     nets = None
@@ -534,7 +538,7 @@ def evaluate_against_gt(res: SolveResult, max_points: int = 5000) -> dict:
     for name, d in (("cloud", d_cloud), ("mesh", d_mesh)):
         out[f"{name}_to_gt_surface_mm"] = {
             "mean": float(d.mean()), "median": float(np.median(d)),
-            "p95": float(np.percentile(d, 95)), "max": float(d.max()), "n": int(len(d))}
+            "p95": float(np.percentile(d, 95)), "max": float(d.max()), "n": len(d)}
     return out
 
 

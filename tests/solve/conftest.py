@@ -1,7 +1,6 @@
 """Shared fixtures: one small rendered sequence (9 frames, 160x160, 200 landmarks, yaw -60..+60)
 and two oracle solves of it, computed once per test session."""
 
-import numpy as np
 import pytest
 
 
@@ -42,10 +41,3 @@ def solved_perturbed(seq9, tmp_path_factory):
     out = tmp_path_factory.mktemp("solved") / "perturbed"
     return run_solve(seq9, out, cfg, echo=None)
 
-
-def frames_of(seq, n=None):
-    from facesfm.data.format import load_sequence
-
-    s = load_sequence(seq)
-    n = len(s) if n is None else n
-    return s, np.stack([s.image(i) for i in range(n)])

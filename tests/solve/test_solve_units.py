@@ -1,0 +1,167 @@
+"""Stage functions on small exact inputs: depth sampling, back-projection and normals, masks,
+perturbations, intrinsics, config building, and the learned stages' plumbing."""
+
+import numpy as np
+import pytest
+
+from facesfm.errors import InputError
+from facesfm.geometry.camera import intrinsics, look_at
+from facesfm.solve.fusion import depth_to_points, fuse_depth_maps, sample_depth
+from facesfm.solve.inputs import default_intrinsics, parse_intrinsics
+from facesfm.solve.pipeline import build_solve_config, hull_masks, perturbed_poses
+
+
+def test_sample_depth_is_bilinear_and_refuses_silhouettes():
+    H, W = 6, 7
+    r, c = np.mgrid[0:H, 0:W]
+    depth = (300.0 + 2.0 * c + 3.0 * r)[None].astype(np.float32)  # exact under bilinear
+    depth[0, 5, 6] = 0.0  # a background pixel
+    uv = np.array([[[1.25, 2.5], [0.0, 0.0], [5.5, 4.5], [6.5, 1.0], [np.nan, 1.0],
+                    [5.9, 0.3]]])
+    z, ok = sample_depth(depth, uv)
+    assert ok.tolist() == [[True, True, False, False, False, True]]
+    np.testing.assert_allclose(z[0, [0, 1, 5]], [300 + 2.5 + 7.5, 300.0, 300 + 11.8 + 0.9],
+                               rtol=1e-6)
+    assert (z[~ok] == 0).all()
+
+
+def test_depth_to_points_plane_normals():
+    """A tilted plane: back-projected points satisfy its equation and every normal is the
+    plane normal, facing the camera."""
+    K = intrinsics(100.0, 40, 30)
+    n = np.array([0.3, -0.2, -1.0])
+    n /= np.linalg.norm(n)
+    d0 = 400.0  # plane n.X = -d0 ... points with n.X + d0 = 0
+    r, c = np.mgrid[0:30, 0:40]
+    rays = np.stack([(c - K[0, 2]) / K[0, 0], (r - K[1, 2]) / K[1, 1], np.ones_like(c, float)],
+                    -1)
+    depth = d0 / -(rays @ n)  # z along the ray so that n.(z ray) = -d0
+    X, N, _ = depth_to_points(depth, K)
+    assert len(X) == 1200
+    np.testing.assert_allclose(X @ n, -d0, rtol=1e-12)
+    np.testing.assert_allclose(N, np.broadcast_to(n, N.shape), atol=1e-9)
+    mask = np.zeros((30, 40), bool)
+    mask[10:20, 5:15] = True
+    X2, _, rc2 = depth_to_points(depth, K, mask, stride=2)
+    assert len(X2) == 25 and (rc2 % 2 == 0).all()
+
+
+def test_fusion_of_a_plane_seen_twice(tmp_path):
+    """Two cameras 2 pixel footprints apart look at the plane z = 0 (world) from +z: fused
+    points lie on it with normals towards the cameras, and points seen by both views merge
+    in one voxel with the average colour (colours fused across views)."""
+    from facesfm.solve.fusion import FusionConfig
+
+    K = intrinsics(80.0, 32, 32)  # 3.75 mm per pixel at 300 mm
+    poses = np.stack([look_at(np.array([x, 0.0, 300.0]), np.array([x, 0.0, 0.0]))
+                      for x in (-3.75, 3.75)])
+    depth = np.full((2, 32, 32), 300.0, np.float32)
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    images[0] = 100
+    images[1] = 200
+    cfg = FusionConfig(outlier_neighbors=0)
+    cloud = fuse_depth_maps(images, depth, None, K, poses, cfg=cfg)
+    np.testing.assert_allclose(cloud.points[:, 2], 0.0, atol=1e-9)
+    np.testing.assert_allclose(cloud.normals[:, 2], 1.0, atol=1e-9)
+    # 30 x 32 shared points (colour 150) + 2 x 2 x 32 seen once (100 or 200)
+    assert len(cloud) == 30 * 32 + 128
+    vals, counts = np.unique(np.round(cloud.colors[:, 0] * 255).astype(int), return_counts=True)
+    assert vals.tolist() == [100, 150, 200] and counts.tolist() == [64, 960, 64]
+    # a depth scale of 1.1 on the second view moves its points 30 mm behind the plane
+    cloud = fuse_depth_maps(images, depth, None, K, poses, scale=np.array([1.0, 1.1]), cfg=cfg)
+    assert sorted(set(np.round(cloud.points[:, 2], 6))) == [-30.0, 0.0]
+    with pytest.raises(ValueError, match="scale"):
+        fuse_depth_maps(images, depth, None, K, poses, scale=np.array([1.0, -1.0]))
+
+
+def test_hull_masks():
+    uv = np.array([[[10.0, 5.0], [30.0, 5.0], [30.0, 25.0], [10.0, 25.0], [0.0, 0.0]]])
+    w = np.array([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    m = hull_masks(uv, w, 32, 40)
+    assert m.shape == (1, 32, 40)
+    # the closed square [10, 30] x [5, 25] holds 19 x 19 interior pixel centres, plus some of
+    # its boundary (matplotlib's contains_points is ambiguous exactly on the edges)
+    assert 19 * 19 <= m.sum() <= 21 * 21
+    assert m[0, 15, 20] and not m[0, 2, 2] and not m[0, 15, 35]
+    assert not hull_masks(uv, np.zeros_like(w), 32, 40).any()
+
+
+def test_perturbed_poses_exact_magnitudes():
+    from facesfm.eval.metrics import rotation_angle_deg
+
+    P = np.stack([look_at(np.array([500 * np.sin(a), 0, 500 * np.cos(a)]), np.zeros(3))
+                  for a in np.linspace(-1, 1, 5)])
+    Q = perturbed_poses(P, 3.0, 10.0, seed=4)
+    np.testing.assert_array_equal(Q[0], P[0])
+    dR = np.swapaxes(P[1:, :3, :3], 1, 2) @ Q[1:, :3, :3]
+    np.testing.assert_allclose(rotation_angle_deg(dR), 3.0, atol=1e-9)
+    np.testing.assert_array_equal(perturbed_poses(P, 3.0, 10.0, seed=4), Q)
+
+
+def test_intrinsics_options():
+    np.testing.assert_allclose(default_intrinsics(640, 480),
+                               [[768.0, 0, 319.5], [0, 768.0, 239.5], [0, 0, 1]])
+    np.testing.assert_allclose(parse_intrinsics("500", 100, 80)[:2],
+                               [[500, 0, 49.5], [0, 500, 39.5]])
+    np.testing.assert_allclose(parse_intrinsics("500,50,40", 100, 80)[:2, 2], [50, 40])
+    K = parse_intrinsics("500, 510, 50, 40", 100, 80)
+    assert (K[0, 0], K[1, 1]) == (500.0, 510.0)
+    for bad in ("", "a,b", "1,2", "0,1,1", "-5"):
+        with pytest.raises(InputError, match="--intrinsics"):
+            parse_intrinsics(bad, 100, 80)
+
+
+def test_build_solve_config(tmp_path):
+    cfg = build_solve_config(None, oracle_landmarks=True, oracle_depth=True, oracle_poses=True,
+                             ba=False, mesh_method="poisson", perturb="2,5", seed=3)
+    assert cfg.poses_init == "gt" and not cfg.ba.enabled
+    assert cfg.fusion.mesh_method == "poisson"
+    assert (cfg.perturb_rot_deg, cfg.perturb_trans_mm, cfg.perturb_seed) == (2.0, 5.0, 3)
+    y = tmp_path / "solve.yaml"
+    y.write_text("landmarks: 68\nba: {kernel: cauchy}\nfusion: {voxel_mm: 2.0}\n")
+    cfg = build_solve_config(y, poses_init="gt-perturbed")
+    assert (cfg.landmarks, cfg.ba.kernel, cfg.fusion.voxel_mm) == (68, "cauchy", 2.0)
+    assert cfg.poses_init == "gt-perturbed" and cfg.ba.enabled
+    y.write_text("fusion: {voxels: 2.0}\n")
+    with pytest.raises(InputError, match="voxels"):
+        build_solve_config(y)
+
+
+def test_learned_stages_plumbing(tmp_path, seq9):
+    """Untrained tiny networks saved as training checkpoints: load, run, shapes and frames."""
+    import torch
+
+    from facesfm.config import to_dict
+    from facesfm.data.format import load_sequence
+    from facesfm.solve.learned import load_networks, run_depth, run_landmarks, run_poses
+    from facesfm.training import TrainState, preset_config, save_checkpoint
+    from facesfm.training.landmarks import build_landmark_net
+    from facesfm.training.sfm import build_sfm_nets
+
+    torch.manual_seed(0)
+    cfg = preset_config("tiny")
+    lm_ck, sfm_ck = tmp_path / "lm.pt", tmp_path / "sfm.pt"
+    save_checkpoint(lm_ck, models={"model": build_landmark_net(cfg)}, optimizer=None,
+                    state=TrainState(), config=to_dict(cfg), stage="landmarks")
+    sfm = build_sfm_nets(cfg)
+    save_checkpoint(sfm_ck, models={"model": sfm}, optimizer=None, state=TrainState(),
+                    config=to_dict(cfg), stage="sfm")
+    nets = load_networks(sfm_ck, lm_ck)
+    assert nets.sfm_size == (64, 64) and nets.landmark_size == (64, 64)
+    seq = load_sequence(seq9)
+    images = np.stack([seq.image(i) for i in range(4)])
+    uv, w = run_landmarks(nets, images)
+    assert uv.shape == (4, 68, 2) and w.shape == (4, 68) and (w >= 0).all()
+    d = run_depth(nets, images)
+    assert d.shape == (4, 160, 160) and d.dtype == np.float32
+    assert ((d >= cfg.sfm.min_depth_mm) & (d <= cfg.sfm.max_depth_mm)).all()
+    T = run_poses(nets, images)
+    assert T.shape == (4, 4, 4)
+    np.testing.assert_array_equal(T[0], np.eye(4))
+    # chaining: frame 2 = rel(1 -> 2) @ frame 1, as the training code composes them
+    x = torch.nn.functional.interpolate(
+        torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255, size=(64, 64),
+        mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        rel = sfm.pose(x[1:2], x[2:3]).src_T_tgt[0].double().numpy()
+    np.testing.assert_allclose(T[2], rel @ T[1], atol=1e-5)
