@@ -4,6 +4,7 @@ preset, a YAML file and the command-line options, join torchrun's process group 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -59,9 +60,13 @@ def train_command(stage: str, data: str, out: str, *, preset: str | None = None,
     if landmarks_ckpt is not None and not Path(landmarks_ckpt).is_file():
         raise InputError(f"--landmarks-ckpt file not found: {landmarks_ckpt}")
     cfg = build_train_config(preset, config, cli_overrides(**options))
+    dist = init_distributed()
+    if threads is None and dist.enabled:
+        # one process per core share: oversubscribed threads slow small convolutions ~10x
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+        threads = max(1, (os.cpu_count() or 1) // local)
     if threads is not None:
         torch.set_num_threads(threads)
-    dist = init_distributed()
     try:
         if stage == "landmarks":
             from facesfm.training.landmarks import train_landmarks
