@@ -41,6 +41,8 @@ def demo(out, seed, overwrite):
 @click.option("--units", type=click.Choice(["mm", "cm", "m"]), default=None,
               help="Length unit of --mesh [default: mm].")
 @click.option("--orient", default=None, help="Axis the --mesh face looks down, e.g. +z.")
+@click.option("--allow-untextured", is_flag=True, default=None,
+              help="Render a --mesh without texture or vertex colours in a plain skin tone.")
 @click.option("--ict-dir", type=click.Path(), default=None, help="ICT-FaceKit folder.")
 @click.option("--subjects", type=int, default=None, help="Number of faces [default: 1].")
 @click.option("--sequences-per-subject", type=int, default=None,

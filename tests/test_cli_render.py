@@ -178,3 +178,35 @@ def test_ict_faces(tmp_path, capsys, ict_dir):
     code, _, err = _run(["render", "--out", str(tmp_path / "o"), "--faces", "ict",
                          "--ict-dir", str(bad), "--quiet"], capsys)
     assert code == 2 and str(bad) in _one_line_error(err)
+
+
+def test_untextured_mesh_is_refused_and_leaves_no_output(tmp_path, capsys):
+    import trimesh
+
+    plain = tmp_path / "plain.ply"
+    trimesh.creation.icosphere(subdivisions=4, radius=80.0).export(plain)
+    out = tmp_path / "o"
+    code, _, err = _run(["render", "--out", str(out), "--faces", "mesh", "--mesh", str(plain),
+                         *SMALL], capsys)
+    assert code == 2 and "plain.ply" in _one_line_error(err) and "texture" in err
+    assert not out.exists()
+    # allowed explicitly: rendered in a plain skin tone
+    code, _, err = _run(["render", "--out", str(out), "--faces", "mesh", "--mesh", str(plain),
+                         "--allow-untextured", *SMALL], capsys)
+    assert code == 0, err
+    assert len(load_sequence(out / "00000_00")) == 3
+
+
+def test_mesh_with_fewer_vertices_than_landmarks_is_refused_up_front(tmp_path, capsys):
+    import trimesh
+
+    small = tmp_path / "small.ply"
+    m = trimesh.creation.icosphere(subdivisions=1, radius=80.0)  # 42 vertices
+    m.visual.vertex_colors = np.tile([200, 150, 120, 255], (len(m.vertices), 1))
+    m.export(small)
+    out = tmp_path / "o"
+    code, _, err = _run(["render", "--out", str(out), "--faces", "mesh", "--mesh", str(small),
+                         *SMALL], capsys)
+    line = _one_line_error(err)
+    assert code == 2 and "small.ply" in line and "--landmarks 68" in line
+    assert not out.exists()

@@ -105,6 +105,9 @@ def write_colmap_text(
         vals = " ".join(repr(float(a)) for a in (*q, *t))
         lines.append(f"{i + 1} {vals} 1 {image_names[i]}")
         idx = np.flatnonzero(visible[i])
+        if len(idx) == 0:  # a frame that sees no landmark: an empty POINTS2D line
+            lines.append("")
+            continue
         rows = np.empty((len(idx), 3), dtype=object)
         rows[:, :2] = (uv[i, idx] + 0.5).tolist()  # Python floats: %r is their shortest repr
         rows[:, 2] = (np.asarray(landmark_ids)[idx] + 1).tolist()

@@ -81,11 +81,12 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     opts = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(opts) - {
         "faces", "mesh", "units", "orient", "ict_dir", "subjects", "sequences_per_subject",
-        "seed", "workers", "landmarks", "frames", "yaw_range", "step", "size", "focal"})
+        "seed", "workers", "landmarks", "frames", "yaw_range", "step", "size", "focal",
+        "allow_untextured"})
     if unknown:
         raise TypeError(f"build_batch_config: unknown options {unknown}")
     for k in ("faces", "mesh", "units", "orient", "ict_dir", "subjects",
-              "sequences_per_subject", "seed", "workers"):
+              "sequences_per_subject", "seed", "workers", "allow_untextured"):
         if k in opts:
             d[k] = str(opts[k]) if k in ("mesh", "ict_dir") else opts[k]
     if "landmarks" in opts:
@@ -134,7 +135,15 @@ def make_face_model(cfg: BatchConfig):
         return ICTFaceModel(find_ict_dir(cfg.ict_dir))
     from facesfm.faces.mesh import MeshFaceModel
 
-    return MeshFaceModel(cfg.mesh, units=cfg.units, orient=cfg.orient)
+    model = MeshFaceModel(cfg.mesh, units=cfg.units, orient=cfg.orient,
+                          require_texture=not cfg.allow_untextured)
+    mesh, _ = model.sample(0)
+    if len(mesh.landmark_vertices) < cfg.render.landmarks:
+        raise InputError(
+            f"{cfg.mesh}: {len(mesh.landmark_vertices)} usable vertices, fewer than "
+            f"--landmarks {cfg.render.landmarks}; choose a smaller count"
+        )
+    return model
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,7 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
 
         _check_ict_dir(cfg)
         find_ict_dir(cfg.ict_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     entries = []
@@ -255,6 +265,12 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
                 for e in pool.imap_unordered(_run_job, jobs, chunksize=chunk):
                     entries.append(e)
                     bar.update(1)
+    except BaseException:
+        # finished sequences are complete (each is renamed into place) and are kept; a folder
+        # this call created and never filled is not left behind
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -200,6 +200,9 @@ class BatchConfig:
     faces:                 "builtin" (procedural, no data), "ict" (ICT-FaceKit) or "mesh".
     mesh, units, orient:   the user mesh for faces="mesh" (file, its length unit, which axis
                            its face looks down; see facesfm.faces.mesh).
+    allow_untextured:      render a user mesh with neither a UV texture nor vertex colours in
+                           a plain skin tone (off by default: the photometric loss needs an
+                           informative texture, so such a mesh is an error).
     ict_dir:               ICT-FaceKit folder (None: FACESFM_ICT_DIR or ../shared/ict-facekit).
     subjects:              number of faces (face seeds derive from ``seed`` and the subject).
     sequences_per_subject: sequences rendered of each face (own trajectory/light seeds).
@@ -212,6 +215,7 @@ class BatchConfig:
     mesh: str | None = None
     units: str = "mm"
     orient: str | None = None
+    allow_untextured: bool = False
     ict_dir: str | None = None
     subjects: int = 1
     sequences_per_subject: int = 1

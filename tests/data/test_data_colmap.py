@@ -67,3 +67,24 @@ def test_pycolmap_reads_matching_model(small_seq):
     p = rec.points3D[j + 1]
     np.testing.assert_allclose(p.xyz, seq.landmark_xyz[j], atol=1e-9)
     assert p.track.length() == seq.visible[:, j].sum()
+
+
+def test_frame_without_visible_landmarks_exports_and_reads_back(tmp_path):
+    """A frame that sees no landmark (face out of view) is a valid image with no 2D points."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from facesfm.data.colmap import write_colmap_text
+    from facesfm.geometry.camera import intrinsics, look_at, project, transform
+
+    K = intrinsics(100.0, 64, 64)
+    T = np.stack([look_at(np.array([x, 0.0, 300.0]), np.zeros(3)) for x in (-20.0, 0.0, 20.0)])
+    xyz = np.random.default_rng(0).normal(scale=10.0, size=(5, 3))
+    uv = project(K, transform(T, xyz))
+    visible = np.ones((3, 5), bool)
+    visible[1] = False
+    write_colmap_text(tmp_path, K, 64, 64, T, ["a.png", "b.png", "c.png"], np.arange(5), xyz,
+                      uv, visible)
+    rec = pycolmap.Reconstruction(str(tmp_path))
+    assert len(rec.images) == 3 and len(rec.points3D) == 5
+    assert len(rec.images[2].points2D) == 0 and len(rec.images[1].points2D) == 5
+    for j, p in rec.points3D.items():
+        assert p.track.length() == 2
