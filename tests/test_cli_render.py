@@ -148,6 +148,7 @@ def test_user_mesh_in_cm(tmp_path, capsys):
 
     m = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
     m.vertices *= [7.5, 10.0, 9.0]  # a head-sized ellipsoid, in cm
+    m.visual.vertex_colors = np.tile([200, 150, 120, 255], (len(m.vertices), 1))
     path = tmp_path / "head.ply"
     m.export(path)
     out = tmp_path / "ds"
