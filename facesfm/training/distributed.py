@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "cleanup_distributed", "init_distributed", "shard", "wrap_ddp"]
+__all__ = ["DistInfo", "all_reduce_mean", "cleanup_distributed", "init_distributed",
+           "param_spread", "shard", "wrap_ddp"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,15 @@ def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(x)
         x /= info.world_size
     return x
+
+
+def param_spread(model: torch.nn.Module, info: DistInfo) -> float:
+    """Largest difference of any parameter between ranks (0.0 when in sync, or single)."""
+    if not info.enabled:
+        return 0.0
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+        hi, lo = flat.clone(), flat.clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        return float((hi - lo).max())

@@ -33,7 +33,7 @@ from facesfm.training.checkpoint import (
     set_rng_state,
 )
 from facesfm.training.config import TrainConfig
-from facesfm.training.distributed import DistInfo, shard, wrap_ddp
+from facesfm.training.distributed import DistInfo, param_spread, shard, wrap_ddp
 from facesfm.training.logging import MetricsLogger, plot_metrics
 
 __all__ = ["Task", "TrainResult", "TrainingInterrupted", "epoch_order", "run_training",
@@ -200,6 +200,7 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
     if val_set is not None and dist.is_main and not last_val:
         last_val = logger.log("val", state.step, state.epoch, _validate(task, model, val_set, cfg))
     save()
+    spread = param_spread(model, dist)  # collective: every rank takes part
     seconds = time.perf_counter() - t0
     if dist.is_main:
         logger.write_tables()
@@ -208,7 +209,7 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
             "stage": task.stage, "steps": state.step, "epochs_done": state.epoch,
             "seconds": seconds, "train": last_train, "val": last_val,
             "checkpoint": str(ckpt_path), "resumed_from": resumed_from,
-            "world_size": dist.world_size,
+            "world_size": dist.world_size, "ddp_param_spread": spread,
         })
     return TrainResult(out, state, ckpt_path if dist.is_main else None, seconds, last_train,
                        last_val, resumed_from)
