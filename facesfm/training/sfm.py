@@ -19,6 +19,7 @@ and it carries neither. They are read only by :meth:`SfmTask.validate`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -169,7 +170,9 @@ def refine_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
         ).drop_unconstrained()
         try:
             res = solver.solve(problem, BAState(poses=init[b].detach().to(dt)))
-        except (SolverError, torch.linalg.LinAlgError):
+        except (SolverError, torch.linalg.LinAlgError) as e:
+            warnings.warn(f"BA layer: sequence {b} of the batch kept its learned poses: {e}",
+                          RuntimeWarning, stacklevel=2)
             out.append(init[b])
             fails += 1
             continue
