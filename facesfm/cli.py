@@ -169,7 +169,8 @@ def solve(input_path, out, overwrite, focal, intrinsics, config, no_html, **opti
 
     cfg = build_solve_config(config, **options)
     res = run_solve(input_path, out, cfg, overwrite=overwrite, focal=focal,
-                    intrinsics=intrinsics, echo=click.echo, html=not no_html)
+                    intrinsics=intrinsics, echo=lambda m: click.echo(m, err=True),
+                    html=not no_html)
     click.echo(f"wrote {out}: {len(res.frames.names)} frames, {len(res.cloud)} points, "
                f"{len(res.mesh.faces)} triangles, BA rms {res.ba.rms_px:.3f} px "
                f"({res.timings.get('total', 0.0):.1f} s)")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -569,7 +569,7 @@ def run_solve(input_path, out, cfg: SolveConfig = SolveConfig(), overwrite: bool
 
         write_report_json(tmp / "report.json", res)  # again, with the final timings
     res.out = out
-    return replace(res)
+    return res
 
 
 def build_solve_config(config=None, **options) -> SolveConfig:
