@@ -39,17 +39,25 @@ from facesfm.training.sfm import SfmTask
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def synthetic_batch(batch: int, frames: int, size: int, landmarks: int, seed: int = 0
-                    ) -> tuple[SequenceSample, torch.Tensor]:
+def synthetic_batch(
+    batch: int, frames: int, size: int, landmarks: int, seed: int = 0
+) -> tuple[SequenceSample, torch.Tensor]:
     """A (batch, frames, ...) sample with random images and consistent synthetic landmarks,
     and the true ``cam_T_world`` (frames, 4, 4) of the synthetic arc."""
     g = torch.Generator().manual_seed(seed)
     # consecutive frames 2 degrees apart, like the rendered sequences
-    face = make_face_problem(frames=frames, landmarks=landmarks, seed=seed, noise_px=1.0,
-                             yaw_deg=float(frames - 1),
-                             focal_px=500.0 * size / 384, size_px=size, dtype=torch.float32)
+    face = make_face_problem(
+        frames=frames,
+        landmarks=landmarks,
+        seed=seed,
+        noise_px=1.0,
+        yaw_deg=float(frames - 1),
+        focal_px=500.0 * size / 384,
+        size_px=size,
+        dtype=torch.float32,
+    )
     p = face.problem
-    rep = lambda x: x[None].expand(batch, *x.shape).clone()  # noqa: E731
+    rep = lambda x: x[None].expand(batch, *x.shape).clone()
     return SequenceSample(
         images=torch.rand(batch, frames, 3, size, size, generator=g),
         depth=torch.full((batch, frames, 1, size, size), float("nan")),  # never read
@@ -75,9 +83,11 @@ def start_posenet_at(task, face_poses: torch.Tensor) -> None:
     rel = (face_poses[1] @ invert_pose(face_poses[0])).double()
     pc = task.model.pose.cfg
     with torch.no_grad():
-        task.model.pose.head.bias.copy_(torch.cat([
-            so3_log(rel[:3, :3]) / pc.rotation_unit_rad,
-            rel[:3, 3] / pc.translation_unit_mm]).float())
+        task.model.pose.head.bias.copy_(
+            torch.cat(
+                [so3_log(rel[:3, :3]) / pc.rotation_unit_rad, rel[:3, 3] / pc.translation_unit_mm]
+            ).float()
+        )
 
 
 def time_steps(task, batch, steps: int) -> tuple[float, dict]:
@@ -105,21 +115,50 @@ def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
         task = SfmTask(c)
         start_posenet_at(task, face_poses)
         sec, m = time_steps(task, batch, steps)
-        rows.append({"preset": name, "stage": "sfm", "ba": ba, "batch": B, "frames": frames,
-                     "size": S, "landmarks": N, "step_s": sec, "sequences_per_s": B / sec,
-                     "frames_per_s": B * frames / sec, "ba_backward": c.sfm.ba.backward,
-                     "ba_rms_px": m.get("ba_rms_px"), "ba_failures": m.get("ba_failures")})
-        print(f"{name:6s} sfm  BA={'on ' if ba else 'off'} {B}x{frames}x{S}px N={N}: "
-              f"{sec:7.3f} s/step  {B / sec:7.3f} seq/s", flush=True)
+        rows.append(
+            {
+                "preset": name,
+                "stage": "sfm",
+                "ba": ba,
+                "batch": B,
+                "frames": frames,
+                "size": S,
+                "landmarks": N,
+                "step_s": sec,
+                "sequences_per_s": B / sec,
+                "frames_per_s": B * frames / sec,
+                "ba_backward": c.sfm.ba.backward,
+                "ba_rms_px": m.get("ba_rms_px"),
+                "ba_failures": m.get("ba_failures"),
+            }
+        )
+        print(
+            f"{name:6s} sfm  BA={'on ' if ba else 'off'} {B}x{frames}x{S}px N={N}: "
+            f"{sec:7.3f} s/step  {B / sec:7.3f} seq/s",
+            flush=True,
+        )
     seed_everything(0)
     lt = LandmarkTask(cfg)
     fb, _ = synthetic_batch(B, 1, S, N)
     sec, _ = time_steps(lt, fb, steps)
-    rows.append({"preset": name, "stage": "landmarks", "ba": None, "batch": B, "frames": 1,
-                 "size": S, "landmarks": N, "step_s": sec, "sequences_per_s": None,
-                 "frames_per_s": B / sec})
-    print(f"{name:6s} landmarks {B}x{S}px N={N}: {sec:7.3f} s/step  {B / sec:7.2f} frames/s",
-          flush=True)
+    rows.append(
+        {
+            "preset": name,
+            "stage": "landmarks",
+            "ba": None,
+            "batch": B,
+            "frames": 1,
+            "size": S,
+            "landmarks": N,
+            "step_s": sec,
+            "sequences_per_s": None,
+            "frames_per_s": B / sec,
+        }
+    )
+    print(
+        f"{name:6s} landmarks {B}x{S}px N={N}: {sec:7.3f} s/step  {B / sec:7.2f} frames/s",
+        flush=True,
+    )
     return rows
 
 
@@ -127,11 +166,15 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         "# Training throughput (forward + backward, CPU)",
         "",
-        f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} thread(s), median of "
-        f"{meta['steps']} steps after a warm-up; synthetic seeded inputs (see bench/train.py).",
+        (
+            f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} thread(s), median of "
+            f"{meta['steps']} steps after a warm-up; synthetic seeded inputs (see bench/train.py)."
+        ),
         "",
-        "| preset | stage | BA layer | batch x frames x px | N | s/step | sequences/s | "
-        "frames/s | BA share |",
+        (
+            "| preset | stage | BA layer | batch x frames x px | N | s/step | sequences/s | "
+            "frames/s | BA share |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["preset"], r["stage"], r["ba"]): r for r in rows}
@@ -143,9 +186,11 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
                 share = f"{1 - off['step_s'] / r['step_s']:.0%}"
         sps = "" if r["sequences_per_s"] is None else f"{r['sequences_per_s']:.3f}"
         ba = "" if r["ba"] is None else ("on (" + r["ba_backward"] + ")" if r["ba"] else "off")
-        lines.append(f"| {r['preset']} | {r['stage']} | {ba} | {r['batch']} x {r['frames']} x "
-                     f"{r['size']} | {r['landmarks']} | {r['step_s']:.3f} | {sps} | "
-                     f"{r['frames_per_s']:.2f} | {share} |")
+        lines.append(
+            f"| {r['preset']} | {r['stage']} | {ba} | {r['batch']} x {r['frames']} x "
+            f"{r['size']} | {r['landmarks']} | {r['step_s']:.3f} | {sps} | "
+            f"{r['frames_per_s']:.2f} | {share} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -161,9 +206,14 @@ def main(argv=None):
     rows = []
     for name in a.presets.split(","):
         rows += bench_preset(name.strip(), a.steps, a.paper_frames)
-    meta = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "threads": a.threads, "steps": a.steps, "python": sys.version.split()[0],
-            "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    meta = {
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": a.threads,
+        "steps": a.steps,
+        "python": sys.version.split()[0],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     out = Path(a.out)
     write_json(out / "train.json", {"meta": meta, "rows": rows})
     with atomic_path(out / "train.md") as tmp:

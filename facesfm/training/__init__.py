@@ -27,13 +27,13 @@ from facesfm.training.sfm import SfmInputs, SfmNets, SfmTask, refine_poses, sfm_
 
 __all__ = [
     "ABLATIONS",
+    "PRESETS",
     "BAConfig",
     "DataConfig",
     "LandmarkStageConfig",
     "LandmarkTask",
     "LossWeights",
     "OptimConfig",
-    "PRESETS",
     "SfmInputs",
     "SfmNets",
     "SfmStageConfig",

@@ -50,10 +50,25 @@ def code_version() -> dict:
     root = Path(__file__).resolve().parents[2]
     git = dirty = None
     try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip() or None
-        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                            capture_output=True, text=True, timeout=5, check=True).stdout
+        git = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            or None
+        )
+        st = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
         dirty = bool(st.strip())
     except (OSError, subprocess.SubprocessError):
         pass
@@ -62,8 +77,11 @@ def code_version() -> dict:
 
 def get_rng_state() -> dict:
     """The global RNG states of torch, numpy and python."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -72,9 +90,16 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(path: str | Path, *, models: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | None, state: TrainState, config: dict,
-                    stage: str, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer | None,
+    state: TrainState,
+    config: dict,
+    stage: str,
+    extra: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically: a crash mid-write leaves the previous file intact.
 
     models: name -> module (unwrapped, not DDP). config: the run's config as plain data.

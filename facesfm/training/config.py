@@ -23,12 +23,12 @@ from facesfm.errors import InputError
 
 __all__ = [
     "ABLATIONS",
+    "PRESETS",
     "BAConfig",
     "DataConfig",
     "LandmarkStageConfig",
     "LossWeights",
     "OptimConfig",
-    "PRESETS",
     "SfmStageConfig",
     "TrainConfig",
     "build_train_config",
@@ -57,7 +57,9 @@ class DataConfig:
 
     def __post_init__(self):
         if self.image_size < 32 or self.image_size % 32:
-            raise InputError(f"data.image_size must be a positive multiple of 32, got {self.image_size}")
+            raise InputError(
+                f"data.image_size must be a positive multiple of 32, got {self.image_size}"
+            )
         if self.window is not None and self.window < 2:
             raise InputError(f"data.window must be >= 2 frames (or null), got {self.window}")
 
@@ -181,7 +183,9 @@ class SfmStageConfig:
 
     def __post_init__(self):
         if self.ablation not in ABLATIONS:
-            raise InputError(f"sfm.ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}")
+            raise InputError(
+                f"sfm.ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}"
+            )
         if self.landmark_source not in ("detector", "gt"):
             raise InputError(
                 f"sfm.landmark_source must be 'detector' or 'gt', got {self.landmark_source!r}"
@@ -216,8 +220,13 @@ PRESETS: dict[str, dict] = {
     "paper": {
         "preset": "paper",
         "ckpt_every": 500,
-        "data": {"image_size": 384, "landmarks": 800, "window": None, "augment": True,
-                 "val_samples": 32},
+        "data": {
+            "image_size": 384,
+            "landmarks": 800,
+            "window": None,
+            "augment": True,
+            "val_samples": 32,
+        },
         "optim": {"lr": 1e-4, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 50},
         "landmarks": {"variant": "paper", "in_channels": 1},
         "sfm": {"ba": {"max_iterations": 20}},
@@ -225,24 +234,37 @@ PRESETS: dict[str, dict] = {
     "small": {
         "preset": "small",
         "ckpt_every": 100,
-        "data": {"image_size": 128, "landmarks": 200, "window": 5, "augment": True,
-                 "val_samples": 8},
+        "data": {
+            "image_size": 128,
+            "landmarks": 200,
+            "window": 5,
+            "augment": True,
+            "val_samples": 8,
+        },
         "optim": {"lr": 2e-4, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 20},
         "landmarks": {"variant": "heatmap", "channels": [16, 32, 64, 96], "head_channels": 32},
-        "sfm": {"depth_channels": [8, 16, 24, 32, 64, 96],
-                "pose_channels": [8, 16, 32, 64, 96],
-                "ba": {"max_iterations": 8}},
+        "sfm": {
+            "depth_channels": [8, 16, 24, 32, 64, 96],
+            "pose_channels": [8, 16, 32, 64, 96],
+            "ba": {"max_iterations": 8},
+        },
     },
     "tiny": {
         "preset": "tiny",
         "ckpt_every": 2,
-        "data": {"image_size": 64, "landmarks": 68, "window": 3, "augment": True,
-                 "val_samples": 2},
+        "data": {"image_size": 64, "landmarks": 68, "window": 3, "augment": True, "val_samples": 2},
         "optim": {"lr": 1e-3, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 2},
-        "landmarks": {"variant": "heatmap", "channels": [8, 8, 16, 16], "head_channels": 8,
-                      "fc_dims": [32, 32]},
-        "sfm": {"depth_channels": [4, 8, 8, 16, 16, 16], "pose_channels": [4, 8, 8, 16, 16],
-                "ba": {"max_iterations": 5}},
+        "landmarks": {
+            "variant": "heatmap",
+            "channels": [8, 8, 16, 16],
+            "head_channels": 8,
+            "fc_dims": [32, 32],
+        },
+        "sfm": {
+            "depth_channels": [4, 8, 8, 16, 16, 16],
+            "pose_channels": [4, 8, 8, 16, 16],
+            "ba": {"max_iterations": 5},
+        },
     },
 }
 
@@ -269,8 +291,9 @@ def preset_config(name: str, overrides: dict | None = None) -> TrainConfig:
     return from_dict(TrainConfig, d, f"preset {name}")
 
 
-def build_train_config(preset: str | None = None, config: str | None = None,
-                       overrides: dict | None = None) -> TrainConfig:
+def build_train_config(
+    preset: str | None = None, config: str | None = None, overrides: dict | None = None
+) -> TrainConfig:
     """Preset (default ``small``), then a YAML file's keys, then ``overrides``."""
     cfg = preset_config(preset or "small")
     d = to_dict(cfg)

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_mean", "cleanup_distributed", "init_distributed",
-           "param_spread", "shard", "wrap_ddp"]
+__all__ = [
+    "DistInfo",
+    "all_reduce_mean",
+    "cleanup_distributed",
+    "init_distributed",
+    "param_spread",
+    "shard",
+    "wrap_ddp",
+]
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,9 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(dist.get_rank(), dist.get_world_size(),
-                    int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo(
+        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    )
 
 
 def cleanup_distributed() -> None:
@@ -62,9 +70,9 @@ def shard(order: list[int], info: DistInfo, batch_size: int) -> list[list[int]]:
     """This rank's batches of an epoch's sample ``order``: rank r takes ``order[r::world]``,
     cut to the same whole number of batches on every rank (drop-last)."""
     per_rank = len(order) // info.world_size
-    mine = order[info.rank::info.world_size][:per_rank]
+    mine = order[info.rank :: info.world_size][:per_rank]
     n = per_rank // batch_size
-    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+    return [mine[i * batch_size : (i + 1) * batch_size] for i in range(n)]
 
 
 def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

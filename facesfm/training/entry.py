@@ -5,8 +5,8 @@ preset, a YAML file and the command-line options, join torchrun's process group 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -18,9 +18,21 @@ from facesfm.training.loop import TrainResult
 __all__ = ["cli_overrides", "train_command"]
 
 
-def cli_overrides(*, seed=None, epochs=None, max_steps=None, batch_size=None, lr=None,
-                  image_size=None, landmarks=None, window=None, ablation=None, ba=None,
-                  landmark_source=None, backward=None) -> dict:
+def cli_overrides(
+    *,
+    seed=None,
+    epochs=None,
+    max_steps=None,
+    batch_size=None,
+    lr=None,
+    image_size=None,
+    landmarks=None,
+    window=None,
+    ablation=None,
+    ba=None,
+    landmark_source=None,
+    backward=None,
+) -> dict:
     """Nested config overrides from command-line options (None = not given)."""
     o: dict = {}
 
@@ -47,11 +59,21 @@ def cli_overrides(*, seed=None, epochs=None, max_steps=None, batch_size=None, lr
     return o
 
 
-def train_command(stage: str, data: str, out: str, *, preset: str | None = None,
-                  config: str | None = None, val: str | None = None, resume: bool = False,
-                  landmarks_ckpt: str | None = None, progress: bool = True,
-                  threads: int | None = None, echo: Callable = print,
-                  **options) -> TrainResult:
+def train_command(
+    stage: str,
+    data: str,
+    out: str,
+    *,
+    preset: str | None = None,
+    config: str | None = None,
+    val: str | None = None,
+    resume: bool = False,
+    landmarks_ckpt: str | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    echo: Callable = print,
+    **options,
+) -> TrainResult:
     """Run one training stage ("landmarks" or "sfm") from command-line values."""
     if not Path(data).exists():
         raise InputError(f"training data folder not found: {data}")
@@ -71,22 +93,37 @@ def train_command(stage: str, data: str, out: str, *, preset: str | None = None,
         if stage == "landmarks":
             from facesfm.training.landmarks import train_landmarks
 
-            res = train_landmarks(cfg, data, out, val=val, resume=resume, progress=progress,
-                                  dist=dist, echo=echo)
+            res = train_landmarks(
+                cfg, data, out, val=val, resume=resume, progress=progress, dist=dist, echo=echo
+            )
         elif stage == "sfm":
             from facesfm.training.sfm import train_sfm
 
-            res = train_sfm(cfg, data, out, landmarks_ckpt=landmarks_ckpt, val=val,
-                            resume=resume, progress=progress, dist=dist, echo=echo)
+            res = train_sfm(
+                cfg,
+                data,
+                out,
+                landmarks_ckpt=landmarks_ckpt,
+                val=val,
+                resume=resume,
+                progress=progress,
+                dist=dist,
+                echo=echo,
+            )
         else:
             raise InputError(f"unknown training stage {stage!r}")
     finally:
         cleanup_distributed()
     if dist.is_main:
-        val_txt = ", ".join(f"{k} {v:.4g}" for k, v in res.val_metrics.items()
-                            if k not in ("split", "step", "epoch"))
-        echo(f"trained {stage}: {res.state.step} step(s) in {res.seconds:.1f} s; "
-             f"checkpoint {res.checkpoint}")
+        val_txt = ", ".join(
+            f"{k} {v:.4g}"
+            for k, v in res.val_metrics.items()
+            if k not in ("split", "step", "epoch")
+        )
+        echo(
+            f"trained {stage}: {res.state.step} step(s) in {res.seconds:.1f} s; "
+            f"checkpoint {res.checkpoint}"
+        )
         if val_txt:
             echo(f"validation: {val_txt}")
     return res

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -21,10 +21,16 @@ __all__ = ["LandmarkTask", "build_landmark_net", "load_landmark_net", "train_lan
 
 def build_landmark_net(cfg: TrainConfig) -> LandmarkNet:
     lc = cfg.landmarks
-    return LandmarkNet(LandmarkNetConfig(
-        variant=lc.variant, num_landmarks=cfg.data.landmarks, in_channels=lc.in_channels,
-        channels=tuple(lc.channels), fc_dims=tuple(lc.fc_dims), head_channels=lc.head_channels,
-    ))
+    return LandmarkNet(
+        LandmarkNetConfig(
+            variant=lc.variant,
+            num_landmarks=cfg.data.landmarks,
+            in_channels=lc.in_channels,
+            channels=tuple(lc.channels),
+            fc_dims=tuple(lc.fc_dims),
+            head_channels=lc.head_channels,
+        )
+    )
 
 
 def load_landmark_net(path: str | Path) -> tuple[LandmarkNet, TrainConfig]:
@@ -58,8 +64,13 @@ class LandmarkTask:
     def loss(self, model, batch: SequenceSample):
         images, uv, vis = _frames(batch)
         out = model(images)
-        return landmark_detection_loss(out, uv, vis, scale=float(images.shape[-1]),
-                                       visibility_weight=self.cfg.landmarks.visibility_weight)
+        return landmark_detection_loss(
+            out,
+            uv,
+            vis,
+            scale=float(images.shape[-1]),
+            visibility_weight=self.cfg.landmarks.visibility_weight,
+        )
 
     def validate(self, model, samples: list[SequenceSample]) -> dict[str, float]:
         uvs, logits, gts, viss = [], [], [], []
@@ -69,29 +80,58 @@ class LandmarkTask:
             logits.append(out.visibility_logits)
             gts.append(s.uv)
             viss.append(s.visible)
-        return landmark_errors(torch.cat(uvs), torch.cat(logits), torch.cat(gts),
-                               torch.cat(viss))
+        return landmark_errors(torch.cat(uvs), torch.cat(logits), torch.cat(gts), torch.cat(viss))
 
 
 def landmark_datasets(cfg: TrainConfig, data, val=None):
     """Single-frame training samples (augmented) and validation samples (whole sequences of
     ``val``, or of the training data when ``val`` is None, not augmented)."""
     d = cfg.data
-    train = SequenceDataset(data, window=1, image_size=d.image_size,
-                            augment=AugmentConfig() if d.augment else None,
-                            landmarks=d.landmarks, seed=cfg.seed, load_depth=False)
-    vset = SequenceDataset(val if val is not None else data, window=None,
-                           image_size=d.image_size, landmarks=d.landmarks, load_depth=False)
+    train = SequenceDataset(
+        data,
+        window=1,
+        image_size=d.image_size,
+        augment=AugmentConfig() if d.augment else None,
+        landmarks=d.landmarks,
+        seed=cfg.seed,
+        load_depth=False,
+    )
+    vset = SequenceDataset(
+        val if val is not None else data,
+        window=None,
+        image_size=d.image_size,
+        landmarks=d.landmarks,
+        load_depth=False,
+    )
     return train, vset
 
 
-def train_landmarks(cfg: TrainConfig, data, out, *, val=None, resume: bool = False,
-                    progress: bool = True, dist: DistInfo | None = None,
-                    interrupt_after: int | None = None, echo: Callable = print) -> TrainResult:
+def train_landmarks(
+    cfg: TrainConfig,
+    data,
+    out,
+    *,
+    val=None,
+    resume: bool = False,
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    interrupt_after: int | None = None,
+    echo: Callable = print,
+) -> TrainResult:
     """Train the landmark detector on rendered sequences ``data`` (see
     :func:`facesfm.data.dataset.find_sequences`); results in the run folder ``out``."""
     seed_everything(cfg.seed)
     task = LandmarkTask(cfg)
     train, vset = landmark_datasets(cfg, data, val)
-    return run_training(task, cfg, train, vset, out, resume=resume, progress=progress,
-                        dist=dist, interrupt_after=interrupt_after, echo=echo)
+    return run_training(
+        task,
+        cfg,
+        train,
+        vset,
+        out,
+        resume=resume,
+        progress=progress,
+        dist=dist,
+        interrupt_after=interrupt_after,
+        echo=echo,
+    )

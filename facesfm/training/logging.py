@@ -102,15 +102,18 @@ def plot_metrics(jsonl: str | Path, png: str | Path, max_panels: int = 12) -> Pa
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, (split, k) in zip(axes.flat, names):
-        pts = [(r["step"], r[k]) for r in recs if r["split"] == split and k in r
-               and math.isfinite(r[k])]
+        pts = [
+            (r["step"], r[k])
+            for r in recs
+            if r["split"] == split and k in r and math.isfinite(r[k])
+        ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, "-" if split == "train" else "o-", ms=3)
         ax.set_title(f"{split}: {k}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("step", fontsize=7)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
     png = Path(png)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -36,8 +37,14 @@ from facesfm.training.config import TrainConfig
 from facesfm.training.distributed import DistInfo, param_spread, shard, wrap_ddp
 from facesfm.training.logging import MetricsLogger, plot_metrics
 
-__all__ = ["Task", "TrainResult", "TrainingInterrupted", "epoch_order", "run_training",
-           "seed_everything"]
+__all__ = [
+    "Task",
+    "TrainResult",
+    "TrainingInterrupted",
+    "epoch_order",
+    "run_training",
+    "seed_everything",
+]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -48,11 +55,13 @@ class Task(Protocol):
     stage: str
     model: torch.nn.Module
 
-    def loss(self, model: torch.nn.Module, batch: SequenceSample
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def loss(
+        self, model: torch.nn.Module, batch: SequenceSample
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
-    def validate(self, model: torch.nn.Module, samples: list[SequenceSample]
-                 ) -> dict[str, float]: ...
+    def validate(
+        self, model: torch.nn.Module, samples: list[SequenceSample]
+    ) -> dict[str, float]: ...
 
 
 @dataclass
@@ -95,9 +104,19 @@ def _config_diff(a: dict, b: dict, prefix=()) -> list[str]:
     return out
 
 
-def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Path, *,
-                 resume: bool = False, progress: bool = True, dist: DistInfo | None = None,
-                 interrupt_after: int | None = None, echo: Callable = print) -> TrainResult:
+def run_training(
+    task: Task,
+    cfg: TrainConfig,
+    train_set,
+    val_set,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    interrupt_after: int | None = None,
+    echo: Callable = print,
+) -> TrainResult:
     """Train ``task.model`` on ``train_set`` (a :class:`facesfm.data.SequenceDataset`).
 
     out:             run folder: ``checkpoints/last.pt``, ``config.yaml``, ``metrics.jsonl``,
@@ -119,21 +138,25 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
     state = TrainState()
     resumed_from = None
     if ckpt_path.is_file() and not resume:
-        raise InputError(f"{ckpt_path} exists: pass --resume to continue that run, or choose "
-                         "another --out")
+        raise InputError(
+            f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out"
+        )
     if resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path, stage=task.stage)
         diff = _config_diff(ck["config"], cfg_dict)
         if diff:
-            raise InputError(f"--resume: {ckpt_path} was trained with a different config "
-                             f"({', '.join(diff)})")
+            raise InputError(
+                f"--resume: {ckpt_path} was trained with a different config ({', '.join(diff)})"
+            )
         model.load_state_dict(ck["models"]["model"])
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         state = TrainState(**ck["state"])
         resumed_from = state.step
-        echo(f"resuming {ckpt_path} at step {state.step} (epoch {state.epoch}, "
-             f"batch {state.epoch_step})")
+        echo(
+            f"resuming {ckpt_path} at step {state.step} (epoch {state.epoch}, "
+            f"batch {state.epoch_step})"
+        )
     logger = MetricsLogger(out, enabled=dist.is_main)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -143,22 +166,36 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
 
     def save():
         if dist.is_main:
-            save_checkpoint(ckpt_path, models={"model": model}, optimizer=opt, state=state,
-                            config=cfg_dict, stage=task.stage)
+            save_checkpoint(
+                ckpt_path,
+                models={"model": model},
+                optimizer=opt,
+                state=state,
+                config=cfg_dict,
+                stage=task.stage,
+            )
 
     n = len(train_set)
     steps_per_epoch = len(shard(list(range(n)), dist, o.batch_size))
     if steps_per_epoch == 0:
-        raise InputError(f"the training data has {n} sample(s): fewer than batch_size "
-                         f"{o.batch_size} x {dist.world_size} process(es)")
+        raise InputError(
+            f"the training data has {n} sample(s): fewer than batch_size "
+            f"{o.batch_size} x {dist.world_size} process(es)"
+        )
     total = o.epochs * steps_per_epoch
     if o.max_steps is not None:
         total = min(total, o.max_steps)
     t0 = time.perf_counter()
     last_train: dict = {}
     last_val: dict = {}
-    bar = tqdm(total=total, initial=min(state.step, total), desc=f"train {task.stage}",
-               unit="step", disable=not (progress and dist.is_main), file=sys.stderr)
+    bar = tqdm(
+        total=total,
+        initial=min(state.step, total),
+        desc=f"train {task.stage}",
+        unit="step",
+        disable=not (progress and dist.is_main),
+        file=sys.stderr,
+    )
     try:
         while state.step < total and state.epoch < o.epochs:
             train_set.set_epoch(state.epoch)
@@ -170,7 +207,8 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"{task.stage}: non-finite loss at step {state.step + 1}: "
-                        f"{ {k: float(v) for k, v in metrics.items()} }")
+                        f"{ {k: float(v) for k, v in metrics.items()} }"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if o.grad_clip is not None:
@@ -181,8 +219,9 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
                 state.epoch_step += 1
                 bar.update(1)
                 if state.step % cfg.log_every == 0 or state.step == total:
-                    last_train = logger.log("train", state.step, state.epoch,
-                                            {"loss": loss.detach(), **metrics})
+                    last_train = logger.log(
+                        "train", state.step, state.epoch, {"loss": loss.detach(), **metrics}
+                    )
                     bar.set_postfix(loss=f"{last_train['loss']:.4g}")
                 if state.step % cfg.ckpt_every == 0:
                     save()
@@ -192,8 +231,9 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
                 state.epoch += 1
                 state.epoch_step = 0
                 if val_set is not None and dist.is_main:
-                    last_val = logger.log("val", state.step, state.epoch - 1,
-                                          _validate(task, model, val_set, cfg))
+                    last_val = logger.log(
+                        "val", state.step, state.epoch - 1, _validate(task, model, val_set, cfg)
+                    )
                 save()
     finally:
         bar.close()
@@ -205,14 +245,24 @@ def run_training(task: Task, cfg: TrainConfig, train_set, val_set, out: str | Pa
     if dist.is_main:
         logger.write_tables()
         plot_metrics(logger.path, out / "metrics.png")
-        write_json(out / "summary.json", {
-            "stage": task.stage, "steps": state.step, "epochs_done": state.epoch,
-            "seconds": seconds, "train": last_train, "val": last_val,
-            "checkpoint": str(ckpt_path), "resumed_from": resumed_from,
-            "world_size": dist.world_size, "ddp_param_spread": spread,
-        })
-    return TrainResult(out, state, ckpt_path if dist.is_main else None, seconds, last_train,
-                       last_val, resumed_from)
+        write_json(
+            out / "summary.json",
+            {
+                "stage": task.stage,
+                "steps": state.step,
+                "epochs_done": state.epoch,
+                "seconds": seconds,
+                "train": last_train,
+                "val": last_val,
+                "checkpoint": str(ckpt_path),
+                "resumed_from": resumed_from,
+                "world_size": dist.world_size,
+                "ddp_param_spread": spread,
+            },
+        )
+    return TrainResult(
+        out, state, ckpt_path if dist.is_main else None, seconds, last_train, last_val, resumed_from
+    )
 
 
 def _validate(task: Task, model: torch.nn.Module, val_set, cfg: TrainConfig) -> dict:

@@ -9,8 +9,9 @@ from facesfm.geometry.se3 import rotation_angle
 __all__ = ["depth_errors", "landmark_errors", "relative_rotation_errors"]
 
 
-def landmark_errors(uv: torch.Tensor, vis_logits: torch.Tensor, uv_gt: torch.Tensor,
-                    visible: torch.Tensor) -> dict[str, float]:
+def landmark_errors(
+    uv: torch.Tensor, vis_logits: torch.Tensor, uv_gt: torch.Tensor, visible: torch.Tensor
+) -> dict[str, float]:
     """Detector errors over a set of frames.
 
     uv, uv_gt: (..., N, 2) pixels; vis_logits: (..., N); visible: (..., N) bool.
@@ -57,13 +58,16 @@ def depth_errors(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> di
     if not rel:
         nan = float("nan")
         return {"depth_abs_rel": nan, "depth_mm": nan, "depth_abs_rel_raw": nan}
-    return {"depth_abs_rel": torch.stack(rel).mean().item(),
-            "depth_mm": torch.stack(mm).mean().item(),
-            "depth_abs_rel_raw": torch.stack(raw).mean().item()}
+    return {
+        "depth_abs_rel": torch.stack(rel).mean().item(),
+        "depth_mm": torch.stack(mm).mean().item(),
+        "depth_abs_rel_raw": torch.stack(raw).mean().item(),
+    }
 
 
-def relative_rotation_errors(cam_T_world: torch.Tensor, gt_cam_T_world: torch.Tensor
-                             ) -> torch.Tensor:
+def relative_rotation_errors(
+    cam_T_world: torch.Tensor, gt_cam_T_world: torch.Tensor
+) -> torch.Tensor:
     """Rotation error (degrees) of each frame's pose relative to frame 0.
 
     cam_T_world, gt_cam_T_world: (F, 4, 4) (any world frames: both are made relative to their

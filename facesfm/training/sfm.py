@@ -20,9 +20,9 @@ and it carries neither. They are read only by :meth:`SfmTask.validate`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -110,8 +110,9 @@ def consecutive_pairs(num_frames: int, device=None) -> torch.Tensor:
     return torch.cat([fwd, fwd.flip(1)], 0)
 
 
-def inputs_from_sample(sample: SequenceSample, detector: LandmarkNet | None, source: str,
-                       min_visibility: float = 0.5) -> SfmInputs:
+def inputs_from_sample(
+    sample: SequenceSample, detector: LandmarkNet | None, source: str, min_visibility: float = 0.5
+) -> SfmInputs:
     """Build the loss inputs of a batch (B, F, ...); landmarks from the frozen ``detector``
     (weights: visibility probability x inverse variance, zero below ``min_visibility`` or
     outside the image) or from the labels (``source="gt"``: weight = visible)."""
@@ -122,15 +123,21 @@ def inputs_from_sample(sample: SequenceSample, detector: LandmarkNet | None, sou
         weight = sample.visible.to(images.dtype)
     else:
         if detector is None:
-            raise InputError("stage 2 needs a landmark detector: pass --landmarks-ckpt "
-                             "(a stage-1 checkpoint) or set sfm.landmark_source: gt")
+            raise InputError(
+                "stage 2 needs a landmark detector: pass --landmarks-ckpt "
+                "(a stage-1 checkpoint) or set sfm.landmark_source: gt"
+            )
         with torch.no_grad():
             out = detector(images.flatten(0, 1))
             uv = out.uv.unflatten(0, (B, Fn))
             prob = torch.sigmoid(out.visibility_logits).unflatten(0, (B, Fn))
             weight = ba_weights(out).unflatten(0, (B, Fn)) * (prob >= min_visibility)
-            inside = ((uv[..., 0] >= 0) & (uv[..., 0] <= W - 1) & (uv[..., 1] >= 0)
-                      & (uv[..., 1] <= H - 1))
+            inside = (
+                (uv[..., 0] >= 0)
+                & (uv[..., 0] <= W - 1)
+                & (uv[..., 1] >= 0)
+                & (uv[..., 1] <= H - 1)
+            )
             weight = weight * inside
             # relative weights: the BA and the loss normalise, keep them O(1)
             weight = weight / weight.amax((1, 2), keepdim=True).clamp_min(1e-12)
@@ -143,9 +150,14 @@ def _make_solver(ba: BAConfig):
     return LMSolver(max_iterations=ba.max_iterations, backward=BackwardMode(ba.backward))
 
 
-def refine_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
-                 lm_depth: torch.Tensor, init: torch.Tensor, ba: BAConfig
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def refine_poses(
+    K: torch.Tensor,
+    uv: torch.Tensor,
+    weight: torch.Tensor,
+    lm_depth: torch.Tensor,
+    init: torch.Tensor,
+    ba: BAConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Bundle-adjust each sequence of a batch (the BA layer).
 
     K: (B, 3, 3); uv: (B, F, N, 2); weight: (B, F, N); lm_depth: (B, F, N) predicted depth at
@@ -154,8 +166,15 @@ def refine_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
     and metrics (``ba_rms_px``, ``ba_iterations``, ``ba_failures``: sequences where the solver
     raised and the learned poses were kept).
     """
-    from facesfm.solvers import AllPairs, BAProblem, BAState, HuberKernel, Parameterization
-    from facesfm.solvers import SolverError, TrivialKernel
+    from facesfm.solvers import (
+        AllPairs,
+        BAProblem,
+        BAState,
+        HuberKernel,
+        Parameterization,
+        SolverError,
+        TrivialKernel,
+    )
 
     solver = _make_solver(ba)
     dt = torch.float64 if ba.float64 else init.dtype
@@ -164,15 +183,23 @@ def refine_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
     B, Fn = uv.shape[:2]
     for b in range(B):
         problem = BAProblem(
-            K=K[b].to(dt).expand(Fn, 3, 3), uv=uv[b].to(dt), weight=weight[b].to(dt),
-            depth=lm_depth[b].to(dt).clamp_min(1e-3), parameterization=Parameterization.DEPTH,
-            kernel=kernel, pairs=AllPairs(), depth_corrections=ba.depth_corrections,
+            K=K[b].to(dt).expand(Fn, 3, 3),
+            uv=uv[b].to(dt),
+            weight=weight[b].to(dt),
+            depth=lm_depth[b].to(dt).clamp_min(1e-3),
+            parameterization=Parameterization.DEPTH,
+            kernel=kernel,
+            pairs=AllPairs(),
+            depth_corrections=ba.depth_corrections,
         ).drop_unconstrained()
         try:
             res = solver.solve(problem, BAState(poses=init[b].detach().to(dt)))
         except (SolverError, torch.linalg.LinAlgError) as e:
-            warnings.warn(f"BA layer: sequence {b} of the batch kept its learned poses: {e}",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"BA layer: sequence {b} of the batch kept its learned poses: {e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             out.append(init[b])
             fails += 1
             continue
@@ -188,16 +215,16 @@ def refine_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
     return torch.stack(out), metrics
 
 
-def sfm_losses(inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor,
-               learned: torch.Tensor, w: LossWeights
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def sfm_losses(
+    inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor, learned: torch.Tensor, w: LossWeights
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted stage-2 loss.
 
     depth: (B, F, 1, H, W) mm; poses: (B, F, 4, 4) ``cam_T_world`` used by the geometric terms
     (refined, or learned when the BA layer is off); learned: (B, F, 4, 4) the PoseNet chain
     (pose distillation). Terms with weight 0 are not computed.
     """
-    B, Fn, _, H, W = inp.images.shape
+    B, Fn, _, _H, _W = inp.images.shape
     metrics: dict[str, torch.Tensor] = {}
     total = depth.new_zeros(())
     K_f = inp.K[:, None].expand(B, Fn, 3, 3)
@@ -230,8 +257,9 @@ def sfm_losses(inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor,
             total = total + w.depth * l
             metrics["depth_consistency"] = l.detach()
     if w.smooth > 0:
-        l, _ = smoothness_loss(depth.flatten(0, 1), inp.images.flatten(0, 1),
-                               inp.mask.flatten(0, 1))
+        l, _ = smoothness_loss(
+            depth.flatten(0, 1), inp.images.flatten(0, 1), inp.mask.flatten(0, 1)
+        )
         total = total + w.smooth * l
         metrics["smooth"] = l.detach()
     return total, metrics
@@ -240,8 +268,12 @@ def sfm_losses(inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor,
 def build_sfm_nets(cfg: TrainConfig) -> SfmNets:
     s = cfg.sfm
     return SfmNets(
-        DepthNetConfig(channels=tuple(s.depth_channels), num_scales=1,
-                       min_depth_mm=s.min_depth_mm, max_depth_mm=s.max_depth_mm),
+        DepthNetConfig(
+            channels=tuple(s.depth_channels),
+            num_scales=1,
+            min_depth_mm=s.min_depth_mm,
+            max_depth_mm=s.max_depth_mm,
+        ),
         PoseNetConfig(channels=tuple(s.pose_channels)),
     )
 
@@ -261,19 +293,26 @@ class SfmTask:
         needs_lm = self.use_ba or self.weights.landmark > 0 or self.weights.pose_distill > 0
         self.needs_landmarks = needs_lm
         if needs_lm and s.landmark_source == "detector" and detector is None:
-            raise InputError("stage 2 needs a landmark detector: pass --landmarks-ckpt "
-                             "(a stage-1 checkpoint) or set sfm.landmark_source: gt")
+            raise InputError(
+                "stage 2 needs a landmark detector: pass --landmarks-ckpt "
+                "(a stage-1 checkpoint) or set sfm.landmark_source: gt"
+            )
         if detector is not None and detector.cfg.num_landmarks != cfg.data.landmarks:
-            raise InputError(f"the detector finds {detector.cfg.num_landmarks} landmarks but "
-                             f"data.landmarks is {cfg.data.landmarks}")
+            raise InputError(
+                f"the detector finds {detector.cfg.num_landmarks} landmarks but "
+                f"data.landmarks is {cfg.data.landmarks}"
+            )
 
     def inputs(self, sample: SequenceSample) -> SfmInputs:
         if not self.needs_landmarks:
             B, Fn = sample.images.shape[:2]
             z = sample.images.new_zeros(B, Fn, 0)
-            return SfmInputs(sample.images, sample.mask, sample.K, z[..., None].expand(B, Fn, 0, 2), z)
-        return inputs_from_sample(sample, self.detector, self.cfg.sfm.landmark_source,
-                                  self.cfg.sfm.min_visibility)
+            return SfmInputs(
+                sample.images, sample.mask, sample.K, z[..., None].expand(B, Fn, 0, 2), z
+            )
+        return inputs_from_sample(
+            sample, self.detector, self.cfg.sfm.landmark_source, self.cfg.sfm.min_visibility
+        )
 
     def forward(self, model, inp: SfmInputs, grad_ba: bool = True):
         """Depth, refined poses, learned poses and BA metrics of a batch."""
@@ -283,7 +322,9 @@ class SfmTask:
         poses = learned
         if self.use_ba:
             B, Fn = inp.images.shape[:2]
-            lm_depth = sample_depth_at(depth.flatten(0, 1), inp.uv.flatten(0, 1)).unflatten(0, (B, Fn))
+            lm_depth = sample_depth_at(depth.flatten(0, 1), inp.uv.flatten(0, 1)).unflatten(
+                0, (B, Fn)
+            )
             ba = self.cfg.sfm.ba if grad_ba else _no_grad_ba(self.cfg.sfm.ba)
             poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, learned, ba)
         return depth, poses, learned, metrics
@@ -325,18 +366,38 @@ def _as_batch(s: SequenceSample) -> SequenceSample:
 def sfm_datasets(cfg: TrainConfig, data, val=None):
     """Windowed training samples (augmented) and validation windows (not augmented)."""
     d = cfg.data
-    train = SequenceDataset(data, window=d.window, stride=d.stride, image_size=d.image_size,
-                            augment=AugmentConfig() if d.augment else None,
-                            landmarks=d.landmarks, seed=cfg.seed)
-    vset = SequenceDataset(val if val is not None else data, window=d.window, stride=d.stride,
-                           image_size=d.image_size, landmarks=d.landmarks)
+    train = SequenceDataset(
+        data,
+        window=d.window,
+        stride=d.stride,
+        image_size=d.image_size,
+        augment=AugmentConfig() if d.augment else None,
+        landmarks=d.landmarks,
+        seed=cfg.seed,
+    )
+    vset = SequenceDataset(
+        val if val is not None else data,
+        window=d.window,
+        stride=d.stride,
+        image_size=d.image_size,
+        landmarks=d.landmarks,
+    )
     return train, vset
 
 
-def train_sfm(cfg: TrainConfig, data, out, *, landmarks_ckpt: str | Path | None = None,
-              val=None, resume: bool = False, progress: bool = True,
-              dist: DistInfo | None = None, interrupt_after: int | None = None,
-              echo: Callable = print) -> TrainResult:
+def train_sfm(
+    cfg: TrainConfig,
+    data,
+    out,
+    *,
+    landmarks_ckpt: str | Path | None = None,
+    val=None,
+    resume: bool = False,
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    interrupt_after: int | None = None,
+    echo: Callable = print,
+) -> TrainResult:
     """Train depth and pose networks on sequences ``data`` (no depth/pose supervision)."""
     detector = None
     if landmarks_ckpt is not None:
@@ -346,5 +407,15 @@ def train_sfm(cfg: TrainConfig, data, out, *, landmarks_ckpt: str | Path | None 
     seed_everything(cfg.seed)
     task = SfmTask(cfg, detector)
     train, vset = sfm_datasets(cfg, data, val)
-    return run_training(task, cfg, train, vset, out, resume=resume, progress=progress,
-                        dist=dist, interrupt_after=interrupt_after, echo=echo)
+    return run_training(
+        task,
+        cfg,
+        train,
+        vset,
+        out,
+        resume=resume,
+        progress=progress,
+        dist=dist,
+        interrupt_after=interrupt_after,
+        echo=echo,
+    )

@@ -7,8 +7,9 @@ def tiny_data(tmp_path_factory):
     from facesfm.render.batch import build_batch_config, render_batch
 
     out = tmp_path_factory.mktemp("train_data") / "tiny"
-    cfg = build_batch_config(subjects=3, frames=6, size="64", landmarks=68,
-                             yaw_range="-30,30", focal=110.0)
+    cfg = build_batch_config(
+        subjects=3, frames=6, size="64", landmarks=68, yaw_range="-30,30", focal=110.0
+    )
     render_batch(cfg, out, progress=False, echo=lambda *a, **k: None)
     return out
 

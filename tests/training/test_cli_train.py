@@ -12,46 +12,122 @@ def _run(argv, capsys):
 
 
 def test_missing_data_folder_is_one_line(tmp_path, capsys):
-    code, cap = _run(["train", "landmarks", str(tmp_path / "nope"), "--out",
-                      str(tmp_path / "o"), "--preset", "tiny"], capsys)
+    code, cap = _run(
+        [
+            "train",
+            "landmarks",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+            "--preset",
+            "tiny",
+        ],
+        capsys,
+    )
     assert code == 2
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0] and lines[0].startswith("error:")
 
 
 def test_unknown_preset_is_one_line(tiny_data, tmp_path, capsys):
-    code, cap = _run(["train", "sfm", str(tiny_data), "--out", str(tmp_path / "o"),
-                      "--preset", "huge"], capsys)
+    code, cap = _run(
+        ["train", "sfm", str(tiny_data), "--out", str(tmp_path / "o"), "--preset", "huge"], capsys
+    )
     assert code == 2
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and "'huge'" in lines[0] and "tiny" in lines[0]
 
 
 def test_bad_ablation_and_missing_checkpoint_are_one_line(tiny_data, tmp_path, capsys):
-    code, cap = _run(["train", "sfm", str(tiny_data), "--out", str(tmp_path / "o"),
-                      "--preset", "tiny", "--ablation", "bogus"], capsys)
+    code, cap = _run(
+        [
+            "train",
+            "sfm",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "o"),
+            "--preset",
+            "tiny",
+            "--ablation",
+            "bogus",
+        ],
+        capsys,
+    )
     assert code == 2 and len(cap.err.strip().splitlines()) == 1 and "bogus" in cap.err
-    code, cap = _run(["train", "sfm", str(tiny_data), "--out", str(tmp_path / "o"),
-                      "--preset", "tiny", "--landmarks-ckpt", str(tmp_path / "x.pt")], capsys)
+    code, cap = _run(
+        [
+            "train",
+            "sfm",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "o"),
+            "--preset",
+            "tiny",
+            "--landmarks-ckpt",
+            str(tmp_path / "x.pt"),
+        ],
+        capsys,
+    )
     assert code == 2 and len(cap.err.strip().splitlines()) == 1 and "x.pt" in cap.err
 
 
 def test_both_stages_from_the_cli(tiny_data, tmp_path, capsys):
     lm = tmp_path / "lm"
-    main(["train", "landmarks", str(tiny_data), "--out", str(lm), "--preset", "tiny",
-          "--max-steps", "2", "--quiet"])
+    main(
+        [
+            "train",
+            "landmarks",
+            str(tiny_data),
+            "--out",
+            str(lm),
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--quiet",
+        ]
+    )
     ck = lm / "checkpoints" / "last.pt"
     assert ck.is_file()
     sfm = tmp_path / "sfm"
-    main(["train", "sfm", str(tiny_data), "--out", str(sfm), "--preset", "tiny",
-          "--landmarks-ckpt", str(ck), "--max-steps", "1", "--landmarks", "68", "--quiet"])
+    main(
+        [
+            "train",
+            "sfm",
+            str(tiny_data),
+            "--out",
+            str(sfm),
+            "--preset",
+            "tiny",
+            "--landmarks-ckpt",
+            str(ck),
+            "--max-steps",
+            "1",
+            "--landmarks",
+            "68",
+            "--quiet",
+        ]
+    )
     s = json.loads((sfm / "summary.json").read_text())
     assert s["stage"] == "sfm" and s["steps"] == 1
     assert "ba_rms_px" in s["train"] and "depth_abs_rel" in s["val"]
     out = capsys.readouterr().out
     assert "trained sfm: 1 step(s)" in out
     # landmark count must match the detector's
-    code, cap = _run(["train", "sfm", str(tiny_data), "--out", str(tmp_path / "s2"),
-                      "--preset", "tiny", "--landmarks-ckpt", str(ck), "--landmarks", "20"],
-                     capsys)
+    code, cap = _run(
+        [
+            "train",
+            "sfm",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "s2"),
+            "--preset",
+            "tiny",
+            "--landmarks-ckpt",
+            str(ck),
+            "--landmarks",
+            "20",
+        ],
+        capsys,
+    )
     assert code == 2 and "68" in cap.err and len(cap.err.strip().splitlines()) == 1

@@ -17,14 +17,38 @@ def _free_port() -> int:
 
 def test_torchrun_two_gloo_processes_keep_weights_in_sync(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-           "PYOPENGL_PLATFORM": "osmesa"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
-           "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()),
-           "-m", "facesfm.cli", "train", "landmarks", str(tiny_data), "--out", str(out),
-           "--preset", "tiny", "--max-steps", "3", "--quiet"]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYOPENGL_PLATFORM": "osmesa",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "facesfm.cli",
+        "train",
+        "landmarks",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "3",
+        "--quiet",
+    ]
+    p = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
@@ -39,8 +63,11 @@ def test_torchrun_two_gloo_processes_keep_weights_in_sync(tiny_data, tmp_path):
     seed_everything(0)
     init = build_landmark_net(preset_config("tiny")).state_dict()
     trained = load_checkpoint(out / "checkpoints" / "last.pt")["models"]["model"]
-    moved = max(float((trained[k].double() - init[k].double()).abs().max())
-                for k in init if init[k].is_floating_point())
+    moved = max(
+        float((trained[k].double() - init[k].double()).abs().max())
+        for k in init
+        if init[k].is_floating_point()
+    )
     assert moved > 1e-4
     # each rank took 1 sample per step: 18 frames / 2 ranks / batch 2 = 4 steps per epoch
     assert summary["epochs_done"] == 0

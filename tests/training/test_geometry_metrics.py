@@ -87,7 +87,9 @@ def _gt_problem(tiny_data):
     s = ds[0]
     T = s.cam_T_world @ invert_pose(s.cam_T_world[:1])  # world = camera 0
     X = s.xyz  # (N, 3) world
-    Xc = (s.cam_T_world[:, None, :3, :3] @ X[None, :, :, None])[..., 0] + s.cam_T_world[:, None, :3, 3]
+    Xc = (s.cam_T_world[:, None, :3, :3] @ X[None, :, :, None])[..., 0] + s.cam_T_world[
+        :, None, :3, 3
+    ]
     return s, T, Xc[..., 2]
 
 

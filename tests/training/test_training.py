@@ -60,9 +60,12 @@ def _nan_gt(batch):
     import dataclasses
 
     nan = float("nan")
-    return dataclasses.replace(batch, depth=torch.full_like(batch.depth, nan),
-                               cam_T_world=torch.full_like(batch.cam_T_world, nan),
-                               xyz=torch.full_like(batch.xyz, nan))
+    return dataclasses.replace(
+        batch,
+        depth=torch.full_like(batch.depth, nan),
+        cam_T_world=torch.full_like(batch.cam_T_world, nan),
+        xyz=torch.full_like(batch.xyz, nan),
+    )
 
 
 @pytest.mark.parametrize("source", ["gt", "detector"])
@@ -77,8 +80,8 @@ def test_ground_truth_depth_and_poses_never_reach_the_sfm_loss(tiny_data, source
     task = SfmTask(cfg, det)
     train, _ = sfm_datasets(cfg, tiny_data)
     batch = collate_samples([train[0], train[1]])
-    loss, m = task.loss(task.model, batch)
-    loss_nan, m_nan = task.loss(task.model, _nan_gt(batch))
+    loss, _m = task.loss(task.model, batch)
+    loss_nan, _m_nan = task.loss(task.model, _nan_gt(batch))
     assert torch.isfinite(loss_nan)
     assert float(loss_nan) == float(loss)  # bit-identical: GT is not read at all
     loss_nan.backward()
@@ -90,14 +93,27 @@ def test_ground_truth_depth_and_poses_never_reach_the_sfm_loss(tiny_data, source
 def test_ablation_switches(tiny_data):
     train = None
     for ablation, ba, want, absent in [
-        ("spectral", True, {"spectral", "depth_consistency", "smooth"},
-         {"landmark", "ba_rms_px", "pose_distill"}),
-        ("landmark", True, {"landmark", "pose_distill", "ba_rms_px"},
-         {"spectral", "depth_consistency"}),
+        (
+            "spectral",
+            True,
+            {"spectral", "depth_consistency", "smooth"},
+            {"landmark", "ba_rms_px", "pose_distill"},
+        ),
+        (
+            "landmark",
+            True,
+            {"landmark", "pose_distill", "ba_rms_px"},
+            {"spectral", "depth_consistency"},
+        ),
         ("full", False, {"landmark", "spectral", "depth_consistency"}, {"ba_rms_px"}),
     ]:
-        cfg = preset_config("tiny", {"data": {"landmarks": 20}, "sfm": {
-            "ablation": ablation, "landmark_source": "gt", "ba": {"enabled": ba}}})
+        cfg = preset_config(
+            "tiny",
+            {
+                "data": {"landmarks": 20},
+                "sfm": {"ablation": ablation, "landmark_source": "gt", "ba": {"enabled": ba}},
+            },
+        )
         # the spectral ablation needs no detector at all
         task = SfmTask(cfg, None)
         train, _ = sfm_datasets(cfg, tiny_data)
@@ -109,7 +125,7 @@ def test_ablation_switches(tiny_data):
         assert want <= set(m), (ablation, set(m))
         assert not (absent & set(m)), (ablation, set(m))
         if not ba:
-            depth, poses, learned, _ = task.forward(task.model, inp)
+            _depth, poses, learned, _ = task.forward(task.model, inp)
             assert torch.equal(poses, learned)
 
 
@@ -171,8 +187,12 @@ def test_resume_after_a_kill_is_bit_identical_landmarks(tiny_data, tmp_path):
 
 
 def test_resume_is_bit_identical_sfm_with_ba(tiny_data, tmp_path):
-    over = {"optim": {"max_steps": 4}, "ckpt_every": 1, "data": {"val_samples": 1},
-            "sfm": {"landmark_source": "gt"}}
+    over = {
+        "optim": {"max_steps": 4},
+        "ckpt_every": 1,
+        "data": {"val_samples": 1},
+        "sfm": {"landmark_source": "gt"},
+    }
     cfg = preset_config("tiny", over)
     full = train_sfm(cfg, tiny_data, tmp_path / "a", progress=False)
     assert full.state.step == 4
@@ -180,15 +200,16 @@ def test_resume_is_bit_identical_sfm_with_ba(tiny_data, tmp_path):
         train_sfm(cfg, tiny_data, tmp_path / "b", progress=False, interrupt_after=2)
     res = train_sfm(cfg, tiny_data, tmp_path / "b", progress=False, resume=True)
     assert res.resumed_from == 2
-    _assert_same_state(_weights(tmp_path / "a" / "checkpoints" / "last.pt"),
-                       _weights(tmp_path / "b" / "checkpoints" / "last.pt"))
+    _assert_same_state(
+        _weights(tmp_path / "a" / "checkpoints" / "last.pt"),
+        _weights(tmp_path / "b" / "checkpoints" / "last.pt"),
+    )
     val = full.val_metrics
     for k in ("depth_abs_rel", "depth_mm", "rot_err_deg", "rot_err_learned_deg"):
         assert k in val and val[k] == val[k]  # present and not NaN
 
 
-def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_clobber(tiny_data,
-                                                                            tmp_path):
+def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_clobber(tiny_data, tmp_path):
     cfg = preset_config("tiny", {"optim": {"max_steps": 2}})
     train_landmarks(cfg, tiny_data, tmp_path / "r", progress=False)
     with pytest.raises(InputError, match="--resume"):
@@ -201,8 +222,14 @@ def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_clobber(tiny
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "last.pt"
     net = torch.nn.Linear(3, 2)
-    save_checkpoint(path, models={"model": net}, optimizer=None, state=TrainState(step=5),
-                    config={"a": 1}, stage="landmarks")
+    save_checkpoint(
+        path,
+        models={"model": net},
+        optimizer=None,
+        state=TrainState(step=5),
+        config={"a": 1},
+        stage="landmarks",
+    )
     before = path.read_bytes()
     with torch.no_grad():
         net.weight.add_(1.0)
@@ -214,8 +241,14 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
 
     monkeypatch.setattr(ckmod.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, models={"model": net}, optimizer=None,
-                        state=TrainState(step=6), config={"a": 1}, stage="landmarks")
+        save_checkpoint(
+            path,
+            models={"model": net},
+            optimizer=None,
+            state=TrainState(step=6),
+            config={"a": 1},
+            stage="landmarks",
+        )
     monkeypatch.undo()
     assert path.read_bytes() == before
     ck = load_checkpoint(path, stage="landmarks")
