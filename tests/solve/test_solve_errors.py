@@ -17,7 +17,8 @@ def _run_error(args, capsys, out):
     with pytest.raises(SystemExit) as e:
         main(["solve", *[str(a) for a in args], "--out", str(out)])
     assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines()
+           if not ln.startswith("warning: ")]  # warnings (skipped frames) may precede it
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not out.exists()
     assert not list(out.parent.glob(f".{out.name}*"))
@@ -157,6 +158,10 @@ def test_no_face_frames_skipped_or_too_few(seq9, tmp_path, capsys):
     np.savez(seq / "landmarks.npz", **lm)
     msg = _run_error([seq, *ORACLE], capsys, tmp_path / "out2")
     assert "face was found in only 1 of 9 frames" in msg and str(seq) in msg
+    with pytest.raises(SystemExit):
+        main(["solve", str(seq), *ORACLE, "--out", str(tmp_path / "out3")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("warning: no face found in 8 frame(s), skipped: 000001.png")
 
 
 def test_existing_output_and_failure_inside_leave_nothing(seq9, tmp_path, capsys, monkeypatch):
