@@ -11,7 +11,7 @@ and the optional peers in :mod:`facesfm.solvers.colmap_baseline`,
 use, since they need optional packages).
 """
 
-from facesfm.solvers.lm import BackwardMode, LMSolver
+from facesfm.solvers.lm import BackwardMode, HessianProducts, LMSolver
 from facesfm.solvers.problem import (
     AllPairs,
     BAProblem,
@@ -38,6 +38,7 @@ __all__ = [
     "BAState",
     "BackwardMode",
     "CauchyKernel",
+    "HessianProducts",
     "HuberKernel",
     "Kernel",
     "LMSolver",

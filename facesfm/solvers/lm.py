@@ -292,7 +292,9 @@ class LMSolver:
         backward: :class:`BackwardMode`.
         truncated_steps: differentiable steps of ``BackwardMode.TRUNCATED``.
         refine_iterations: cap on the preconditioned CG iterations on the exact Hessian in
-            ``BackwardMode.IMPLICIT`` (stops at a relative residual of 1e-9).
+            ``BackwardMode.IMPLICIT``.
+        implicit_rtol: the CG stops at this residual norm relative to |dL/dtheta|.
+        hessian_products: :class:`HessianProducts` (how the CG forms H v).
     """
 
     max_iterations: int = 50
@@ -304,6 +306,7 @@ class LMSolver:
     truncated_steps: int = 5
     refine_iterations: int = 30
     hessian_products: HessianProducts = HessianProducts.AUTOGRAD
+    implicit_rtol: float = 1e-7
 
     name = "ours-lm"
 
@@ -563,7 +566,7 @@ def _solve_hessian(solver, problem, st, pairs, free, gc, gs, factor=None):
     pc, ps = yc, ys
     ry = dot(rc, rs, yc, ys)
     for _ in range(solver.refine_iterations):
-        if float(dot(rc, rs, rc, rs)) ** 0.5 <= 1e-9 * max(gnorm, 1e-300):
+        if float(dot(rc, rs, rc, rs)) ** 0.5 <= solver.implicit_rtol * max(gnorm, 1e-300):
             break
         qc, qs = hvp(problem, st, pairs, pc, ps)
         qc = qc * free
