@@ -16,7 +16,13 @@ from facesfm.training.distributed import DistInfo
 from facesfm.training.loop import TrainResult, run_training, seed_everything
 from facesfm.training.metrics import landmark_errors
 
-__all__ = ["LandmarkTask", "build_landmark_net", "load_landmark_net", "train_landmarks"]
+__all__ = [
+    "LandmarkTask",
+    "build_landmark_net",
+    "landmark_datasets",
+    "load_landmark_net",
+    "train_landmarks",
+]
 
 
 def build_landmark_net(cfg: TrainConfig) -> LandmarkNet:

@@ -116,6 +116,7 @@ def run_training(
     dist: DistInfo | None = None,
     interrupt_after: int | None = None,
     echo: Callable = print,
+    extra: dict | None = None,
 ) -> TrainResult:
     """Train ``task.model`` on ``train_set`` (a :class:`facesfm.data.SequenceDataset`).
 
@@ -124,6 +125,7 @@ def run_training(
     resume:          continue from ``out/checkpoints/last.pt`` (a fresh start if absent).
     interrupt_after: raise :class:`TrainingInterrupted` right after this global step, without
                      saving (what a kill looks like to the next run).
+    extra:           provenance stored in every checkpoint (e.g. the detector checkpoint).
     """
     from tqdm import tqdm
 
@@ -173,6 +175,7 @@ def run_training(
                 state=state,
                 config=cfg_dict,
                 stage=task.stage,
+                extra=extra,
             )
 
     n = len(train_set)

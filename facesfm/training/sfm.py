@@ -48,10 +48,12 @@ __all__ = [
     "SfmInputs",
     "SfmNets",
     "SfmTask",
+    "build_sfm_nets",
     "chain_poses",
     "consecutive_pairs",
     "inputs_from_sample",
     "refine_poses",
+    "sfm_datasets",
     "sfm_losses",
     "train_sfm",
 ]
@@ -129,9 +131,11 @@ def inputs_from_sample(
             )
         with torch.no_grad():
             out = detector(images.flatten(0, 1))
-            uv = out.uv.unflatten(0, (B, Fn))
-            prob = torch.sigmoid(out.visibility_logits).unflatten(0, (B, Fn))
-            weight = ba_weights(out).unflatten(0, (B, Fn)) * (prob >= min_visibility)
+            # the nested ordering: a detector of more landmarks gives the first N of them
+            N = sample.uv.shape[-2]
+            uv = out.uv.unflatten(0, (B, Fn))[:, :, :N]
+            prob = torch.sigmoid(out.visibility_logits).unflatten(0, (B, Fn))[:, :, :N]
+            weight = ba_weights(out).unflatten(0, (B, Fn))[:, :, :N] * (prob >= min_visibility)
             inside = (
                 (uv[..., 0] >= 0)
                 & (uv[..., 0] <= W - 1)
@@ -297,10 +301,10 @@ class SfmTask:
                 "stage 2 needs a landmark detector: pass --landmarks-ckpt "
                 "(a stage-1 checkpoint) or set sfm.landmark_source: gt"
             )
-        if detector is not None and detector.cfg.num_landmarks != cfg.data.landmarks:
+        if detector is not None and detector.cfg.num_landmarks < cfg.data.landmarks:
             raise InputError(
                 f"the detector finds {detector.cfg.num_landmarks} landmarks but "
-                f"data.landmarks is {cfg.data.landmarks}"
+                f"data.landmarks is {cfg.data.landmarks} (use at most that many)"
             )
 
     def inputs(self, sample: SequenceSample) -> SfmInputs:
@@ -418,4 +422,5 @@ def train_sfm(
         dist=dist,
         interrupt_after=interrupt_after,
         echo=echo,
+        extra={"landmarks_ckpt": None if landmarks_ckpt is None else str(landmarks_ckpt)},
     )

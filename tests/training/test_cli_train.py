@@ -111,9 +111,37 @@ def test_both_stages_from_the_cli(tiny_data, tmp_path, capsys):
     s = json.loads((sfm / "summary.json").read_text())
     assert s["stage"] == "sfm" and s["steps"] == 1
     assert "ba_rms_px" in s["train"] and "depth_abs_rel" in s["val"]
+    from facesfm.training.checkpoint import load_checkpoint
+
+    sck = load_checkpoint(sfm / "checkpoints" / "last.pt", stage="sfm")
+    assert sck["extra"]["landmarks_ckpt"] == str(ck)
+    assert set(sck["rng"]) == {"torch", "numpy", "python"}
     out = capsys.readouterr().out
     assert "trained sfm: 1 step(s)" in out
-    # landmark count must match the detector's
+    # a 68-landmark detector serves N = 20 (the first 20 of the nested ordering) ...
+    main(
+        [
+            "train",
+            "sfm",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "s20"),
+            "--preset",
+            "tiny",
+            "--landmarks-ckpt",
+            str(ck),
+            "--landmarks",
+            "20",
+            "--ablation",
+            "landmark",
+            "--max-steps",
+            "1",
+            "--quiet",
+        ]
+    )
+    s20 = json.loads((tmp_path / "s20" / "summary.json").read_text())
+    assert s20["steps"] == 1 and "spectral" not in s20["train"]
+    # ... but the data cannot ask for more landmarks than they store
     code, cap = _run(
         [
             "train",
@@ -126,7 +154,7 @@ def test_both_stages_from_the_cli(tiny_data, tmp_path, capsys):
             "--landmarks-ckpt",
             str(ck),
             "--landmarks",
-            "20",
+            "100",
         ],
         capsys,
     )

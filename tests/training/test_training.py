@@ -129,10 +129,13 @@ def test_ablation_switches(tiny_data):
             assert torch.equal(poses, learned)
 
 
-def test_detector_is_required_unless_gt_landmarks():
+def test_detector_is_required_unless_gt_landmarks_and_must_cover_n():
     cfg = preset_config("tiny")
     with pytest.raises(InputError, match="--landmarks-ckpt"):
         SfmTask(cfg, None)
+    small = build_landmark_net(preset_config("tiny", {"data": {"landmarks": 20}}))
+    with pytest.raises(InputError, match="finds 20 landmarks"):
+        SfmTask(cfg, small)
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
