@@ -211,3 +211,18 @@ def test_compare_errors(tmp_path, capsys):
         main(["compare", str(p)])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "malformed cameras file" in err[0] and "cameras.json" in err[0]
+
+
+def test_image_folder_and_sequence_inputs(seq9):
+    from facesfm.data.format import load_sequence
+    from facesfm.solve.inputs import load_input
+
+    seq = load_sequence(seq9)
+    a = load_input(seq9)
+    b = load_input(seq9 / "rgb", intrinsics="220")
+    assert a.source == "sequence" and b.source == "images" and b.sequence is None
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.names == b.names == tuple(f"{i:06d}.png" for i in range(9))
+    np.testing.assert_array_equal(a.K, seq.K)
+    np.testing.assert_allclose(b.K, seq.K)  # f = 220 px, centre (W - 1) / 2 as rendered
+    assert load_input(seq9 / "rgb").K[0, 0] == 1.2 * 160

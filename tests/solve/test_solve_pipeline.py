@@ -194,3 +194,39 @@ def test_compare_without_gt_uses_the_optimised_poses(solved_perturbed, tmp_path)
     c = compare_cameras(p)
     assert c.reference == "optimised" and list(c.errors) == ["initial"]
     assert 1.0 < c.errors["initial"].rotation_deg.mean() < 4.0
+
+
+def test_learned_depth_and_poses_run_end_to_end(seq9, tmp_path):
+    """The learned path with an untrained tiny sfm checkpoint (oracle landmarks): network depth
+    in the hull-of-landmarks masks, PoseNet's chained poses, the BA and every output. The
+    numbers are meaningless (untrained); the plumbing, shapes and sources are checked."""
+    import torch
+
+    from facesfm.config import to_dict
+    from facesfm.solve.pipeline import BAConfig, SolveConfig, hull_masks, run_solve
+    from facesfm.training import TrainState, preset_config, save_checkpoint
+    from facesfm.training.sfm import build_sfm_nets
+
+    torch.manual_seed(0)
+    tcfg = preset_config("tiny")
+    ck = tmp_path / "sfm.pt"
+    save_checkpoint(ck, models={"model": build_sfm_nets(tcfg)}, optimizer=None,
+                    state=TrainState(), config=to_dict(tcfg), stage="sfm")
+    cfg = SolveConfig(oracle_landmarks=True, checkpoint=str(ck), landmarks=68, evaluate=False,
+                      ba=BAConfig(max_iterations=3))
+    res = run_solve(seq9, tmp_path / "out", cfg, echo=None, html=False)
+    src = json.loads((tmp_path / "out" / "report.json").read_text())["stages"]
+    assert src["depth"] == "network" and src["initial_poses"] == "network (PoseNet)"
+    assert src["landmarks"].startswith("oracle")
+    d = res.depth.depth
+    assert d.shape == (9, 160, 160)
+    assert ((d > tcfg.sfm.min_depth_mm) & (d < tcfg.sfm.max_depth_mm)).all()
+    np.testing.assert_array_equal(res.depth.mask, hull_masks(res.landmarks.uv,
+                                                             res.landmarks.weight, 160, 160))
+    np.testing.assert_array_equal(res.poses_initial[0], np.eye(4))
+    np.testing.assert_array_equal(res.ba.poses[0], np.eye(4))  # frame 0 fixes the gauge
+    assert res.ba.iterations == 3 and np.isfinite(res.ba.final_cost)
+    assert res.ba.final_cost < res.ba.initial_cost
+    assert len(res.cloud) > 1000 and len(res.mesh.faces) > 1000
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "cameras.json", "cloud.ply", "colmap", "mesh.obj", "mesh.ply", "report.json"]
