@@ -102,6 +102,14 @@ class LandmarkStageConfig:
     head_channels: int = 64
     visibility_weight: float = 0.1
 
+    def __post_init__(self):
+        if self.variant not in ("paper", "heatmap"):
+            raise InputError(
+                f"landmarks.variant must be 'paper' or 'heatmap', got {self.variant!r}"
+            )
+        if self.in_channels not in (1, 3):
+            raise InputError(f"landmarks.in_channels must be 1 or 3, got {self.in_channels}")
+
 
 @dataclass(frozen=True)
 class BAConfig:

@@ -59,3 +59,20 @@ def test_unknown_keys_and_values_are_named(tmp_path):
     y.write_text("optim:\n  batchsize: 3\n")
     with pytest.raises(InputError, match="batchsize"):
         build_train_config("tiny", str(y))
+
+
+def test_every_preset_builds_its_networks():
+    from facesfm.networks import count_parameters
+    from facesfm.training.landmarks import build_landmark_net
+    from facesfm.training.sfm import build_sfm_nets
+
+    sizes = {}
+    for name in PRESETS:
+        cfg = preset_config(name)
+        lm = build_landmark_net(cfg)
+        assert lm.cfg.num_landmarks == cfg.data.landmarks
+        assert lm.cfg.variant == cfg.landmarks.variant
+        sizes[name] = count_parameters(build_sfm_nets(cfg))
+    assert sizes["tiny"] < sizes["small"] < sizes["paper"]
+    with pytest.raises(InputError, match="landmarks.variant"):
+        preset_config("tiny", {"landmarks": {"variant": "resnet"}})
