@@ -108,6 +108,8 @@ class ColmapBaseline:
             raise InputError("ColmapBaseline: only Parameterization.CLASSICAL is supported")
         t0 = time.perf_counter()
         problem.validate()
+        if problem.extra_terms:
+            raise InputError("ColmapBaseline: extra cost terms are supported by LMSolver only")
         w = problem.weight.detach().cpu().double().numpy()
         if not np.all((w == 0) | (w == 1)):
             raise InputError("ColmapBaseline: observation weights must be 0 or 1")

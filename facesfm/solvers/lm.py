@@ -46,7 +46,12 @@ from facesfm.solvers.problem import (
     complete_state,
     gauge_free_mask,
 )
-from facesfm.solvers.residuals import Linearization, cost_of, linearize
+from facesfm.solvers.residuals import (
+    Linearization,
+    cost_all,
+    linearize,
+    linearize_all,
+)
 
 __all__ = ["BackwardMode", "HessianProducts", "LMSolver", "NormalEquations", "SchurFactor", "normal_equations"]
 
@@ -95,26 +100,53 @@ def _robust_weights(problem: BAProblem, lin: Linearization, rho1: torch.Tensor):
     """Per-slot weight on the residual 2-vector: rho' I + 2 rho'' r r^T, the kernel's own
     curvature (Ceres' corrector); where that is not positive along r (outliers of a redescending
     kernel), the curvature along r is clamped to a small fraction of rho', as Ceres does."""
-    if isinstance(problem.kernel, TrivialKernel):
+    kernel = problem.kernel if lin.kernel is None else lin.kernel
+    if isinstance(kernel, TrivialKernel):
         return None
     s = (lin.r * lin.r).sum(-1)
-    _, r1, r2 = problem.kernel.rho(s)
+    _, r1, r2 = kernel.rho(s)
     along = r1 + 2.0 * r2 * s  # curvature along r
     along = torch.maximum(along, 1e-3 * r1)
     ss = torch.where(s > 0, s, torch.ones_like(s))
-    eye = torch.eye(2, dtype=s.dtype, device=s.device)
+    eye = torch.eye(lin.r.shape[-1], dtype=s.dtype, device=s.device)
     rr = lin.r[..., :, None] * lin.r[..., None, :] / ss[..., None, None]
     return r1[..., None, None] * eye + (along - r1)[..., None, None] * rr
 
 
-def normal_equations(
-    problem: BAProblem, state: BAState, lin: Linearization, rho1: torch.Tensor
-) -> NormalEquations:
-    """Assemble U, W, V, gc, gs from a linearisation (see :class:`NormalEquations`).
+def normal_equations(problem: BAProblem, state: BAState, lins, rho1s) -> NormalEquations:
+    """Assemble U, W, V, gc, gs from linearisation(s) (see :class:`NormalEquations`).
 
-    The gradient is exact (``J^T rho' r``); the Hessian is Gauss-Newton with the kernel's
-    curvature (:func:`_robust_weights`).
+    ``lins``/``rho1s``: one :class:`Linearization` and its rho' (B, N), or lists of them (the
+    reprojection term first, then extra cost terms). The gradient is exact (``J^T rho' r``);
+    the Hessian is Gauss-Newton with the kernels' curvature (:func:`_robust_weights`).
     """
+    if isinstance(lins, Linearization):
+        lins, rho1s = [lins], [rho1s]
+    ne = None
+    for lin, rho1 in zip(lins, rho1s):
+        one = _normal_equations_one(problem, lin, rho1)
+        if ne is None:
+            ne = one
+            continue
+        if (one.V is None) != (ne.V is None) and one.V is not None:
+            raise SolverError("an extra cost term has structure Jacobians the problem lacks")
+        ne = NormalEquations(
+            ne.U + one.U,
+            ne.W if one.W is None else ne.W + one.W,
+            ne.V if one.V is None else ne.V + one.V,
+            ne.gc + one.gc,
+            ne.gs if one.gs is None else ne.gs + one.gs,
+        )
+    if ne.V is not None and state.depth_correction is not None:
+        lp = problem.depth_prior_weight
+        S = ne.V.shape[-1]
+        V = ne.V + lp * torch.eye(S, dtype=ne.V.dtype, device=ne.V.device)
+        gs = ne.gs + lp * state.depth_correction[:, None]
+        ne = NormalEquations(ne.U, ne.W, V, ne.gc, gs)
+    return ne
+
+
+def _normal_equations_one(problem: BAProblem, lin: Linearization, rho1: torch.Tensor):
     F, N = problem.num_frames, problem.num_landmarks
     C = lin.Ja.shape[-1]
     r = lin.r
@@ -151,13 +183,9 @@ def normal_equations(
     JsW = weigh(Js)
     V = torch.einsum("bnis,bnit->nst", JsW, Js)
     gs = torch.einsum("bnis,bni->ns", Js, rW)
-    if state.depth_correction is not None:
-        lp = problem.depth_prior_weight
-        V = V + lp * torch.eye(S, dtype=V.dtype, device=V.device)
-        gs = gs + lp * state.depth_correction[:, None]
     Wa = lin.Ja.transpose(-1, -2) @ JsW
-    if lin.Jb is None and a.shape[0] == F:
-        W = Wa  # classical: row f is frame f
+    if lin.Jb is None and lin.kernel is None and a.shape[0] == F:
+        W = Wa  # classical reprojection: row f is frame f
     else:
         W = _scatter_rows(Wa, a, F)
         if lin.Jb is not None:
@@ -350,13 +378,13 @@ class LMSolver:
         """LM iterations from ``state``. ``force`` takes every step (used for differentiable
         steps at the optimum, where the cost cannot meaningfully decrease)."""
         C = problem.camera_dim
-        lin = linearize(problem, state, pairs)
-        if lin.bad_depth:
+        lin = linearize_all(problem, state, pairs)
+        if lin[0].bad_depth:
             raise SolverError(
-                f"bundle adjustment: {lin.bad_depth} observed landmark(s) lie behind a camera "
+                f"bundle adjustment: {lin[0].bad_depth} observed landmark(s) lie behind a camera "
                 "at the initial state; check the initial poses/points/depths"
             )
-        cost, s, rho1 = cost_of(problem, state, lin)
+        cost, rho1 = cost_all(problem, state, lin)
         if not torch.isfinite(cost):
             raise SolverError("bundle adjustment: the initial cost is not finite")
         costs = [float(cost.detach())]
@@ -387,12 +415,12 @@ class LMSolver:
                     continue
                 dc, ds = fac.solve(-ne.gc, None if ne.gs is None else -ne.gs)
                 new_state = retract(state, dc, ds)
-                new_lin = linearize(problem, new_state, pairs)
-                new_cost, new_s, new_rho1 = cost_of(problem, new_state, new_lin)
+                new_lin = linearize_all(problem, new_state, pairs)
+                new_cost, new_rho1 = cost_all(problem, new_state, new_lin)
                 g_dot = (ne.gc * dc).sum() + (0 if ds is None else (ne.gs * ds).sum())
                 pred = 0.5 * float((fac.damping_dot(lam, dc, ds) - g_dot).detach())
                 actual = float((cost - new_cost).detach())
-                ok = bool(torch.isfinite(new_cost)) and new_lin.bad_depth == 0
+                ok = bool(torch.isfinite(new_cost)) and new_lin[0].bad_depth == 0
                 if force:
                     accepted = True  # keep lam: rounding-level gain ratios would blow it up
                     break
@@ -464,9 +492,9 @@ def _structure_of(state: BAState) -> torch.Tensor | None:
 
 def _grad_dot(problem, state, pairs, vc, vs):
     """q = grad_theta E . v, in left-perturbation coordinates (differentiable)."""
-    lin = linearize(problem, state, pairs)
-    _, s, rho1 = cost_of(problem, state, lin)
-    q = (rho1[..., None] * lin.r * _jvp(lin, vc, vs)).sum()
+    lins = linearize_all(problem, state, pairs)
+    _, rho1s = cost_all(problem, state, lins)
+    q = sum((rho1[..., None] * lin.r * _jvp(lin, vc, vs)).sum() for lin, rho1 in zip(lins, rho1s))
     if state.depth_correction is not None and vs is not None:
         q = q + problem.depth_prior_weight * (state.depth_correction * vs[:, 0]).sum()
     return q
@@ -540,8 +568,8 @@ def _solve_hessian(solver, problem, st, pairs, free, gc, gs, factor=None):
         fac = factor
     else:
         with torch.no_grad():
-            lin = linearize(problem, st, pairs)
-            _, _, rho1 = cost_of(problem, st, lin)
+            lin = linearize_all(problem, st, pairs)
+            _, rho1 = cost_all(problem, st, lin)
             ne = normal_equations(problem, st, lin, rho1)
             fac = SchurFactor(ne, 0.0, free, C)
             if not fac.ok:
@@ -589,17 +617,19 @@ def _solve_hessian(solver, problem, st, pairs, free, gc, gs, factor=None):
 def _gradient(problem, st, pairs):
     """Exact gradient of the cost in left-perturbation coordinates: (gc (F, C), gs (N, S))."""
     F = problem.num_frames
-    lin = linearize(problem, st, pairs)
-    _, _, rho1 = cost_of(problem, st, lin)
-    rW = rho1[..., None] * lin.r
-    gc = _scatter_rows(torch.einsum("bnic,bni->bc", lin.Ja, rW), lin.frame_a, F)
-    if lin.Jb is not None:
-        gc = gc + _scatter_rows(torch.einsum("bnic,bni->bc", lin.Jb, rW), lin.frame_b, F)
-    gs = None
-    if lin.Js is not None:
-        gs = torch.einsum("bnis,bni->ns", lin.Js, rW)
-        if st.depth_correction is not None:
-            gs = gs + problem.depth_prior_weight * st.depth_correction[:, None]
+    lins = linearize_all(problem, st, pairs)
+    _, rho1s = cost_all(problem, st, lins)
+    gc, gs = 0.0, None
+    for lin, rho1 in zip(lins, rho1s):
+        rW = rho1[..., None] * lin.r
+        gc = gc + _scatter_rows(torch.einsum("bnic,bni->bc", lin.Ja, rW), lin.frame_a, F)
+        if lin.Jb is not None:
+            gc = gc + _scatter_rows(torch.einsum("bnic,bni->bc", lin.Jb, rW), lin.frame_b, F)
+        if lin.Js is not None:
+            g = torch.einsum("bnis,bni->ns", lin.Js, rW)
+            gs = g if gs is None else gs + g
+    if gs is not None and st.depth_correction is not None:
+        gs = gs + problem.depth_prior_weight * st.depth_correction[:, None]
     return gc, gs
 
 

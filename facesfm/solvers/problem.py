@@ -37,6 +37,7 @@ __all__ = [
     "SolverError",
     "Parameterization",
     "Kernel",
+    "CostTerm",
     "TrivialKernel",
     "HuberKernel",
     "CauchyKernel",
@@ -111,6 +112,33 @@ class CauchyKernel(Kernel):
         c2 = self.c**2
         q = 1.0 + s / c2
         return c2 * torch.log(q), 1.0 / q, -1.0 / (c2 * q * q)
+
+
+# ----------------------------------------------------------------------------- extra cost terms
+
+
+class CostTerm:
+    """An extra cost term added to the reprojection cost (the plug-in point for the spectral and
+    depth-consistency terms of the paper, or priors).
+
+    A term returns a :class:`facesfm.solvers.residuals.Linearization` in the same dense row
+    layout as the reprojection term: residual d-vectors ``r`` (B, N, d) (already scaled by the
+    square root of the term's weight), the frame(s) each row touches (``frame_a``, optional
+    ``frame_b``) with Jacobians (B, N, d, C) w.r.t. their camera blocks (left-perturbation
+    twist, then the log depth scale in the depth parameterisation), and optionally
+    ``Js`` (B, N, d, S) w.r.t. the landmark structure. Its cost is ``0.5 * sum kernel(|r|^2)``.
+    Every backend that supports extra terms (our LM) folds them into the same Schur system, the
+    implicit backward included. The Jacobians must be exact (test them against finite
+    differences as tests/solvers/test_residuals.py does).
+    """
+
+    kernel: "Kernel"
+    #: True when the term makes the global scale observable (e.g. a prior on metric points):
+    #: the classical scale is then no longer held by the gauge (see :func:`gauge_free_mask`).
+    fixes_scale: bool = False
+
+    def linearize(self, problem: "BAProblem", state: "BAState", jacobians: bool = True):
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- pair selection
@@ -193,6 +221,7 @@ class BAProblem:
         depth_prior_weight: weight of the prior ``0.5 * w * d_i^2`` on those corrections
             (px^2 per unit log depth squared).
         fixed_frame: the frame whose pose (and depth scale) fixes the gauge.
+        extra_terms: :class:`CostTerm` objects added to the cost (our LM backend only).
     """
 
     K: torch.Tensor
@@ -205,6 +234,7 @@ class BAProblem:
     depth_corrections: bool = True
     depth_prior_weight: float = 1e3
     fixed_frame: int = 0
+    extra_terms: tuple = ()
 
     @property
     def num_frames(self) -> int:
@@ -373,13 +403,14 @@ def gauge_free_mask(problem: BAProblem, state: BAState) -> torch.Tensor:
     one more gauge freedom, the global scale: it is fixed by also holding the translation
     coordinate (in the left-perturbation twist) of the frame farthest from the fixed frame
     along which a change of scale moves that frame most (camera-frame baseline direction
-    ``R_f (C_0 - C_f)``).
+    ``R_f (C_0 - C_f)``), unless an extra cost term makes the scale observable.
     """
     F, C = problem.num_frames, problem.camera_dim
     free = torch.ones(F, C, dtype=torch.bool, device=problem.device)
     f0 = problem.fixed_frame
     free[f0] = False
-    if problem.parameterization is Parameterization.CLASSICAL:
+    scale_observed = any(getattr(t, "fixes_scale", False) for t in problem.extra_terms)
+    if problem.parameterization is Parameterization.CLASSICAL and not scale_observed:
         T = state.poses.detach()
         R, t = T[:, :3, :3], T[:, :3, 3]
         centres = -torch.einsum("fba,fb->fa", R, t)

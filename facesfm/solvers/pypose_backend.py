@@ -104,6 +104,8 @@ class PyPoseBackend:
             raise InputError("PyPoseBackend: backward must be BackwardMode.NONE or IMPLICIT")
         t0 = time.perf_counter()
         problem.validate()
+        if problem.extra_terms:
+            raise InputError("PyPoseBackend: extra cost terms are supported by LMSolver only")
         init = complete_state(problem, init)
         model = _Reprojection(pp, problem, init)
         strategy = pp.optim.strategy.Adaptive(damping=self.damping)

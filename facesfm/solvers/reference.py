@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facesfm.errors import InputError
+
 from facesfm.geometry.se3 import hat, so3_exp, so3_left_jacobian
 from facesfm.solvers.problem import (
     BAProblem,
@@ -49,6 +51,8 @@ class ScipyReference:
 
         t0 = time.perf_counter()
         problem.validate()
+        if problem.extra_terms:
+            raise InputError("ScipyReference: extra cost terms are supported by LMSolver only")
         dev = problem.device
         p = problem.replace(
             K=problem.K.detach().cpu().double(),

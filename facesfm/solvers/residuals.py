@@ -24,7 +24,15 @@ import torch
 
 from facesfm.solvers.problem import BAProblem, BAState, Parameterization
 
-__all__ = ["Linearization", "linearize", "classical_residuals", "depth_residuals", "cost_of"]
+__all__ = [
+    "Linearization",
+    "linearize",
+    "linearize_all",
+    "classical_residuals",
+    "depth_residuals",
+    "cost_of",
+    "cost_all",
+]
 
 # Points closer than this (mm) to a camera plane count as invalid (behind the camera).
 MIN_DEPTH = 1e-6
@@ -53,6 +61,7 @@ class Linearization:
     Jb: torch.Tensor | None = None
     Js: torch.Tensor | None = None
     bad_depth: int = 0
+    kernel: object = None  # None: the problem's kernel (reprojection); else the term's kernel
 
 
 def _proj_jac(K_rows: torch.Tensor, X: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -193,3 +202,31 @@ def cost_of(problem: BAProblem, state: BAState, lin: Linearization):
     if state.depth_correction is not None:
         cost = cost + 0.5 * problem.depth_prior_weight * (state.depth_correction**2).sum()
     return cost, s, rho1
+
+
+def linearize_all(
+    problem: BAProblem, state: BAState, pairs: torch.Tensor | None = None, jacobians: bool = True
+) -> list[Linearization]:
+    """The reprojection linearisation followed by those of ``problem.extra_terms``."""
+    lins = [linearize(problem, state, pairs, jacobians)]
+    for term in problem.extra_terms:
+        lin = term.linearize(problem, state, jacobians)
+        if lin.kernel is None:
+            lin.kernel = term.kernel
+        lins.append(lin)
+    return lins
+
+
+def cost_all(problem: BAProblem, state: BAState, lins: list[Linearization]):
+    """Total cost over all terms (+ the depth-correction prior) and per-term rho' (B, N)."""
+    total, rho1s = None, []
+    for lin in lins:
+        kernel = problem.kernel if lin.kernel is None else lin.kernel
+        s = (lin.r * lin.r).sum(-1)
+        rho, rho1, _ = kernel.rho(s)
+        c = 0.5 * rho.sum()
+        total = c if total is None else total + c
+        rho1s.append(rho1)
+    if state.depth_correction is not None:
+        total = total + 0.5 * problem.depth_prior_weight * (state.depth_correction**2).sum()
+    return total, rho1s

@@ -166,6 +166,8 @@ class TheseusBackend:
             raise InputError("TheseusBackend: only the trivial kernel is implemented")
         t0 = time.perf_counter()
         problem.validate()
+        if problem.extra_terms:
+            raise InputError("TheseusBackend: extra cost terms are supported by LMSolver only")
         init = complete_state(problem, init)
         Reproj, Gauge = _make_cost_classes(th)
         F, N = problem.num_frames, problem.num_landmarks

@@ -55,6 +55,7 @@ def test_reaches_the_scipy_reference_optimum(name):
     assert float(_deg(ours.state, ref.state).max()) < 0.01
     assert ours.cost[0] > 10 * ours.final_cost  # it really moved from the perturbed start
     assert ours.cost.shape == (ours.iterations + 1,)
+    assert bool((ours.cost[1:] <= ours.cost[:-1]).all())  # LM only accepts decreasing steps
     assert ours.iterations > 0 and ours.timings["solve"] > 0
     assert math.isfinite(ours.rms_px) and 0.5 < ours.rms_px < 4.0
 
