@@ -142,7 +142,8 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="Stage-2 (sfm) training checkpoint: depth and pose networks.")
 @click.option("--landmark-checkpoint", type=click.Path(), default=None,
-              help="Stage-1 (landmarks) training checkpoint: the landmark detector.")
+              help="Stage-1 (landmarks) training checkpoint: the landmark detector "
+                   "[default: the one recorded in --checkpoint].")
 @click.option("--oracle-landmarks", is_flag=True,
               help="Landmarks from the sequence's landmarks.npz instead of the network.")
 @click.option("--oracle-depth", is_flag=True,

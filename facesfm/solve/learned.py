@@ -61,6 +61,18 @@ def _restore(net, state, path, what):
     return net.eval()
 
 
+def recorded_detector(checkpoint) -> Path | None:
+    """The landmark checkpoint an sfm checkpoint was trained with (``extra.landmarks_ckpt``,
+    written by ``facesfm train sfm``), if recorded and still on disk; else None."""
+    from facesfm.training.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint, stage="sfm")
+    rec = (ck.get("extra") or {}).get("landmarks_ckpt")
+    if rec and Path(rec).is_file():
+        return Path(rec)
+    return None
+
+
 def load_networks(checkpoint=None, landmark_checkpoint=None,
                   device: str | torch.device = "cpu") -> Networks:
     """Load the sfm (depth + pose) and/or landmark networks; InputError naming the file when

@@ -99,7 +99,7 @@ class SolveConfig:
     checkpoint:        stage-2 ("sfm") training checkpoint: depth and pose networks
                        (:mod:`facesfm.solve.learned`); needed unless depth and poses are oracle.
     landmark_checkpoint: stage-1 ("landmarks") training checkpoint; needed unless
-                       ``oracle_landmarks``.
+                       ``oracle_landmarks`` (default: the one recorded in ``checkpoint``).
     oracle_landmarks:  landmarks from the sequence's landmarks.npz (sequence input only).
     oracle_depth:      GT depth maps and masks (sequence input only; an analysis switch).
     poses_init:        "network", "gt" or "gt-perturbed" (GT poses moved by a random
@@ -416,19 +416,23 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     if cfg.poses_init != "network":
         _need_sequence(frames, f"--poses-init {cfg.poses_init}")
     nets = None
-    if not cfg.oracle_landmarks and cfg.landmark_checkpoint is None:
+    lm_ckpt = cfg.landmark_checkpoint
+    if not cfg.oracle_landmarks and lm_ckpt is None and cfg.checkpoint is not None:
+        from facesfm.solve.learned import recorded_detector
+
+        lm_ckpt = recorded_detector(cfg.checkpoint)  # the detector the sfm stage used
+    if not cfg.oracle_landmarks and lm_ckpt is None:
         raise InputError("no --landmark-checkpoint given: the landmark detector needs a trained "
                          "network (or use --oracle-landmarks with a sequence folder)")
     if cfg.needs_sfm_networks and cfg.checkpoint is None:
         raise InputError("no --checkpoint given: the depth/pose networks need a trained sfm "
                          "checkpoint (or use --oracle-depth and --poses-init gt|gt-perturbed "
                          "with a sequence folder)")
-    if cfg.checkpoint is not None or cfg.landmark_checkpoint is not None:
+    if cfg.checkpoint is not None or lm_ckpt is not None:
         from facesfm.solve.learned import load_networks
 
         nets = load_networks(cfg.checkpoint if cfg.needs_sfm_networks else None,
-                             None if cfg.oracle_landmarks else cfg.landmark_checkpoint,
-                             cfg.device)
+                             None if cfg.oracle_landmarks else lm_ckpt, cfg.device)
     lap("load")
 
     # landmarks, and which frames show a face

@@ -133,7 +133,13 @@ def test_learned_stages_plumbing(tmp_path, seq9):
 
     from facesfm.config import to_dict
     from facesfm.data.format import load_sequence
-    from facesfm.solve.learned import load_networks, run_depth, run_landmarks, run_poses
+    from facesfm.solve.learned import (
+        load_networks,
+        recorded_detector,
+        run_depth,
+        run_landmarks,
+        run_poses,
+    )
     from facesfm.training import TrainState, preset_config, save_checkpoint
     from facesfm.training.landmarks import build_landmark_net
     from facesfm.training.sfm import build_sfm_nets
@@ -145,7 +151,8 @@ def test_learned_stages_plumbing(tmp_path, seq9):
                     state=TrainState(), config=to_dict(cfg), stage="landmarks")
     sfm = build_sfm_nets(cfg)
     save_checkpoint(sfm_ck, models={"model": sfm}, optimizer=None, state=TrainState(),
-                    config=to_dict(cfg), stage="sfm")
+                    config=to_dict(cfg), stage="sfm", extra={"landmarks_ckpt": str(lm_ck)})
+    assert recorded_detector(sfm_ck) == lm_ck  # what `facesfm train sfm` records
     nets = load_networks(sfm_ck, lm_ck)
     assert nets.sfm_size == (64, 64) and nets.landmark_size == (64, 64)
     seq = load_sequence(seq9)
