@@ -207,7 +207,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch and Ceres threads")
     ap.add_argument("--sizes", default="30x68,61x568,91x800")
-    ap.add_argument("--depth-size", default="61x568", help="(F,N) of the eq.-2 problem, or ''")
+    ap.add_argument("--depth-size", default="30x68", help="(F,N) of the eq.-2 problem, or ''")
     ap.add_argument("--quick", action="store_true", help="2 repeats, for a smoke run")
     ap.add_argument("--no-slow", action="store_true", help="skip the Theseus/PyPose backends")
     ap.add_argument("--out", default=str(RESULTS))
