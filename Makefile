@@ -39,7 +39,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml Makefile
 	$(PIP) install "numpy>=1.26" cython "scikit-sparse==0.4.16"
 	$(PIP) install --no-build-isolation "theseus-ai==0.2.3"
 	$(PIP) install --no-deps "pyrender==0.1.45"
-	$(PIP) install -e ".[theseus,pypose,open3d,colmap,dev]"
+	$(PIP) install -e ".[theseus,pypose,open3d,colmap,video,dev]"
 	@touch $@
 
 clean:
