@@ -35,7 +35,7 @@ __all__ = ["ColmapBaseline", "triangulate_tracks"]
 def _pycolmap():
     try:
         import pycolmap
-        import pycolmap.pyceres  # noqa: F401
+        import pycolmap.pyceres
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise InputError(
             "the COLMAP baseline needs pycolmap: pip install 'pycolmap==4.2.1' "

@@ -147,15 +147,15 @@ def normal_equations(problem: BAProblem, state: BAState, lins, rho1s) -> NormalE
 
 
 def _normal_equations_one(problem: BAProblem, lin: Linearization, rho1: torch.Tensor):
-    F, N = problem.num_frames, problem.num_landmarks
+    F = problem.num_frames
     C = lin.Ja.shape[-1]
     r = lin.r
     Wt = _robust_weights(problem, lin, rho1)
     if Wt is None:
         om = rho1[..., None, None]
-        weigh = lambda J: J * om  # noqa: E731
+        weigh = lambda J: J * om
     else:
-        weigh = lambda J: Wt @ J  # noqa: E731
+        weigh = lambda J: Wt @ J
     rW = rho1[..., None] * r
     JaW = weigh(lin.Ja)
     a = lin.frame_a
@@ -179,7 +179,6 @@ def _normal_equations_one(problem: BAProblem, lin: Linearization, rho1: torch.Te
     if lin.Js is None:
         return NormalEquations(U, None, None, gc, None)
     Js = lin.Js
-    S = Js.shape[-1]
     JsW = weigh(Js)
     V = torch.einsum("bnis,bnit->nst", JsW, Js)
     gs = torch.einsum("bnis,bni->ns", Js, rW)
@@ -237,7 +236,7 @@ class SchurFactor:
             Vd = ne.V + torch.diag_embed(lam * dV)
             self.Vinv = _small_inverse(Vd)
             self.Y = ne.W @ self.Vinv[None]
-            Fn, N, _, S = ne.W.shape
+            _, N, _, S = ne.W.shape
             Ym = self.Y.permute(0, 2, 1, 3).reshape(F * C, N * S)
             Wm = ne.W.permute(0, 2, 1, 3).reshape(F * C, N * S)
             self.Ym = Ym
@@ -353,7 +352,7 @@ class LMSolver:
             with torch.no_grad():
                 state, info = self._iterate(dp, init.detach(), pairs, free, self.max_iterations)
             if mode is BackwardMode.TRUNCATED:
-                state, extra = self._iterate(
+                state, _ = self._iterate(
                     problem, state.detach(), pairs, free, self.truncated_steps, lam0=1e-12,
                     force=True,
                 )

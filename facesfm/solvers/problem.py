@@ -34,22 +34,22 @@ import torch
 from facesfm.errors import FacesfmError, InputError
 
 __all__ = [
-    "SolverError",
-    "Parameterization",
-    "Kernel",
-    "CostTerm",
-    "TrivialKernel",
-    "HuberKernel",
-    "CauchyKernel",
-    "PairSelection",
     "AllPairs",
-    "Window",
-    "TopCovisible",
     "BAProblem",
-    "BAState",
     "BAResult",
-    "gauge_free_mask",
+    "BAState",
+    "CauchyKernel",
+    "CostTerm",
+    "HuberKernel",
+    "Kernel",
+    "PairSelection",
+    "Parameterization",
+    "SolverError",
+    "TopCovisible",
+    "TrivialKernel",
+    "Window",
     "complete_state",
+    "gauge_free_mask",
 ]
 
 
@@ -132,12 +132,12 @@ class CostTerm:
     differences as tests/solvers/test_residuals.py does).
     """
 
-    kernel: "Kernel"
+    kernel: Kernel
     #: True when the term makes the global scale observable (e.g. a prior on metric points):
     #: the classical scale is then no longer held by the gauge (see :func:`gauge_free_mask`).
     fixes_scale: bool = False
 
-    def linearize(self, problem: "BAProblem", state: "BAState", jacobians: bool = True):
+    def linearize(self, problem: BAProblem, state: BAState, jacobians: bool = True):
         raise NotImplementedError
 
 
@@ -264,7 +264,7 @@ class BAProblem:
         """Unknowns per frame: 6 (pose) or 7 (pose + log depth scale)."""
         return 6 if self.parameterization is Parameterization.CLASSICAL else 7
 
-    def replace(self, **changes) -> "BAProblem":
+    def replace(self, **changes) -> BAProblem:
         return dataclasses.replace(self, **changes)
 
     def observed(self) -> torch.Tensor:
@@ -355,7 +355,7 @@ class BAProblem:
                     f"{self.pairs}; its pose is unconstrained"
                 )
 
-    def drop_unconstrained(self) -> "BAProblem":
+    def drop_unconstrained(self) -> BAProblem:
         """A copy where landmarks seen in fewer than 2 frames get weight 0 everywhere."""
         seen = self.weight > 0
         keep = seen.sum(0) >= 2
@@ -381,16 +381,16 @@ class BAState:
     log_scale: torch.Tensor | None = None
     depth_correction: torch.Tensor | None = None
 
-    def detach(self) -> "BAState":
-        f = lambda x: None if x is None else x.detach()  # noqa: E731
+    def detach(self) -> BAState:
+        f = lambda x: None if x is None else x.detach()
         return BAState(f(self.poses), f(self.points), f(self.log_scale), f(self.depth_correction))
 
-    def clone(self) -> "BAState":
-        f = lambda x: None if x is None else x.clone()  # noqa: E731
+    def clone(self) -> BAState:
+        f = lambda x: None if x is None else x.clone()
         return BAState(f(self.poses), f(self.points), f(self.log_scale), f(self.depth_correction))
 
-    def to(self, dtype=None, device=None) -> "BAState":
-        f = lambda x: None if x is None else x.to(dtype=dtype, device=device)  # noqa: E731
+    def to(self, dtype=None, device=None) -> BAState:
+        f = lambda x: None if x is None else x.to(dtype=dtype, device=device)
         return BAState(
             f(self.poses), f(self.points), f(self.log_scale), f(self.depth_correction)
         )

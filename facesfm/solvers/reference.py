@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from facesfm.errors import InputError
-
 from facesfm.geometry.se3 import hat, so3_exp, so3_left_jacobian
 from facesfm.solvers.problem import (
     BAProblem,

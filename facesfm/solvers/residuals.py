@@ -26,12 +26,12 @@ from facesfm.solvers.problem import BAProblem, BAState, Parameterization
 
 __all__ = [
     "Linearization",
+    "classical_residuals",
+    "cost_all",
+    "cost_of",
+    "depth_residuals",
     "linearize",
     "linearize_all",
-    "classical_residuals",
-    "depth_residuals",
-    "cost_of",
-    "cost_all",
 ]
 
 # Points closer than this (mm) to a camera plane count as invalid (behind the camera).

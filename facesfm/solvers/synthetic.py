@@ -101,7 +101,7 @@ def make_face_problem(
     log_scale_err[0] = 0.0
     depth_obs = z * np.exp(log_scale_err)[:, None] * np.exp(depth_noise * rng.normal(size=z.shape))
 
-    T = lambda x: torch.as_tensor(x, dtype=dtype, device=device)  # noqa: E731
+    T = lambda x: torch.as_tensor(x, dtype=dtype, device=device)
     problem = BAProblem(
         K=T(K),
         uv=T(uv_obs),

@@ -33,7 +33,7 @@ from facesfm.solvers.problem import (
 )
 from facesfm.solvers.residuals import linearize
 
-__all__ = ["TheseusBackend", "LinearSolver"]
+__all__ = ["LinearSolver", "TheseusBackend"]
 
 
 def _theseus():

@@ -9,7 +9,7 @@ from facesfm.solvers import BackwardMode, HuberKernel, LMSolver, Parameterizatio
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 
 pytest.importorskip("pycolmap", reason="pycolmap not installed (pip install pycolmap==4.2.1)")
-from facesfm.solvers.colmap_baseline import ColmapBaseline, triangulate_tracks  # noqa: E402
+from facesfm.solvers.colmap_baseline import ColmapBaseline, triangulate_tracks
 
 
 def test_triangulation_is_exact_without_noise():

@@ -9,7 +9,7 @@ from facesfm.solvers import BackwardMode, LMSolver, ScipyReference, solve
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 
 pytest.importorskip("pypose", reason="pypose not installed (pip install pypose==0.9.5)")
-from facesfm.solvers.pypose_backend import PyPoseBackend  # noqa: E402
+from facesfm.solvers.pypose_backend import PyPoseBackend
 
 
 def test_pypose_reaches_the_reference_optimum():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from facesfm.geometry.se3 import se3_exp
-from facesfm.solvers.problem import BAState, Parameterization, Window, AllPairs
+from facesfm.solvers.problem import AllPairs, BAState, Parameterization, Window
 from facesfm.solvers.residuals import linearize
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 

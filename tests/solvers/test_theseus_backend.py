@@ -10,7 +10,7 @@ from facesfm.solvers import BackwardMode, LMSolver, ScipyReference, solve
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 
 pytest.importorskip("theseus", reason="theseus-ai not installed (see the Makefile)")
-from facesfm.solvers.theseus_backend import LinearSolver, TheseusBackend  # noqa: E402
+from facesfm.solvers.theseus_backend import LinearSolver, TheseusBackend
 
 
 @pytest.mark.parametrize("linear_solver", [LinearSolver.DENSE, LinearSolver.CHOLMOD])
