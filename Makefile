@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 APT_PACKAGES := libosmesa6 libsuitesparse-dev libgl1 libglu1-mesa libgomp1 libusb-1.0-0
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: demo test bench system-deps install clean
+.PHONY: demo test bench bench-render bench-ba bench-solve bench-train system-deps install clean
 
 demo: install
 	$(VENV)/bin/facesfm demo
@@ -16,8 +16,20 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-bench: install
+# Benchmarks print our figure beside the peer's/target and record bench/results/*.{json,md}.
+bench: bench-render bench-ba bench-solve bench-train
+
+bench-render: install
 	$(PY) bench/render.py
+
+bench-ba: install
+	$(PY) bench/ba.py
+
+bench-solve: install
+	$(PY) bench/solve.py
+
+bench-train: install
+	$(PY) bench/train.py --presets tiny,small
 
 install: system-deps $(VENV)/.installed
 
