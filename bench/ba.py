@@ -166,7 +166,7 @@ def bench_problem(label, sf, init, entries, repeats):
         if runs and "error" in runs[0]:
             out.append({"backend": name, "peer": peer, "error": runs[0]["error"]})
             continue
-        med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+        med = lambda k: statistics.median(r[k] for r in runs)
         out.append(
             {
                 "backend": name,

@@ -20,17 +20,17 @@ import torch
 
 __all__ = [
     "hat",
-    "vee",
+    "rotation_angle",
+    "se3_adjoint",
+    "se3_exp",
+    "se3_inverse",
+    "se3_log",
     "so3_exp",
-    "so3_log",
     "so3_left_jacobian",
     "so3_left_jacobian_inv",
+    "so3_log",
     "so3_right_jacobian",
-    "se3_exp",
-    "se3_log",
-    "se3_adjoint",
-    "se3_inverse",
-    "rotation_angle",
+    "vee",
 ]
 
 # Below this squared angle, use Taylor series (errors ~theta^6, far below float64 eps).
