@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from facesfm.geometry.se3 import so3_exp
 from facesfm.networks._common import ConvBlock, check_image, kaiming_init
 
 __all__ = [
@@ -75,22 +76,12 @@ class PoseOutput:
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
     """Rodrigues: axis-angle (..., 3) radians -> rotation matrices (..., 3, 3).
 
-    Differentiable everywhere, including at 0 (Taylor expansion below 1e-4 rad).
+    The same map as the BA layer's :func:`facesfm.geometry.se3.so3_exp` (one implementation,
+    differentiable at 0), so network poses and solver poses agree bit for bit.
     """
     if rotvec.shape[-1] != 3:
         raise ValueError(f"axis_angle_to_matrix: expected (..., 3), got {tuple(rotvec.shape)}")
-    th2 = (rotvec * rotvec).sum(-1)
-    small = th2 < 1e-8
-    # the unused branch must stay finite, or its NaN gradient leaks through torch.where
-    th2_safe = torch.where(small, torch.ones_like(th2), th2)
-    th = torch.sqrt(th2_safe)
-    a = torch.where(small, 1.0 - th2 / 6.0, torch.sin(th) / th)
-    b = torch.where(small, 0.5 - th2 / 24.0, (1.0 - torch.cos(th)) / th2_safe)
-    x, y, z = rotvec.unbind(-1)
-    zero = torch.zeros_like(x)
-    Kx = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*rotvec.shape[:-1], 3, 3)
-    eye = torch.eye(3, device=rotvec.device, dtype=rotvec.dtype).expand_as(Kx)
-    return eye + a[..., None, None] * Kx + b[..., None, None] * (Kx @ Kx)
+    return so3_exp(rotvec)
 
 
 def pose_vector_to_matrix(vec: torch.Tensor) -> torch.Tensor:
