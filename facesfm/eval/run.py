@@ -1,0 +1,513 @@
+"""``facesfm eval``: run the classical baselines (and read ``facesfm solve`` outputs) on
+held-out sequences and write the paper's comparison tables.
+
+For every sequence and landmark count N, the landmark TRACKS (ids 0..N-1) come from
+
+* the ground truth (``landmarks.npz``: oracle uv and visibility), plus optional Gaussian pixel
+  noise of ``noise_px`` per coordinate (seeded per sequence, drawn once for all stored
+  landmarks so that every N sees the same noise), or
+* a landmark detector checkpoint (``landmark_checkpoint``; stage-1 network through
+  :mod:`facesfm.solve.learned`), visible where its visibility probability is >= 0.5.
+
+Each method in ``methods`` (:data:`facesfm.eval.baselines.METHODS`) reconstructs the landmarks
+(and cameras) from them. Measured per run:
+
+* landmark error (mm): after a Sim3 (Umeyama with scale) alignment of the reconstructed
+  landmarks onto the GT landmark positions, the distance of each to its GT position
+  (mean / median / RMSE / max);
+* the paper's protocol (mm): landmark-initialised Umeyama, then point-to-surface ICP with
+  scale to the GT mesh (``mesh.ply`` of the sequence), then the point-to-point distance of each
+  reconstructed point to its nearest GT vertex, over the face region
+  (:func:`facesfm.eval.metrics.reconstruction_metrics`);
+* camera errors where the method gives poses: per-frame rotation error (deg) and ATE (mm) after
+  a Sim3 trajectory alignment (:func:`facesfm.eval.metrics.pose_errors`).
+
+A ``facesfm solve`` output folder (``solve_dirs``) is one more method: its fused ``cloud.ply``
+is aligned (Umeyama on the optimised vs GT camera centres, then ICP) and measured the same way,
+and its optimised poses against the GT ones in ``cameras.json``. Its sequence is the one in its
+``report.json``.
+
+Face region: for meshes of the built-in model (same vertex count), the model's
+``face_region``; otherwise the GT vertices within :data:`REGION_RADIUS_MM` of a GT landmark.
+
+Outputs (written atomically into ``out``): ``comparison.md/.csv`` (Table-2 layout: methods side
+by side, the paper's published figures in their own column, labelled as not measured on our
+data), ``sweep_<method>.md/.csv/.png`` (Table-1 layout, when several N are given),
+``pose_errors.png`` (per-frame rotation error on the first sequence), ``results.csv`` (one row
+per sequence x method x N) and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facesfm.errors import InputError
+
+__all__ = [
+    "REGION_RADIUS_MM",
+    "EvalReport",
+    "evaluate_sequences",
+    "format_summary",
+    "landmark_tracks",
+    "parse_landmark_counts",
+    "parse_methods",
+]
+
+REGION_RADIUS_MM = 15.0
+
+_SUMMARY_KEYS = ("lm_mean_mm", "lm_median_mm", "lm_rmse_mm", "icp_p2p_mean_mm",
+                 "icp_p2p_median_mm", "icp_p2p_rmse_mm", "rot_mean_deg", "ate_mm", "seconds")
+
+_COLUMNS = {
+    "lm_mean_mm": "landmark error mean (mm)",
+    "lm_median_mm": "landmark error median (mm)",
+    "lm_rmse_mm": "landmark error RMSE (mm)",
+    "icp_p2p_mean_mm": "ICP point-to-point mean (mm)",
+    "rot_mean_deg": "rotation error mean (deg)",
+    "ate_mm": "ATE (mm)",
+    "seconds": "time (s)",
+}
+
+
+@dataclass
+class EvalReport:
+    """records: one dict per sequence x method x landmark count (keys: sequence, method,
+    landmarks, source, the metrics of :data:`_SUMMARY_KEYS`, error); summary: per (method, N)
+    the mean over sequences; tables: {file stem: Table}; caption: the landmark source."""
+
+    records: list = field(default_factory=list)
+    summary: list = field(default_factory=list)
+    tables: dict = field(default_factory=dict)
+    caption: str = ""
+    per_frame_rotation: dict = field(default_factory=dict)
+    out: Path | None = None
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_methods(text) -> list[str]:
+    """"colmap_ba,factorization" -> list; InputError naming an unknown method."""
+    from facesfm.eval.baselines import METHODS
+
+    items = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    out = [m.strip() for m in items if m.strip()]
+    for m in out:
+        if m not in METHODS:
+            raise InputError(f"--methods: unknown method {m!r}; known: "
+                             f"{', '.join(sorted(METHODS))}")
+    return list(dict.fromkeys(out))
+
+
+def parse_landmark_counts(text) -> list[int]:
+    """"68,200" -> [68, 200]; InputError naming a count not in LANDMARK_COUNTS."""
+    from facesfm.faces.types import LANDMARK_COUNTS
+
+    items = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    out = []
+    for s in items:
+        s = str(s).strip()
+        if not s:
+            continue
+        try:
+            n = int(s)
+        except ValueError:
+            raise InputError(f"--landmarks: {s!r} is not an integer") from None
+        if n not in LANDMARK_COUNTS:
+            raise InputError(f"--landmarks: unknown landmark count {n}; one of "
+                             f"{', '.join(map(str, LANDMARK_COUNTS))}")
+        out.append(n)
+    if not out:
+        raise InputError("--landmarks: no landmark count given")
+    return list(dict.fromkeys(out))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def landmark_tracks(seq, noise_px: float = 0.0, seed: int = 0, index: int = 0):
+    """Oracle tracks of a :class:`facesfm.data.format.Sequence` with Gaussian pixel noise.
+
+    Returns (uv (F, L, 2), visible (F, L)) for all stored landmarks; noise of ``noise_px``
+    standard deviation per coordinate from ``np.random.default_rng([seed, index])``.
+    """
+    if noise_px < 0 or not np.isfinite(noise_px):
+        raise InputError(f"--landmark-noise must be a finite number >= 0, got {noise_px}")
+    uv = seq.uv.copy()
+    if noise_px > 0:
+        rng = np.random.default_rng([int(seed), int(index)])
+        uv = uv + noise_px * rng.standard_normal(uv.shape)
+    return uv, seq.visible.copy()
+
+
+def _detected_tracks(seq, nets):
+    from facesfm.solve.learned import run_landmarks
+
+    images = np.stack([seq.image(i) for i in range(len(seq))])
+    uv, w = run_landmarks(nets, images)
+    return uv, w > 0
+
+
+@dataclass(frozen=True)
+class _GroundTruth:
+    vertices: np.ndarray | None
+    faces: np.ndarray | None
+    region: np.ndarray | None
+
+
+def _builtin_region(n_vertices: int) -> np.ndarray | None:
+    from facesfm.faces.builtin import BuiltinFaceModel
+
+    m = BuiltinFaceModel(texture_size=0)
+    return m.face_region.copy() if len(m.template) == n_vertices else None
+
+
+def _ground_truth(seq, region_cache: dict) -> _GroundTruth:
+    """GT mesh of a sequence (mesh.ply) and its face region; None fields without a mesh."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    path = seq.root / "mesh.ply"
+    if not path.is_file():
+        return _GroundTruth(None, None, None)
+    m = trimesh.load(path, process=False)
+    v = np.asarray(m.vertices, dtype=np.float64)
+    f = np.asarray(m.faces, dtype=np.int64)
+    region = None
+    if (seq.meta.get("face") or {}).get("source") == "builtin":
+        if len(v) not in region_cache:
+            region_cache[len(v)] = _builtin_region(len(v))
+        region = region_cache[len(v)]
+    if region is None:
+        d, _ = cKDTree(seq.landmark_xyz).query(v)
+        region = d <= REGION_RADIUS_MM
+    return _GroundTruth(v, f, region)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _landmark_metrics(points, gt_xyz) -> dict:
+    from facesfm.eval.align import umeyama
+    from facesfm.eval.metrics import error_stats
+
+    ok = np.all(np.isfinite(points), axis=1)
+    if ok.sum() < 3:
+        return {"n_points": int(ok.sum())}
+    S = umeyama(points[ok], gt_xyz[ok], with_scale=True)
+    e = error_stats(np.linalg.norm(S.apply(points[ok]) - gt_xyz[ok], axis=1))
+    return {"n_points": int(ok.sum()), "lm_mean_mm": e.mean, "lm_median_mm": e.median,
+            "lm_rmse_mm": e.rmse, "lm_max_mm": e.max}
+
+
+def _surface_metrics(points, gt: _GroundTruth, init_pairs) -> dict:
+    from facesfm.eval.align import AlignConfig, align_reconstruction
+    from facesfm.eval.metrics import reconstruction_metrics
+
+    if gt.vertices is None:
+        return {}
+    ok = np.all(np.isfinite(points), axis=1)
+    al = align_reconstruction(points[ok], gt.vertices, gt.faces, init_pairs,
+                              AlignConfig(max_correspondence_mm=10.0))
+    m = reconstruction_metrics(al.aligned, gt.vertices, gt.faces, gt.region)
+    return {"icp_p2p_mean_mm": m.point_to_point.mean, "icp_p2p_median_mm": m.point_to_point.median,
+            "icp_p2p_rmse_mm": m.point_to_point.rmse, "icp_p2s_mean_mm": m.accuracy.mean,
+            "icp_scale": float(al.transform.s), "icp_fitness": float(al.fitness)}
+
+
+def _pose_metrics(est, gt) -> tuple[dict, np.ndarray]:
+    from facesfm.eval.metrics import pose_errors
+
+    rot = np.full(len(gt), np.nan)
+    ok = np.all(np.isfinite(est.reshape(len(est), -1)), axis=1)
+    if ok.sum() < 3:
+        return {}, rot
+    pe = pose_errors(est[ok], gt[ok], "sim3")
+    rot[ok] = pe.rotation_deg
+    return {"rot_mean_deg": float(pe.rotation_deg.mean()),
+            "rot_max_deg": float(pe.rotation_deg.max()), "ate_mm": pe.ate_mm}, rot
+
+
+def _evaluate_baseline(method, seq, uv, vis, n, gt: _GroundTruth):
+    from facesfm.eval.baselines import run_baseline
+
+    res = run_baseline(method, uv[:, :n], vis[:, :n], seq.K)
+    gt_xyz = seq.landmark_xyz[:n]
+    rec = _landmark_metrics(res.points, gt_xyz)
+    ok = np.all(np.isfinite(res.points), axis=1)
+    if ok.sum() >= 3:
+        rec.update(_surface_metrics(res.points, gt, (res.points[ok], gt_xyz[ok])))
+    rot = np.full(len(seq), np.nan)
+    if res.cam_T_world is not None:
+        pm, rot = _pose_metrics(res.cam_T_world, seq.cam_T_world)
+        rec.update(pm)
+    rec["seconds"] = float(res.timings.get("total", np.nan))
+    rec.update({f"info_{k}": v for k, v in res.info.items()})
+    return rec, rot
+
+
+def _solve_sequence(solve_dir: Path, seqs: dict):
+    """The sequence a solve folder was run on (from report.json), loaded if not given."""
+    from facesfm.data.format import load_sequence
+
+    rep = solve_dir / "report.json"
+    if not rep.is_file():
+        raise InputError(f"--solve-dir {solve_dir}: no report.json (not a facesfm solve output)")
+    try:
+        src = Path(json.loads(rep.read_text())["input"]["path"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{rep}: malformed ({type(e).__name__}: {e})") from None
+    key = src.resolve()
+    if key not in seqs:
+        if not (src / "sequence.json").is_file():
+            raise InputError(f"--solve-dir {solve_dir}: its input {src} is not a sequence with "
+                             f"ground truth")
+        seqs[key] = load_sequence(src, check_files=False)
+    return seqs[key]
+
+
+def _evaluate_solve(solve_dir: Path, seq, gt: _GroundTruth):
+    import trimesh
+
+    from facesfm.eval.metrics import pose_errors
+    from facesfm.solve.outputs import read_cameras
+
+    cams = read_cameras(solve_dir)
+    cloud = solve_dir / "cloud.ply"
+    if not cloud.is_file():
+        raise InputError(f"--solve-dir {solve_dir}: no cloud.ply")
+    pts = np.asarray(trimesh.load(cloud, process=False).vertices, dtype=np.float64)
+    if len(pts) < 3:
+        raise InputError(f"{cloud}: fewer than 3 points")
+    gt_poses = cams.gt if cams.gt is not None else seq.cam_T_world[cams.input_index]
+    rec: dict = {"n_points": len(pts)}
+    rot = np.full(len(seq), np.nan)
+    if len(gt_poses) >= 3:
+        pm, r = _pose_metrics(cams.optimised, gt_poses)
+        rec.update(pm)
+        rot[cams.input_index] = r
+        S = pose_errors(cams.optimised, gt_poses, "sim3").gauge
+        init = (pts, S.apply(pts))  # the trajectory's Sim3 as the ICP initialisation
+    else:
+        init = None
+    rec.update(_surface_metrics(pts, gt, init))
+    return rec, rot
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _mean(vals):
+    v = [x for x in vals if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def _summarise(records: list) -> list:
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["method"], r["landmarks"]), []).append(r)
+    out = []
+    for (method, n), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        s = {"method": method, "landmarks": n, "sequences": len(ok), "failed": len(rs) - len(ok)}
+        for k in _SUMMARY_KEYS:
+            s[k] = _mean([r.get(k) for r in ok])
+        out.append(s)
+    return out
+
+
+def _comparison_table(summary: list, caption: str):
+    from facesfm.eval.tables import PAPER_COLUMN, PAPER_TABLE2, PAPER_UNIT_NOTE, Table
+
+    keys = list(_COLUMNS)
+    cols = ("method", "landmarks", "sequences", *(_COLUMNS[k] for k in keys),
+            f"{PAPER_COLUMN}: Stirling", f"{PAPER_COLUMN}: Facescape")
+    rows = [(s["method"], s["landmarks"], s["sequences"], *(s[k] for k in keys), None, None)
+            for s in summary]
+    for m, d in PAPER_TABLE2.items():
+        rows.append((m, None, None, *(None for _ in keys), d.get("Stirling"), d.get("Facescape")))
+    notes = (
+        caption,
+        "Ours: mean over sequences. Landmark error: distance to the GT landmark after a Sim3 "
+        "(Umeyama, with scale) alignment. ICP point-to-point: landmark-initialised Umeyama + "
+        "point-to-surface ICP with scale to the GT mesh, then distance to the nearest GT "
+        "vertex in the face region (the paper's protocol). Rotation error / ATE: after a "
+        "Sim3 trajectory alignment.",
+        PAPER_UNIT_NOTE,
+    )
+    return Table(cols, tuple(rows), "Comparison of methods (paper Table 2 layout)", notes)
+
+
+def format_summary(report: EvalReport) -> str:
+    """The comparison table (our rows only) as plain Markdown for the terminal."""
+    from facesfm.eval.tables import Table
+
+    t = report.tables.get("comparison")
+    if t is None:
+        return "(no results)"
+    ours = tuple(r for r in t.rows if r[1] is not None)
+    keep = [j for j, c in enumerate(t.columns) if "paper" not in c]
+    slim = Table(tuple(t.columns[j] for j in keep), tuple(tuple(r[j] for j in keep) for r in ours))
+    return slim.to_markdown(precision=3) + f"\n{report.caption}\n"
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, seed: int = 0,
+                       solve_dirs=(), landmark_checkpoint=None, overwrite: bool = False,
+                       progress: bool = False) -> EvalReport:
+    """Evaluate baselines (and solve outputs) on sequences; write the tables into ``out``.
+
+    seqs:        sequence folders or dataset folders (:func:`facesfm.data.dataset.find_sequences`).
+    methods:     baseline names (list or comma-separated), may be empty when ``solve_dirs``.
+    landmarks_n: landmark counts (list or comma-separated), each in LANDMARK_COUNTS and at most
+                 the count stored in every sequence; the first one is the comparison's main row.
+    out:         output folder (replaced only with ``overwrite``).
+    noise_px:    Gaussian noise (px per coordinate) on oracle tracks; seed seeds it.
+    solve_dirs:  folders written by ``facesfm solve`` on sequences with ground truth.
+    landmark_checkpoint: stage-1 checkpoint; then landmarks are detected, not oracle.
+    A failing method on one sequence is recorded (``error``) and does not stop the others.
+    """
+    from facesfm.data.dataset import find_sequences
+    from facesfm.data.format import load_sequence
+
+    methods = parse_methods(methods)
+    counts = parse_landmark_counts(landmarks_n)
+    solve_dirs = [Path(p) for p in solve_dirs]
+    for d in solve_dirs:
+        if not d.is_dir():
+            raise InputError(f"--solve-dir: folder not found: {d}")
+    if not methods and not solve_dirs:
+        raise InputError("nothing to evaluate: give --methods and/or --solve-dir")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
+    if landmark_checkpoint is not None and not Path(landmark_checkpoint).is_file():
+        raise InputError(f"--landmark-checkpoint: file not found: {landmark_checkpoint}")
+    if noise_px < 0 or not np.isfinite(noise_px):
+        raise InputError(f"--landmark-noise must be a finite number >= 0, got {noise_px}")
+    paths = find_sequences(list(seqs))
+    if not paths:
+        raise InputError("no sequences given")
+    loaded = {}
+    for p in paths:
+        s = load_sequence(p, check_files=landmark_checkpoint is not None)
+        if methods and max(counts) > len(s.landmark_ids):
+            raise InputError(f"--landmarks {max(counts)}: {p} stores only "
+                             f"{len(s.landmark_ids)} landmarks")
+        loaded[Path(p).resolve()] = s
+    nets = None
+    if landmark_checkpoint is not None and methods:
+        from facesfm.solve.learned import load_networks
+
+        nets = load_networks(landmark_checkpoint=landmark_checkpoint)
+        caption = (f"Landmark tracks detected by {landmark_checkpoint} (visibility >= 0.5).")
+    else:
+        caption = ("Landmark tracks: ground truth (oracle) "
+                   + (f"with Gaussian noise of {noise_px:g} px per coordinate (seed {seed})"
+                      if noise_px > 0 else "without noise")
+                   + "; no landmark detector was evaluated.")
+
+    jobs = [(i, p, m, n) for i, p in enumerate(paths) for n in counts for m in methods]
+    solve_of = {d: _solve_sequence(d, loaded) for d in solve_dirs}
+    jobs += [(None, d, "solve", None) for d in solve_dirs]
+    report = EvalReport(caption=caption)
+    region_cache: dict = {}
+    gts: dict = {}
+    tracks: dict = {}
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), disable=not progress, unit="run", leave=False)
+    except ImportError:  # pragma: no cover
+        bar = None
+    try:
+        for i, p, m, n in jobs:
+            seq = loaded[Path(p).resolve()] if m != "solve" else solve_of[p]
+            key = seq.root.resolve()
+            if key not in gts:
+                gts[key] = _ground_truth(seq, region_cache)
+            name = m if m != "solve" else f"solve:{Path(p).name}"
+            rec = {"sequence": seq.root.name, "method": name,
+                   "landmarks": n if n is not None else len(seq.landmark_ids)}
+            if bar is not None:
+                bar.set_postfix_str(f"{seq.root.name} {name} {n or ''}".strip())
+            t0 = time.perf_counter()
+            try:
+                if m == "solve":
+                    r, rot = _evaluate_solve(p, seq, gts[key])
+                    rec["source"] = "solve"
+                else:
+                    if i not in tracks:
+                        tracks[i] = (_detected_tracks(seq, nets) if nets is not None
+                                     else landmark_tracks(seq, noise_px, seed, i))
+                    uv, vis = tracks[i]
+                    r, rot = _evaluate_baseline(m, seq, uv, vis, n, gts[key])
+                    rec["source"] = "detected" if nets is not None else "oracle"
+                    rec["noise_px"] = 0.0 if nets is not None else float(noise_px)
+                rec.update(r)
+                rec.setdefault("seconds", time.perf_counter() - t0)
+                if i == 0 or (m == "solve" and seq.root == loaded[Path(paths[0]).resolve()].root):
+                    if n in (None, counts[0]):
+                        report.per_frame_rotation[name] = rot
+            except InputError as e:
+                rec["error"] = str(e)
+            report.records.append(rec)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    report.summary = _summarise(report.records)
+    _write_outputs(report, out, counts, overwrite)
+    return report
+
+
+def _write_outputs(report: EvalReport, out: Path, counts: list, overwrite: bool) -> None:
+    from facesfm.eval.tables import (
+        Table,
+        landmark_sweep_table,
+        plot_landmark_sweep,
+        plot_pose_errors,
+        write_table,
+    )
+    from facesfm.io import atomic_dir, write_json
+
+    report.tables["comparison"] = _comparison_table(report.summary, report.caption)
+    methods = list(dict.fromkeys(s["method"] for s in report.summary))
+    sweeps = {}
+    if len(counts) > 1:
+        for m in methods:
+            if m.startswith("solve:"):
+                continue
+            meas = {s["landmarks"]: s["icp_p2p_mean_mm"] for s in report.summary
+                    if s["method"] == m}
+            t = landmark_sweep_table(meas, "Stirling", "ICP point-to-point mean (mm)",
+                                     f"{m}: error against the number of landmarks "
+                                     f"(paper Table 1 layout)")
+            report.tables[f"sweep_{m}"] = Table(t.columns, t.rows, t.title,
+                                                (report.caption, *t.notes))
+            sweeps[m] = meas
+    records = Table.from_records(report.records, title="Every run")
+    report.tables["results"] = records
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for stem, t in report.tables.items():
+            write_table(t, tmp / f"{stem}.md", tmp / f"{stem}.csv", precision=3)
+        for m, meas in sweeps.items():
+            plot_landmark_sweep(meas, tmp / f"sweep_{m}.png", "Stirling",
+                                title=f"{m} ({report.caption.split(';')[0]})")
+        series = {k: v for k, v in report.per_frame_rotation.items() if np.isfinite(v).any()}
+        if series:
+            plot_pose_errors(series, tmp / "pose_errors.png",
+                             title="rotation error per frame (first sequence)")
+        write_json(tmp / "results.json", {
+            "caption": report.caption, "landmark_counts": counts,
+            "summary": report.summary, "records": report.records,
+        })
+    report.out = out
