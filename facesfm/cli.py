@@ -199,6 +199,40 @@ def compare(cameras, gt, gauge, plot, json_path):
         write_json(json_path, c.summary())
 
 
+@cli.command("eval")
+@click.argument("inputs", metavar="SEQ_OR_DATASET...", nargs=-1, required=True,
+                type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output folder for the tables.")
+@click.option("--methods", default="colmap_ba,factorization", show_default=True,
+              help="Comma-separated baselines on landmark tracks (empty: none).")
+@click.option("--solve-dir", "solve_dirs", multiple=True, type=click.Path(),
+              help="A `facesfm solve` output folder to evaluate too (repeatable).")
+@click.option("--landmarks", default="68", show_default=True,
+              help="Comma-separated landmark counts; several give a Table-1 sweep.")
+@click.option("--landmark-noise", type=float, default=0.0, show_default=True,
+              help="Gaussian noise (px per coordinate) added to the oracle landmark tracks.")
+@click.option("--landmark-checkpoint", type=click.Path(), default=None,
+              help="Stage-1 checkpoint: detect the landmarks instead of using the oracle.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_cmd(inputs, out, methods, solve_dirs, landmarks, landmark_noise, landmark_checkpoint,
+             seed, overwrite, quiet):
+    """Evaluate the classical baselines (and solve outputs) against the ground truth."""
+    from facesfm.eval.run import evaluate_sequences, format_summary
+
+    rep = evaluate_sequences(inputs, methods, landmarks, out, noise_px=landmark_noise,
+                             seed=seed, solve_dirs=solve_dirs,
+                             landmark_checkpoint=landmark_checkpoint, overwrite=overwrite,
+                             progress=not quiet)
+    click.echo(format_summary(rep))
+    failed = [r for r in rep.records if "error" in r]
+    for r in failed:
+        click.echo(f"failed: {r['sequence']} {r['method']} N={r['landmarks']}: {r['error']}",
+                   err=True)
+    click.echo(f"wrote {out}")
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, standalone_mode=False)
