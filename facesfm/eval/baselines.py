@@ -163,8 +163,8 @@ def colmap_ba(uv, visible, K, template=None, max_iterations: int = 100) -> Basel
     return BaselineResult(
         "colmap_ba", points, poses, timings,
         {"rms_px": res.rms_px, "iterations": res.iterations, "converged": res.converged,
-         "init_residual_px": init.info["residual_px"], "frames_used": int(len(fi)),
-         "landmarks_used": int(len(pi))},
+         "init_residual_px": init.info["residual_px"], "frames_used": len(fi),
+         "landmarks_used": len(pi)},
     )
 
 

@@ -333,11 +333,11 @@ def _comparison_table(summary: list, caption: str):
         rows.append((m, None, None, *(None for _ in keys), d.get("Stirling"), d.get("Facescape")))
     notes = (
         caption,
-        "Ours: mean over sequences. Landmark error: distance to the GT landmark after a Sim3 "
-        "(Umeyama, with scale) alignment. ICP point-to-point: landmark-initialised Umeyama + "
-        "point-to-surface ICP with scale to the GT mesh, then distance to the nearest GT "
-        "vertex in the face region (the paper's protocol). Rotation error / ATE: after a "
-        "Sim3 trajectory alignment.",
+        ("Ours: mean over sequences. Landmark error: distance to the GT landmark after a Sim3 "
+         "(Umeyama, with scale) alignment. ICP point-to-point: landmark-initialised Umeyama + "
+         "point-to-surface ICP with scale to the GT mesh, then distance to the nearest GT "
+         "vertex in the face region (the paper's protocol). Rotation error / ATE: after a "
+         "Sim3 trajectory alignment."),
         PAPER_UNIT_NOTE,
     )
     return Table(cols, tuple(rows), "Comparison of methods (paper Table 2 layout)", notes)
@@ -453,9 +453,9 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
                     rec["noise_px"] = 0.0 if nets is not None else float(noise_px)
                 rec.update(r)
                 rec.setdefault("seconds", time.perf_counter() - t0)
-                if i == 0 or (m == "solve" and seq.root == loaded[Path(paths[0]).resolve()].root):
-                    if n in (None, counts[0]):
-                        report.per_frame_rotation[name] = rot
+                first = seq.root.resolve() == Path(paths[0]).resolve()
+                if first and n in (None, counts[0]):
+                    report.per_frame_rotation[name] = rot
             except InputError as e:
                 rec["error"] = str(e)
             report.records.append(rec)

@@ -123,7 +123,7 @@ def test_landmark_tracks_noise_is_seeded(data):
     from facesfm.data.format import load_sequence
 
     seq = load_sequence(data / "seq1")
-    uv0, vis = landmark_tracks(seq)
+    uv0, _ = landmark_tracks(seq)
     np.testing.assert_array_equal(uv0, seq.uv)
     a, _ = landmark_tracks(seq, 1.0, seed=5, index=0)
     b, _ = landmark_tracks(seq, 1.0, seed=5, index=0)
