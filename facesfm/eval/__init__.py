@@ -41,6 +41,13 @@ from facesfm.eval.metrics import (
     scores_from_counts,
     visibility_scores,
 )
+from facesfm.eval.baselines import (
+    BaselineResult,
+    colmap_ba,
+    factorization_baseline,
+    template_landmarks,
+)
+from facesfm.eval.run import evaluate_sequences
 from facesfm.eval.surface import MeshClosestPoint, closest_points_on_mesh
 from facesfm.eval.tables import (
     PAPER_COLUMN,
@@ -55,6 +62,11 @@ from facesfm.eval.tables import (
 )
 
 __all__ = [
+    "BaselineResult",
+    "colmap_ba",
+    "evaluate_sequences",
+    "factorization_baseline",
+    "template_landmarks",
     "PAPER_COLUMN",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
