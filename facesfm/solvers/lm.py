@@ -8,7 +8,9 @@ One LM iteration:
    (S = 3 per point, 1 per landmark log depth), with IRLS weights rho'(s) from the kernel;
 3. Schur complement on the structure: ``(U - W V^-1 W^T) dc = -gc + W V^-1 gs`` (one matrix
    product), damped Cholesky on it with the fixed frame's block removed (gauge), and
-   back-substitution for ds;
+   back-substitution for ds; the damping is ``lam * max(diag(H), min_diagonal * max diag(H))``
+   (Ceres' ``min_lm_diagonal``), so a direction without curvature at the current state (the
+   depth scales at zero baseline) is damped rather than fatal;
 4. gain-ratio step control (Nielsen), stop on relative cost change, step size or gradient.
 
 Differentiation (:class:`BackwardMode`):
@@ -29,6 +31,7 @@ Differentiation (:class:`BackwardMode`):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import time
@@ -386,10 +389,15 @@ class LMSolver:
     hessian_products: HessianProducts = HessianProducts.AUTOGRAD
     implicit_rtol: float = 1e-7
     min_diagonal: float = 1e-8
+    threads: int | None = 1
 
     name = "ours-lm"
 
     def solve(self, problem: BAProblem, init: BAState) -> BAResult:
+        with _intra_op_threads(self.threads, problem.device):
+            return self._solve(problem, init)
+
+    def _solve(self, problem: BAProblem, init: BAState) -> BAResult:
         t0 = time.perf_counter()
         problem.validate()
         init = complete_state(problem, init)
@@ -512,6 +520,20 @@ class LMSolver:
         return state, info
 
 
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None, device: torch.device):
+    """Temporarily set torch's intra-op thread count for CPU work (no-op for None or GPU)."""
+    if n is None or torch.device(device).type != "cpu" or torch.get_num_threads() == n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _check_constrained(ne: NormalEquations, free: torch.Tensor, C: int) -> None:
     """Raise :class:`SolverError` when a free frame's pose has no constraint at all (all six
     pose columns of its Jacobian vanish, e.g. a zero focal length): the damping floor would
@@ -582,6 +604,11 @@ class _ImplicitFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         h = ctx.holder
+        with _intra_op_threads(h["solver"].threads, h["problem"].device):
+            return _ImplicitFn._backward(h, grads)
+
+    @staticmethod
+    def _backward(h, grads):
         solver, problem, st, pairs = h["solver"], h["problem"], h["state"], h["pairs"]
         F, C = problem.num_frames, problem.camera_dim
         free = h["free"]

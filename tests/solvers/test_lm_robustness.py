@@ -162,3 +162,22 @@ def test_implicit_solve_does_not_reuse_a_heavily_damped_factor():
     hc, hs = L._hvp(p, st, None, zc, zs)
     res = torch.cat([((hc - gc) * free).reshape(-1), (hs - gs).reshape(-1)]).norm()
     assert float(res) < 1e-6 * float(torch.cat([gc.reshape(-1), gs.reshape(-1)]).norm())
+
+
+@pytest.mark.parametrize("threads,expect", [(1, 1), (None, 2)])
+def test_solver_runs_with_its_thread_count_and_restores_the_process_one(monkeypatch, threads, expect):
+    from facesfm.solvers import lm as L
+
+    seen = []
+    orig = L.linearize_all
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return orig(*a, **k)
+
+    monkeypatch.setattr(L, "linearize_all", spy)
+    sf = make_face_problem(4, 15, seed=0)
+    torch.set_num_threads(2)  # the autouse fixture restores the original afterwards
+    res = LMSolver(backward=BackwardMode.NONE, threads=threads).solve(sf.problem, perturb_state(sf.truth, seed=1))
+    assert res.converged and seen and set(seen) == {expect}
+    assert torch.get_num_threads() == 2
