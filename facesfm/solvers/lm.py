@@ -662,11 +662,21 @@ def _solve_hessian(solver, problem, st, pairs, free, gc, gs, factor=None):
     (it was built a fraction of a step away from the optimum with a tiny damping).
     """
     C = problem.camera_dim
-    if factor is not None and factor.lam > _REUSE_MAX_DAMPING:
+    if (factor is not None and factor.lam > _REUSE_MAX_DAMPING
+            and solver.backward is BackwardMode.IMPLICIT):
         # the last accepted step was heavily damped (LM raises lam on the rounding-level gain
         # ratios near the optimum): a poor preconditioner, CG would stop at its iteration cap
-        # far from H^-1 g. Factor the undamped system at the optimum instead.
-        factor = None
+        # far from H^-1 g. Refactor at the optimum with the least damping that factors (the
+        # preconditioner only; the CG below uses the exact Hessian); keep the old one if none.
+        with torch.no_grad():
+            lin = linearize_all(problem, st, pairs)
+            _, rho1 = cost_all(problem, st, lin)
+            ne = normal_equations(problem, st, lin, rho1)
+            for lam in (0.0, 1e-9, 1e-7, 1e-5, _REUSE_MAX_DAMPING):
+                fresh = SchurFactor(ne, lam, free, C, solver.min_diagonal)
+                if fresh.ok:
+                    factor = fresh
+                    break
     if factor is not None and solver.backward is BackwardMode.IMPLICIT:
         with torch.no_grad():
             zc, zs = factor.solve(gc, gs)
