@@ -62,7 +62,8 @@ def test_damping_floor_does_not_change_the_optimum():
                            depth_noise=0.01, depth_scale_spread=0.05, pairs=Window(2),
                            kernel=HuberKernel(1.5))
     init = perturb_state(sf.truth, seed=2, log_scale=0.05)
-    tight = dict(backward=BackwardMode.NONE, ftol=1e-16, xtol=1e-13, gtol=1e-11, max_iterations=200)
+    tight = {"backward": BackwardMode.NONE, "ftol": 1e-16, "xtol": 1e-13, "gtol": 1e-11,
+             "max_iterations": 200}
     a = LMSolver(min_diagonal=0.0, **tight).solve(sf.problem, init)
     b = LMSolver(min_diagonal=1e-3, **tight).solve(sf.problem, init)  # a heavy floor
     assert a.converged and b.converged
