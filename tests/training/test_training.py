@@ -48,7 +48,7 @@ def test_sfm_stage_overfits_a_fixed_batch_with_the_ba_layer(tiny_data):
     task = SfmTask(cfg)
     train, _ = sfm_datasets(cfg, tiny_data)
     batch = collate_samples([train[0]])
-    h = _overfit(task, batch, 8, 3e-3)
+    h = _overfit(task, batch, 16, 3e-3)  # 8 steps was marginal once the BA converged faster
     assert all(x["ba_failures"] == 0 for x in h)
     assert h[-1]["loss"] < 0.85 * h[0]["loss"]
     assert h[-1]["landmark"] < 0.85 * h[0]["landmark"]  # eq. 2 with the refined poses
