@@ -1,6 +1,7 @@
 """Extra cost terms plug into our LM: optimality of the combined cost, implicit gradients."""
 
 import torch
+from ba_gradcheck import uv_gradient_and_finite_difference
 
 from facesfm.geometry.se3 import se3_exp
 from facesfm.solvers import BackwardMode, BAState, LMSolver, solve
@@ -56,21 +57,6 @@ def test_implicit_gradient_with_an_extra_term_matches_finite_differences():
     sf, prior = _problem(weight=0.2)
     p = sf.problem.replace(extra_terms=(prior,))
     init = perturb_state(sf.truth, seed=1, rot_deg=1.0, trans_mm=3.0, point_mm=2.0)
-    g = torch.Generator().manual_seed(3)
-    A = torch.randn(6, 3, 3, generator=g, dtype=torch.float64)
-    duv = torch.randn(p.uv.shape, generator=g, dtype=torch.float64) * (p.weight > 0)[..., None]
-    tight = LMSolver(backward=BackwardMode.NONE, ftol=1e-16, xtol=1e-13, gtol=1e-13,
-                     max_iterations=200)
-
-    def loss(st):
-        return (A * st.poses[:, :3, :3]).sum()
-
-    h = 1e-3
-    fd = (float(loss(tight.solve(p.replace(uv=p.uv + h * duv), init).state))
-          - float(loss(tight.solve(p.replace(uv=p.uv - h * duv), init).state))) / (2 * h)
-    uv = p.uv.clone().requires_grad_()
-    res = LMSolver().solve(p.replace(uv=uv), init)
-    loss(res.state).backward()
-    an = float((uv.grad * duv).sum())
+    an, fd = uv_gradient_and_finite_difference(p, init, LMSolver(), seed=3)
     assert abs(fd) > 1e-3
     assert abs(an - fd) < 1e-3 * abs(fd), (an, fd)

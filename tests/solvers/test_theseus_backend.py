@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from facesfm.geometry.se3 import rotation_angle
-from facesfm.solvers import BackwardMode, LMSolver, ScipyReference, solve
+from facesfm.solvers import BackwardMode, ScipyReference, solve
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 
 pytest.importorskip("theseus", reason="theseus-ai not installed (see the Makefile)")
+from ba_gradcheck import uv_gradient_and_finite_difference
+
 from facesfm.solvers.theseus_backend import LinearSolver, TheseusBackend
 
 
@@ -36,21 +38,6 @@ def test_theseus_gradient_matches_finite_differences(mode, noise):
     sf = make_face_problem(5, 20, seed=0, noise_px=noise)
     p = sf.problem
     init = perturb_state(sf.truth, seed=1, rot_deg=1.0, trans_mm=3.0, point_mm=2.0)
-    g = torch.Generator().manual_seed(5)
-    A = torch.randn(5, 3, 3, generator=g, dtype=torch.float64)
-    duv = torch.randn(p.uv.shape, generator=g, dtype=torch.float64) * (p.weight > 0)[..., None]
-    tight = LMSolver(backward=BackwardMode.NONE, ftol=1e-16, xtol=1e-13, gtol=1e-13,
-                     max_iterations=200)
-
-    def loss(st):
-        return (A * st.poses[:, :3, :3]).sum()
-
-    h = 1e-3
-    fd = (float(loss(tight.solve(p.replace(uv=p.uv + h * duv), init).state))
-          - float(loss(tight.solve(p.replace(uv=p.uv - h * duv), init).state))) / (2 * h)
-    uv = p.uv.clone().requires_grad_()
-    res = TheseusBackend(backward=mode, max_iterations=30).solve(p.replace(uv=uv), init)
-    loss(res.state).backward()
-    an = float((uv.grad * duv).sum())
+    an, fd = uv_gradient_and_finite_difference(p, init, TheseusBackend(backward=mode, max_iterations=30), seed=5)
     assert abs(fd) > 1e-3
     assert abs(an - fd) < 1e-3 * abs(fd), (an, fd)
