@@ -5,6 +5,7 @@ config and the code version for provenance.
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 from dataclasses import dataclass
@@ -39,8 +40,12 @@ class TrainState:
     epoch_step: int = 0
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> dict:
-    """``{"package": version, "git": commit or None, "dirty": bool or None}``."""
+    """``{"package": version, "git": commit or None, "dirty": bool or None}``.
+
+    Read once per process (two git subprocesses): the code a run executes is the code it
+    loaded at start, and checkpoints are saved every few steps."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -112,7 +117,7 @@ def save_checkpoint(
         "rng": get_rng_state(),
         "state": {"step": state.step, "epoch": state.epoch, "epoch_step": state.epoch_step},
         "config": config,
-        "code_version": code_version(),
+        "code_version": dict(code_version()),
         "extra": extra or {},
     }
     path = Path(path)

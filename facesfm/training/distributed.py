@@ -16,7 +16,6 @@ import torch.distributed as dist
 
 __all__ = [
     "DistInfo",
-    "all_reduce_mean",
     "cleanup_distributed",
     "init_distributed",
     "param_spread",
@@ -73,14 +72,6 @@ def shard(order: list[int], info: DistInfo, batch_size: int) -> list[list[int]]:
     mine = order[info.rank :: info.world_size][:per_rank]
     n = per_rank // batch_size
     return [mine[i * batch_size : (i + 1) * batch_size] for i in range(n)]
-
-
-def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.enabled:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= info.world_size
-    return x
 
 
 def param_spread(model: torch.nn.Module, info: DistInfo) -> float:

@@ -240,7 +240,9 @@ def run_training(
                 save()
     finally:
         bar.close()
-    if val_set is not None and dist.is_main and not last_val:
+    # the reported validation must describe the saved weights, also when max_steps stops a run
+    # mid-epoch after an epoch-boundary validation
+    if val_set is not None and dist.is_main and (not last_val or last_val.get("step") != state.step):
         last_val = logger.log("val", state.step, state.epoch, _validate(task, model, val_set, cfg))
     save()
     spread = param_spread(model, dist)  # collective: every rank takes part

@@ -18,22 +18,17 @@ def landmark_errors(
     Returns ``lm_mean_px`` / ``lm_median_px`` (visible landmarks only), and the visibility
     classifier's ``vis_precision``, ``vis_recall``, ``vis_f1`` (prediction: logit > 0).
     """
-    vis = visible.bool()
-    err = (uv - uv_gt).norm(dim=-1)[vis]
-    pred = vis_logits > 0
-    tp = (pred & vis).sum().item()
-    fp = (pred & ~vis).sum().item()
-    fn = (~pred & vis).sum().item()
-    prec = tp / max(tp + fp, 1)
-    rec = tp / max(tp + fn, 1)
-    f1 = 2 * prec * rec / max(prec + rec, 1e-12)
-    nan = float("nan")
+    from facesfm.eval.metrics import landmark_errors as errors
+    from facesfm.eval.metrics import visibility_scores
+
+    err = errors(uv, uv_gt, visible.bool())
+    sc = visibility_scores(vis_logits > 0, visible.bool())
     return {
-        "lm_mean_px": err.mean().item() if err.numel() else nan,
-        "lm_median_px": err.median().item() if err.numel() else nan,
-        "vis_precision": prec,
-        "vis_recall": rec,
-        "vis_f1": f1,
+        "lm_mean_px": err.mean,
+        "lm_median_px": err.median,
+        "vis_precision": sc.precision,
+        "vis_recall": sc.recall,
+        "vis_f1": sc.f1,
     }
 
 

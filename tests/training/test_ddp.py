@@ -4,8 +4,6 @@ import socket
 import subprocess
 import sys
 
-import torch
-
 from facesfm.training.checkpoint import load_checkpoint
 
 
@@ -69,6 +67,4 @@ def test_torchrun_two_gloo_processes_keep_weights_in_sync(tiny_data, tmp_path):
         if init[k].is_floating_point()
     )
     assert moved > 1e-4
-    # each rank took 1 sample per step: 18 frames / 2 ranks / batch 2 = 4 steps per epoch
     assert summary["epochs_done"] == 0
-    assert torch.get_num_threads() >= 1

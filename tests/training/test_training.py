@@ -179,6 +179,10 @@ def test_resume_after_a_kill_is_bit_identical_landmarks(tiny_data, tmp_path):
     ta = [(r["step"], r["loss"]) for r in la if r["split"] == "train"]
     tb = [(r["step"], r["loss"]) for r in lb if r["split"] == "train"]
     assert ta == tb and [s for s, _ in ta] == list(range(1, 13))
+    # validation after the epoch (step 9) and of the saved step-12 weights, resumed or not
+    va = [r["step"] for r in la if r["split"] == "val"]
+    vb = [r["step"] for r in lb if r["split"] == "val"]
+    assert va == vb == [9, 12]
     # outputs of a run
     for name in ("config.yaml", "train.csv", "val.csv", "metrics.png", "summary.json"):
         assert (tmp_path / "b" / name).is_file(), name
