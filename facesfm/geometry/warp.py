@@ -24,6 +24,7 @@ from facesfm.geometry.camera import backproject, project, transform
 __all__ = [
     "WarpResult",
     "backproject_depth",
+    "inside_warped_mask",
     "inverse_warp",
     "pixel_grid",
     "sample_image",
@@ -174,3 +175,14 @@ def inverse_warp(
     valid = (inside & in_front.reshape(B, H, W))[:, None]
     image = sample_image(src_image, uv, padding_mode=padding_mode)
     return WarpResult(image=image, valid=valid, projected_depth=z.reshape(B, 1, H, W), uv=uv)
+
+
+def inside_warped_mask(src_mask: torch.Tensor, warp: WarpResult) -> torch.Tensor:
+    """(B, 1, H, W) {0, 1} on the target grid: 1 where a target pixel samples fully inside the
+    source mask (bilinear value > 0.999), at the positions ``warp`` already computed.
+
+    src_mask: (B, 1, Hs, Ws) bool or {0, 1}. No gradient flows through the mask.
+    """
+    dtype = warp.image.dtype
+    sampled = sample_image(src_mask.to(dtype), warp.uv.detach())
+    return (sampled > 0.999).to(dtype)

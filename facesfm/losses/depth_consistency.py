@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from facesfm.geometry.warp import inverse_warp
+from facesfm.geometry.warp import inside_warped_mask, inverse_warp
 
 __all__ = ["depth_consistency_loss"]
 
@@ -62,8 +62,7 @@ def depth_consistency_loss(
             raise ValueError(
                 f"src_mask must be {tuple(src_depth.shape)}, got {tuple(src_mask.shape)}"
             )
-        sm = inverse_warp(src_mask.to(tgt_depth.dtype), tgt_depth.detach(), src_T_tgt.detach(), K)
-        valid = valid * (sm.image > 0.999).to(valid.dtype)
+        valid = valid * inside_warped_mask(src_mask, w)
 
     d_synth = w.projected_depth  # D~_s(p)
     d_src = w.image  # D_s(p')

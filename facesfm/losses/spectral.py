@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from facesfm.geometry.ssim import SSIMWindow, ssim
-from facesfm.geometry.warp import inverse_warp
+from facesfm.geometry.warp import inside_warped_mask, inverse_warp
 
 __all__ = ["erode_mask", "photometric_error", "spectral_loss", "view_synthesis_loss"]
 
@@ -114,8 +114,7 @@ def view_synthesis_loss(
     if tgt_mask is not None:
         m = m * _mask_like(tgt_mask, tgt_image)
     if src_mask is not None:
-        sm = inverse_warp(src_mask.to(tgt_image.dtype), tgt_depth.detach(), src_T_tgt.detach(), K)
-        m = m * (sm.image > 0.999).to(m.dtype)
+        m = m * inside_warped_mask(src_mask, warped)
     m = erode_mask(m, 1 if window == "box3" else 5)
     return spectral_loss(warped.image, tgt_image, m, alpha=alpha, window=window)
 
