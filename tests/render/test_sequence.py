@@ -11,7 +11,7 @@ from facesfm.errors import InputError
 from facesfm.geometry.camera import camera_center, project, transform
 from facesfm.render import writer as writer_mod
 from facesfm.render.config import RenderConfig, TrajectoryConfig
-from facesfm.render.visibility import sample_depth, vertex_normals
+from facesfm.render.visibility import vertex_normals
 from facesfm.render.writer import render_sequence
 
 
@@ -60,15 +60,32 @@ def test_visible_landmarks_reproject_within_001px(seq21):
     assert err_ply.max() < 0.01
 
 
-def test_stored_depth_at_visible_landmarks_within_05mm(seq21):
+def _raycast_depth_error(seq, tri, i):
+    """|stored depth - z of trimesh's float64 ray hit| at the pixel centres nearest frame i's
+    visible landmarks: the renderer's depth map against an independent ray caster (the
+    visibility flags themselves are defined with the stored depth, so checking the depth at
+    landmark uv against z would only test the definition)."""
+    T, K = seq.cam_T_world[i], seq.K
+    R, t = T[:3, :3], T[:3, 3]
+    rc = np.unique(np.round(seq.uv[i, seq.visible[i]]).astype(int)[:, ::-1], axis=0)
+    d = seq.depth(i)[rc[:, 0], rc[:, 1]]
+    rays = np.stack([(rc[:, 1] - K[0, 2]) / K[0, 0], (rc[:, 0] - K[1, 2]) / K[1, 1],
+                     np.ones(len(rc))], 1) @ R
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    origins = np.broadcast_to(camera_center(T), rays.shape).copy()
+    hits, idx, _ = tri.ray.intersects_location(origins, rays, multiple_hits=False)
+    z = np.full(len(rc), np.inf)
+    z[idx] = (hits @ R.T + t)[:, 2]
+    return np.abs(z - d)
+
+
+def test_stored_depth_matches_an_independent_ray_cast(seq21):
+    """Measured ~2e-4 mm; every pixel next to a visible landmark is foreground and hit."""
     seq = load_sequence(seq21)
-    worst = 0.0
-    for i in range(len(seq)):
-        vis = seq.visible[i]
-        zs = sample_depth(seq.depth(i), seq.uv[i, vis])
-        assert np.isfinite(zs).all()
-        worst = max(worst, np.abs(zs - seq.z[i, vis]).max())
-    assert worst <= 0.5
+    tri = trimesh.load(seq21 / "mesh.ply", process=False)
+    for i in (0, 10, 20):
+        err = _raycast_depth_error(seq, tri, i)
+        assert len(err) > 300 and err.max() < 0.01
 
 
 def test_far_side_never_visible_and_raycast_agrees(seq21):
@@ -77,7 +94,7 @@ def test_far_side_never_visible_and_raycast_agrees(seq21):
     (the first hit from the camera centre is within 1 mm of the landmark)."""
     seq = load_sequence(seq21)
     mesh = trimesh.load(seq21 / "mesh.ply", process=False)
-    V = np.asarray(mesh.vertices, dtype=np.float64)
+    np.asarray(mesh.vertices, dtype=np.float64)
     normals = np.asarray(mesh.vertex_normals)  # trimesh's own normals, not ours
     X = seq.landmark_xyz
     n = normals[seq.landmark_vertex_ids]
@@ -176,9 +193,9 @@ def test_ict_sequence(tmp_path, ict_dir):
     x_cam = np.einsum("fij,lj->fli", seq.cam_T_world[:, :3, :3], seq.landmark_xyz) \
         + seq.cam_T_world[:, None, :3, 3]
     assert np.linalg.norm(project(seq.K, x_cam) - seq.uv, axis=-1)[vis].max() < 0.01
+    tri = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     for i in range(3):
-        zs = sample_depth(seq.depth(i), seq.uv[i, vis[i]])
-        assert np.abs(zs - seq.z[i, vis[i]]).max() <= 0.5
+        assert _raycast_depth_error(seq, tri, i).max() < 0.01
     n = vertex_normals(mesh.vertices, mesh.faces)[seq.landmark_vertex_ids]
     for i in (0, 2):
         C = camera_center(seq.cam_T_world[i])
