@@ -28,7 +28,6 @@ __all__ = [
     "Linearization",
     "classical_residuals",
     "cost_all",
-    "cost_of",
     "depth_residuals",
     "linearize",
     "linearize_all",
@@ -192,16 +191,6 @@ def linearize(
     if pairs is None:
         pairs = problem.frame_pairs()
     return depth_residuals(problem, state, pairs, jacobians)
-
-
-def cost_of(problem: BAProblem, state: BAState, lin: Linearization):
-    """Total cost ``0.5 sum rho(|r|^2) + 0.5 w_prior |d|^2`` and per-slot (s, rho')."""
-    s = (lin.r * lin.r).sum(-1)
-    rho, rho1, _ = problem.kernel.rho(s)
-    cost = 0.5 * rho.sum()
-    if state.depth_correction is not None:
-        cost = cost + 0.5 * problem.depth_prior_weight * (state.depth_correction**2).sum()
-    return cost, s, rho1
 
 
 def linearize_all(
