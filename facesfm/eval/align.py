@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.spatial import cKDTree
 
+from facesfm.geometry.mesh import vertex_normals
+
 __all__ = [
     "AlignConfig",
     "AlignResult",
@@ -285,17 +287,6 @@ def surface_samples(vertices, faces, count: int, seed: int = 0) -> np.ndarray:
     return (1 - r1)[:, None] * a + (r1 * (1 - r2))[:, None] * b + (r1 * r2)[:, None] * c
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) unit area-weighted vertex normals."""
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
-    vn = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    n = np.linalg.norm(vn, axis=1, keepdims=True)
-    return vn / np.where(n > 0, n, 1.0)
-
-
 def _icp_numpy(src, dst, init: Sim3, cfg: AlignConfig, dst_normals=None) -> IcpResult:
     tree = cKDTree(dst)
     T = init
@@ -523,7 +514,7 @@ def align_reconstruction(
         if config.method == "point_to_surface":
             res = icp_to_mesh(pts, gv, gf, init, config)
         elif config.method == "point_to_plane":
-            res = icp(pts, gv, init, config, _vertex_normals(gv, gf))
+            res = icp(pts, gv, init, config, vertex_normals(gv, gf))
         else:
             target = gv
             if config.target_samples:

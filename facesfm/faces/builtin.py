@@ -25,6 +25,7 @@ import numpy as np
 from facesfm.faces.albedo import synthesize_albedo, vertex_albedo
 from facesfm.faces.landmarks import dense_landmarks
 from facesfm.faces.types import FaceMesh
+from facesfm.geometry.mesh import vertex_normals
 
 __all__ = ["EXPRESSION_NAMES", "IDENTITY_NAMES", "N_EXPRESSION", "N_IDENTITY", "BuiltinFaceModel"]
 
@@ -454,15 +455,6 @@ def _pick_landmarks(verts: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return out
 
 
-def _vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    tri = verts[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    vn = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-
-
 # --------------------------------------------------------------------------------------
 
 
@@ -489,7 +481,7 @@ class BuiltinFaceModel:
         self.grid = _make_grid(self.n_lat, self.n_lon)
         neutral = _identity(np.zeros(N_IDENTITY), np.zeros(N_EXPRESSION))
         self.template = _surface(self.grid, neutral)
-        normals = _vertex_normals(self.template, self.grid.faces)
+        normals = vertex_normals(self.template, self.grid.faces)
         self.face_region = self._face_region(self.template)
         lm68 = _pick_landmarks(self.template, normals)
         self.face_region[lm68] = True

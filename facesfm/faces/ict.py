@@ -33,6 +33,7 @@ import numpy as np
 from facesfm.errors import InputError
 from facesfm.faces.landmarks import dense_landmarks, hole_margin_mask
 from facesfm.faces.types import FaceMesh
+from facesfm.geometry.mesh import vertex_normals
 from facesfm.io import atomic_path
 from facesfm.paths import cache_dir, find_ict_dir
 
@@ -251,15 +252,6 @@ def _cache_key(folder: Path, stems: list[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def _vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) unit area-weighted vertex normals (zero for unused vertices)."""
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
-
-
 #: Candidates whose neutral normal has z below this face into the head (nostril interiors,
 #: mouth corners): no camera in front of the face sees them.
 _INWARD_NZ = -0.3
@@ -273,7 +265,7 @@ def _landmark_region(neutral: np.ndarray, faces: np.ndarray, seeds: np.ndarray) 
     narrow[ICT_NARROW_FACE[0] : ICT_NARROW_FACE[1]] = True
     lo, hi = ICT_PARTS["face"]
     face_tris = faces[((faces >= lo) & (faces < hi)).all(1)]
-    narrow &= _vertex_normals(neutral, face_tris)[:, 2] >= _INWARD_NZ
+    narrow &= vertex_normals(neutral, face_tris)[:, 2] >= _INWARD_NZ
     return hole_margin_mask(face_tris, nv, narrow, seeds)
 
 

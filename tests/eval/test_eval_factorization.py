@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from eval_shapes import face_like_mesh
 
-from facesfm.eval.align import _vertex_normals, umeyama
+from facesfm.eval.align import umeyama
 from facesfm.eval.factorization import (
     FactorizationConfig,
     factorize,
@@ -11,6 +11,7 @@ from facesfm.eval.factorization import (
 )
 from facesfm.eval.metrics import pose_errors
 from facesfm.geometry.camera import intrinsics, look_at, project, transform
+from facesfm.geometry.mesh import vertex_normals
 
 FLIP = np.diag([1.0, -1.0, -1.0])  # world (+y up, face looks down +z) -> OpenCV camera facing it
 YAWS = np.radians(np.linspace(-50, 50, 15))
@@ -29,7 +30,7 @@ def _head_rotation(i, yaw):
 def landmarks():
     """68 points on the front of the face-like head and their normals."""
     v, f = face_like_mesh()
-    n = _vertex_normals(v, f)
+    n = vertex_normals(v, f)
     idx = np.random.default_rng(0).choice(np.flatnonzero(v[:, 2] > 20), 68, replace=False)
     return v[idx], n[idx]
 
@@ -171,7 +172,7 @@ def test_half_missing_entries_over_a_180_degree_turn():
     incremental start (seed block, then triangulate / resect) keeps ALS out of the wrong valley
     that a mean-imputed start falls into here (77 mm mean error before it was added)."""
     v, f = face_like_mesh()
-    n = _vertex_normals(v, f)
+    n = vertex_normals(v, f)
     rng = np.random.default_rng(1)
     idx = rng.choice(np.flatnonzero(v[:, 2] > 0), 68, replace=False)
     X, N = v[idx], n[idx]

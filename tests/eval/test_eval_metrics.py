@@ -131,10 +131,10 @@ def test_numpy_closest_points_match_brute_force(face_mesh):
 
 def test_reconstruction_metrics_known_offsets(face_mesh):
     """GT vertices pushed 1 mm along the normal (half of them) and a gap in coverage."""
-    from facesfm.eval.align import _vertex_normals
+    from facesfm.geometry.mesh import vertex_normals
 
     v, f = face_mesh
-    n = _vertex_normals(v, f)
+    n = vertex_normals(v, f)
     front = v[:, 2] > 0
     recon = v[front] + 1.0 * n[front]
     m = reconstruction_metrics(recon, v, f, gt_region=front, threshold_mm=1.5, backend="numpy")

@@ -255,7 +255,7 @@ def test_ict_nested_sets_and_fps_spacing_on_the_neutral(ict_model):
 
 @pytest.mark.ict
 def test_ict_landmarks_avoid_eye_and_mouth_rims_and_nostrils(ict_model):
-    from facesfm.faces.ict import _vertex_normals
+    from facesfm.geometry.mesh import vertex_normals
 
     v = ict_model.neutral_vertices
     f = ict_model.faces
@@ -267,7 +267,7 @@ def test_ict_landmarks_avoid_eye_and_mouth_rims_and_nostrils(ict_model):
         d = ring_distance(face_tris, 9409, loop)
         # No dense landmark nearer the hole than the closest semantic contour landmark.
         assert d[lm[68:]].min() >= d[lm[:68]].min()
-    nz = _vertex_normals(v[:9409], face_tris)[lm[68:], 2]
+    nz = vertex_normals(v[:9409], face_tris)[lm[68:], 2]
     assert nz.min() >= -0.3
 
 
