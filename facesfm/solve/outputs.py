@@ -209,8 +209,11 @@ def write_report_json(path, res) -> None:
     write_json(path, report_dict(res))
 
 
-def write_outputs(folder, res, html: bool = True) -> None:
-    """Write every output file of ``res`` (a SolveResult) into ``folder``."""
+def write_outputs(folder, res, html: bool = True, before_reports=None) -> None:
+    """Write every output file of ``res`` (a SolveResult) into ``folder``.
+
+    ``before_reports`` (optional, no arguments) runs after the geometry, cameras and COLMAP
+    files and before report.json / report.html, e.g. to record final timings in them."""
     from facesfm.data.colmap import write_colmap_text
 
     folder = Path(folder)
@@ -228,6 +231,8 @@ def write_outputs(folder, res, html: bool = True) -> None:
                       res.ba.poses, list(res.frames.names), res.landmarks.ids,
                       np.where(fin[:, None], X, 0.0), np.where(vis[..., None], res.landmarks.uv,
                                                                0.0), vis, colors)
+    if before_reports is not None:
+        before_reports()
     write_report_json(folder / "report.json", res)
     if html:
         from facesfm.io import atomic_path
@@ -237,17 +242,16 @@ def write_outputs(folder, res, html: bool = True) -> None:
 
 
 def _landmark_colors(res, vis) -> np.ndarray:
-    """(N, 3) uint8: each landmark's pixel colour in its first observing frame."""
+    """(N, 3) uint8: each landmark's pixel colour in its first observing frame (grey if none)."""
     N = vis.shape[1]
-    col = np.full((N, 3), 128, dtype=np.uint8)
     H, W = res.frames.height, res.frames.width
-    for j in range(N):
-        f = np.flatnonzero(vis[:, j])
-        if len(f):
-            u, v = res.landmarks.uv[f[0], j]
-            r = int(np.clip(round(v), 0, H - 1))
-            c = int(np.clip(round(u), 0, W - 1))
-            col[j] = res.frames.images[f[0], r, c]
+    first = vis.argmax(0)  # first frame that sees each landmark (0 where none does)
+    seen = vis.any(0)
+    u, v = np.moveaxis(res.landmarks.uv[first, np.arange(N)], -1, 0)
+    r = np.clip(np.round(v), 0, H - 1).astype(np.int64)
+    c = np.clip(np.round(u), 0, W - 1).astype(np.int64)
+    col = np.full((N, 3), 128, dtype=np.uint8)
+    col[seen] = res.frames.images[first, r, c][seen]
     return col
 
 

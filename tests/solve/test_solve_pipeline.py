@@ -108,6 +108,8 @@ def test_output_files(solved_perturbed):
     pngs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
     assert len(pngs) == 4 and all(len(p) > 2000 for p in pngs)
     assert "http://" not in html and "https://" not in html  # self-contained
+    # the html's timing table is as complete as report.json's (both written after the totals)
+    assert "<td>total</td>" in html and "<td>outputs</td>" in html
 
 
 def test_cameras_json_round_trips(solved_perturbed):
