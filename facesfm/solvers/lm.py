@@ -441,9 +441,9 @@ class LMSolver:
         steps at the optimum, where the cost cannot meaningfully decrease)."""
         C = problem.camera_dim
         lin = linearize_all(problem, state, pairs)
-        if lin[0].bad_depth:
+        if int(lin[0].bad_depth):
             raise SolverError(
-                f"bundle adjustment: {lin[0].bad_depth} observed landmark(s) lie behind a camera "
+                f"bundle adjustment: {int(lin[0].bad_depth)} observed landmark(s) lie behind a camera "
                 "at the initial state; check the initial poses/points/depths"
             )
         cost, rho1 = cost_all(problem, state, lin)
@@ -483,7 +483,7 @@ class LMSolver:
                 g_dot = (ne.gc * dc).sum() + (0 if ds is None else (ne.gs * ds).sum())
                 pred = 0.5 * float((fac.damping_dot(lam, dc, ds) - g_dot).detach())
                 actual = float((cost - new_cost).detach())
-                ok = bool(torch.isfinite(new_cost)) and new_lin[0].bad_depth == 0
+                ok = bool(torch.isfinite(new_cost)) and int(new_lin[0].bad_depth) == 0
                 if force:
                     accepted = True  # keep lam: rounding-level gain ratios would blow it up
                     break

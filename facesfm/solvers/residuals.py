@@ -59,7 +59,7 @@ class Linearization:
     frame_b: torch.Tensor | None = None
     Jb: torch.Tensor | None = None
     Js: torch.Tensor | None = None
-    bad_depth: int = 0
+    bad_depth: torch.Tensor | int = 0
     kernel: object = None  # None: the problem's kernel (reprojection); else the term's kernel
 
 
@@ -96,7 +96,7 @@ def _sqrt_weight(w: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
 
 def _safe_depth(z: torch.Tensor, valid: torch.Tensor):
     ok = z > MIN_DEPTH
-    bad = int((valid & ~ok).sum())
+    bad = (valid & ~ok).sum()  # a tensor: only the LM loop reads it (no sync per linearize)
     return torch.where(ok, z, torch.ones_like(z)), ok, bad
 
 
