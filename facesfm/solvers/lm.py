@@ -402,9 +402,8 @@ class LMSolver:
 
     def _solve(self, problem: BAProblem, init: BAState) -> BAResult:
         t0 = time.perf_counter()
-        problem.validate()
+        pairs = problem.validate()
         init = complete_state(problem, init)
-        pairs = problem.frame_pairs() if problem.structure_dim != 3 else None
         free = gauge_free_mask(problem, init)
         t_setup = time.perf_counter() - t0
         mode = self.backward

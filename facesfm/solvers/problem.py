@@ -277,8 +277,11 @@ class BAProblem:
         covis = obs @ obs.T
         return torch.as_tensor(self.pairs.pairs(covis), device=self.device)
 
-    def validate(self) -> None:
-        """Raise :class:`InputError` / :class:`SolverError` naming what is wrong."""
+    def validate(self) -> torch.Tensor | None:
+        """Raise :class:`InputError` / :class:`SolverError` naming what is wrong.
+
+        Returns the (P, 2) frame pairs of the depth parameterisation (checked here, so
+        solvers need not select them again), or None for the classical one."""
         F, N = self.num_frames, self.num_landmarks
         if self.uv.ndim != 3 or self.uv.shape[-1] != 2:
             raise InputError(f"BAProblem.uv: expected (F, N, 2), got {tuple(self.uv.shape)}")
@@ -339,7 +342,8 @@ class BAProblem:
                     "a free pose needs at least 3"
                 )
         else:
-            pairs = self.frame_pairs().cpu().numpy()
+            pair_tensor = self.frame_pairs()
+            pairs = pair_tensor.cpu().numpy()
             if len(pairs) == 0:
                 raise SolverError(
                     "bundle adjustment: no pair of frames shares a landmark (no co-visible "
@@ -354,6 +358,8 @@ class BAProblem:
                     f"bundle adjustment: frame {missing[0]} is in no co-visible pair under "
                     f"{self.pairs}; its pose is unconstrained"
                 )
+            return pair_tensor
+        return None
 
     def drop_unconstrained(self) -> BAProblem:
         """A copy where landmarks seen in fewer than 2 frames get weight 0 everywhere."""

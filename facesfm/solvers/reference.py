@@ -49,7 +49,7 @@ class ScipyReference:
         from scipy.optimize import least_squares
 
         t0 = time.perf_counter()
-        problem.validate()
+        pairs = problem.validate()  # same weights as the CPU copy below
         if problem.extra_terms:
             raise InputError("ScipyReference: extra cost terms are supported by LMSolver only")
         dev = problem.device
@@ -60,7 +60,7 @@ class ScipyReference:
             depth=None if problem.depth is None else problem.depth.detach().cpu().double(),
         )
         init = complete_state(p, init.detach().to(dtype=torch.float64, device="cpu"))
-        pairs = p.frame_pairs() if p.structure_dim != 3 else None
+        pairs = None if pairs is None else pairs.cpu()
         F, N, C, S = p.num_frames, p.num_landmarks, p.camera_dim, p.structure_dim
         free = gauge_free_mask(p, init).numpy()
         cam_idx = np.full((F, C), -1, np.int64)
