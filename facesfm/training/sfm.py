@@ -219,21 +219,30 @@ def refine_poses(
     return torch.stack(out), metrics
 
 
+def landmark_depths(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """(B, F, N) depth maps (B, F, 1, H, W) sampled at the landmarks uv (B, F, N, 2)."""
+    B, Fn = uv.shape[:2]
+    return sample_depth_at(depth.flatten(0, 1), uv.flatten(0, 1)).unflatten(0, (B, Fn))
+
+
 def sfm_losses(
-    inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor, learned: torch.Tensor, w: LossWeights
+    inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor, learned: torch.Tensor, w: LossWeights,
+    lm_depth: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted stage-2 loss.
 
     depth: (B, F, 1, H, W) mm; poses: (B, F, 4, 4) ``cam_T_world`` used by the geometric terms
     (refined, or learned when the BA layer is off); learned: (B, F, 4, 4) the PoseNet chain
-    (pose distillation). Terms with weight 0 are not computed.
+    (pose distillation); lm_depth: (B, F, N) depth at the landmarks if the caller has it
+    already (the BA layer samples it). Terms with weight 0 are not computed.
     """
     B, Fn, _, _H, _W = inp.images.shape
     metrics: dict[str, torch.Tensor] = {}
     total = depth.new_zeros(())
     K_f = inp.K[:, None].expand(B, Fn, 3, 3)
     if w.landmark > 0 or w.pose_distill > 0:
-        lm_depth = sample_depth_at(depth.flatten(0, 1), inp.uv.flatten(0, 1)).unflatten(0, (B, Fn))
+        if lm_depth is None:
+            lm_depth = landmark_depths(depth, inp.uv)
         if w.landmark > 0:
             l, m = landmark_ba_loss(K_f, poses, inp.uv, inp.weight, lm_depth)
             total = total + w.landmark * l
@@ -319,24 +328,22 @@ class SfmTask:
         )
 
     def forward(self, model, inp: SfmInputs, grad_ba: bool = True):
-        """Depth, refined poses, learned poses and BA metrics of a batch."""
+        """Depth, refined poses, learned poses, BA metrics, and the depth at the landmarks
+        (B, F, N) when the BA layer sampled it (else None)."""
         depth, rel = model(inp.images)
         learned = chain_poses(rel)
         metrics: dict[str, torch.Tensor] = {}
-        poses = learned
+        poses, lm_depth = learned, None
         if self.use_ba:
-            B, Fn = inp.images.shape[:2]
-            lm_depth = sample_depth_at(depth.flatten(0, 1), inp.uv.flatten(0, 1)).unflatten(
-                0, (B, Fn)
-            )
+            lm_depth = landmark_depths(depth, inp.uv)
             ba = self.cfg.sfm.ba if grad_ba else _no_grad_ba(self.cfg.sfm.ba)
             poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, learned, ba)
-        return depth, poses, learned, metrics
+        return depth, poses, learned, metrics, lm_depth
 
     def loss(self, model, batch: SequenceSample):
         inp = self.inputs(batch)
-        depth, poses, learned, ba_metrics = self.forward(model, inp)
-        loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights)
+        depth, poses, learned, ba_metrics, lm_depth = self.forward(model, inp)
+        loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights, lm_depth)
         return loss, {**metrics, **ba_metrics}
 
     def validate(self, model, samples: list[SequenceSample]) -> dict[str, float]:
@@ -345,7 +352,7 @@ class SfmTask:
         for s in samples:
             batch = _as_batch(s)
             inp = self.inputs(batch)
-            depth, poses, learned, _ = self.forward(model, inp, grad_ba=False)
+            depth, poses, learned, _, _ = self.forward(model, inp, grad_ba=False)
             rows.append(depth_errors(depth[0], batch.depth[0], batch.mask[0]))
             rot.append(relative_rotation_errors(poses[0], batch.cam_T_world[0]))
             rot_learned.append(relative_rotation_errors(learned[0], batch.cam_T_world[0]))

@@ -125,7 +125,7 @@ def test_ablation_switches(tiny_data):
         assert want <= set(m), (ablation, set(m))
         assert not (absent & set(m)), (ablation, set(m))
         if not ba:
-            _depth, poses, learned, _ = task.forward(task.model, inp)
+            _depth, poses, learned, _, _ = task.forward(task.model, inp)
             assert torch.equal(poses, learned)
 
 
