@@ -23,7 +23,6 @@ __all__ = [
     "rotation_angle",
     "se3_adjoint",
     "se3_exp",
-    "se3_inverse",
     "se3_log",
     "so3_exp",
     "so3_left_jacobian",
@@ -164,14 +163,6 @@ def se3_log(T: torch.Tensor) -> torch.Tensor:
     w = so3_log(T[..., :3, :3])
     v = (so3_left_jacobian_inv(w) @ T[..., :3, 3:])[..., 0]
     return torch.cat([v, w], -1)
-
-
-def se3_inverse(T: torch.Tensor) -> torch.Tensor:
-    """Inverse of rigid transforms (..., 4, 4), differentiable."""
-    Rt = T[..., :3, :3].transpose(-1, -2)
-    t = -(Rt @ T[..., :3, 3:])
-    top = torch.cat([Rt, t], -1)
-    return torch.cat([top, T[..., 3:, :]], -2)
 
 
 def se3_adjoint(T: torch.Tensor) -> torch.Tensor:
