@@ -21,6 +21,7 @@ import numpy as np
 
 from facesfm.data.format import Sequence, load_sequence, read_image
 from facesfm.errors import InputError
+from facesfm.geometry.camera import intrinsics as centred_intrinsics
 
 __all__ = [
     "DEFAULT_FOCAL_FACTOR",
@@ -87,8 +88,7 @@ def default_intrinsics(width: int, height: int,
                        focal_factor: float = DEFAULT_FOCAL_FACTOR) -> np.ndarray:
     """The default guess when nothing is known: f = focal_factor * max(W, H) px (1.2, a
     ~45 degree field of view across the longer side), principal point at the centre."""
-    f = focal_factor * max(width, height)
-    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0, 0, 1.0]])
+    return centred_intrinsics(focal_factor * max(width, height), width, height)
 
 
 def parse_intrinsics(text: str, width: int, height: int) -> np.ndarray:
@@ -101,7 +101,7 @@ def parse_intrinsics(text: str, width: int, height: int) -> np.ndarray:
         raise InputError(f"--intrinsics {text}: expected f, f,cx,cy or fx,fy,cx,cy in pixels")
     if len(vals) == 1:
         fx = fy = vals[0]
-        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        cx, cy = centred_intrinsics(fx, width, height)[:2, 2]
     elif len(vals) == 3:
         fx = fy = vals[0]
         cx, cy = vals[1:]
@@ -208,8 +208,7 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
     if intrinsics is not None:
         K, K_source = parse_intrinsics(intrinsics, W, H), "option"
     elif focal is not None:
-        K, K_source = default_intrinsics(W, H), "option"
-        K[0, 0] = K[1, 1] = float(focal)
+        K, K_source = centred_intrinsics(float(focal), W, H), "option"
     elif seq is not None:
         K, K_source = np.asarray(seq.K, dtype=np.float64), "sequence"
     else:
