@@ -27,7 +27,7 @@ from facesfm.solvers.problem import (
     TrivialKernel,
     complete_state,
 )
-from facesfm.solvers.residuals import linearize
+from facesfm.solvers.residuals import linearize, rms_px
 
 __all__ = ["ColmapBaseline", "triangulate_tracks"]
 
@@ -200,7 +200,7 @@ class ColmapBaseline:
         lin = linearize(problem.replace(
             K=problem.K.detach(), uv=problem.uv.detach(), weight=problem.weight.detach()
         ), state, jacobians=False)
-        rms = float(np.sqrt(float((lin.r**2).sum()) / max(int(lin.valid.sum()), 1)))
+        rms = rms_px(lin)
         iters = int(cs.num_successful_steps + cs.num_unsuccessful_steps)
         return BAResult(
             state=state,

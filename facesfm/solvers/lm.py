@@ -54,6 +54,7 @@ from facesfm.solvers.residuals import (
     cost_all,
     linearize,
     linearize_all,
+    rms_px,
 )
 
 __all__ = ["BackwardMode", "HessianProducts", "LMSolver", "NormalEquations", "SchurFactor", "normal_equations"]
@@ -350,11 +351,6 @@ def _jvp(lin: Linearization, vc: torch.Tensor, vs: torch.Tensor | None) -> torch
     return out
 
 
-def _rms(lin: Linearization) -> float:
-    n = int(lin.valid.sum())
-    return math.sqrt(float((lin.r.detach() ** 2).sum()) / max(n, 1))
-
-
 @dataclass(frozen=True)
 class LMSolver:
     """Our batched Schur-complement Levenberg-Marquardt (see the module docstring).
@@ -423,7 +419,7 @@ class LMSolver:
         t_solve = time.perf_counter() - t0 - t_setup
         with torch.no_grad():
             lin = linearize(_detached_problem(problem), state.detach(), pairs, jacobians=False)
-            rms = _rms(lin)
+            rms = rms_px(lin)
         return BAResult(
             state=state,
             cost=torch.tensor(info["costs"], dtype=torch.float64),

@@ -10,7 +10,6 @@ Needs ``pypose==0.9.5`` (``pip install -e '.[pypose]'``).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from facesfm.solvers.problem import (
     complete_state,
     gauge_free_mask,
 )
-from facesfm.solvers.residuals import linearize
+from facesfm.solvers.residuals import linearize, rms_px
 
 __all__ = ["PyPoseBackend"]
 
@@ -131,7 +130,7 @@ class PyPoseBackend:
             state = _attach_implicit(LMSolver(), problem, state, None, gauge_free_mask(problem, state))
         with torch.no_grad():
             lin = linearize(dp, state.detach(), jacobians=False)
-            rms = math.sqrt(float((lin.r**2).sum()) / max(int(lin.valid.sum()), 1))
+            rms = rms_px(lin)
         return BAResult(
             state=state,
             cost=torch.tensor(costs, dtype=torch.float64),

@@ -30,7 +30,7 @@ from facesfm.solvers.problem import (
     complete_state,
     gauge_free_mask,
 )
-from facesfm.solvers.residuals import linearize
+from facesfm.solvers.residuals import linearize, rms_px
 
 __all__ = ["ScipyReference"]
 
@@ -220,8 +220,7 @@ class ScipyReference:
         state, _, _ = unpack(sol.x)
         state = state.to(dtype=problem.dtype, device=dev)
         lin = linearize(p, unpack(sol.x)[0], pairs, jacobians=False)
-        n = int(lin.valid.sum())
-        rms = float(np.sqrt(float((lin.r**2).sum()) / max(n, 1)))
+        rms = rms_px(lin)
         return BAResult(
             state=state,
             cost=torch.tensor(costs + [float(sol.cost)], dtype=torch.float64),

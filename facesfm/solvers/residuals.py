@@ -18,6 +18,7 @@ through the analytic Jacobians (used by implicit differentiation and unrolling) 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "depth_residuals",
     "linearize",
     "linearize_all",
+    "rms_px",
 ]
 
 # Points closer than this (mm) to a camera plane count as invalid (behind the camera).
@@ -219,3 +221,8 @@ def cost_all(problem: BAProblem, state: BAState, lins: list[Linearization]):
     if state.depth_correction is not None:
         total = total + 0.5 * problem.depth_prior_weight * (state.depth_correction**2).sum()
     return total, rho1s
+
+
+def rms_px(lin: Linearization) -> float:
+    """Root-mean-square residual (px, weighted) over the valid slots of ``lin``."""
+    return math.sqrt(float((lin.r.detach() ** 2).sum()) / max(int(lin.valid.sum()), 1))

@@ -31,7 +31,7 @@ from facesfm.solvers.problem import (
     complete_state,
     gauge_free_mask,
 )
-from facesfm.solvers.residuals import linearize
+from facesfm.solvers.residuals import linearize, rms_px
 
 __all__ = ["LinearSolver", "TheseusBackend"]
 
@@ -248,7 +248,7 @@ class TheseusBackend:
             lin = linearize(problem.replace(K=K.detach(), uv=uv.detach(),
                                             weight=problem.weight.detach()), state.detach(), jacobians=False)
             final = 0.5 * float((lin.r**2).sum())
-            rms = math.sqrt(float((lin.r**2).sum()) / max(int(lin.valid.sum()), 1))
+            rms = rms_px(lin)
         status = str(info.status[0])
         conv_iter = int(info.converged_iter[0]) if info.converged_iter is not None else -1
         return BAResult(
