@@ -105,13 +105,19 @@ def train():
 
 @train.command("landmarks")
 @_train_options
-def train_landmarks_cmd(data, out, preset, config, val, resume, threads, quiet, **options):
+@click.option("--init", "init", type=click.Path(), default=None,
+              help="Start from this stage-1 checkpoint's weights (fine-tuning).")
+@click.option("--face-crop", type=float, default=None,
+              help="Share of face-crop training samples; > 0 also refines detections in a "
+                   "face crop at inference.")
+def train_landmarks_cmd(data, out, preset, config, val, resume, threads, quiet, init,
+                        **options):
     """Stage 1: supervised landmark detector on rendered sequences in DATA."""
     from facesfm.training.entry import train_command
 
     train_command("landmarks", data, out, preset=preset, config=config, val=val,
                   resume=resume, threads=threads, progress=not quiet, echo=click.echo,
-                  **options)
+                  init=init, **options)
 
 
 @train.command("sfm")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from facesfm.data.format import Sequence, load_sequence
 from facesfm.errors import InputError
+from facesfm.geometry.warp import affine_resample, crop_affine, resize_affine
 
 __all__ = [
     "AugmentConfig",
@@ -42,6 +43,13 @@ class AugmentConfig:
     saturation: blend with the grey image by a factor in [1 - s, 1 + s].
     scale:      (low, high) zoom about the image centre.
     shift:      max translation in pixels (uniform in [-shift, shift] per axis).
+    face_crop:  probability that a sample is a square face crop instead of the whole frame
+                (for a detector that refines its landmarks in a crop, see
+                :func:`facesfm.networks.detect_landmarks`): the box is centred on the visible
+                landmarks' bounding box, its side ``crop_margin`` times the box's longer side,
+                drawn from the ``(low, high)`` range, with the centre moved by up to
+                ``crop_jitter`` times the side; the crop is resampled from the stored
+                full-resolution frames. 0 (default) never crops.
     """
 
     brightness: float = 0.2
@@ -49,6 +57,9 @@ class AugmentConfig:
     saturation: float = 0.2
     scale: tuple[float, float] = (0.9, 1.1)
     shift: float = 8.0
+    face_crop: float = 0.0
+    crop_margin: tuple[float, float] = (1.1, 1.45)
+    crop_jitter: float = 0.08
 
     def __post_init__(self):
         for k in ("brightness", "contrast", "saturation"):
@@ -58,6 +69,13 @@ class AugmentConfig:
             raise InputError(f"augment.scale must be (low, high) > 0, got {self.scale}")
         if self.shift < 0:
             raise InputError(f"augment.shift must be >= 0, got {self.shift}")
+        if not 0 <= self.face_crop <= 1:
+            raise InputError(f"augment.face_crop must be in [0, 1], got {self.face_crop}")
+        if len(self.crop_margin) != 2 or not 0 < self.crop_margin[0] <= self.crop_margin[1]:
+            raise InputError(f"augment.crop_margin must be (low, high) > 0, got "
+                             f"{self.crop_margin}")
+        if not 0 <= self.crop_jitter < 0.5:
+            raise InputError(f"augment.crop_jitter must be in [0, 0.5), got {self.crop_jitter}")
 
 
 @dataclass
@@ -120,32 +138,6 @@ def find_sequences(root_or_paths) -> list[Path]:
     if not subs:
         raise InputError(f"no facesfm sequences in {root} (no sequence.json or dataset.json)")
     return subs
-
-
-def resize_affine(size_in: tuple[int, int], size_out: tuple[int, int]) -> np.ndarray:
-    """3x3 pixel map of a resize from (H, W) to (H', W') in OpenCV pixel-centre coordinates:
-    ``u' = (u + 0.5) * W'/W - 0.5``."""
-    (h, w), (h2, w2) = size_in, size_out
-    sx, sy = w2 / w, h2 / h
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-
-
-def _warp(x: torch.Tensor, A: np.ndarray, out_hw: tuple[int, int], mode: str) -> torch.Tensor:
-    """Resample (F, C, H, W) so that output pixel u' shows input pixel A^-1 u' (zeros outside).
-
-    grid_sample with align_corners=True maps -1/+1 to the centres of the first/last pixels,
-    which is exactly the OpenCV pixel-centre convention.
-    """
-    H, W = x.shape[-2:]
-    h2, w2 = out_hw
-    Ainv = np.linalg.inv(A)
-    vv, uu = torch.meshgrid(torch.arange(h2, dtype=torch.float64),
-                            torch.arange(w2, dtype=torch.float64), indexing="ij")
-    u = Ainv[0, 0] * uu + Ainv[0, 1] * vv + Ainv[0, 2]
-    v = Ainv[1, 0] * uu + Ainv[1, 1] * vv + Ainv[1, 2]
-    grid = torch.stack([2 * u / (W - 1) - 1, 2 * v / (H - 1) - 1], dim=-1)
-    grid = grid.to(x.dtype).expand(x.shape[0], h2, w2, 2)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
 
 
 class SequenceDataset(torch.utils.data.Dataset):
@@ -215,7 +207,20 @@ class SequenceDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, i])
 
         A = resize_affine((H, W), out_hw)
-        if self.augment is not None:
+        crop = self.augment is not None and self.augment.face_crop > 0 and \
+            rng.uniform() < self.augment.face_crop
+        if crop:
+            a = self.augment
+            vis = seq.visible[start:start + length, :N]
+            pts = seq.uv[start:start + length, :N][vis]
+            if len(pts) < 2:  # no face to crop around: the whole frame
+                crop = False
+            else:
+                lo, hi = pts.min(0), pts.max(0)
+                side = rng.uniform(*a.crop_margin) * float((hi - lo).max())
+                centre = (lo + hi) / 2 + rng.uniform(-a.crop_jitter, a.crop_jitter, 2) * side
+                A = crop_affine(centre, side, out_hw)
+        if self.augment is not None and not crop:
             a = self.augment
             s = rng.uniform(*a.scale)
             t = rng.uniform(-a.shift, a.shift, 2)
@@ -241,9 +246,9 @@ class SequenceDataset(torch.utils.data.Dataset):
             depth = F.interpolate(depth, size=out_hw, mode="nearest-exact")
             mask = F.interpolate(mask, size=out_hw, mode="nearest-exact")
         elif geometric:
-            imgs = _warp(imgs, A, out_hw, "bilinear")
-            depth = _warp(depth, A, out_hw, "nearest")
-            mask = _warp(mask, A, out_hw, "nearest")
+            imgs = affine_resample(imgs, A, out_hw, "bilinear")
+            depth = affine_resample(depth, A, out_hw, "nearest")
+            mask = affine_resample(mask, A, out_hw, "nearest")
         if self.augment is not None:
             a = self.augment
             b = rng.uniform(1 - a.brightness, 1 + a.brightness)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +24,9 @@ from facesfm.geometry.camera import backproject, project, transform
 
 __all__ = [
     "WarpResult",
+    "affine_resample",
+    "crop_affine",
+    "resize_affine",
     "backproject_depth",
     "inside_warped_mask",
     "inverse_warp",
@@ -53,6 +57,61 @@ def uv_to_grid(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
     sx = 2.0 / max(width - 1, 1)
     sy = 2.0 / max(height - 1, 1)
     return torch.stack([uv[..., 0] * sx - 1.0, uv[..., 1] * sy - 1.0], dim=-1)
+
+
+def affine_resample(
+    x: torch.Tensor, A, out_hw: tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """Resample images so that output pixel ``u'`` shows input pixel ``A^-1 u'`` (zeros outside).
+
+    x: (B, C, H, W); A: (3, 3) or (B, 3, 3) pixel map (numpy or torch) from input to output
+    pixels in the OpenCV pixel-centre convention, e.g. a resize, zoom or face crop; out_hw:
+    (H', W'). No anti-aliasing: a shrink by more than ~2x aliases.
+    """
+    B = x.shape[0]
+    A = torch.as_tensor(A, dtype=torch.float64, device=x.device)
+    Ainv = torch.linalg.inv(A).expand(B, 3, 3) if A.dim() == 2 else torch.linalg.inv(A)
+    h2, w2 = out_hw
+    g = pixel_grid(h2, w2, device=x.device, dtype=torch.float64)  # (H', W', 2)
+    uv1 = torch.cat([g, torch.ones_like(g[..., :1])], -1)
+    src = torch.einsum("bij,hwj->bhwi", Ainv[:, :2], uv1)  # (B, H', W', 2)
+    grid = uv_to_grid(src, x.shape[-2], x.shape[-1]).to(x.dtype)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def resize_affine(size_in: tuple[int, int], size_out: tuple[int, int]) -> np.ndarray:
+    """3x3 pixel map of a resize from (H, W) to (H', W') in OpenCV pixel-centre coordinates:
+    ``u' = (u + 0.5) * W'/W - 0.5``."""
+    (h, w), (h2, w2) = size_in, size_out
+    sx, sy = w2 / w, h2 / h
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def crop_affine(centre, side, out_hw: tuple[int, int]):
+    """Pixel map (3, 3), or (B, 3, 3) for batched inputs, of a square crop of side ``side``
+    (input pixels) centred on ``centre`` = (u, v), resized to ``out_hw``: the box centre lands
+    on the output centre, ``u' = s (u - cu) + (W' - 1) / 2`` with ``s = W' / side``.
+
+    centre: (2,) or (B, 2); side: scalar or (B,). numpy in, numpy out; torch in, torch out.
+    """
+    h2, w2 = out_hw
+    xp = torch if isinstance(centre, torch.Tensor) else None
+    if xp is None:
+        c = np.asarray(centre, dtype=np.float64)
+        sd = np.asarray(side, dtype=np.float64)
+        sx, sy = w2 / sd, h2 / sd
+        A = np.zeros(c.shape[:-1] + (3, 3))
+    else:
+        c = centre.double()
+        sd = torch.as_tensor(side, dtype=torch.float64, device=c.device)
+        sx, sy = w2 / sd, h2 / sd
+        A = torch.zeros(c.shape[:-1] + (3, 3), dtype=torch.float64, device=c.device)
+    A[..., 0, 0] = sx
+    A[..., 1, 1] = sy
+    A[..., 0, 2] = (w2 - 1) / 2 - sx * c[..., 0]
+    A[..., 1, 2] = (h2 - 1) / 2 - sy * c[..., 1]
+    A[..., 2, 2] = 1.0
+    return A
 
 
 def sample_image(

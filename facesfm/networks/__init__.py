@@ -7,6 +7,7 @@ from facesfm.networks.landmark import (
     LandmarkNetConfig,
     LandmarkOutput,
     ba_weights,
+    detect_landmarks,
     soft_argmax_2d,
 )
 from facesfm.networks.pose import (
@@ -29,6 +30,7 @@ __all__ = [
     "axis_angle_to_matrix",
     "ba_weights",
     "count_parameters",
+    "detect_landmarks",
     "pose_vector_to_matrix",
     "soft_argmax_2d",
 ]

@@ -38,7 +38,14 @@ from torch import nn
 
 from facesfm.networks._common import ConvBlock, ResBlock, check_image, kaiming_init, to_gray
 
-__all__ = ["LandmarkNet", "LandmarkNetConfig", "LandmarkOutput", "ba_weights", "soft_argmax_2d"]
+__all__ = [
+    "LandmarkNet",
+    "LandmarkNetConfig",
+    "LandmarkOutput",
+    "ba_weights",
+    "detect_landmarks",
+    "soft_argmax_2d",
+]
 
 
 @dataclass(frozen=True)
@@ -224,3 +231,52 @@ class LandmarkNet(nn.Module):
         uv, log_sigma = soft_argmax_2d(self.heat(self.smooth(p)), stride=4)
         vis = self.vis(f3.mean((2, 3)))
         return LandmarkOutput(uv=uv, visibility_logits=vis, log_sigma=log_sigma)
+
+
+def detect_landmarks(
+    net: LandmarkNet,
+    images: torch.Tensor,
+    input_size: tuple[int, int],
+    crop_margin: float | None = None,
+    min_visibility: float = 0.5,
+) -> LandmarkOutput:
+    """Landmarks of full-resolution frames, in the frames' own pixels.
+
+    images: (B, C, H, W) in [0, 1] at any resolution; input_size: the network's (H', W').
+    The frames are resized (anti-aliased) to ``input_size`` and detected; positions and
+    ``log_sigma`` are mapped back to the input pixels. With ``crop_margin`` (for a detector
+    trained on face crops, ``augment.face_crop`` > 0) a second pass detects again in a square
+    crop around each frame's visible landmarks (side ``crop_margin`` x the longer side of
+    their box), resampled from the full-resolution frame, so the face covers more network
+    pixels; that pass's positions, spreads and visibilities are returned.
+    """
+    from facesfm.geometry.warp import affine_resample, crop_affine, resize_affine
+
+    H, W = images.shape[-2:]
+    h, w = input_size
+    x = images
+    if (H, W) != (h, w):
+        x = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=True)
+    out = net(x)
+    A = torch.as_tensor(resize_affine((H, W), (h, w)), dtype=out.uv.dtype, device=out.uv.device)
+    uv = (out.uv - A[:2, 2]) / torch.diagonal(A[:2, :2])
+    log_sigma = None if out.log_sigma is None else out.log_sigma - torch.log(A[0, 0])
+    if crop_margin is None:
+        return LandmarkOutput(uv=uv, visibility_logits=out.visibility_logits, log_sigma=log_sigma)
+
+    vis = torch.sigmoid(out.visibility_logits) >= min_visibility
+    few = vis.sum(1) < 2  # hardly any face seen: box around every landmark
+    vis = vis | few[:, None]
+    big = torch.finfo(uv.dtype).max
+    lo = torch.where(vis[..., None], uv, big).amin(1)
+    hi = torch.where(vis[..., None], uv, -big).amax(1)
+    side = crop_margin * (hi - lo).amax(1).clamp_min(8.0)
+    Ac = crop_affine((lo + hi) / 2, side, (h, w))  # (B, 3, 3) float64
+    crop = affine_resample(images, Ac, (h, w))
+    out2 = net(crop)
+    Ac = Ac.to(uv.dtype)
+    s = Ac[:, 0, 0]
+    uv2 = (out2.uv - Ac[:, None, :2, 2]) / s[:, None, None]
+    ls2 = None if out2.log_sigma is None else out2.log_sigma - torch.log(s)[:, None]
+    return LandmarkOutput(uv=uv2, visibility_logits=out2.visibility_logits, log_sigma=ls2)

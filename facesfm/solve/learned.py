@@ -35,6 +35,7 @@ class Networks:
     pose: torch.nn.Module | None
     landmark_size: tuple[int, int] | None
     sfm_size: tuple[int, int] | None
+    landmark_crop: float | None = None  # face-crop refinement margin (None: one pass)
 
 
 def _load(path, stage: str):
@@ -78,7 +79,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
     """Load the sfm (depth + pose) and/or landmark networks; InputError naming the file when
     it is missing, unreadable, of the wrong stage or its weights do not fit."""
     lm = dp = ps = None
-    lsize = ssize = None
+    lsize = ssize = crop = None
     if landmark_checkpoint is not None:
         from facesfm.training.landmarks import build_landmark_net
 
@@ -86,6 +87,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
         lm = _restore(build_landmark_net(cfg), state, landmark_checkpoint, "landmark network")
         lm = lm.to(device)
         lsize = (cfg.data.image_size, cfg.data.image_size)
+        crop = cfg.landmarks.crop_margin if cfg.landmarks.face_crop > 0 else None
     if checkpoint is not None:
         from facesfm.training.sfm import build_sfm_nets
 
@@ -94,7 +96,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
         nets = nets.to(device)
         dp, ps = nets.depth, nets.pose
         ssize = (cfg.data.image_size, cfg.data.image_size)
-    return Networks(lm, dp, ps, lsize, ssize)
+    return Networks(lm, dp, ps, lsize, ssize, crop)
 
 
 def _batch(images: np.ndarray, size: tuple[int, int], device) -> torch.Tensor:
@@ -115,22 +117,23 @@ def _param(net) -> torch.Tensor:
 def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8,
                   min_visibility: float = 0.5):
     """Landmarks of every frame: (uv (F, N, 2) input pixels, weight (F, N) = BA weight where
-    the visibility probability is >= ``min_visibility``, else 0)."""
-    from facesfm.networks import ba_weights
+    the visibility probability is >= ``min_visibility``, else 0). The detector sees the frames
+    resized to its input size and, when it was trained on face crops, refines each detection
+    in a crop resampled from the full-resolution frame
+    (:func:`facesfm.networks.detect_landmarks`)."""
+    from facesfm.networks import ba_weights, detect_landmarks
 
-    H, W = images.shape[1:3]
-    w, h = nets.landmark_size
+    h = nets.landmark_size[1]
+    w = nets.landmark_size[0]
     dev = _param(nets.landmark).device
     uvs, ws = [], []
     for i in range(0, len(images), batch):
-        out = nets.landmark(_batch(images[i:i + batch], nets.landmark_size, dev))
-        uv = out.uv.double().cpu().numpy()
-        uv[..., 0] = (uv[..., 0] + 0.5) * W / w - 0.5
-        uv[..., 1] = (uv[..., 1] + 0.5) * H / h - 0.5
+        x = torch.as_tensor(images[i:i + batch], device=dev).permute(0, 3, 1, 2).float() / 255
+        out = detect_landmarks(nets.landmark, x, (h, w), nets.landmark_crop, min_visibility)
         vis = torch.sigmoid(out.visibility_logits) >= min_visibility
-        # inverse variances are per network pixel^2: rescale to input pixels
-        ws.append((ba_weights(out) * vis).double().cpu().numpy() * (w / W) * (h / H))
-        uvs.append(uv)
+        # log_sigma is in input pixels: the weights are inverse variances per input pixel^2
+        ws.append((ba_weights(out) * vis).double().cpu().numpy())
+        uvs.append(out.uv.double().cpu().numpy())
     return np.concatenate(uvs), np.concatenate(ws)
 
 

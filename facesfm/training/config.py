@@ -101,6 +101,10 @@ class LandmarkStageConfig:
     fc_dims: tuple[int, ...] = (256, 256)
     head_channels: int = 64
     visibility_weight: float = 0.1
+    # probability of a face-crop training sample; > 0 also makes inference refine every
+    # detection in a crop of side crop_margin x the landmarks' box (networks.detect_landmarks)
+    face_crop: float = 0.0
+    crop_margin: float = 1.25
 
     def __post_init__(self):
         if self.variant not in ("paper", "heatmap"):
@@ -109,6 +113,10 @@ class LandmarkStageConfig:
             )
         if self.in_channels not in (1, 3):
             raise InputError(f"landmarks.in_channels must be 1 or 3, got {self.in_channels}")
+        if not 0 <= self.face_crop <= 1:
+            raise InputError(f"landmarks.face_crop must be in [0, 1], got {self.face_crop}")
+        if not self.crop_margin > 1:
+            raise InputError(f"landmarks.crop_margin must be > 1, got {self.crop_margin}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def cli_overrides(
     ba=None,
     landmark_source=None,
     backward=None,
+    face_crop=None,
 ) -> dict:
     """Nested config overrides from command-line options (None = not given)."""
     o: dict = {}
@@ -56,6 +57,7 @@ def cli_overrides(
     put(("sfm", "ba", "enabled"), ba)
     put(("sfm", "landmark_source"), landmark_source)
     put(("sfm", "ba", "backward"), backward)
+    put(("landmarks", "face_crop"), face_crop)
     return o
 
 
@@ -69,6 +71,7 @@ def train_command(
     val: str | None = None,
     resume: bool = False,
     landmarks_ckpt: str | None = None,
+    init: str | None = None,
     progress: bool = True,
     threads: int | None = None,
     echo: Callable = print,
@@ -81,6 +84,8 @@ def train_command(
         raise InputError(f"--val folder not found: {val}")
     if landmarks_ckpt is not None and not Path(landmarks_ckpt).is_file():
         raise InputError(f"--landmarks-ckpt file not found: {landmarks_ckpt}")
+    if init is not None and not Path(init).is_file():
+        raise InputError(f"--init checkpoint not found: {init}")
     cfg = build_train_config(preset, config, cli_overrides(**options))
     dist = init_distributed()
     if threads is None and dist.enabled:
@@ -94,7 +99,8 @@ def train_command(
             from facesfm.training.landmarks import train_landmarks
 
             res = train_landmarks(
-                cfg, data, out, val=val, resume=resume, progress=progress, dist=dist, echo=echo
+                cfg, data, out, val=val, resume=resume, progress=progress, dist=dist,
+                echo=echo, init=init,
             )
         elif stage == "sfm":
             from facesfm.training.sfm import train_sfm

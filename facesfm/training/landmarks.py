@@ -9,7 +9,7 @@ import torch
 
 from facesfm.data.dataset import AugmentConfig, SequenceDataset, SequenceSample
 from facesfm.losses import landmark_detection_loss
-from facesfm.networks import LandmarkNet, LandmarkNetConfig
+from facesfm.networks import LandmarkNet, LandmarkNetConfig, LandmarkOutput, detect_landmarks
 from facesfm.training.checkpoint import load_checkpoint
 from facesfm.training.config import TrainConfig
 from facesfm.training.distributed import DistInfo
@@ -19,6 +19,7 @@ from facesfm.training.metrics import landmark_errors
 __all__ = [
     "LandmarkTask",
     "build_landmark_net",
+    "detect",
     "landmark_datasets",
     "load_landmark_net",
     "train_landmarks",
@@ -53,6 +54,15 @@ def load_landmark_net(path: str | Path) -> tuple[LandmarkNet, TrainConfig]:
     return net, cfg
 
 
+def detect(net: LandmarkNet, cfg: TrainConfig, images: torch.Tensor) -> LandmarkOutput:
+    """The detector of a stage-1 run applied to full-resolution frames (B, 3, H, W) the way
+    that run validates it: resized to ``data.image_size``, refined in a face crop when it was
+    trained on crops; positions in the frames' pixels."""
+    lc = cfg.landmarks
+    size = (cfg.data.image_size, cfg.data.image_size)
+    return detect_landmarks(net, images, size, lc.crop_margin if lc.face_crop > 0 else None)
+
+
 def _frames(batch: SequenceSample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, F, ...) samples -> frames (B*F, 3, H, W), uv (B*F, N, 2), visible (B*F, N)."""
     return batch.images.flatten(0, 1), batch.uv.flatten(0, 1), batch.visible.flatten(0, 1)
@@ -81,7 +91,7 @@ class LandmarkTask:
     def validate(self, model, samples: list[SequenceSample]) -> dict[str, float]:
         uvs, logits, gts, viss = [], [], [], []
         for s in samples:
-            out = model(s.images)
+            out = detect(model, self.cfg, s.images)
             uvs.append(out.uv)
             logits.append(out.visibility_logits)
             gts.append(s.uv)
@@ -91,13 +101,14 @@ class LandmarkTask:
 
 def landmark_datasets(cfg: TrainConfig, data, val=None):
     """Single-frame training samples (augmented) and validation samples (whole sequences of
-    ``val``, or of the training data when ``val`` is None, not augmented)."""
+    ``val``, or of the training data when ``val`` is None, at their stored resolution: the
+    validation errors are in those pixels, see :func:`detect`)."""
     d = cfg.data
     train = SequenceDataset(
         data,
         window=1,
         image_size=d.image_size,
-        augment=AugmentConfig() if d.augment else None,
+        augment=AugmentConfig(face_crop=cfg.landmarks.face_crop) if d.augment else None,
         landmarks=d.landmarks,
         seed=cfg.seed,
         load_depth=False,
@@ -105,7 +116,6 @@ def landmark_datasets(cfg: TrainConfig, data, val=None):
     vset = SequenceDataset(
         val if val is not None else data,
         window=None,
-        image_size=d.image_size,
         landmarks=d.landmarks,
         load_depth=False,
     )
@@ -123,11 +133,19 @@ def train_landmarks(
     dist: DistInfo | None = None,
     interrupt_after: int | None = None,
     echo: Callable = print,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train the landmark detector on rendered sequences ``data`` (see
-    :func:`facesfm.data.dataset.find_sequences`); results in the run folder ``out``."""
+    :func:`facesfm.data.dataset.find_sequences`); results in the run folder ``out``.
+    ``init``: start from the weights of another stage-1 checkpoint of the same architecture
+    (fine-tuning; its optimiser state is not used)."""
     seed_everything(cfg.seed)
     task = LandmarkTask(cfg)
+    if init is not None:
+        from facesfm.solve.learned import _restore
+
+        ck = load_checkpoint(init, stage="landmarks")
+        _restore(task.model, ck["models"]["model"], init, "landmark network").train()
     train, vset = landmark_datasets(cfg, data, val)
     return run_training(
         task,
@@ -140,4 +158,5 @@ def train_landmarks(
         dist=dist,
         interrupt_after=interrupt_after,
         echo=echo,
+        extra={"init_from": None if init is None else str(init)},
     )

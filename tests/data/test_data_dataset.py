@@ -144,3 +144,32 @@ def test_bad_dataset_input(tmp_path, small_seq):
         SequenceDataset(small_seq, landmarks=900)
     with pytest.raises(InputError, match="window=9"):
         SequenceDataset(small_seq, window=9)
+
+
+def test_face_crop_keeps_geometry_and_frames_the_face(small_seq):
+    seq = load_sequence(small_seq)
+    aug = AugmentConfig(brightness=0.0, contrast=0.0, saturation=0.0, face_crop=1.0,
+                        crop_margin=(1.2, 1.3), crop_jitter=0.05)
+    ds = SequenceDataset(small_seq, window=1, image_size=64, augment=aug, seed=5,
+                         dtype=torch.float64)
+    for i in (0, 4, 7):
+        s = ds[i]
+        K, vis = _check_geometry(s, seq, [i], 1e-9)
+        # the crop zooms in: the stored visible landmarks' box spans 1/1.3..1/1.2 of the crop
+        # (up to the centre jitter), so the face fills most of it
+        ext = (s.uv[0][s.visible[0]].max(0).values - s.uv[0][s.visible[0]].min(0).values).max()
+        assert 64 / 1.3 - 1e-6 <= ext <= 64 / 1.2 + 1e-6
+        stored = seq.uv[i][seq.visible[i]]
+        assert K[0, 0] / seq.K[0, 0] > 64 / (1.3 * (stored.max(0) - stored.min(0)).max()) - 1e-9
+        # the image content moved with the landmarks (bilinear both sides, like above)
+        a = _bilinear(s.images[0].numpy(), s.uv[0].numpy()[vis[0]])
+        b = _bilinear(seq.image(i).transpose(2, 0, 1) / 255.0, seq.uv[i, vis[0]])
+        assert np.abs(a - b).mean() < 0.03
+    # face_crop 0 draws exactly what it drew before the option existed
+    plain = AugmentConfig(brightness=0.0, contrast=0.0, saturation=0.0)
+    a = SequenceDataset(small_seq, window=1, augment=plain, seed=5)[2]
+    b = SequenceDataset(small_seq, window=1, augment=AugmentConfig(
+        brightness=0.0, contrast=0.0, saturation=0.0, face_crop=0.0), seed=5)[2]
+    assert torch.equal(a.images, b.images) and torch.equal(a.K, b.K)
+    with pytest.raises(InputError, match="face_crop"):
+        AugmentConfig(face_crop=1.5)

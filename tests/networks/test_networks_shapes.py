@@ -287,3 +287,49 @@ def test_no_hard_coded_device():
         PoseNet().to(dev)(img, img).src_T_tgt,
     ]
     assert all(o.device == dev for o in outs)
+
+
+class _BlobFinder(torch.nn.Module):
+    """Stand-in detector: landmark 0 = intensity centroid of the left half of its input,
+    landmark 1 = of the right half; visible; log_sigma 0 (1 px)."""
+
+    def forward(self, x):
+        g = x.mean(1)
+        B, H, W = g.shape
+        vv, uu = torch.meshgrid(torch.arange(H, dtype=x.dtype), torch.arange(W, dtype=x.dtype),
+                                indexing="ij")
+        uv = []
+        for half in (uu < W / 2, uu >= W / 2):
+            w = g * half
+            s = w.sum((1, 2))
+            uv.append(torch.stack([(w * uu).sum((1, 2)) / s, (w * vv).sum((1, 2)) / s], -1))
+        from facesfm.networks import LandmarkOutput
+
+        return LandmarkOutput(uv=torch.stack(uv, 1), visibility_logits=torch.full((B, 2), 5.0).to(x),
+                              log_sigma=torch.zeros(B, 2).to(x))
+
+
+def test_detect_landmarks_maps_both_passes_back_to_frame_pixels():
+    from facesfm.networks import detect_landmarks
+
+    H = W = 192
+    vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                            torch.arange(W, dtype=torch.float64), indexing="ij")
+    truth = torch.tensor([[[70.3, 101.7], [121.6, 88.2]], [[60.0, 60.0], [140.5, 130.25]]],
+                         dtype=torch.float64)
+    img = torch.zeros(2, 3, H, W, dtype=torch.float64)
+    for b in range(2):
+        for u, v in truth[b]:
+            img[b] += torch.exp(-((uu - u) ** 2 + (vv - v) ** 2) / (2 * 3.0**2))
+    net = _BlobFinder()
+    one = detect_landmarks(net, img, (64, 64))
+    two = detect_landmarks(net, img, (64, 64), crop_margin=1.5)
+    # the blobs are symmetric, so each pass finds them up to resampling blur; the crop pass
+    # sees them 3x larger in relative terms and must map back just as exactly
+    assert (one.uv - truth).abs().max() < 0.3
+    assert (two.uv - truth).abs().max() < 0.3
+    # spreads in frame pixels: 1 network px is W/64 frame px in pass one and side/64 in two
+    torch.testing.assert_close(one.log_sigma, torch.full((2, 2), math.log(3.0),
+                                                         dtype=torch.float64))
+    side = 1.5 * (truth.amax(1) - truth.amin(1)).amax(1)
+    torch.testing.assert_close(two.log_sigma[:, 0], torch.log(side / 64), atol=0.02, rtol=0)
