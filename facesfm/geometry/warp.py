@@ -25,12 +25,12 @@ from facesfm.geometry.camera import backproject, project, transform
 __all__ = [
     "WarpResult",
     "affine_resample",
-    "crop_affine",
-    "resize_affine",
     "backproject_depth",
+    "crop_affine",
     "inside_warped_mask",
     "inverse_warp",
     "pixel_grid",
+    "resize_affine",
     "sample_image",
     "uv_to_grid",
 ]
