@@ -34,6 +34,7 @@ from facesfm.geometry.mesh import vertex_normals
 __all__ = [
     "AlignConfig",
     "AlignResult",
+    "AlignmentError",
     "IcpResult",
     "Sim3",
     "align_reconstruction",
@@ -470,6 +471,19 @@ def icp(
     return _icp_numpy(src, dst, init, config, dst_normals)
 
 
+#: an aligned reconstruction whose RMS radius is below this share of the ground truth's is
+#: a collapsed alignment (:class:`AlignmentError`), not a good one.
+MIN_SPREAD_RATIO = 0.1
+
+
+class AlignmentError(ValueError):
+    """The alignment degenerated (e.g. a free scale shrank the reconstruction to a point)."""
+
+
+def _rms_radius(x: np.ndarray) -> float:
+    return float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())) if len(x) else 0.0
+
+
 def align_reconstruction(
     points, gt_mesh_vertices, gt_faces=None, init_pairs=None, config: AlignConfig = AlignConfig()
 ) -> AlignResult:
@@ -521,10 +535,22 @@ def align_reconstruction(
                 extra = surface_samples(gv, gf, config.target_samples, config.seed)
                 target = np.concatenate([gv, extra])
             res = icp(pts, target, init, config)
+    aligned = res.transform.apply(all_pts)
+    if config.with_scale:
+        # ICP with a free scale can shrink a badly initialised cloud towards a point, where
+        # every residual vanishes: a fake perfect score. A face cloud spreads over a good
+        # share of its head (a one-sided partial face ~0.4x the head's RMS radius).
+        spread = _rms_radius(aligned)
+        head = _rms_radius(gv)
+        if not spread >= MIN_SPREAD_RATIO * head:
+            raise AlignmentError(
+                f"alignment collapsed: the aligned reconstruction spreads {spread:.3g} mm "
+                f"(RMS radius) against {head:.3g} mm for the ground truth (scale "
+                f"{res.transform.s:.3g}); the reconstruction or its landmarks are unusable")
     return AlignResult(
         res.transform,
         init,
-        res.transform.apply(all_pts),
+        aligned,
         res.fitness,
         res.inlier_rmse,
         {"iterations": res.iterations, "method": config.method},

@@ -208,14 +208,20 @@ def _landmark_metrics(points, gt_xyz) -> dict:
 
 
 def _surface_metrics(points, gt: _GroundTruth, init_pairs) -> dict:
-    from facesfm.eval.align import AlignConfig, align_reconstruction
+    from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
     from facesfm.eval.metrics import reconstruction_metrics
 
     if gt.vertices is None:
         return {}
     ok = np.all(np.isfinite(points), axis=1)
-    al = align_reconstruction(points[ok], gt.vertices, gt.faces, init_pairs,
-                              AlignConfig(max_correspondence_mm=10.0))
+    try:
+        al = align_reconstruction(points[ok], gt.vertices, gt.faces, init_pairs,
+                                  AlignConfig(max_correspondence_mm=10.0))
+    except AlignmentError as e:  # counted as a failure (NaN), never as a perfect score
+        nan = float("nan")
+        return {"icp_p2p_mean_mm": nan, "icp_p2p_median_mm": nan, "icp_p2p_rmse_mm": nan,
+                "icp_p2s_mean_mm": nan, "icp_scale": nan, "icp_fitness": 0.0,
+                "icp_error": str(e)}
     m = reconstruction_metrics(al.aligned, gt.vertices, gt.faces, gt.region)
     return {"icp_p2p_mean_mm": m.point_to_point.mean, "icp_p2p_median_mm": m.point_to_point.median,
             "icp_p2p_rmse_mm": m.point_to_point.rmse, "icp_p2s_mean_mm": m.accuracy.mean,

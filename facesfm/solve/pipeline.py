@@ -509,7 +509,7 @@ def evaluate_against_gt(res: SolveResult, max_points: int = 5000) -> dict:
     (landmarks) + point-to-surface ICP alignment to the GT mesh (mm)."""
     import trimesh
 
-    from facesfm.eval.align import AlignConfig, align_reconstruction
+    from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
     from facesfm.eval.metrics import point_to_surface_distances, pose_errors
 
     seq = res.frames.sequence
@@ -532,8 +532,12 @@ def evaluate_against_gt(res: SolveResult, max_points: int = 5000) -> dict:
     init = None
     if ok.sum() >= 3:
         init = (X[ok], seq.landmark_xyz[ids[ok]])
-    al = align_reconstruction(res.cloud.points, gv, gf, init,
-                              AlignConfig(max_points=max_points, max_correspondence_mm=10.0))
+    try:
+        al = align_reconstruction(res.cloud.points, gv, gf, init,
+                                  AlignConfig(max_points=max_points, max_correspondence_mm=10.0))
+    except AlignmentError as e:
+        out["alignment"] = {"error": str(e)}
+        return out
     d_cloud = point_to_surface_distances(al.aligned, gv, gf)
     d_mesh = point_to_surface_distances(al.transform.apply(res.mesh.vertices), gv, gf)
     S = al.transform

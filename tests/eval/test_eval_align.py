@@ -252,3 +252,19 @@ def test_missing_open3d_gives_install_hint_and_numpy_fallback(monkeypatch, face_
     assert MeshClosestPoint(v, f).backend == "numpy"  # auto falls back
     with pytest.raises(ImportError, match="facesfm"):
         MeshClosestPoint(v, f, backend="open3d")
+
+
+def test_a_collapsed_alignment_is_an_error_not_a_perfect_score(face_mesh, front_samples):
+    """Landmark pairs that all map to one GT point give a near-zero Umeyama scale; the cloud
+    then sits on the surface with ~0 residual. That must raise, not score 0 mm."""
+    from facesfm.eval.align import AlignmentError
+
+    v, f = face_mesh
+    rng = np.random.default_rng(3)
+    src = front_samples[rng.choice(len(front_samples), 20, replace=False)]
+    dst = np.repeat(v[:1], 20, 0) + rng.normal(scale=1e-9, size=(20, 3))
+    with pytest.raises(AlignmentError, match="collapsed"):
+        align_reconstruction(front_samples, v, f, init_pairs=(src, dst))
+    # the same cloud with sane pairs aligns
+    res = align_reconstruction(front_samples, v, f, init_pairs=(src, src))
+    assert res.inlier_rmse < 1e-3
