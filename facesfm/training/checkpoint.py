@@ -21,6 +21,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "TrainState",
     "code_version",
+    "export_weights",
     "get_rng_state",
     "load_checkpoint",
     "save_checkpoint",
@@ -142,3 +143,29 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
     if stage is not None and ck["stage"] != stage:
         raise InputError(f"{path}: a '{ck['stage']}' checkpoint, expected '{stage}'")
     return ck
+
+
+def export_weights(src: str | Path, dst: str | Path, note: dict | None = None) -> Path:
+    """Write the inference part of checkpoint ``src`` to ``dst`` atomically: the weights (as
+    float32), stage, config, code version and provenance of the run, without the optimiser
+    and RNG states (so the file is about a third of the size and loads with
+    ``torch.load(weights_only=True)``). ``note`` is merged into ``extra`` (e.g. the source run)."""
+    ck = load_checkpoint(src)
+    models = {
+        name: {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+        for name, sd in ck["models"].items()
+    }
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "stage": ck["stage"],
+        "models": models,
+        "optimizer": None,
+        "state": dict(ck.get("state") or {}),
+        "config": ck["config"],
+        "code_version": dict(ck.get("code_version") or {}),
+        "extra": {**(ck.get("extra") or {}), **(note or {})},
+    }
+    dst = Path(dst)
+    with atomic_path(dst) as tmp:
+        torch.save(payload, tmp)
+    return dst

@@ -1,0 +1,84 @@
+"""Held-out accuracy of a landmark detector: render faces with given seeds, detect, compare.
+
+This is the protocol of the model card (:mod:`facesfm.weights`) and of the test that checks
+the shipped detectors against it: faces of one source rendered as in training (384x384,
+focal 500 px, yaw -60..60 degrees), detected the way ``facesfm solve`` detects them
+(:func:`facesfm.training.landmarks.detect`), errors in the rendered frames' pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["HeldOut", "detector_errors", "render_held_out"]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A held-out set: ``subjects`` faces of ``face`` ("builtin" or "ict") from master seed
+    ``seed`` (never a training seed), ``frames`` frames each over yaw -60..60, ``size`` px."""
+
+    face: str
+    seed: int
+    subjects: int
+    frames: int
+    size: int = 384
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def render_held_out(spec: HeldOut, out: str | Path, ict_dir=None, workers: int = 1,
+                    progress: bool = False) -> Path:
+    """Render ``spec`` into ``out`` (a dataset folder); returns ``out``."""
+    from facesfm.render.batch import build_batch_config, render_batch
+
+    cfg = build_batch_config(faces=spec.face, subjects=spec.subjects, seed=spec.seed,
+                             frames=spec.frames, size=str(spec.size), workers=workers,
+                             ict_dir=ict_dir)
+    render_batch(cfg, out, overwrite=True, progress=progress, echo=lambda *a, **k: None)
+    return Path(out)
+
+
+@torch.no_grad()
+def detector_errors(checkpoint: str | Path, data: str | Path) -> dict:
+    """Landmark errors of the stage-1 ``checkpoint`` on every frame of the sequences in
+    ``data``: ``lm_mean_px``, ``lm_median_px`` (visible landmarks, frame pixels),
+    ``lm_mse_px2`` (mean squared euclidean error), ``lm_p95_px``, visibility precision /
+    recall / F1, and the counts of sequences, frames and visible landmarks."""
+    from facesfm.data.dataset import SequenceDataset
+    from facesfm.eval.metrics import visibility_scores
+    from facesfm.training.landmarks import detect, load_landmark_net
+
+    net, cfg = load_landmark_net(checkpoint)
+    ds = SequenceDataset(data, window=None, landmarks=cfg.data.landmarks, load_depth=False,
+                         load_mask=False)
+    errs, pred, true = [], [], []
+    frames = 0
+    for i in range(len(ds)):
+        s = ds[i]
+        out = detect(net, cfg, s.images)
+        vis = s.visible.bool()
+        errs.append(torch.linalg.norm(out.uv - s.uv, dim=-1)[vis].double().numpy())
+        pred.append((out.visibility_logits > 0).numpy())
+        true.append(vis.numpy())
+        frames += len(s.images)
+    e = np.concatenate(errs)
+    sc = visibility_scores(np.concatenate(pred), np.concatenate(true))
+    return {
+        "lm_mean_px": float(e.mean()),
+        "lm_median_px": float(np.median(e)),
+        "lm_p95_px": float(np.percentile(e, 95)),
+        "lm_mse_px2": float((e**2).mean()),
+        "vis_precision": float(sc.precision),
+        "vis_recall": float(sc.recall),
+        "vis_f1": float(sc.f1),
+        "sequences": len(ds),
+        "frames": frames,
+        "visible_landmarks": int(e.size),
+        "landmarks": cfg.data.landmarks,
+    }

@@ -1,0 +1,47 @@
+"""The network weights shipped inside the package, and their model card.
+
+``facesfm/assets/weights/`` holds inference-only checkpoints (see
+:func:`facesfm.training.checkpoint.export_weights`) and ``card.json``, the model card: how
+each network was trained (data, seeds, config, commit) and what it measured on held-out faces
+rendered with seeds never used in training. ``MODEL_CARD.md`` is the same card for people.
+``tests/test_shipped_weights.py`` re-renders the card's test protocol and fails when a shipped
+network measures more than 10% worse than its card says.
+
+Shipped today: the landmark detectors, one per face source (their landmark IDs are vertices
+of that source's model, so a detector only fits faces of its own model):
+
+* ``builtin``: trained on renders of the built-in head (no data files needed; the demo);
+* ``ict``: trained on renders of ICT-FaceKit faces (the paper's setting).
+
+The stage-2 depth and pose networks are not shipped yet (see the card's ``not_shipped``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from facesfm.errors import InputError
+
+__all__ = ["CARD_PATH", "WEIGHTS_DIR", "model_card", "shipped_landmark_checkpoint"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "assets" / "weights"
+CARD_PATH = WEIGHTS_DIR / "card.json"
+FACE_SOURCES = ("builtin", "ict")
+
+
+def model_card() -> dict:
+    """The model card (``card.json``) as a dict; InputError when it is missing."""
+    if not CARD_PATH.is_file():
+        raise InputError(f"no model card at {CARD_PATH}: this install ships no weights")
+    return json.loads(CARD_PATH.read_text())
+
+
+def shipped_landmark_checkpoint(face: str = "builtin") -> Path:
+    """Path of the shipped landmark detector for faces of ``face`` ("builtin" or "ict")."""
+    if face not in FACE_SOURCES:
+        raise InputError(f"no shipped detector for faces {face!r}; choose one of {FACE_SOURCES}")
+    path = WEIGHTS_DIR / model_card()["landmarks"][face]["file"]
+    if not path.is_file():
+        raise InputError(f"shipped weights missing: {path} (a broken install?)")
+    return path
