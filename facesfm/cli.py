@@ -154,9 +154,18 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
               help="Landmarks from the sequence's landmarks.npz instead of the network.")
 @click.option("--oracle-depth", is_flag=True,
               help="Analysis: GT depth maps and masks instead of the depth network.")
+@click.option("--depth", type=click.Choice(["network", "oracle", "landmarks"]), default=None,
+              help="Depth maps: the depth network, the GT (same as --oracle-depth) or "
+                   "interpolated from the bundle-adjusted landmarks (no depth network) "
+                   "[default: network].")
 @click.option("--oracle-poses", is_flag=True, help="Same as --poses-init gt.")
-@click.option("--poses-init", type=click.Choice(["network", "gt", "gt-perturbed"]),
-              default=None, help="Initial poses [default: network].")
+@click.option("--poses-init", type=click.Choice(["network", "landmarks", "gt", "gt-perturbed"]),
+              default=None, help="Initial poses: the pose network, a factorisation of the "
+                                 "landmark tracks (no pose network), GT or perturbed GT "
+                                 "[default: network].")
+@click.option("--ba-parameterization", type=click.Choice(["depth", "classical"]), default=None,
+              help="BA unknowns: poses + depth scales, or poses + landmark points "
+                   "[default: classical].")
 @click.option("--perturb", default=None,
               help="DEG,MM perturbation of --poses-init gt-perturbed [default: 3,10].")
 @click.option("--seed", type=int, default=None, help="Seed of the perturbation [default: 0].")
