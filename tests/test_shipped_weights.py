@@ -1,0 +1,57 @@
+"""The shipped detectors measure what their model card says (within 10%), on freshly rendered
+held-out faces (the card's ``test`` protocol: seeds never used in training)."""
+
+import os
+
+import pytest
+import torch
+
+from facesfm.eval.detector import HeldOut, detector_errors, render_held_out
+from facesfm.training.checkpoint import load_checkpoint
+from facesfm.weights import WEIGHTS_DIR, model_card, shipped_landmark_checkpoint
+
+MAX_SIZE_MB = 20.0
+
+
+def _check_against_card(face: str, tmp_path, ict_dir=None):
+    entry = model_card()["landmarks"][face]
+    ref = entry["test"]["metrics"]
+    spec = HeldOut(**entry["test"]["protocol"])
+    training_seeds = {entry["data"]["train"]["master_seed"], entry["data"]["val"]["master_seed"]}
+    assert spec.seed not in training_seeds  # held out by construction
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    data = render_held_out(spec, tmp_path / face, ict_dir=ict_dir)
+    m = detector_errors(shipped_landmark_checkpoint(face), data)
+    assert m["frames"] == spec.subjects * spec.frames
+    assert m["visible_landmarks"] > 0.3 * m["frames"] * m["landmarks"]
+    # more than 10% worse than the card is a failure
+    assert m["lm_mean_px"] <= 1.1 * ref["lm_mean_px"], (m, ref)
+    assert m["lm_median_px"] <= 1.1 * ref["lm_median_px"], (m, ref)
+    assert 1 - m["vis_f1"] <= 1.1 * (1 - ref["vis_f1"]), (m, ref)
+    return m, ref
+
+
+def test_shipped_builtin_detector_matches_its_card(tmp_path):
+    m, ref = _check_against_card("builtin", tmp_path)
+    # a trained detector, not a placeholder: a few pixels on 384 px frames
+    assert m["lm_mean_px"] < 10.0 and m["vis_f1"] > 0.85
+
+
+def test_shipped_ict_detector_matches_its_card(tmp_path, ict_dir):
+    m, ref = _check_against_card("ict", tmp_path, ict_dir)
+    assert m["lm_mean_px"] < 10.0 and m["vis_f1"] > 0.85
+
+
+def test_shipped_files_are_inference_only_and_small():
+    card = model_card()
+    total = 0
+    for face, entry in card["landmarks"].items():
+        path = shipped_landmark_checkpoint(face)
+        ck = load_checkpoint(path, stage="landmarks")
+        assert ck["optimizer"] is None and "rng" not in ck
+        # loads without unpickling arbitrary objects
+        torch.load(path, map_location="cpu", weights_only=True)
+        assert entry["bytes"] == path.stat().st_size
+        total += path.stat().st_size
+    assert sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir()) / 1e6 <= MAX_SIZE_MB
+    assert total > 0
