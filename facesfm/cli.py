@@ -26,11 +26,13 @@ def cli():
 @click.option("--out", default="out/demo", show_default=True, type=click.Path())
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True)
-def demo(out, seed, overwrite):
-    """Render a built-in face sequence (no shared data needed) and summarise it."""
+@click.option("--no-solve", is_flag=True, help="Only render the sequence.")
+def demo(out, seed, overwrite, no_solve):
+    """Render a built-in face sequence (no shared data needed), solve it with the shipped
+    detector and print its accuracy against the ground truth."""
     from facesfm.render.demo import run_demo
 
-    run_demo(out=out, seed=seed, overwrite=overwrite)
+    run_demo(out=out, seed=seed, overwrite=overwrite, solve=not no_solve, echo=click.echo)
 
 
 @cli.command()
