@@ -31,6 +31,7 @@ from facesfm.solvers.problem import (
 )
 from facesfm.solvers.reference import ScipyReference
 from facesfm.solvers.residuals import linearize
+from facesfm.solvers.terms import DepthConsistencyTerm, PhotometricTerm, PointPrior
 
 __all__ = [
     "AllPairs",
@@ -40,12 +41,15 @@ __all__ = [
     "BackwardMode",
     "CauchyKernel",
     "CostTerm",
+    "DepthConsistencyTerm",
     "HessianProducts",
     "HuberKernel",
     "Kernel",
     "LMSolver",
     "PairSelection",
     "Parameterization",
+    "PhotometricTerm",
+    "PointPrior",
     "ScipyReference",
     "SolverError",
     "TopCovisible",
