@@ -81,6 +81,10 @@ def _builtin_template() -> np.ndarray:
     return m.template[m.landmark_vertices].copy()
 
 
+#: landmark IDs below this mark the same facial point on every face model
+SEMANTIC_LANDMARKS = 68
+
+
 def template_landmarks(count: int) -> np.ndarray:
     """(count, 3) mm: landmarks 0..count-1 of the built-in model's neutral shape (identity and
     expression coefficients zero), the reflection template of the factorisation. It is a mean
@@ -95,7 +99,8 @@ def factorization_baseline(uv, visible, K, template=None) -> BaselineResult:
     """Tomasi-Kanade factorisation of the landmark tracks (scaled orthographic).
 
     uv: (F, L, 2) pixels; visible: (F, L) bool; K: (3, 3) intrinsics (for the approximate
-    perspective poses). template: (L, 3) shape to resolve the depth reflection (default
+    perspective poses). template: (L, 3) shape to resolve the depth reflection, NaN rows ignored
+    (default: the mean face over the 68 semantic landmarks,
     :func:`template_landmarks`). Returns points (L, 3) in pixel-of-an-average-frame units and
     weak-perspective cam_T_world (F, 4, 4).
     """
@@ -103,7 +108,14 @@ def factorization_baseline(uv, visible, K, template=None) -> BaselineResult:
 
     uv, vis, K = _check_tracks(uv, visible, K)
     t0 = time.perf_counter()
-    template = template_landmarks(uv.shape[1]) if template is None else np.asarray(template)
+    if template is None:
+        # only the 68 semantic IDs are the same facial point on every face model; the dense
+        # IDs after them are model-specific, so they must not vote on the depth flip
+        template = template_landmarks(uv.shape[1]).copy()
+        if len(template) > SEMANTIC_LANDMARKS:
+            template[SEMANTIC_LANDMARKS:] = np.nan
+    else:
+        template = np.asarray(template)
     try:
         res = factorize(np.where(vis[..., None], uv, np.nan), vis)
     except ValueError as e:

@@ -83,7 +83,6 @@ POSE_INITS = ("network", "gt", "gt-perturbed", "landmarks")
 DEPTH_SOURCES = ("network", "oracle", "landmarks")
 KERNELS = ("huber", "cauchy", "none")
 PARAMETERIZATIONS = ("depth", "classical")
-SEMANTIC_LANDMARKS = 68  # landmark IDs below this are the same facial point on every model
 
 
 @dataclass(frozen=True)
@@ -381,7 +380,11 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     InputError when too few frames or landmarks are usable at all.
     """
     from facesfm.eval.align import umeyama
-    from facesfm.eval.baselines import factorization_baseline, template_landmarks
+    from facesfm.eval.baselines import (
+        SEMANTIC_LANDMARKS,
+        factorization_baseline,
+        template_landmarks,
+    )
 
     ids = np.asarray(lm.ids, dtype=np.int64)
     vis = lm.weight > 0
