@@ -58,6 +58,7 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, overwrite: bool = True
 
 
 def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
+    from facesfm.eval.metrics import landmark_errors
     from facesfm.solve.pipeline import SolveConfig, run_solve
     from facesfm.weights import shipped_landmark_checkpoint
 
@@ -70,11 +71,10 @@ def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     lm = sr.landmarks
     gt_uv = sr.frames.sequence.uv[sr.kept][:, lm.ids]
     gt_vis = sr.frames.sequence.visible[sr.kept][:, lm.ids]
-    det = lm.weight > 0
-    both = det & gt_vis
-    err = np.linalg.norm(lm.uv - gt_uv, axis=-1)[both]
-    echo(f"landmarks: {lm.uv.shape[1]} per frame, error {err.mean():.2f} px mean / "
-         f"{np.median(err):.2f} px median over {both.sum()} detections that are visible")
+    both = (lm.weight > 0) & gt_vis
+    err = landmark_errors(lm.uv, gt_uv, both)
+    echo(f"landmarks: {lm.uv.shape[1]} per frame, error {err.mean:.2f} px mean / "
+         f"{err.median:.2f} px median over {both.sum()} detections that are visible")
     pi, po = ev.get("poses_initial", {}), ev.get("poses_optimised", {})
     if "rotation_mean_deg" in pi and "rotation_mean_deg" in po:
         echo(f"camera rotation error vs ground truth (after a similarity alignment): "
