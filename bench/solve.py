@@ -136,7 +136,7 @@ def main(argv=None) -> int:
          "is not included."), "",
         ("**Oracle stages** (the networks are not trained yet): landmarks = GT landmarks.npz, "
          "depth = GT depth maps and masks, initial poses = GT perturbed by 3 deg / 10 mm, or "
-         "GT. Real code: input reading, the BA layer (LMSolver, depth parameterisation, run "
+         "GT. Real code: input reading, the BA layer (LMSolver, classical parameterisation (the default), run "
          "to convergence), fusion (open3d voxel + outlier removal), TSDF mesh, evaluation "
          "against the GT mesh (Umeyama + ICP), all outputs including report.html."), "",
         "| " + " | ".join(head) + " |",
