@@ -145,7 +145,10 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     root_or_paths: see :func:`find_sequences`.
     window:        frames per sample (None: whole sequences, one sample each).
-    stride:        step between window starts (default: ``window``, no overlap).
+    stride:        step between window starts (default: ``window`` x ``frame_step``, no
+                   overlap).
+    frame_step:    take every k-th frame inside a window (a window of 5 at step 4 spans 16
+                   frames): wider baselines for the stage-2 losses.
     image_size:    output (H, W) or int (square); None keeps the stored size.
     augment:       :class:`AugmentConfig` or None.
     landmarks:     use landmark IDs 0..N-1 (N <= the stored count; None: all stored).
@@ -155,15 +158,18 @@ class SequenceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root_or_paths, window: int | None = None, stride: int | None = None,
-                 image_size=None, augment: AugmentConfig | None = None,
+                 image_size=None, *, frame_step: int = 1, augment: AugmentConfig | None = None,
                  landmarks: int | None = None, seed: int = 0, load_depth: bool = True,
                  load_mask: bool = True, dtype: torch.dtype = torch.float32):
         self.sequences: list[Sequence] = [load_sequence(p) for p in
                                           find_sequences(root_or_paths)]
         if window is not None and window < 1:
             raise InputError(f"window must be >= 1, got {window}")
+        if frame_step < 1:
+            raise InputError(f"frame_step must be >= 1, got {frame_step}")
         self.window = window
-        self.stride = stride or window or 1
+        self.frame_step = int(frame_step)
+        self.stride = stride or (window * self.frame_step if window else 1)
         if self.stride < 1:
             raise InputError(f"stride must be >= 1, got {stride}")
         if isinstance(image_size, int):
@@ -180,15 +186,19 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise InputError(f"landmarks={landmarks}: the sequences store only {stored}")
         self.landmarks = landmarks or stored
         self.index: list[tuple[int, int, int]] = []  # (sequence, start, length)
+        k = self.frame_step
         for si, s in enumerate(self.sequences):
             n = len(s)
             if window is None:
-                self.index.append((si, 0, n))
+                self.index.append((si, 0, (n - 1) // k + 1))
             else:
-                self.index.extend((si, st, window) for st in range(0, n - window + 1,
+                span = (window - 1) * k + 1
+                self.index.extend((si, st, window) for st in range(0, n - span + 1,
                                                                    self.stride))
         if not self.index:
-            raise InputError(f"no sample fits window={window} in the given sequences")
+            raise InputError(
+                f"no sample fits window={window} (frame_step={k}) in the given sequences"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Draw fresh augmentations (deterministically) for a new epoch."""
@@ -200,7 +210,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> SequenceSample:
         si, start, length = self.index[i]
         seq = self.sequences[si]
-        fr = np.arange(start, start + length)
+        fr = start + self.frame_step * np.arange(length)
         N = self.landmarks
         H, W = seq.height, seq.width
         out_hw = self.image_size or (H, W)
@@ -211,8 +221,8 @@ class SequenceDataset(torch.utils.data.Dataset):
             rng.uniform() < self.augment.face_crop
         if crop:
             a = self.augment
-            vis = seq.visible[start:start + length, :N]
-            pts = seq.uv[start:start + length, :N][vis]
+            vis = seq.visible[fr, :N]
+            pts = seq.uv[fr, :N][vis]
             if len(pts) < 2:  # no face to crop around: the whole frame
                 crop = False
             else:
@@ -259,9 +269,9 @@ class SequenceDataset(torch.utils.data.Dataset):
             imgs = (imgs * b - 0.5) * k + 0.5
             imgs = imgs.clamp(0.0, 1.0)
 
-        uv = seq.uv[start:start + length, :N]
+        uv = seq.uv[fr, :N]
         uv = uv @ A[:2, :2].T + A[:2, 2]
-        vis = seq.visible[start:start + length, :N].copy()
+        vis = seq.visible[fr, :N].copy()
         if geometric:
             h2, w2 = out_hw
             vis &= (uv[..., 0] >= 0) & (uv[..., 0] <= w2 - 1) & (uv[..., 1] >= 0) & \
@@ -271,7 +281,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             depth=depth.contiguous(),
             mask=mask > 0.5,
             K=torch.from_numpy(A @ seq.K).to(dt),
-            cam_T_world=torch.from_numpy(seq.cam_T_world[start:start + length]).to(dt),
+            cam_T_world=torch.from_numpy(seq.cam_T_world[fr]).to(dt),
             uv=torch.from_numpy(uv).to(dt),
             visible=torch.from_numpy(vis),
             xyz=torch.from_numpy(seq.landmark_xyz[:N]).to(dt),

@@ -56,6 +56,26 @@ def test_whole_sequences_and_windows(small_seq):
     assert next(iter(loader)).uv.shape == (3, 3, 68, 2)
 
 
+def test_frame_step_takes_every_kth_frame(small_seq):
+    seq = load_sequence(small_seq)  # 8 frames
+    ds = SequenceDataset([small_seq], window=3, frame_step=3, landmarks=68)
+    assert len(ds) == 1  # a window spans 7 frames; the default stride (9) fits one start
+    s = ds[0]
+    np.testing.assert_array_equal(s.frames.numpy(), [0, 3, 6])
+    np.testing.assert_allclose(s.uv.numpy(), seq.uv[[0, 3, 6], :68], atol=1e-4)
+    np.testing.assert_allclose(s.cam_T_world.numpy(), seq.cam_T_world[[0, 3, 6]], atol=1e-5)
+    np.testing.assert_array_equal(
+        s.images[2].permute(1, 2, 0).numpy() * 255, seq.image(6).astype(np.float32)
+    )
+    assert len(SequenceDataset([small_seq], window=3, frame_step=2, stride=1)) == 4
+    whole = SequenceDataset([small_seq], frame_step=3)[0]  # whole sequence: frames 0, 3, 6
+    np.testing.assert_array_equal(whole.frames.numpy(), [0, 3, 6])
+    with pytest.raises(InputError, match="frame_step"):
+        SequenceDataset([small_seq], window=3, frame_step=4)  # spans 9 > 8 frames
+    with pytest.raises(InputError, match="frame_step"):
+        SequenceDataset([small_seq], window=3, frame_step=0)
+
+
 def _check_geometry(s, seq, frames, atol_px):
     """Landmarks projected with the sample's K and poses land on the sample's uv; the images
     show at those uv what the stored images show at the stored uv."""
