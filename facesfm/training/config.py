@@ -9,7 +9,8 @@ and ``sfm``. Presets:
 * ``paper``: the paper's settings (section 5.1): 384x384, 800 landmarks, Adam betas
   (0.9, 0.99), batch 2, 50 epochs, BA over whole sequences.
 * ``small``: a useful model on a 2-core CPU in under an hour: 128x128, 200 landmarks,
-  windows of 5 frames, narrower networks.
+  windows of 9 frames 6 apart (96 degrees of head turn), classical BA layer started from the
+  factorised landmark tracks, narrower networks.
 * ``tiny``: tests: 64x64, 68 landmarks, windows of 3 frames, very narrow networks.
 """
 
@@ -43,7 +44,11 @@ class DataConfig:
     image_size:  square side in pixels (a multiple of 32: DepthNet/PoseNet stride).
     landmarks:   N, the first N landmarks of the nested ordering.
     window:      frames per stage-2 sample (consecutive); None = whole sequences.
-    stride:      step between window starts (None = window, no overlap).
+    stride:      step between window starts (None = window x frame_step, no overlap).
+    frame_step:  every k-th frame inside a window: the window of 5 at step 4 spans 16 frames
+                 (32 degrees in our renders), a baseline wide enough for the landmark and
+                 photometric terms to see depth; consecutive frames 2 degrees apart barely
+                 move a landmark by more than the detector's error.
     augment:     sequence-consistent augmentation (colour jitter, zoom, shift) on training data.
     val_samples: at most this many samples are validated (None = all).
     """
@@ -52,6 +57,7 @@ class DataConfig:
     landmarks: int = 68
     window: int | None = 5
     stride: int | None = None
+    frame_step: int = 1
     augment: bool = True
     val_samples: int | None = 8
 
@@ -62,6 +68,8 @@ class DataConfig:
             )
         if self.window is not None and self.window < 2:
             raise InputError(f"data.window must be >= 2 frames (or null), got {self.window}")
+        if self.frame_step < 1:
+            raise InputError(f"data.frame_step must be >= 1, got {self.frame_step}")
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,22 @@ class BAConfig:
     huber_px:          Huber kernel threshold in pixels (None: plain least squares).
     depth_corrections: also estimate per-landmark log depth corrections.
     float64:           solve in float64 (poses are cast back to the training dtype).
+    parameterization:  "depth" (equation 2: the network's depth is the structure; poses and
+                       per-frame depth scales are solved and the optimum is differentiated
+                       w.r.t. the depth) or "classical" (poses + free landmark points, the
+                       test-time default; the refined poses do not depend on the depth, their
+                       translation is scaled to the network depth's scale, which is the only
+                       path a gradient takes through the layer). With an immature depth network
+                       the depth parameterisation mis-places poses: a per-landmark depth error
+                       that differs from frame to frame cannot be absorbed by per-frame scales
+                       (measured on 11-frame 120-degree ICT windows from the factorised start:
+                       15 deg -> 29 deg with GT landmarks and a flat depth).
+    init:              where the solve starts: "network" (the PoseNet chain) or "landmarks"
+                       (a Tomasi-Kanade factorisation of the landmark tracks, the solve's
+                       ``--poses-init landmarks``). Over a wide window an untrained PoseNet
+                       (about identity) leaves the solver in a wrong minimum; the factorised
+                       start does not depend on the networks. Either way the refined poses'
+                       gradient comes from the optimum, not from the start.
     """
 
     enabled: bool = True
@@ -139,10 +163,19 @@ class BAConfig:
     huber_px: float | None = 2.0
     depth_corrections: bool = False
     float64: bool = True
+    parameterization: str = "depth"
+    init: str = "network"
 
     def __post_init__(self):
         if self.backend not in ("lm",):
             raise InputError(f"sfm.ba.backend must be 'lm', got {self.backend!r}")
+        if self.parameterization not in ("depth", "classical"):
+            raise InputError(
+                f"sfm.ba.parameterization must be 'depth' or 'classical', got "
+                f"{self.parameterization!r}"
+            )
+        if self.init not in ("network", "landmarks"):
+            raise InputError(f"sfm.ba.init must be 'network' or 'landmarks', got {self.init!r}")
         modes = ("none", "implicit", "implicit_gn", "unroll", "truncated")
         if self.backward not in modes:
             raise InputError(f"sfm.ba.backward must be one of {list(modes)}, got {self.backward!r}")
@@ -156,9 +189,13 @@ class LossWeights:
     spectral:     SSIM + L1 view synthesis (eq. 4) with the refined poses.
     depth:        multi-view depth consistency (eq. 5) with the refined poses.
     smooth:       edge-aware disparity smoothness.
-    pose_distill: landmark BA loss of the *learned* poses (depth detached): with the BA layer
-                  on, the refined poses do not depend on the network's initial poses at the
-                  optimum, so this is how PoseNet learns to start the solver close to it.
+    pose_distill: switches PoseNet's teacher on (0 = off). Without the BA layer, it weighs the
+                  landmark BA loss of the learned poses (depth detached). With the layer on,
+                  the refined poses do not depend on PoseNet at the optimum; PoseNet learns
+                  from them instead (:func:`facesfm.training.sfm.motion_distillation`,
+                  weighted by ``pose_distill_motion``): no ground truth, the BA is the teacher.
+    pose_distill_motion: weight of that motion distillation (rotation ~ radians + translation
+                  relative to the step length).
     """
 
     landmark: float = 0.02
@@ -166,12 +203,13 @@ class LossWeights:
     depth: float = 0.1
     smooth: float = 1e-3
     pose_distill: float = 0.02
+    pose_distill_motion: float = 1.0
 
 
 # Figure 10 / Table 1 of the paper: which terms each ablation keeps.
 ABLATIONS: dict[str, dict] = {
     "full": {},
-    "spectral": {"landmark": 0.0, "pose_distill": 0.0},
+    "spectral": {"landmark": 0.0, "pose_distill": 0.0, "pose_distill_motion": 0.0},
     "landmark": {"spectral": 0.0, "depth": 0.0},
 }
 
@@ -253,7 +291,10 @@ PRESETS: dict[str, dict] = {
         "data": {
             "image_size": 128,
             "landmarks": 200,
-            "window": 5,
+            # 9 frames 12 degrees apart (96 degrees): see DataConfig.frame_step
+            "window": 9,
+            "frame_step": 6,
+            "stride": 3,
             "augment": True,
             "val_samples": 8,
         },
@@ -262,7 +303,9 @@ PRESETS: dict[str, dict] = {
         "sfm": {
             "depth_channels": [8, 16, 24, 32, 64, 96],
             "pose_channels": [8, 16, 32, 64, 96],
-            "ba": {"max_iterations": 8},
+            # measured: the depth parameterisation with an untrained depth network mis-places
+            # the poses over a wide window; classical BA from the factorised tracks does not
+            "ba": {"max_iterations": 8, "parameterization": "classical", "init": "landmarks"},
         },
     },
     "tiny": {

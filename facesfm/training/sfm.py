@@ -51,7 +51,9 @@ __all__ = [
     "build_sfm_nets",
     "chain_poses",
     "consecutive_pairs",
+    "factorised_poses",
     "inputs_from_sample",
+    "motion_distillation",
     "refine_poses",
     "sfm_datasets",
     "sfm_losses",
@@ -180,6 +182,8 @@ def refine_poses(
         TrivialKernel,
     )
 
+    if ba.parameterization == "classical":
+        return _refine_classical(K, uv, weight, lm_depth, init, ba)
     solver = _make_solver(ba)
     dt = torch.float64 if ba.float64 else init.dtype
     kernel = TrivialKernel() if ba.huber_px is None else HuberKernel(ba.huber_px)
@@ -219,6 +223,107 @@ def refine_poses(
     return torch.stack(out), metrics
 
 
+def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
+    """Classical BA (poses + landmark points) of each sequence from ``init``; the refined
+    translations are scaled by ``k = median(D_fi / z_fi)`` over the observations (network
+    depth at the landmark over the point's depth in the refined camera), so the poses live in
+    the network depth's scale; ``k`` is the layer's only differentiable path (to the depth)."""
+    import numpy as np
+
+    from facesfm.solve.pipeline import BAConfig as SolveBA
+    from facesfm.solve.pipeline import Landmarks, classical_bundle_adjust
+    from facesfm.solvers import SolverError
+
+    cfg = SolveBA(parameterization="classical", max_iterations=ba.max_iterations,
+                  kernel="none" if ba.huber_px is None else "huber",
+                  kernel_px=2.0 if ba.huber_px is None else ba.huber_px)
+    out, rms, iters, fails = [], [], [], 0
+    B, _, N = weight.shape
+    for b in range(B):
+        Kb = K[b].detach().double().cpu().numpy()
+        lm = Landmarks(uv[b].detach().double().cpu().numpy(),
+                       weight[b].detach().double().cpu().numpy(), np.arange(N), "train")
+        start = init[b].detach().double().cpu().numpy()
+        try:
+            res = classical_bundle_adjust(Kb, lm, None, start, cfg)
+        except (SolverError, InputError, torch.linalg.LinAlgError) as e:
+            warnings.warn(f"BA layer: sequence {b} of the batch kept its start poses: {e}",
+                          RuntimeWarning, stacklevel=3)
+            out.append(init[b])
+            fails += 1
+            continue
+        P = torch.from_numpy(res.poses).to(init)
+        X = torch.from_numpy(np.nan_to_num(res.points)).to(init)
+        z = (torch.einsum("fab,nb->fna", P[:, :3, :3], X) + P[:, None, :3, 3])[..., 2]
+        ok = (weight[b] > 0) & torch.from_numpy(np.isfinite(res.points).all(1)).to(z.device)
+        ok = ok & (z > 0)
+        if int(ok.sum()) < 4:
+            out.append(init[b])
+            fails += 1
+            continue
+        k = (lm_depth[b][ok].to(z) / z[ok]).median()
+        P = torch.cat([P[:, :3, :3], (k * P[:, :3, 3])[..., None]], -1)
+        P = torch.cat([P, init.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(len(P), 1, 4)], 1)
+        out.append(P)
+        rms.append(res.rms_px)
+        iters.append(res.iterations)
+    nan = float("nan")
+    metrics = {
+        "ba_rms_px": torch.tensor(sum(rms) / len(rms) if rms else nan),
+        "ba_iterations": torch.tensor(float(sum(iters) / len(iters)) if iters else nan),
+        "ba_failures": torch.tensor(float(fails)),
+    }
+    return torch.stack(out), metrics
+
+
+def factorised_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
+                     fallback: torch.Tensor) -> torch.Tensor:
+    """(B, F, 4, 4) ``cam_T_world`` with frame 0 = identity from a factorisation of each
+    sequence's landmark tracks (:func:`facesfm.solve.pipeline.landmark_poses`), in the dtype
+    of ``fallback`` (B, F, 4, 4). Sequences the factorisation cannot place entirely keep
+    their ``fallback`` poses (detached). Not differentiable: it only chooses the start."""
+    import numpy as np
+
+    from facesfm.solve.pipeline import Landmarks, landmark_poses
+
+    out = fallback.detach().clone()
+    B, _, N = weight.shape
+    ids = np.arange(N)
+    for b in range(B):
+        lm = Landmarks(uv[b].detach().double().cpu().numpy(),
+                       weight[b].detach().double().cpu().numpy(), ids, "train")
+        try:
+            P = landmark_poses(K[b].detach().double().cpu().numpy(), lm)
+        except InputError:
+            continue
+        if not np.isfinite(P).all():
+            continue
+        P = P @ np.linalg.inv(P[0])  # world = camera 0
+        out[b] = torch.from_numpy(P).to(out)
+    return out
+
+
+def motion_distillation(learned: torch.Tensor, refined: torch.Tensor,
+                        eps: float = 1e-6) -> torch.Tensor:
+    """Distance between the consecutive motions ``(f+1)_T_f`` of two pose chains
+    (B, F, 4, 4): chordal rotation distance (``||R_a - R_b||_F``, about sqrt(2) x the angle
+    in radians) plus the translation difference relative to the mean refined step length.
+
+    With the BA layer on, the refined poses (detached) teach PoseNet: eq. 2 of the learned
+    poses alone is a weak signal when the camera orbits the head, because a pose that does not
+    move at all keeps the face where it is in the image and reprojects its landmarks within a
+    few pixels (measured: PoseNet stayed 60 degrees off while that loss read 2.8 px).
+    """
+    def motions(P):
+        return P[:, 1:] @ invert_pose(P[:, :-1])
+
+    ml, mr = motions(learned), motions(refined)
+    rot = torch.sqrt(((ml[..., :3, :3] - mr[..., :3, :3]) ** 2).sum((-1, -2)) + eps**2) - eps
+    step = mr[..., :3, 3].norm(dim=-1).mean().clamp_min(1e-3)
+    tr = (ml[..., :3, 3] - mr[..., :3, 3]).norm(dim=-1) / step
+    return (rot + tr).mean()
+
+
 def landmark_depths(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """(B, F, N) depth maps (B, F, 1, H, W) sampled at the landmarks uv (B, F, N, 2)."""
     B, Fn = uv.shape[:2]
@@ -249,8 +354,12 @@ def sfm_losses(
             metrics["landmark"] = l.detach()
             metrics["landmark_rmse_px"] = m["rmse_px"]
         if w.pose_distill > 0:
-            l, _ = landmark_ba_loss(K_f, learned, inp.uv, inp.weight, lm_depth.detach())
-            total = total + w.pose_distill * l
+            if poses is learned:  # no BA layer: eq. 2 of the learned poses is all there is
+                l, _ = landmark_ba_loss(K_f, learned, inp.uv, inp.weight, lm_depth.detach())
+                total = total + w.pose_distill * l
+            else:
+                l = motion_distillation(learned, poses.detach())
+                total = total + w.pose_distill_motion * l
             metrics["pose_distill"] = l.detach()
     if w.spectral > 0 or w.depth > 0:
         pairs = consecutive_pairs(Fn, device=depth.device)
@@ -337,7 +446,10 @@ class SfmTask:
         if self.use_ba:
             lm_depth = landmark_depths(depth, inp.uv)
             ba = self.cfg.sfm.ba if grad_ba else _no_grad_ba(self.cfg.sfm.ba)
-            poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, learned, ba)
+            start = learned
+            if ba.init == "landmarks":
+                start = factorised_poses(inp.K, inp.uv, inp.weight, learned)
+            poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, start, ba)
         return depth, poses, learned, metrics, lm_depth
 
     def loss(self, model, batch: SequenceSample):
@@ -381,6 +493,7 @@ def sfm_datasets(cfg: TrainConfig, data, val=None):
         data,
         window=d.window,
         stride=d.stride,
+        frame_step=d.frame_step,
         image_size=d.image_size,
         augment=AugmentConfig() if d.augment else None,
         landmarks=d.landmarks,
@@ -390,6 +503,7 @@ def sfm_datasets(cfg: TrainConfig, data, val=None):
         val if val is not None else data,
         window=d.window,
         stride=d.stride,
+        frame_step=d.frame_step,
         image_size=d.image_size,
         landmarks=d.landmarks,
     )
