@@ -127,7 +127,9 @@ def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
                 "step_s": sec,
                 "sequences_per_s": B / sec,
                 "frames_per_s": B * frames / sec,
-                "ba_backward": c.sfm.ba.backward,
+                # the classical layer's gradient is its depth scale: no backward mode applies
+                "ba_backward": "classical" if c.sfm.ba.parameterization == "classical"
+                else c.sfm.ba.backward,
                 "ba_rms_px": m.get("ba_rms_px"),
                 "ba_failures": m.get("ba_failures"),
             }

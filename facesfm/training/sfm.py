@@ -214,13 +214,29 @@ def refine_poses(
         out.append(res.poses.to(init.dtype))
         rms.append(res.rms_px)
         iters.append(res.iterations)
+    return torch.stack(out), _ba_metrics(rms, iters, fails)
+
+
+def _ba_metrics(rms: list[float], iters: list[int], fails: int) -> dict[str, torch.Tensor]:
+    """The BA layer's per-batch metrics (means over the sequences it solved)."""
     nan = float("nan")
-    metrics = {
+    return {
         "ba_rms_px": torch.tensor(sum(rms) / len(rms) if rms else nan),
         "ba_iterations": torch.tensor(float(sum(iters) / len(iters)) if iters else nan),
         "ba_failures": torch.tensor(float(fails)),
     }
-    return torch.stack(out), metrics
+
+
+def _tracks(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor, b: int):
+    """Sequence ``b`` of a batch as the solve pipeline's float64 numpy (K, Landmarks)."""
+    import numpy as np
+
+    from facesfm.solve.pipeline import Landmarks
+
+    def f64(x):
+        return x[b].detach().double().cpu().numpy()
+
+    return f64(K), Landmarks(f64(uv), f64(weight), np.arange(weight.shape[-1]), "train")
 
 
 def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
@@ -231,49 +247,42 @@ def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
     import numpy as np
 
     from facesfm.solve.pipeline import BAConfig as SolveBA
-    from facesfm.solve.pipeline import Landmarks, classical_bundle_adjust
+    from facesfm.solve.pipeline import classical_bundle_adjust
     from facesfm.solvers import SolverError
 
     cfg = SolveBA(parameterization="classical", max_iterations=ba.max_iterations,
                   kernel="none" if ba.huber_px is None else "huber",
                   kernel_px=2.0 if ba.huber_px is None else ba.huber_px)
     out, rms, iters, fails = [], [], [], 0
-    B, _, N = weight.shape
-    for b in range(B):
-        Kb = K[b].detach().double().cpu().numpy()
-        lm = Landmarks(uv[b].detach().double().cpu().numpy(),
-                       weight[b].detach().double().cpu().numpy(), np.arange(N), "train")
+    for b in range(weight.shape[0]):
+        Kb, lm = _tracks(K, uv, weight, b)
         start = init[b].detach().double().cpu().numpy()
+        why = None
         try:
             res = classical_bundle_adjust(Kb, lm, None, start, cfg)
         except (SolverError, InputError, torch.linalg.LinAlgError) as e:
-            warnings.warn(f"BA layer: sequence {b} of the batch kept its start poses: {e}",
+            why = str(e)
+        if why is None:
+            P = torch.from_numpy(res.poses).to(init)
+            X = torch.from_numpy(np.nan_to_num(res.points)).to(init)
+            z = (torch.einsum("fab,nb->fna", P[:, :3, :3], X) + P[:, None, :3, 3])[..., 2]
+            known = torch.from_numpy(np.isfinite(res.points).all(1)).to(z.device)
+            ok = (weight[b] > 0) & known & (z > 0)
+            if int(ok.sum()) < 4:
+                why = f"only {int(ok.sum())} observed points in front of the cameras"
+        if why is not None:
+            warnings.warn(f"BA layer: sequence {b} of the batch kept its start poses: {why}",
                           RuntimeWarning, stacklevel=3)
             out.append(init[b])
             fails += 1
             continue
-        P = torch.from_numpy(res.poses).to(init)
-        X = torch.from_numpy(np.nan_to_num(res.points)).to(init)
-        z = (torch.einsum("fab,nb->fna", P[:, :3, :3], X) + P[:, None, :3, 3])[..., 2]
-        ok = (weight[b] > 0) & torch.from_numpy(np.isfinite(res.points).all(1)).to(z.device)
-        ok = ok & (z > 0)
-        if int(ok.sum()) < 4:
-            out.append(init[b])
-            fails += 1
-            continue
         k = (lm_depth[b][ok].to(z) / z[ok]).median()
-        P = torch.cat([P[:, :3, :3], (k * P[:, :3, 3])[..., None]], -1)
-        P = torch.cat([P, init.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(len(P), 1, 4)], 1)
-        out.append(P)
+        scaled = P.clone()
+        scaled[:, :3, 3] = k * P[:, :3, 3]  # into the network depth's scale (differentiable in k)
+        out.append(scaled)
         rms.append(res.rms_px)
         iters.append(res.iterations)
-    nan = float("nan")
-    metrics = {
-        "ba_rms_px": torch.tensor(sum(rms) / len(rms) if rms else nan),
-        "ba_iterations": torch.tensor(float(sum(iters) / len(iters)) if iters else nan),
-        "ba_failures": torch.tensor(float(fails)),
-    }
-    return torch.stack(out), metrics
+    return torch.stack(out), _ba_metrics(rms, iters, fails)
 
 
 def factorised_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
@@ -284,16 +293,12 @@ def factorised_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
     their ``fallback`` poses (detached). Not differentiable: it only chooses the start."""
     import numpy as np
 
-    from facesfm.solve.pipeline import Landmarks, landmark_poses
+    from facesfm.solve.pipeline import landmark_poses
 
     out = fallback.detach().clone()
-    B, _, N = weight.shape
-    ids = np.arange(N)
-    for b in range(B):
-        lm = Landmarks(uv[b].detach().double().cpu().numpy(),
-                       weight[b].detach().double().cpu().numpy(), ids, "train")
+    for b in range(weight.shape[0]):
         try:
-            P = landmark_poses(K[b].detach().double().cpu().numpy(), lm)
+            P = landmark_poses(*_tracks(K, uv, weight, b))
         except InputError:
             continue
         if not np.isfinite(P).all():
