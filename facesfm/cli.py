@@ -54,6 +54,9 @@ def demo(out, seed, overwrite, no_solve):
               help="Frames spread over the yaw range (instead of --step).")
 @click.option("--yaw-range", default=None, help="MIN,MAX yaw in degrees [default: -60,60].")
 @click.option("--step", type=float, default=None, help="Yaw step in degrees [default: 2].")
+@click.option("--vary-trajectory", is_flag=True, default=None,
+              help="Give each sequence its own path: direction, yaw range and speed, easing, "
+                   "pitch, roll and distance drawn from its seed.")
 @click.option("--size", default=None, help="Image size N or WxH [default: 384].")
 @click.option("--focal", type=float, default=None, help="Focal length in px [default: 500].")
 @click.option("--workers", type=int, default=None, help="Processes [default: 1].")
@@ -86,6 +89,8 @@ _TRAIN_COMMON = [
     click.option("--max-steps", type=int, default=None),
     click.option("--batch-size", type=int, default=None),
     click.option("--lr", type=float, default=None),
+    click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+                 help="Learning rate over the run [default: constant]."),
     click.option("--image-size", type=int, default=None),
     click.option("--landmarks", type=int, default=None, help="Number of landmarks N."),
     click.option("--threads", type=int, default=None, help="torch CPU threads."),

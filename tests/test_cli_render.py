@@ -228,3 +228,17 @@ def test_mesh_with_fewer_vertices_than_landmarks_is_refused_up_front(tmp_path, c
     line = _one_line_error(err)
     assert code == 2 and "small.ply" in line and "--landmarks 68" in line
     assert not out.exists()
+
+
+def test_vary_trajectory_gives_each_sequence_its_own_path(tmp_path, capsys):
+    """--vary-trajectory: the two sequences of one run follow different camera paths, and the
+    dataset records the variation in its config."""
+    out = tmp_path / "ds"
+    code, _, err = _run(["render", "--out", str(out), "--subjects", "2", "--frames", "5",
+                         "--size", "64", "--focal", "85", "--landmarks", "68", "--quiet",
+                         "--vary-trajectory"], capsys)
+    assert code == 0, err
+    a, b = (load_sequence(out / n) for n in ("00000_00", "00001_00"))
+    assert np.abs(a.cam_T_world - b.cam_T_world).max() > 1.0
+    traj = json.loads((out / "dataset.json").read_text())["config"]["render"]["trajectory"]
+    assert traj["direction"] == "random" and traj["pitch_spread"] > 0

@@ -50,6 +50,8 @@ class AugmentConfig:
                 drawn from the ``(low, high)`` range, with the centre moved by up to
                 ``crop_jitter`` times the side; the crop is resampled from the stored
                 full-resolution frames. 0 (default) never crops.
+    reverse:    probability that a window's frames come in reverse order (the camera moves
+                the other way), so a pose network cannot learn one direction of motion.
     """
 
     brightness: float = 0.2
@@ -60,8 +62,11 @@ class AugmentConfig:
     face_crop: float = 0.0
     crop_margin: tuple[float, float] = (1.1, 1.45)
     crop_jitter: float = 0.08
+    reverse: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.reverse <= 1:
+            raise InputError(f"augment.reverse must be in [0, 1], got {self.reverse}")
         for k in ("brightness", "contrast", "saturation"):
             if not 0 <= getattr(self, k) < 1:
                 raise InputError(f"augment.{k} must be in [0, 1), got {getattr(self, k)}")
@@ -149,6 +154,9 @@ class SequenceDataset(torch.utils.data.Dataset):
                    overlap).
     frame_step:    take every k-th frame inside a window (a window of 5 at step 4 spans 16
                    frames): wider baselines for the stage-2 losses.
+    frame_step_max: with ``augment``, each sample draws its step uniformly from
+                   ``frame_step..frame_step_max`` (varied motion per step); windows are placed
+                   so that the longest span fits; unaugmented samples use ``frame_step``.
     image_size:    output (H, W) or int (square); None keeps the stored size.
     augment:       :class:`AugmentConfig` or None.
     landmarks:     use landmark IDs 0..N-1 (N <= the stored count; None: all stored).
@@ -158,7 +166,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root_or_paths, window: int | None = None, stride: int | None = None,
-                 image_size=None, *, frame_step: int = 1, augment: AugmentConfig | None = None,
+                 image_size=None, *, frame_step: int = 1, frame_step_max: int | None = None,
+                 augment: AugmentConfig | None = None,
                  landmarks: int | None = None, seed: int = 0, load_depth: bool = True,
                  load_mask: bool = True, dtype: torch.dtype = torch.float32):
         self.sequences: list[Sequence] = [load_sequence(p) for p in
@@ -167,8 +176,12 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise InputError(f"window must be >= 1, got {window}")
         if frame_step < 1:
             raise InputError(f"frame_step must be >= 1, got {frame_step}")
+        if frame_step_max is not None and frame_step_max < frame_step:
+            raise InputError(f"frame_step_max ({frame_step_max}) must be >= frame_step "
+                             f"({frame_step})")
         self.window = window
         self.frame_step = int(frame_step)
+        self.frame_step_max = int(frame_step_max or frame_step)
         self.stride = stride or (window * self.frame_step if window else 1)
         if self.stride < 1:
             raise InputError(f"stride must be >= 1, got {stride}")
@@ -187,17 +200,18 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.landmarks = landmarks or stored
         self.index: list[tuple[int, int, int]] = []  # (sequence, start, length)
         k = self.frame_step
+        k_max = self.frame_step_max
         for si, s in enumerate(self.sequences):
             n = len(s)
             if window is None:
                 self.index.append((si, 0, (n - 1) // k + 1))
             else:
-                span = (window - 1) * k + 1
+                span = (window - 1) * k_max + 1
                 self.index.extend((si, st, window) for st in range(0, n - span + 1,
                                                                    self.stride))
         if not self.index:
             raise InputError(
-                f"no sample fits window={window} (frame_step={k}) in the given sequences"
+                f"no sample fits window={window} (frame_step={k_max}) in the given sequences"
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -210,7 +224,16 @@ class SequenceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> SequenceSample:
         si, start, length = self.index[i]
         seq = self.sequences[si]
-        fr = start + self.frame_step * np.arange(length)
+        step = self.frame_step
+        reverse = False
+        if self.augment is not None and self.window is not None:
+            # its own stream: the other augmentations draw what they drew before
+            motion = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, i, 1])
+            step = int(motion.integers(self.frame_step, self.frame_step_max + 1))
+            reverse = bool(motion.uniform() < self.augment.reverse)
+        fr = start + step * np.arange(length)
+        if reverse:
+            fr = fr[::-1].copy()
         N = self.landmarks
         H, W = seq.height, seq.width
         out_hw = self.image_size or (H, W)

@@ -74,7 +74,8 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     """The batch config: defaults, then the YAML file ``config``, then the command-line
     ``options`` that are not None (faces, mesh, units, orient, ict_dir, subjects,
     sequences_per_subject, seed, workers, landmarks, frames, yaw_range "MIN,MAX", step,
-    size "N" or "WxH", focal). Raises InputError naming the option or file."""
+    size "N" or "WxH", focal, vary_trajectory: True turns on the per-sequence trajectory
+    variation :data:`facesfm.render.trajectory.VARIED`). Raises InputError naming the option or file."""
     base = load_yaml(BatchConfig, config) if config is not None else BatchConfig()
     d = to_dict(base)
     r, t = d["render"], d["render"]["trajectory"]
@@ -82,7 +83,7 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     unknown = sorted(set(opts) - {
         "faces", "mesh", "units", "orient", "ict_dir", "subjects", "sequences_per_subject",
         "seed", "workers", "landmarks", "frames", "yaw_range", "step", "size", "focal",
-        "allow_untextured"})
+        "allow_untextured", "vary_trajectory"})
     if unknown:
         raise TypeError(f"build_batch_config: unknown options {unknown}")
     for k in ("faces", "mesh", "units", "orient", "ict_dir", "subjects",
@@ -107,6 +108,10 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
         t["step"], t["frames"] = opts["step"], None
     if "yaw_range" in opts:
         t["yaw_min"], t["yaw_max"] = _parse_range(opts["yaw_range"])
+    if opts.get("vary_trajectory"):
+        from facesfm.render.trajectory import VARIED
+
+        t.update(VARIED)
     if "size" in opts:
         r["width"], r["height"] = _parse_size(opts["size"])
     if "focal" in opts:

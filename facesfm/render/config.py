@@ -53,6 +53,20 @@ class TrajectoryConfig:
     indices:          keep only these sweep indices (0-based, in any order, no repeats);
                       exclusive with ``every``.
     target:           the point looked at (world mm); None = centre of the mesh's bounding box.
+
+    Per-sequence variation (drawn once per sequence from its seed, so that sequences of one
+    dataset do not all follow the same path; all off by default):
+
+    direction:        "rising" (yaw_min to yaw_max, default), "falling" (the reverse) or
+                      "random" (chosen per sequence).
+    yaw_shift:        the whole yaw range moves by a uniform +- ``yaw_shift`` degrees.
+    speed_jitter:     the yaw range is scaled about its centre by a uniform factor in
+                      [1 - s, 1 + s] with the frame count kept, so degrees per frame vary.
+    ease:             uneven speed within the sweep: normalised time t is warped to
+                      t - e sin(2 pi t) / (2 pi) with e uniform in [0, ease] (slow at both
+                      ends, fast in the middle; < 1 keeps the sweep monotonic).
+    pitch_spread:     the pitch at the first and at the last frame each move by a uniform
+                      +- ``pitch_spread`` degrees (a tilted, climbing or descending sweep).
     """
 
     yaw_min: float = -60.0
@@ -68,8 +82,25 @@ class TrajectoryConfig:
     every: int = 1
     indices: tuple[int, ...] | None = None
     target: tuple[float, float, float] | None = None
+    direction: str = "rising"
+    yaw_shift: float = 0.0
+    speed_jitter: float = 0.0
+    ease: float = 0.0
+    pitch_spread: float = 0.0
 
     def __post_init__(self):
+        if self.direction not in ("rising", "falling", "random"):
+            raise InputError(f"trajectory: direction must be rising, falling or random, "
+                             f"got {self.direction!r}")
+        if self.yaw_shift < 0:
+            raise InputError(f"trajectory: yaw_shift must be >= 0, got {self.yaw_shift}")
+        if not 0 <= self.speed_jitter < 1:
+            raise InputError(f"trajectory: speed_jitter must be in [0, 1), "
+                             f"got {self.speed_jitter}")
+        if not 0 <= self.ease < 1:
+            raise InputError(f"trajectory: ease must be in [0, 1), got {self.ease}")
+        if self.pitch_spread < 0:
+            raise InputError(f"trajectory: pitch_spread must be >= 0, got {self.pitch_spread}")
         if not self.yaw_max >= self.yaw_min:
             raise InputError(f"trajectory: yaw_max ({self.yaw_max}) < yaw_min ({self.yaw_min})")
         if self.frames is None and not self.step > 0:

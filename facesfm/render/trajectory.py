@@ -14,7 +14,14 @@ from facesfm.errors import InputError
 from facesfm.geometry.camera import look_at
 from facesfm.render.config import TrajectoryConfig
 
-__all__ = ["Trajectory", "make_trajectory", "roll_matrix", "sweep_yaws"]
+__all__ = ["VARIED", "Trajectory", "make_trajectory", "roll_matrix", "sweep_yaws"]
+
+#: The per-sequence variation ``facesfm render --vary-trajectory`` turns on: direction, range,
+#: speed, easing, pitch, roll, distance and step irregularity all differ between sequences.
+VARIED: dict[str, object] = {
+    "direction": "random", "yaw_shift": 10.0, "speed_jitter": 0.25, "ease": 0.6,
+    "pitch_spread": 8.0, "roll_jitter": 2.0, "distance_jitter": 25.0, "yaw_jitter": 0.25,
+}
 
 
 @dataclass(frozen=True)
@@ -77,18 +84,43 @@ def make_trajectory(
         target = np.zeros(3)
     target = np.asarray(target, dtype=np.float64).reshape(3)
 
+    # Per-sequence variation from its own stream, so sequences rendered without it keep the
+    # exact jitters they had before it existed.
+    v = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A12]).uniform(0.0, 1.0, 6)
+    lo, hi = float(yaws[0]), float(yaws[-1])
+    varied = cfg.ease > 0 or cfg.speed_jitter > 0 or cfg.yaw_shift > 0
+    if varied and n > 1 and hi > lo:
+        t = (yaws - lo) / (hi - lo)
+        e = cfg.ease * v[0]
+        t = t - e * np.sin(2.0 * np.pi * t) / (2.0 * np.pi)
+        centre = 0.5 * (lo + hi) + cfg.yaw_shift * (2.0 * v[2] - 1.0)
+        half = 0.5 * (hi - lo) * (1.0 + cfg.speed_jitter * (2.0 * v[1] - 1.0))
+        yaws = centre + half * (2.0 * t - 1.0)
+    elif varied:
+        yaws = yaws + cfg.yaw_shift * (2.0 * v[2] - 1.0)
+    if cfg.direction == "falling" or (cfg.direction == "random" and v[3] < 0.5):
+        yaws = yaws[::-1].copy()
+
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A11])
     u_yaw = rng.uniform(-1.0, 1.0, n)
     u_dist = rng.uniform(-1.0, 1.0, n)
     u_roll = rng.uniform(-1.0, 1.0, n)
-    nominal_step = (yaws[1] - yaws[0]) if n > 1 else 0.0
-    yaws = yaws + cfg.yaw_jitter * nominal_step * u_yaw
+    if n > 1:
+        # each yaw moves by less than half of its shorter neighbouring step: stays monotonic
+        gaps = np.abs(np.diff(yaws))
+        local_step = np.minimum(np.r_[gaps[0], gaps], np.r_[gaps, gaps[-1]])
+    else:
+        local_step = np.zeros(1)
+    yaws = yaws + cfg.yaw_jitter * local_step * u_yaw
     dist = cfg.distance + cfg.distance_jitter * u_dist
     rolls = cfg.roll_jitter * u_roll
-    if cfg.pitch_end is None or n == 1:
-        pitches = np.full(n, float(cfg.pitch))
+    p0 = float(cfg.pitch) + cfg.pitch_spread * (2.0 * v[4] - 1.0)
+    p1 = float(cfg.pitch if cfg.pitch_end is None else cfg.pitch_end)
+    p1 += cfg.pitch_spread * (2.0 * v[5] - 1.0)
+    if n == 1 or (cfg.pitch_end is None and cfg.pitch_spread == 0):
+        pitches = np.full(n, p0)
     else:
-        pitches = np.linspace(cfg.pitch, cfg.pitch_end, n)
+        pitches = np.linspace(p0, p1, n)
     if np.any(np.abs(pitches) >= 89.0):
         raise InputError(f"trajectory: |pitch| must stay below 89 degrees, got {cfg.pitch}"
                          f"..{cfg.pitch_end}")

@@ -49,6 +49,11 @@ class DataConfig:
                  (32 degrees in our renders), a baseline wide enough for the landmark and
                  photometric terms to see depth; consecutive frames 2 degrees apart barely
                  move a landmark by more than the detector's error.
+    frame_step_max: training samples draw their step from frame_step..frame_step_max (None:
+                 always frame_step), so the pose network sees motions of different sizes;
+                 validation uses frame_step.
+    reverse:     probability that a training window runs backwards in time (the pose network
+                 must read the direction of motion from the images).
     augment:     sequence-consistent augmentation (colour jitter, zoom, shift) on training data.
     val_samples: at most this many samples are validated (None = all).
     """
@@ -58,6 +63,8 @@ class DataConfig:
     window: int | None = 5
     stride: int | None = None
     frame_step: int = 1
+    frame_step_max: int | None = None
+    reverse: float = 0.0
     augment: bool = True
     val_samples: int | None = 8
 
@@ -70,6 +77,11 @@ class DataConfig:
             raise InputError(f"data.window must be >= 2 frames (or null), got {self.window}")
         if self.frame_step < 1:
             raise InputError(f"data.frame_step must be >= 1, got {self.frame_step}")
+        if self.frame_step_max is not None and self.frame_step_max < self.frame_step:
+            raise InputError(f"data.frame_step_max ({self.frame_step_max}) must be >= "
+                             f"data.frame_step ({self.frame_step})")
+        if not 0 <= self.reverse <= 1:
+            raise InputError(f"data.reverse must be in [0, 1], got {self.reverse}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,9 @@ class OptimConfig:
     epochs:      passes over the training data.
     max_steps:   stop after this many optimiser steps in total (None: no cap).
     grad_clip:   clip the global gradient norm (None: off).
+    lr_schedule: "constant", or "cosine": the learning rate falls from ``lr`` to 0 along half a
+                 cosine over the run's steps (a function of the step only, so ``--resume``
+                 reaches the same weights).
     """
 
     lr: float = 1e-4
@@ -89,8 +104,12 @@ class OptimConfig:
     epochs: int = 50
     max_steps: int | None = None
     grad_clip: float | None = 10.0
+    lr_schedule: str = "constant"
 
     def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"optim.lr_schedule must be constant or cosine, "
+                             f"got {self.lr_schedule!r}")
         if self.batch_size < 1:
             raise InputError(f"optim.batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
@@ -291,9 +310,12 @@ PRESETS: dict[str, dict] = {
         "data": {
             "image_size": 128,
             "landmarks": 200,
-            # 9 frames 12 degrees apart (96 degrees): see DataConfig.frame_step
+            # 9 frames 8-14 degrees apart (64-112 degrees, see DataConfig.frame_step), in
+            # either direction: the pose network sees motions of several sizes and signs
             "window": 9,
-            "frame_step": 6,
+            "frame_step": 4,
+            "frame_step_max": 7,
+            "reverse": 0.5,
             "stride": 3,
             "augment": True,
             "val_samples": 8,

@@ -25,6 +25,7 @@ def cli_overrides(
     max_steps=None,
     batch_size=None,
     lr=None,
+    lr_schedule=None,
     image_size=None,
     landmarks=None,
     window=None,
@@ -50,6 +51,7 @@ def cli_overrides(
     put(("optim", "max_steps"), max_steps)
     put(("optim", "batch_size"), batch_size)
     put(("optim", "lr"), lr)
+    put(("optim", "lr_schedule"), lr_schedule)
     put(("data", "image_size"), image_size)
     put(("data", "landmarks"), landmarks)
     put(("data", "window"), window)

@@ -12,6 +12,7 @@ called by ``Task.loss``), the loss of a batch and the validation metrics.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "TrainResult",
     "TrainingInterrupted",
     "epoch_order",
+    "learning_rate",
     "run_training",
     "seed_everything",
 ]
@@ -80,6 +82,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     random.seed(seed)
+
+
+def learning_rate(optim, step: int, total: int) -> float:
+    """The learning rate of the optimiser step after ``step`` completed steps of ``total``
+    (:attr:`OptimConfig.lr_schedule`)."""
+    if optim.lr_schedule == "constant" or total <= 0:
+        return float(optim.lr)
+    return float(optim.lr) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
@@ -217,6 +227,9 @@ def run_training(
                 if o.grad_clip is not None:
                     gn = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
                     metrics = {**metrics, "grad_norm": gn.detach()}
+                lr = learning_rate(o, state.step, total)
+                for group in opt.param_groups:
+                    group["lr"] = lr
                 opt.step()
                 state.step += 1
                 state.epoch_step += 1

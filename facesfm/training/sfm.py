@@ -499,8 +499,9 @@ def sfm_datasets(cfg: TrainConfig, data, val=None):
         window=d.window,
         stride=d.stride,
         frame_step=d.frame_step,
+        frame_step_max=d.frame_step_max,
         image_size=d.image_size,
-        augment=AugmentConfig() if d.augment else None,
+        augment=AugmentConfig(reverse=d.reverse) if d.augment else None,
         landmarks=d.landmarks,
         seed=cfg.seed,
     )
@@ -509,6 +510,7 @@ def sfm_datasets(cfg: TrainConfig, data, val=None):
         window=d.window,
         stride=d.stride,
         frame_step=d.frame_step,
+        frame_step_max=d.frame_step_max,
         image_size=d.image_size,
         landmarks=d.landmarks,
     )

@@ -76,6 +76,47 @@ def test_frame_step_takes_every_kth_frame(small_seq):
         SequenceDataset([small_seq], window=3, frame_step=0)
 
 
+def test_varied_step_and_reversed_windows(small_seq):
+    """With augmentation, each sample draws its step from frame_step..frame_step_max and runs
+    backwards with probability ``reverse``; the draws are seeded per (epoch, sample), leave the
+    other augmentations as they were, and unaugmented samples keep frame_step in order."""
+    seq = load_sequence(small_seq)  # 8 frames
+    aug = AugmentConfig(reverse=0.5)
+    ds = SequenceDataset([small_seq], window=3, frame_step=1, frame_step_max=3, stride=1,
+                         augment=aug, landmarks=68, seed=5)
+    assert len(ds) == 2  # placed so that the longest span (7 frames) fits
+    seen_steps, seen_dirs = set(), set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            fr = s.frames.numpy()
+            d = np.diff(fr)
+            assert len(set(d)) == 1 and 1 <= abs(d[0]) <= 3
+            seen_steps.add(abs(int(d[0])))
+            seen_dirs.add(int(np.sign(d[0])))
+            assert fr.min() >= 0 and fr.max() < len(seq)
+            np.testing.assert_allclose(s.cam_T_world.numpy(), seq.cam_T_world[fr], atol=1e-5)
+    assert seen_steps == {1, 2, 3} and seen_dirs == {-1, 1}
+    ds.set_epoch(3)
+    a, b = ds[1], ds[1]
+    np.testing.assert_array_equal(a.frames.numpy(), b.frames.numpy())
+    np.testing.assert_array_equal(a.images.numpy(), b.images.numpy())
+    # the zoom/shift draws do not depend on the motion draws: same K as without them
+    plain = SequenceDataset([small_seq], window=3, frame_step=1, stride=1, augment=aug,
+                            landmarks=68, seed=5)
+    plain.set_epoch(3)
+    np.testing.assert_array_equal(plain[1].K.numpy(), a.K.numpy())
+    val = SequenceDataset([small_seq], window=3, frame_step=2, frame_step_max=3, stride=1,
+                          landmarks=68)
+    for i in range(len(val)):
+        assert np.all(np.diff(val[i].frames.numpy()) == 2)
+    with pytest.raises(InputError, match="frame_step_max"):
+        SequenceDataset([small_seq], window=3, frame_step=3, frame_step_max=2)
+    with pytest.raises(InputError, match="reverse"):
+        AugmentConfig(reverse=1.5)
+
+
 def _check_geometry(s, seq, frames, atol_px):
     """Landmarks projected with the sample's K and poses land on the sample's uv; the images
     show at those uv what the stored images show at the stored uv."""

@@ -92,3 +92,54 @@ def test_pitch_sweep():
 def test_bad_options_name_the_option(kwargs, word):
     with pytest.raises(InputError, match=word):
         make_trajectory(TrajectoryConfig(**kwargs), seed=0)
+
+
+def test_varied_trajectories_differ_per_sequence_and_stay_valid():
+    """--vary-trajectory: direction, range, speed, easing and pitch are drawn per sequence, so
+    two seeds give different paths; every path stays monotonic in yaw, within the configured
+    bounds, and keeps its frame count."""
+    from facesfm.render.trajectory import VARIED
+
+    cfg = TrajectoryConfig(**VARIED)
+    trs = [make_trajectory(cfg, seed=s) for s in range(40)]
+    assert {len(t) for t in trs} == {61}
+    rising = [np.all(np.diff(t.yaw_deg) > 0) for t in trs]
+    falling = [np.all(np.diff(t.yaw_deg) < 0) for t in trs]
+    assert all(r or f for r, f in zip(rising, falling))
+    assert 5 <= sum(rising) <= 35  # both directions occur
+    spans = np.array([np.ptp(t.yaw_deg) for t in trs])
+    assert spans.min() < 110 and spans.max() > 130 and spans.max() < 120 * 1.25 + 5
+    centres = np.array([np.mean([t.yaw_deg[0], t.yaw_deg[-1]]) for t in trs])
+    assert np.abs(centres).max() <= 10.0 + 1.0 and np.std(centres) > 2.0
+    pitch0 = np.array([t.pitch_deg[0] for t in trs])
+    pitch1 = np.array([t.pitch_deg[-1] for t in trs])
+    assert np.abs(pitch0).max() <= 8.0 and np.abs(pitch1).max() <= 8.0
+    assert np.std(pitch1 - pitch0) > 2.0
+    # eased sweeps are uneven: the middle steps are larger than the end steps on average
+    steps = np.stack([np.abs(np.diff(t.yaw_deg)) for t in trs])
+    assert steps[:, 25:35].mean() > 1.2 * steps[:, :5].mean()
+    # the cameras still look at the target (the origin) from the configured distance band
+    for t in trs[:5]:
+        C = camera_center(t.cam_T_world)
+        assert np.all(np.abs(np.linalg.norm(C, axis=1) - 500.0) <= 25.0 + 1e-9)
+        uv = project(K, transform(t.cam_T_world, np.zeros((1, 3))))
+        assert np.abs(uv[:, 0] - 191.5).max() < 1e-6
+
+
+def test_varied_trajectory_is_seeded_and_leaves_the_plain_sweep_alone():
+    from facesfm.render.trajectory import VARIED
+
+    cfg = TrajectoryConfig(**VARIED)
+    np.testing.assert_array_equal(make_trajectory(cfg, 3).cam_T_world,
+                                  make_trajectory(cfg, 3).cam_T_world)
+    plain = make_trajectory(TrajectoryConfig(), seed=3)
+    np.testing.assert_array_equal(plain.yaw_deg, sweep_yaws(TrajectoryConfig()))
+    fall = make_trajectory(TrajectoryConfig(direction="falling"), seed=3)
+    np.testing.assert_array_equal(fall.yaw_deg, plain.yaw_deg[::-1])
+
+
+@pytest.mark.parametrize("bad", [{"direction": "sideways"}, {"speed_jitter": 1.0},
+                                 {"ease": 1.0}, {"yaw_shift": -1.0}, {"pitch_spread": -2.0}])
+def test_variation_options_are_checked(bad):
+    with pytest.raises(InputError, match=next(iter(bad))):
+        TrajectoryConfig(**bad)

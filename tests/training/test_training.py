@@ -197,10 +197,11 @@ def test_resume_after_a_kill_is_bit_identical_landmarks(tiny_data, tmp_path):
 
 
 def test_resume_is_bit_identical_sfm_with_ba(tiny_data, tmp_path):
+    # with the cosine schedule and reversed windows: both are functions of the step/seed only
     over = {
-        "optim": {"max_steps": 4},
+        "optim": {"max_steps": 4, "lr_schedule": "cosine"},
         "ckpt_every": 1,
-        "data": {"val_samples": 1},
+        "data": {"val_samples": 1, "reverse": 0.5},
         "sfm": {"landmark_source": "gt"},
     }
     cfg = preset_config("tiny", over)
@@ -217,6 +218,20 @@ def test_resume_is_bit_identical_sfm_with_ba(tiny_data, tmp_path):
     val = full.val_metrics
     for k in ("depth_abs_rel", "depth_mm", "rot_err_deg", "rot_err_learned_deg"):
         assert k in val and val[k] == val[k]  # present and not NaN
+
+
+def test_cosine_schedule_falls_from_lr_to_zero():
+    from facesfm.training.config import OptimConfig
+    from facesfm.training.loop import learning_rate
+
+    o = OptimConfig(lr=1e-3, lr_schedule="cosine")
+    lrs = [learning_rate(o, s, 10) for s in range(11)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5e-4)
+    assert lrs[10] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert learning_rate(OptimConfig(lr=1e-3), 7, 10) == 1e-3
+    with pytest.raises(InputError, match="lr_schedule"):
+        OptimConfig(lr_schedule="step")
 
 
 def test_resume_refuses_a_different_config_and_fresh_runs_refuse_to_clobber(tiny_data, tmp_path):
