@@ -13,7 +13,9 @@ of that source's model, so a detector only fits faces of its own model):
 * ``builtin``: trained on renders of the built-in head (no data files needed; the demo);
 * ``ict``: trained on renders of ICT-FaceKit faces (the paper's setting).
 
-The stage-2 depth and pose networks are not shipped yet (see the card's ``not_shipped``).
+and the stage-2 depth and pose networks (``sfm_ict.pt``), trained without 3D supervision on
+renders of ICT-FaceKit faces with the BA layer on; used by ``facesfm solve --checkpoint``
+(:func:`shipped_sfm_checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from pathlib import Path
 
 from facesfm.errors import InputError
 
-__all__ = ["CARD_PATH", "WEIGHTS_DIR", "model_card", "shipped_landmark_checkpoint"]
+__all__ = [
+    "CARD_PATH",
+    "WEIGHTS_DIR",
+    "model_card",
+    "shipped_landmark_checkpoint",
+    "shipped_sfm_checkpoint",
+]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "assets" / "weights"
 CARD_PATH = WEIGHTS_DIR / "card.json"
@@ -42,6 +50,19 @@ def shipped_landmark_checkpoint(face: str = "builtin") -> Path:
     if face not in FACE_SOURCES:
         raise InputError(f"no shipped detector for faces {face!r}; choose one of {FACE_SOURCES}")
     path = WEIGHTS_DIR / model_card()["landmarks"][face]["file"]
+    if not path.is_file():
+        raise InputError(f"shipped weights missing: {path} (a broken install?)")
+    return path
+
+
+def shipped_sfm_checkpoint(face: str = "ict") -> Path:
+    """Path of the shipped depth and pose networks trained on faces of ``face`` (only "ict");
+    InputError when this install ships none."""
+    entries = model_card().get("sfm", {})
+    if face not in entries:
+        raise InputError(f"no shipped depth/pose networks for faces {face!r} "
+                         f"(shipped: {sorted(entries) or 'none'})")
+    path = WEIGHTS_DIR / entries[face]["file"]
     if not path.is_file():
         raise InputError(f"shipped weights missing: {path} (a broken install?)")
     return path

@@ -8,7 +8,12 @@ import torch
 
 from facesfm.eval.detector import HeldOut, detector_errors, render_held_out
 from facesfm.training.checkpoint import load_checkpoint
-from facesfm.weights import WEIGHTS_DIR, model_card, shipped_landmark_checkpoint
+from facesfm.weights import (
+    WEIGHTS_DIR,
+    model_card,
+    shipped_landmark_checkpoint,
+    shipped_sfm_checkpoint,
+)
 
 MAX_SIZE_MB = 20.0
 
@@ -46,12 +51,40 @@ def test_shipped_ict_detector_matches_its_card(tmp_path, ict_dir):
     assert m["lm_mean_px"] < 10.0 and m["vis_f1"] > 0.85
 
 
+def test_shipped_depth_and_pose_networks_match_their_card(tmp_path, ict_dir):
+    """The stage-2 networks on freshly rendered held-out ICT faces (varied trajectories): the
+    depth and PoseNet rotation errors are within 10% of the card, and the depth beats a flat
+    map under the same protocol (a trained network, not a placeholder)."""
+    from facesfm.eval.sfm_nets import sfm_errors
+
+    card = model_card()
+    assert "sfm" in card, "no depth/pose networks in the card"
+    entry = card["sfm"]["ict"]
+    ref = entry["test"]["metrics"]
+    spec = HeldOut(**entry["test"]["protocol"])
+    assert spec.seed not in {entry["data"]["train"]["master_seed"],
+                             entry["data"]["val"]["master_seed"]}
+    data = render_held_out(spec, tmp_path / "sfm", ict_dir=ict_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    try:
+        m = sfm_errors(shipped_sfm_checkpoint("ict"), data)
+    finally:
+        torch.set_num_threads(threads)
+    assert m["frames"] == spec.subjects * spec.frames
+    assert m["depth_mm"] <= 1.1 * ref["depth_mm"], (m, ref)
+    assert m["depth_abs_rel"] <= 1.1 * ref["depth_abs_rel"], (m, ref)
+    assert m["pose_pair_rot_deg"] <= 1.1 * ref["pose_pair_rot_deg"], (m, ref)
+    assert m["depth_mm"] < m["flat_depth_mm"], m
+
+
 def test_shipped_files_are_inference_only_and_small():
     card = model_card()
     total = 0
-    for face, entry in card["landmarks"].items():
-        path = shipped_landmark_checkpoint(face)
-        ck = load_checkpoint(path, stage="landmarks")
+    parts = [(shipped_landmark_checkpoint(f), "landmarks", e) for f, e in card["landmarks"].items()]
+    parts += [(shipped_sfm_checkpoint(f), "sfm", e) for f, e in card.get("sfm", {}).items()]
+    for path, stage, entry in parts:
+        ck = load_checkpoint(path, stage=stage)
         assert ck["optimizer"] is None and "rng" not in ck
         # loads without unpickling arbitrary objects
         torch.load(path, map_location="cpu", weights_only=True)

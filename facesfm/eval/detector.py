@@ -20,13 +20,15 @@ __all__ = ["HeldOut", "detector_errors", "render_held_out"]
 @dataclass(frozen=True)
 class HeldOut:
     """A held-out set: ``subjects`` faces of ``face`` ("builtin" or "ict") from master seed
-    ``seed`` (never a training seed), ``frames`` frames each over yaw -60..60, ``size`` px."""
+    ``seed`` (never a training seed), ``frames`` frames each over yaw -60..60, ``size`` px;
+    ``vary``: each sequence with its own trajectory (``facesfm render --vary-trajectory``)."""
 
     face: str
     seed: int
     subjects: int
     frames: int
     size: int = 384
+    vary: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,7 +41,7 @@ def render_held_out(spec: HeldOut, out: str | Path, ict_dir=None, workers: int =
 
     cfg = build_batch_config(faces=spec.face, subjects=spec.subjects, seed=spec.seed,
                              frames=spec.frames, size=str(spec.size), workers=workers,
-                             ict_dir=ict_dir)
+                             ict_dir=ict_dir, vary_trajectory=spec.vary or None)
     render_batch(cfg, out, overwrite=True, progress=progress, echo=lambda *a, **k: None)
     return Path(out)
 

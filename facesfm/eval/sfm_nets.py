@@ -8,8 +8,10 @@ resolution, resized back to the frame) and every consecutive pair through
   is unobservable), in mm and relative, averaged over frames
   (:func:`facesfm.training.metrics.depth_errors`); beside it, the same error of a flat depth
   (a constant map), the figure an untrained network scores;
-* pose: the rotation error of each consecutive relative pose (degrees), and of the chained
-  poses relative to frame 0, averaged over frames.
+* pose: the rotation error of PoseNet's relative pose between consecutive frames of the set
+  (so render the set with the spacing the network was trained on, e.g. 11 frames over 120
+  degrees for pairs 12 degrees apart), and of the chained poses relative to frame 0, averaged
+  over frames.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
         n = len(seq)
         dep.append((depth_errors(pred, gt, mask), n))
         flat.append((depth_errors(torch.ones_like(gt), gt, mask), n))
-        est = run_poses(nets, images)
+        est = run_poses(nets, images, step=1)  # the set's own frame spacing
         pair.append(_pair_rotation_errors(est, seq.cam_T_world))
         chain.append(relative_rotation_errors(torch.from_numpy(est),
                                               torch.from_numpy(seq.cam_T_world)).numpy())

@@ -36,6 +36,7 @@ class Networks:
     landmark_size: tuple[int, int] | None
     sfm_size: tuple[int, int] | None
     landmark_crop: float | None = None  # face-crop refinement margin (None: one pass)
+    pose_step: int = 1  # frames apart of the pairs PoseNet was trained on (data.frame_step)
 
 
 def _load(path, stage: str):
@@ -64,13 +65,19 @@ def _restore(net, state, path, what):
 
 def recorded_detector(checkpoint) -> Path | None:
     """The landmark checkpoint an sfm checkpoint was trained with (``extra.landmarks_ckpt``,
-    written by ``facesfm train sfm``), if recorded and still on disk; else None."""
+    written by ``facesfm train sfm``; a relative path is looked up beside ``checkpoint`` first,
+    as the shipped weights record it, then from the working directory), if recorded and on disk; else None."""
     from facesfm.training.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint, stage="sfm")
     rec = (ck.get("extra") or {}).get("landmarks_ckpt")
-    if rec and Path(rec).is_file():
-        return Path(rec)
+    if not rec:
+        return None
+    rec = Path(rec)
+    cands = [rec] if rec.is_absolute() else [Path(checkpoint).parent / rec, rec]
+    for cand in cands:
+        if cand.is_file():
+            return cand
     return None
 
 
@@ -80,6 +87,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
     it is missing, unreadable, of the wrong stage or its weights do not fit."""
     lm = dp = ps = None
     lsize = ssize = crop = None
+    step = 1
     if landmark_checkpoint is not None:
         from facesfm.training.landmarks import build_landmark_net
 
@@ -96,7 +104,8 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
         nets = nets.to(device)
         dp, ps = nets.depth, nets.pose
         ssize = (cfg.data.image_size, cfg.data.image_size)
-    return Networks(lm, dp, ps, lsize, ssize, crop)
+        step = cfg.data.frame_step
+    return Networks(lm, dp, ps, lsize, ssize, crop, step)
 
 
 def _batch(images: np.ndarray, size: tuple[int, int], device) -> torch.Tensor:
@@ -153,14 +162,34 @@ def run_depth(nets: Networks, images: np.ndarray, batch: int = 4) -> np.ndarray:
 
 
 @torch.no_grad()
-def run_poses(nets: Networks, images: np.ndarray, batch: int = 8) -> np.ndarray:
-    """(F, 4, 4) float64 cam_T_world (world = frame 0's camera) from consecutive motions."""
+def run_poses(nets: Networks, images: np.ndarray, batch: int = 8,
+              step: int | None = None) -> np.ndarray:
+    """(F, 4, 4) float64 cam_T_world (world = frame 0's camera) from PoseNet's relative poses.
+
+    PoseNet is run on the motions it was trained on: keyframes ``step`` frames apart (default
+    ``nets.pose_step``, the checkpoint's ``data.frame_step``) are chained pair by pair, and
+    every frame between two keyframes is placed by PoseNet from the keyframe before it. With
+    step 1 every frame is a keyframe (consecutive pairs chained).
+    """
     from facesfm.training.sfm import chain_poses
 
+    step = max(1, int(step or nets.pose_step))
     dev = _param(nets.pose).device
     x = _batch(images, nets.sfm_size, dev)
-    rel = []
-    for i in range(0, len(images) - 1, batch):
-        j = min(i + batch, len(images) - 1)
-        rel.append(nets.pose(x[i:j], x[i + 1:j + 1]).src_T_tgt)
-    return chain_poses(torch.cat(rel)[None].double())[0].cpu().numpy()
+    F = len(images)
+
+    def motions(tgt: list[int], src: list[int]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(tgt), batch):
+            t, s = tgt[i:i + batch], src[i:i + batch]
+            out.append(nets.pose(x[t], x[s]).src_T_tgt.double())
+        return torch.cat(out) if out else torch.zeros(0, 4, 4, dtype=torch.float64)
+
+    keys = list(range(0, F, step))
+    T = torch.zeros(F, 4, 4, dtype=torch.float64)
+    T[keys] = chain_poses(motions(keys[:-1], keys[1:])[None])[0].cpu()
+    rest = [j for j in range(F) if j % step]
+    if rest:
+        base = [j - j % step for j in rest]
+        T[rest] = motions(base, rest).cpu() @ T[base]
+    return T.numpy()

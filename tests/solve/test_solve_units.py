@@ -172,6 +172,18 @@ def test_learned_stages_plumbing(tmp_path, seq9):
     with torch.no_grad():
         rel = sfm.pose(x[1:2], x[2:3]).src_T_tgt[0].double().numpy()
     np.testing.assert_allclose(T[2], rel @ T[1], atol=1e-5)
+    # at a step of 2 (the network trained on pairs 2 frames apart): keyframes 0, 2 chained,
+    # frames 1 and 3 placed from the keyframe before them
+    T2 = run_poses(nets, images, step=2)
+    def m(a, b):
+        with torch.no_grad():
+            return sfm.pose(x[a:a + 1], x[b:b + 1]).src_T_tgt[0].double().numpy()
+
+    np.testing.assert_array_equal(T2[0], np.eye(4))
+    np.testing.assert_allclose(T2[2], m(0, 2), atol=1e-5)
+    np.testing.assert_allclose(T2[1], m(0, 1), atol=1e-5)
+    np.testing.assert_allclose(T2[3], m(2, 3) @ T2[2], atol=1e-5)
+    assert nets.pose_step == cfg.data.frame_step
 
 
 def test_poisson_and_tsdf_meshes_of_gt_depth(seq9):
