@@ -153,10 +153,11 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--checkpoint", type=click.Path(), default=None,
-              help="Stage-2 (sfm) training checkpoint: depth and pose networks.")
+              help="Stage-2 (sfm) training checkpoint: depth and pose networks; 'ict' = the "
+                   "shipped ones (trained on ICT-FaceKit faces).")
 @click.option("--landmark-checkpoint", type=click.Path(), default=None,
-              help="Stage-1 (landmarks) training checkpoint: the landmark detector "
-                   "[default: the one recorded in --checkpoint].")
+              help="Stage-1 (landmarks) training checkpoint: the landmark detector; 'ict' or "
+                   "'builtin' = a shipped one [default: the one recorded in --checkpoint].")
 @click.option("--oracle-landmarks", is_flag=True,
               help="Landmarks from the sequence's landmarks.npz instead of the network.")
 @click.option("--oracle-depth", is_flag=True,

@@ -29,6 +29,7 @@ __all__ = [
     "CARD_PATH",
     "WEIGHTS_DIR",
     "model_card",
+    "resolve_weights",
     "shipped_landmark_checkpoint",
     "shipped_sfm_checkpoint",
 ]
@@ -66,3 +67,20 @@ def shipped_sfm_checkpoint(face: str = "ict") -> Path:
     if not path.is_file():
         raise InputError(f"shipped weights missing: {path} (a broken install?)")
     return path
+
+
+def resolve_weights(value: str | Path | None, stage: str) -> str | None:
+    """A checkpoint option as given on the command line: a path, or the name of shipped
+    weights ("ict" or "builtin" for a landmark detector, "ict" for the depth/pose networks of
+    ``stage`` "sfm"). A path that exists wins over a name; anything else is returned as given
+    (so the loader's missing-file error names it)."""
+    if value is None:
+        return None
+    if Path(value).is_file():
+        return str(value)
+    name = str(value)
+    if stage == "landmarks" and name in FACE_SOURCES:
+        return str(shipped_landmark_checkpoint(name))
+    if stage == "sfm" and name in model_card().get("sfm", {}):
+        return str(shipped_sfm_checkpoint(name))
+    return str(value)

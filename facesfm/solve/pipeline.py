@@ -720,24 +720,27 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         _need_sequence(frames, "--oracle-depth")
     if cfg.poses_init in ("gt", "gt-perturbed"):
         _need_sequence(frames, f"--poses-init {cfg.poses_init}")
+    from facesfm.weights import resolve_weights
+
     nets = None
-    lm_ckpt = cfg.landmark_checkpoint
-    if not cfg.oracle_landmarks and lm_ckpt is None and cfg.checkpoint is not None:
+    sfm_ckpt = resolve_weights(cfg.checkpoint, "sfm")  # a path, or "ict" = shipped
+    lm_ckpt = resolve_weights(cfg.landmark_checkpoint, "landmarks")
+    if not cfg.oracle_landmarks and lm_ckpt is None and sfm_ckpt is not None:
         from facesfm.solve.learned import recorded_detector
 
-        lm_ckpt = recorded_detector(cfg.checkpoint)  # the detector the sfm stage used
+        lm_ckpt = recorded_detector(sfm_ckpt)  # the detector the sfm stage used
     if not cfg.oracle_landmarks and lm_ckpt is None:
         raise InputError("no --landmark-checkpoint given: the landmark detector needs a trained "
                          "network (or use --oracle-landmarks with a sequence folder)")
-    if cfg.needs_sfm_networks and cfg.checkpoint is None:
+    if cfg.needs_sfm_networks and sfm_ckpt is None:
         raise InputError("no --checkpoint given: the depth/pose networks need a trained sfm "
                          "checkpoint (or use --depth landmarks and --poses-init landmarks; "
                          "or --oracle-depth and --poses-init gt|gt-perturbed with a sequence "
                          "folder)")
-    if cfg.checkpoint is not None or lm_ckpt is not None:
+    if sfm_ckpt is not None or lm_ckpt is not None:
         from facesfm.solve.learned import load_networks
 
-        nets = load_networks(cfg.checkpoint if cfg.needs_sfm_networks else None,
+        nets = load_networks(sfm_ckpt if cfg.needs_sfm_networks else None,
                              None if cfg.oracle_landmarks else lm_ckpt, cfg.device)
     lap("load")
 

@@ -11,6 +11,7 @@ and the optional peers in :mod:`facesfm.solvers.colmap_baseline`,
 use, since they need optional packages).
 """
 
+from facesfm.solvers.covariance import pose_covariance, rotation_std_deg
 from facesfm.solvers.lm import BackwardMode, HessianProducts, LMSolver
 from facesfm.solvers.problem import (
     AllPairs,
@@ -57,6 +58,8 @@ __all__ = [
     "Window",
     "gauge_free_mask",
     "linearize",
+    "pose_covariance",
+    "rotation_std_deg",
     "solve",
 ]
 
