@@ -221,6 +221,7 @@ def _sfm_markdown(e: dict) -> list[str]:
     c = e["config"]
     d = e["data"]
     ba = c["sfm"]["ba"]
+    pose_useless = False
     out = [
         f"## `{e['file']}` (depth and pose networks, ICT faces, {e['bytes'] / 1e6:.2f} MB)",
         "",
@@ -238,8 +239,8 @@ def _sfm_markdown(e: dict) -> list[str]:
         f" betas {c['optim']['betas']}, batch {c['optim']['batch_size']}, seed {c['seed']}.",
         "",
         "| set | seed | faces x frames | depth mm | depth abs rel | flat depth mm "
-        "| PoseNet pair rotation (deg) | chained rotation (deg) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| PoseNet pair rotation (deg) | GT pair motion (deg) | chained rotation (deg) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key in ("test", "held_out"):
         if key not in e:
@@ -247,7 +248,10 @@ def _sfm_markdown(e: dict) -> list[str]:
         s, m = e[key]["protocol"], e[key]["metrics"]
         out.append(f"| {key} | {s['seed']} | {s['subjects']} x {s['frames']} "
                    f"| {m['depth_mm']:.2f} | {m['depth_abs_rel']:.4f} | {m['flat_depth_mm']:.2f} "
-                   f"| {m['pose_pair_rot_deg']:.2f} | {m['pose_chain_rot_deg']:.2f} |")
+                   f"| {m['pose_pair_rot_deg']:.2f} | {m['gt_pair_rot_deg']:.2f} "
+                   f"| {m['pose_chain_rot_deg']:.2f} |")
+        if m["pose_pair_rot_deg"] >= 0.8 * m["gt_pair_rot_deg"]:
+            pose_useless = True
     out += [
         "",
         "Sets rendered with seeds never used in training, 384x384, focal 500 px, each sequence "
@@ -258,6 +262,11 @@ def _sfm_markdown(e: dict) -> list[str]:
         "(`facesfm.eval.sfm_nets`).",
         "",
     ]
+    if pose_useless:
+        out += ["**PoseNet has not learned the motion**: its pair error is about the GT motion "
+                "itself, i.e. no better than predicting no motion. Use the landmark "
+                "factorisation + BA for poses (`facesfm solve --poses-init landmarks`); the "
+                "depth network is the useful part of this checkpoint.", ""]
     return out
 
 

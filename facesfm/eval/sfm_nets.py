@@ -44,7 +44,9 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
     Returns ``depth_mm``, ``depth_abs_rel`` (median-scaled, face pixels), ``flat_depth_mm``,
     ``flat_depth_abs_rel`` (a constant depth, same protocol), ``pose_pair_rot_deg`` (mean over
     consecutive pairs), ``pose_chain_rot_deg`` (mean over frames 1.. of the chained poses
-    relative to frame 0) and the counts of sequences and frames.
+    relative to frame 0), ``gt_pair_rot_deg`` (the mean GT rotation between consecutive frames:
+    the pair error of a network that predicts no motion) and the counts of sequences and
+    frames.
     """
     from facesfm.data.dataset import find_sequences
     from facesfm.data.format import load_sequence
@@ -52,7 +54,7 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
     from facesfm.training.metrics import depth_errors, relative_rotation_errors
 
     nets = load_networks(checkpoint=checkpoint)
-    dep, flat, pair, chain = [], [], [], []
+    dep, flat, pair, chain, motion = [], [], [], [], []
     frames = 0
     seqs = find_sequences(data)
     for path in seqs:
@@ -66,6 +68,8 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
         flat.append((depth_errors(torch.ones_like(gt), gt, mask), n))
         est = run_poses(nets, images, step=1)  # the set's own frame spacing
         pair.append(_pair_rotation_errors(est, seq.cam_T_world))
+        still = np.broadcast_to(np.eye(4), seq.cam_T_world.shape)
+        motion.append(_pair_rotation_errors(still, seq.cam_T_world))  # GT motion per pair
         chain.append(relative_rotation_errors(torch.from_numpy(est),
                                               torch.from_numpy(seq.cam_T_world)).numpy())
         frames += n
@@ -80,6 +84,7 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
         "flat_depth_abs_rel": wmean(flat, "depth_abs_rel"),
         "pose_pair_rot_deg": float(np.concatenate(pair).mean()),
         "pose_chain_rot_deg": float(np.concatenate(chain).mean()),
+        "gt_pair_rot_deg": float(np.concatenate(motion).mean()),
         "sequences": len(seqs),
         "frames": frames,
     }
