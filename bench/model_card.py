@@ -222,14 +222,14 @@ def _sfm_markdown(e: dict) -> list[str]:
     d = e["data"]
     ba = c["sfm"]["ba"]
     pose_useless = False
+    layer = (f"on ({ba['parameterization']}, start {ba['init']})" if ba["enabled"] else "off")
     out = [
         f"## `{e['file']}` (depth and pose networks, ICT faces, {e['bytes'] / 1e6:.2f} MB)",
         "",
         f"- Networks: DepthNet channels {c['sfm']['depth_channels']}, PoseNet channels "
         f"{c['sfm']['pose_channels']}, input {c['data']['image_size']} px; trained without 3D "
         f"supervision (ablation `{c['sfm']['ablation']}`, BA layer "
-        f"{'on (' + ba['parameterization'] + ', start ' + ba['init'] + ')' if ba['enabled'] else 'off'}"
-        f") with the frozen detector `{e['detector']}`.",
+        f"{layer}) with the frozen detector `{e['detector']}`.",
         f"- Samples: windows of {c['data']['window']} frames, {c['data']['frame_step']}.."
         f"{c['data'].get('frame_step_max') or c['data']['frame_step']} frames apart, reversed "
         f"with probability {c['data'].get('reverse', 0)}, {c['data']['landmarks']} landmarks.",

@@ -3,7 +3,6 @@ held-out faces (the card's ``test`` protocol: seeds never used in training)."""
 
 import os
 
-import pytest
 import torch
 
 from facesfm.eval.detector import HeldOut, detector_errors, render_held_out

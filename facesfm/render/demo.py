@@ -2,8 +2,9 @@
 the shipped weights, and print how close the result is to the ground truth.
 
 Needs no shared data: the face comes from :class:`facesfm.faces.builtin.BuiltinFaceModel` and
-the landmark detector is the shipped built-in one (:mod:`facesfm.weights`). The stage-2 depth
-and pose networks are not shipped yet, so the solve runs on the detector alone: initial poses
+the landmark detector is the shipped built-in one (:mod:`facesfm.weights`). The shipped depth
+and pose networks were trained on ICT-FaceKit faces only (and the detector-only path is the
+more accurate one on held-out faces today), so the solve runs on the detector alone: initial poses
 from a factorisation of the detected landmark tracks, a classical bundle adjustment of poses
 and landmark points, and depth maps interpolated from the adjusted landmarks
 (``facesfm solve --poses-init landmarks --depth landmarks``).

@@ -66,7 +66,8 @@ def _restore(net, state, path, what):
 def recorded_detector(checkpoint) -> Path | None:
     """The landmark checkpoint an sfm checkpoint was trained with (``extra.landmarks_ckpt``,
     written by ``facesfm train sfm``; a relative path is looked up beside ``checkpoint`` first,
-    as the shipped weights record it, then from the working directory), if recorded and on disk; else None."""
+    as the shipped weights record it, then from the working directory), if recorded and on
+    disk; else None."""
     from facesfm.training.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint, stage="sfm")
