@@ -184,6 +184,9 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--ba/--no-ba", default=None, help="Run the bundle adjustment [default: on].")
 @click.option("--mesh-method", type=click.Choice(["tsdf", "poisson"]), default=None,
               help="Surface reconstruction [default: tsdf].")
+@click.option("--consistent-views", type=int, default=None,
+              help="Fuse only pixels that this many of the 8 frames on each side see within "
+                   "1 mm of their own depth (fewer, more accurate points) [default: 0, off].")
 @click.option("--config", "config", type=click.Path(), default=None,
               help="YAML SolveConfig; options given here override it.")
 @click.option("--no-html", is_flag=True, help="Skip report.html.")

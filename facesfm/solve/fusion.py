@@ -64,6 +64,13 @@ class FusionConfig:
                         uniform over the cloud's bounding cube; voxels grow past the cap).
     poisson_depth:      octree depth of Poisson reconstruction.
     poisson_trim_quantile: drop Poisson vertices whose density is below this quantile.
+    consistent_views:   multi-view consistency filter (0: off): keep a pixel only when at least
+                        this many of the ``consistency_window`` frames before and after it see
+                        its 3D point within ``consistency_mm`` of their own (scaled) depth,
+                        inside their mask (:func:`consistent_masks`). It trades completeness
+                        for accuracy, so it is off by default.
+    consistency_window: frames on each side checked by the filter.
+    consistency_mm:     depth agreement tolerance of the filter.
     """
 
     pixel_stride: int = 1
@@ -77,8 +84,18 @@ class FusionConfig:
     tsdf_max_resolution: int = 320
     poisson_depth: int = 8
     poisson_trim_quantile: float = 0.05
+    consistent_views: int = 0
+    consistency_window: int = 8
+    consistency_mm: float = 1.0
 
     def __post_init__(self):
+        if self.consistent_views < 0 or self.consistency_window < 1 or \
+                not self.consistency_mm > 0:
+            raise InputError("fusion: consistent_views must be >= 0, consistency_window >= 1 "
+                             "and consistency_mm > 0")
+        if self.consistent_views > 2 * self.consistency_window:
+            raise InputError(f"fusion: consistent_views={self.consistent_views} exceeds the "
+                             f"{2 * self.consistency_window} frames the window checks")
         if self.mesh_method not in MESH_METHODS:
             raise InputError(f"fusion: mesh_method={self.mesh_method!r} is not one of "
                              f"{list(MESH_METHODS)}")
@@ -221,6 +238,48 @@ def _check_frames(images, depth, mask, K, cam_T_world, scale):
     if scale.shape != (F,) or not np.all(scale > 0):
         raise ValueError(f"scale must be ({F},) positive, got {scale.shape}")
     return scale
+
+
+def consistent_masks(depth: np.ndarray, mask: np.ndarray, K: np.ndarray,
+                     cam_T_world: np.ndarray, scale: np.ndarray | None = None,
+                     views: int = 4, window: int = 8, tol_mm: float = 1.0) -> np.ndarray:
+    """Multi-view geometric consistency of masked depth maps (the check of MVS depth fusion).
+
+    A pixel of frame f back-projects (depth x scale) to a world point; each frame g with
+    0 < |g - f| <= ``window`` projects it, and counts as agreeing when the point lands inside
+    g's mask in front of the camera and g's scaled depth at the nearest pixel is within
+    ``tol_mm`` of the point's depth in g. Returns the (F, H, W) masks with only the pixels that
+    at least ``views`` frames agree with.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    F, H, W = depth.shape
+    scale = np.ones(F) if scale is None else np.asarray(scale, dtype=np.float64)
+    out = np.zeros_like(mask)
+    for f in range(F):
+        X, _, rc = depth_to_points(depth[f] * scale[f], K, mask[f], 1)
+        if len(X) == 0:
+            continue
+        R, t = cam_T_world[f, :3, :3], cam_T_world[f, :3, 3]
+        Pw = (X - t) @ R
+        count = np.zeros(len(Pw), dtype=np.int64)
+        for g in range(max(0, f - window), min(F, f + window + 1)):
+            if g == f:
+                continue
+            Xg = Pw @ cam_T_world[g, :3, :3].T + cam_T_world[g, :3, 3]
+            z = Xg[:, 2]
+            front = z > 1e-6
+            zs = np.where(front, z, 1.0)
+            u = np.rint(K[0, 0] * Xg[:, 0] / zs + K[0, 2]).astype(np.int64)
+            v = np.rint(K[1, 1] * Xg[:, 1] / zs + K[1, 2]).astype(np.int64)
+            ok = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+            agree = np.zeros(len(z), dtype=bool)
+            uo, vo = u[ok], v[ok]
+            agree[ok] = mask[g][vo, uo] & (np.abs(depth[g][vo, uo] * scale[g] - z[ok]) < tol_mm)
+            count += agree
+        keep = count >= views
+        out[f][rc[keep, 0], rc[keep, 1]] = True
+    return out
 
 
 def fuse_depth_maps(images: np.ndarray, depth: np.ndarray, mask: np.ndarray | None,

@@ -834,9 +834,19 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         X1 = landmark_points(used.K, lm, dm.depth, ba.poses, scale)
     rep0 = reprojection_errors(used.K, lm, X0, poses0)
     rep1 = reprojection_errors(used.K, lm, X1, ba.poses)
-    cloud = fuse_depth_maps(used.images, dm.depth, dm.mask, used.K, ba.poses, scale, cfg.fusion)
+    fmask = dm.mask
+    if cfg.fusion.consistent_views > 0:
+        from facesfm.solve.fusion import consistent_masks
+
+        fmask = consistent_masks(dm.depth, dm.mask, used.K, ba.poses, scale,
+                                 cfg.fusion.consistent_views, cfg.fusion.consistency_window,
+                                 cfg.fusion.consistency_mm)
+        if not fmask.any():
+            raise InputError(f"fusion: no pixel is seen consistently by "
+                             f"{cfg.fusion.consistent_views} frames (--consistent-views)")
+    cloud = fuse_depth_maps(used.images, dm.depth, fmask, used.K, ba.poses, scale, cfg.fusion)
     lap("fusion")
-    mesh = mesh_from_depth(used.images, dm.depth, dm.mask, used.K, ba.poses, scale, cloud,
+    mesh = mesh_from_depth(used.images, dm.depth, fmask, used.K, ba.poses, scale, cloud,
                            cfg.fusion)
     lap("mesh")
     res = SolveResult(used, keep, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
@@ -926,7 +936,7 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     """SolveConfig from defaults, then the YAML file ``config``, then the command-line
     ``options`` that are not None/False: checkpoint, landmark_checkpoint, oracle_landmarks,
     oracle_depth, depth, oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool),
-    ba_parameterization, mesh_method."""
+    ba_parameterization, mesh_method, consistent_views."""
     from facesfm.config import from_dict, load_yaml, to_dict
 
     base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
@@ -934,7 +944,7 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
                "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
-               "ba_parameterization", "mesh_method"}
+               "ba_parameterization", "mesh_method", "consistent_views"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
     for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks"):
@@ -968,4 +978,6 @@ def build_solve_config(config=None, **options) -> SolveConfig:
         d["ba"]["enabled"] = bool(options["ba"])
     if "mesh_method" in o:
         d["fusion"]["mesh_method"] = o["mesh_method"]
+    if "consistent_views" in o:
+        d["fusion"]["consistent_views"] = o["consistent_views"]
     return from_dict(SolveConfig, d, str(config) if config is not None else "options")

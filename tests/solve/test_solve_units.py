@@ -74,6 +74,38 @@ def test_fusion_of_a_plane_seen_twice(tmp_path):
         fuse_depth_maps(images, depth, None, K, poses, scale=np.array([1.0, -1.0]))
 
 
+def test_consistency_filter_keeps_what_other_views_confirm():
+    """Five cameras 1 pixel footprint apart over the plane z = 0: every pixel whose point the
+    neighbours see at their own depth is kept; a 4x4 patch of frame 2 pushed 5 mm off the plane
+    is dropped (no other view agrees), and so are pixels no other view sees; a per-frame depth
+    scale is applied before comparing."""
+    from facesfm.solve.fusion import FusionConfig, consistent_masks
+
+    K = intrinsics(80.0, 32, 32)  # 3.75 mm per pixel at 300 mm
+    xs = 3.75 * np.arange(-2, 3)
+    poses = np.stack([look_at(np.array([x, 0.0, 300.0]), np.array([x, 0.0, 0.0])) for x in xs])
+    depth = np.full((5, 32, 32), 300.0, np.float32)
+    mask = np.ones((5, 32, 32), bool)
+    depth[2, 10:14, 10:14] = 305.0
+    keep = consistent_masks(depth, mask, K, poses, views=2, window=2, tol_mm=1.0)
+    assert not keep[2, 10:14, 10:14].any()
+    assert keep[2, 20:24, 10:14].all() and keep[2, :, 2:30].sum() == 32 * 28 - 16
+    # frame 0 (camera 2 px to the left of frame 2): its two left columns are seen by one
+    # neighbour at most, and its view of the corrupted patch (columns 12:16) gets one vote
+    assert not keep[0, :, :2].any() and not keep[0, 10:14, 12:16].any()
+    assert keep[0, :10, 2:].all() and keep[0, 14:, 2:].all()
+    # the patch costs frame 3's view of it (columns 9:13) one of its three votes
+    keep3 = consistent_masks(depth, mask, K, poses, views=3, window=2, tol_mm=1.0)
+    assert not keep3[3, 10:14, 9:13].any() and keep3[3, 20:24, 9:13].all()
+    assert not keep3[0].any()  # two neighbours only
+    # scaled depth: frame 4 at scale 1.1 no longer agrees with anyone
+    scaled = consistent_masks(depth, mask, K, poses, np.array([1, 1, 1, 1, 1.1]), views=1,
+                              window=2, tol_mm=1.0)
+    assert not scaled[4].any() and scaled[3, 20:24, 10:14].all()
+    with pytest.raises(InputError, match="consistent_views"):
+        FusionConfig(consistent_views=20, consistency_window=8)
+
+
 def test_hull_masks():
     uv = np.array([[[10.0, 5.0], [30.0, 5.0], [30.0, 25.0], [10.0, 25.0], [0.0, 0.0]]])
     w = np.array([[1.0, 1.0, 1.0, 1.0, 0.0]])
