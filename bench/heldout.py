@@ -45,18 +45,32 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_FULL_MM = "4.26 (Stirling) / 7.09 (FaceScape)"
 
 
-def _methods(ckpt: Path, sfm: Path | None):
+#: method key -> table label
+LABELS = {
+    "full": "ours, full",
+    "no_ba": "ours, without BA",
+    "detector": "ours, detector only",
+    "detector_cv4": "ours, detector only, --consistent-views 4",
+    "tk68": "factorisation, 68 landmarks",
+}
+DEFAULT_METHODS = ("full", "no_ba", "detector", "tk68")
+
+
+def _methods(ckpt: Path, sfm: Path | None, keys) -> dict:
+    from facesfm.solve.fusion import FusionConfig
     from facesfm.solve.pipeline import BAConfig, SolveConfig
 
     base = SolveConfig(landmark_checkpoint=str(ckpt), poses_init="landmarks", depth="landmarks")
-    out = {}
+    cfgs = {
+        "detector": base,
+        "detector_cv4": replace(base, fusion=FusionConfig(consistent_views=4)),
+        "tk68": replace(base, landmarks=68, ba=BAConfig(enabled=False)),
+    }
     if sfm is not None:
-        out["ours, full"] = replace(base, checkpoint=str(sfm), depth="network")
-        out["ours, without BA"] = replace(base, checkpoint=str(sfm), depth="network",
-                                          poses_init="network", ba=BAConfig(enabled=False))
-    out["ours, detector only"] = base
-    out["factorisation, 68 landmarks"] = replace(base, landmarks=68, ba=BAConfig(enabled=False))
-    return out
+        cfgs["full"] = replace(base, checkpoint=str(sfm), depth="network")
+        cfgs["no_ba"] = replace(base, checkpoint=str(sfm), depth="network",
+                                poses_init="network", ba=BAConfig(enabled=False))
+    return {LABELS[k]: cfgs[k] for k in keys if k in cfgs}
 
 
 def main(argv=None) -> int:
@@ -70,6 +84,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sfm", type=Path, default=None,
                     help="Stage-2 checkpoint [default: the shipped one for --face, if any].")
     ap.add_argument("--no-sfm", action="store_true", help="Leave out the network rows.")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                    help=f"Comma-separated, of {list(LABELS)}.")
+    ap.add_argument("--tag", default=None,
+                    help="Write heldout_<face>_<tag>.{json,md} instead of heldout_<face>.")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -94,7 +112,11 @@ def main(argv=None) -> int:
             sfm = shipped_sfm_checkpoint(args.face)
         except InputError as e:
             print(f"no network rows: {e}", flush=True)
-    methods = _methods(ckpt, sfm)
+    keys = [k.strip() for k in args.methods.split(",") if k.strip()]
+    if set(keys) - set(LABELS):
+        ap.error(f"--methods: unknown {sorted(set(keys) - set(LABELS))}")
+    methods = _methods(ckpt, sfm, keys)
+    stem = f"heldout_{args.face}" + (f"_{args.tag}" if args.tag else "")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, seq in enumerate(find_sequences(data)[:args.subjects]):
@@ -113,6 +135,7 @@ def main(argv=None) -> int:
                     "rot_deg": ev["poses_optimised"]["rotation_mean_deg"],
                     "cloud_mean_mm": cloud.get("mean", np.nan),
                     "cloud_median_mm": cloud.get("median", np.nan),
+                    "completeness": ev.get("completeness", {}).get("fraction", np.nan),
                     "seconds": time.perf_counter() - t0,
                 }
                 if "error" in ev.get("alignment", {}):  # e.g. a collapsed ICP alignment
@@ -132,18 +155,20 @@ def main(argv=None) -> int:
             print(f"{i + 1}/{args.subjects} {seq.name}: " + "; ".join(
                 f"{k} {v.get('rot_deg', np.nan):.2f} deg {v.get('cloud_mean_mm', np.nan):.2f} mm"
                 for k, v in row.items() if isinstance(v, dict)), flush=True)
-    order = [*methods, "factorisation init", "COLMAP/Ceres, same landmarks"]
+    order = list(methods)
+    if "ours, detector only" in methods:
+        order += ["factorisation init", "COLMAP/Ceres, same landmarks"]
     summary = {}
     for name in order:
         summary[name] = {}
-        for k in ("rot_deg", "cloud_mean_mm", "cloud_median_mm", "seconds"):
+        for k in ("rot_deg", "cloud_mean_mm", "cloud_median_mm", "completeness", "seconds"):
             vals = [r[name].get(k, np.nan) for r in rows if name in r]
             if vals and np.isfinite(vals).any():
                 summary[name][k] = {"mean": float(np.nanmean(vals)),
                                     "median": float(np.nanmedian(vals))}
         summary[name]["failures"] = sum("error" in r.get(name, {}) for r in rows)
         summary[name]["no_cloud"] = sum("cloud_error" in r.get(name, {}) for r in rows)
-    write_json(RESULTS / f"heldout_{args.face}.json",
+    write_json(RESULTS / f"{stem}.json",
                {"protocol": spec.to_dict(), "detector": ckpt.name,
                 "sfm": None if sfm is None else Path(sfm).name, "rows": rows,
                 "summary": summary})
@@ -161,10 +186,9 @@ def main(argv=None) -> int:
         "faces); cloud: the fused cloud's distance to the GT surface after landmark + ICP "
         "alignment, mean over points (mean / median over faces).",
         "",
-        "| method | rotation (deg) | cloud mean (mm) | cloud median (mm) | solve (s) "
-        "| solve failed / cloud unusable "
-        "| paper, not measured on our data (mm) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | rotation (deg) | cloud mean (mm) | cloud median (mm) | completeness "
+        "| solve (s) | solve failed / cloud unusable | paper, not measured on our data (mm) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in order:
         paper = PAPER_FULL_MM if name == "ours, full" else ""
@@ -173,15 +197,19 @@ def main(argv=None) -> int:
             f"| {cell(name, 'cloud_mean_mm', 'mean')} / {cell(name, 'cloud_mean_mm', 'median')} "
             f"| {cell(name, 'cloud_median_mm', 'mean')} "
             f"/ {cell(name, 'cloud_median_mm', 'median')} "
+            f"| {cell(name, 'completeness', 'mean')} "
             f"| {cell(name, 'seconds', 'mean')} "
             f"| {summary[name]['failures']} / {summary[name]['no_cloud']} | {paper} |")
-    lines += ["", "Cloud unusable: the landmark + ICP alignment to the GT collapsed (the cloud "
+    lines += ["", "Completeness: the share of the GT face surface the cameras saw (GT depth in "
+              "the GT face masks of the used frames) that has a cloud point within 2 mm after "
+              "alignment (mean over faces).",
+              "", "Cloud unusable: the landmark + ICP alignment to the GT collapsed (the cloud "
               "spreads over less than a tenth of the face's size after alignment), so no cloud "
               "error is counted for that face.",
               "", "`factorisation init` is the start of `ours, detector only` (poses only); the "
               "COLMAP row solves the same tracks from that start (poses only). The paper's "
               "figures are its Table 2 errors on Stirling / FaceScape scans."]
-    with atomic_path(RESULTS / f"heldout_{args.face}.md") as tmp:
+    with atomic_path(RESULTS / f"{stem}.md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -587,9 +587,9 @@ def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | Non
     the solver fixes the scale gauge.
 
     Points start from :func:`initial_points`; landmarks with no start (seen once, or not
-    triangulable and without depth) are left out (NaN points). With ``depth``, the solution is then scaled about frame 0's
-    camera centre so that the median per-frame depth scale is 1 (the depth maps fix the metric
-    scale the classical problem leaves free), and the per-frame log depth scales are
+    triangulable and without depth) are left out (NaN points). With ``depth``, the solution is
+    then scaled about frame 0's camera centre so that the median per-frame depth scale is 1
+    (the depth maps fix the metric scale the classical problem leaves free), and the per-frame log depth scales are
     :func:`depth_scales` of the optimised points (zeros without ``depth``). With
     ``cfg.enabled`` False only the points (and scales) are computed.
     """
@@ -900,7 +900,34 @@ def evaluate_against_gt(res: SolveResult, max_points: int = 5000) -> dict:
         out[f"{name}_to_gt_surface_mm"] = {
             "mean": float(d.mean()), "median": float(np.median(d)),
             "p95": float(np.percentile(d, 95)), "max": float(d.max()), "n": len(d)}
+    out["completeness"] = gt_completeness(res, al.aligned)
     return out
+
+
+def gt_completeness(res: SolveResult, aligned: np.ndarray, threshold_mm: float = 2.0,
+                    stride: int = 4) -> dict:
+    """How much of the face the cameras saw the cloud covers: the GT surface points of every
+    used frame (GT depth inside the GT face mask, every ``stride``-th pixel, placed with the
+    GT poses) that have an aligned cloud point within ``threshold_mm``. The counterpart of the
+    cloud's accuracy: a cloud that drops points gains accuracy and loses completeness."""
+    from scipy.spatial import cKDTree
+
+    from facesfm.solve.fusion import depth_to_points
+
+    seq = res.frames.sequence
+    K = seq.K
+    pts = []
+    for f, i in enumerate(np.flatnonzero(res.kept)):
+        d = seq.depth(i)
+        X, _, _ = depth_to_points(d, K, seq.mask(i) & (d > 0), stride)
+        R, t = res.poses_gt[f, :3, :3], res.poses_gt[f, :3, 3]
+        pts.append((X - t) @ R)
+    P = np.concatenate(pts) if pts else np.zeros((0, 3))
+    if len(P) == 0:
+        return {"threshold_mm": threshold_mm, "fraction": float("nan"), "gt_points": 0}
+    dist, _ = cKDTree(aligned).query(P)
+    return {"threshold_mm": threshold_mm, "fraction": float((dist < threshold_mm).mean()),
+            "gt_points": int(len(P))}
 
 
 def run_solve(input_path, out, cfg: SolveConfig = SolveConfig(), overwrite: bool = False,

@@ -47,6 +47,15 @@ def test_oracle_fusion_lies_on_the_gt_surface(solved_gt, seq9):
     # the pipeline's own evaluation agrees
     ev = res.evaluation["cloud_to_gt_surface_mm"]
     assert ev["mean"] < 0.005
+    # GT depth in the GT masks: the cloud covers the surface the cameras saw; keeping only the
+    # cloud's left half (world x < median) leaves about half of it covered
+    from facesfm.solve.pipeline import gt_completeness
+
+    comp = res.evaluation["completeness"]
+    assert comp["fraction"] > 0.98 and comp["gt_points"] > 1000
+    half = al.aligned[al.aligned[:, 0] < np.median(al.aligned[:, 0])]
+    part = gt_completeness(res, half)["fraction"]
+    assert 0.3 < part < 0.7
 
 
 def test_ba_from_perturbed_poses_recovers_gt(solved_perturbed):
