@@ -5,7 +5,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-APT_PACKAGES := libosmesa6 libsuitesparse-dev libgl1 libglu1-mesa libgomp1 libusb-1.0-0
+APT_PACKAGES := python3.11 python3.11-venv libosmesa6 libsuitesparse-dev libgl1 libglu1-mesa \
+	libgomp1 libusb-1.0-0
 export PYOPENGL_PLATFORM ?= osmesa
 
 .PHONY: demo test bench bench-render bench-ba bench-solve bench-train system-deps install clean
@@ -33,7 +34,7 @@ bench-train: install
 
 install: system-deps $(VENV)/.installed
 
-# Debian packages: OSMesa for offscreen rendering, SuiteSparse (CHOLMOD) for Theseus,
+# Debian packages: Python 3.11 with venv (Debian splits ensurepip out), OSMesa for offscreen rendering, SuiteSparse (CHOLMOD) for Theseus,
 # libusb/libgomp for open3d's wheel. Skipped when dpkg already has them all.
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \

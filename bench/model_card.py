@@ -87,20 +87,25 @@ def _landmark_entry(face: str, run: Path, data, args) -> dict:
         "training": _training_data(run, ck),
         "data": {"train": _dataset_summary(data[0]), "val": _dataset_summary(data[1])},
     }
-    sets = {"test": TEST_SETS[face]}
-    if not args.skip_held_out:
-        sets["held_out"] = HELD_OUT[face]
+    _measure(entry, TEST_SETS[face], HELD_OUT[face], lambda d: detector_errors(dst, d), args,
+             lambda key, m: (f"{face} {key}: mean {m['lm_mean_px']:.3f} px, median "
+                             f"{m['lm_median_px']:.3f} px, F1 {m['vis_f1']:.4f} "
+                             f"({m['frames']} frames)"))
+    return entry
+
+
+def _measure(entry: dict, test: HeldOut, held_out: HeldOut, errors, args, line) -> None:
+    """Render the ``test`` set (and ``held_out`` unless --skip-held-out), measure each with
+    ``errors(data_folder)`` into ``entry[key]`` and print ``line(key, metrics)``."""
+    sets = {"test": test} if args.skip_held_out else {"test": test, "held_out": held_out}
     for key, spec in sets.items():
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             render_held_out(spec, Path(tmp) / "data", ict_dir=args.ict_dir, workers=2)
-            m = detector_errors(dst, Path(tmp) / "data")
+            m = errors(Path(tmp) / "data")
         entry[key] = {"protocol": spec.to_dict(), "metrics": m,
                       "seconds": time.perf_counter() - t0}
-        print(f"{face} {key}: mean {m['lm_mean_px']:.3f} px, median "
-              f"{m['lm_median_px']:.3f} px, F1 {m['vis_f1']:.4f} "
-              f"({m['frames']} frames)", flush=True)
-    return entry
+        print(line(key, m), flush=True)
 
 
 def _sfm_entry(run: Path, data, args) -> dict:
@@ -124,19 +129,10 @@ def _sfm_entry(run: Path, data, args) -> dict:
         "detector": trained_with,
         "data": {"train": _dataset_summary(data[0]), "val": _dataset_summary(data[1])},
     }
-    sets = {"test": SFM_TEST_SET}
-    if not args.skip_held_out:
-        sets["held_out"] = SFM_HELD_OUT
-    for key, spec in sets.items():
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            render_held_out(spec, Path(tmp) / "data", ict_dir=args.ict_dir, workers=2)
-            m = sfm_errors(dst, Path(tmp) / "data")
-        entry[key] = {"protocol": spec.to_dict(), "metrics": m,
-                      "seconds": time.perf_counter() - t0}
-        print(f"sfm {key}: depth {m['depth_mm']:.3f} mm (flat {m['flat_depth_mm']:.3f}), "
-              f"PoseNet pair rotation {m['pose_pair_rot_deg']:.3f} deg "
-              f"({m['frames']} frames)", flush=True)
+    _measure(entry, SFM_TEST_SET, SFM_HELD_OUT, lambda d: sfm_errors(dst, d), args,
+             lambda key, m: (f"sfm {key}: depth {m['depth_mm']:.3f} mm (flat "
+                             f"{m['flat_depth_mm']:.3f}), PoseNet pair rotation "
+                             f"{m['pose_pair_rot_deg']:.3f} deg ({m['frames']} frames)"))
     return entry
 
 

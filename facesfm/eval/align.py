@@ -38,6 +38,7 @@ __all__ = [
     "IcpResult",
     "Sim3",
     "align_reconstruction",
+    "rms_radius",
     "have_open3d",
     "icp",
     "icp_to_mesh",
@@ -480,7 +481,8 @@ class AlignmentError(ValueError):
     """The alignment degenerated (e.g. a free scale shrank the reconstruction to a point)."""
 
 
-def _rms_radius(x: np.ndarray) -> float:
+def rms_radius(x: np.ndarray) -> float:
+    """RMS distance of the points (N, 3) from their centroid (0 for none)."""
     return float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())) if len(x) else 0.0
 
 
@@ -540,8 +542,8 @@ def align_reconstruction(
         # ICP with a free scale can shrink a badly initialised cloud towards a point, where
         # every residual vanishes: a fake perfect score. A face cloud spreads over a good
         # share of its head (a one-sided partial face ~0.4x the head's RMS radius).
-        spread = _rms_radius(aligned)
-        head = _rms_radius(gv)
+        spread = rms_radius(aligned)
+        head = rms_radius(gv)
         if not spread >= MIN_SPREAD_RATIO * head:
             raise AlignmentError(
                 f"alignment collapsed: the aligned reconstruction spreads {spread:.3g} mm "

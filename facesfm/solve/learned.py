@@ -54,15 +54,6 @@ def _load(path, stage: str):
     return cfg, state
 
 
-def _restore(net, state, path, what):
-    try:
-        net.load_state_dict(state)
-    except (RuntimeError, ValueError, TypeError, KeyError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"checkpoint {path}: incompatible {what} ({first[:200]})") from None
-    return net.eval()
-
-
 def recorded_detector(checkpoint) -> Path | None:
     """The landmark checkpoint an sfm checkpoint was trained with (``extra.landmarks_ckpt``,
     written by ``facesfm train sfm``; a relative path is looked up beside ``checkpoint`` first,
@@ -86,6 +77,8 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
                   device: str | torch.device = "cpu") -> Networks:
     """Load the sfm (depth + pose) and/or landmark networks; InputError naming the file when
     it is missing, unreadable, of the wrong stage or its weights do not fit."""
+    from facesfm.training.checkpoint import restore_weights
+
     lm = dp = ps = None
     lsize = ssize = crop = None
     step = 1
@@ -93,15 +86,15 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
         from facesfm.training.landmarks import build_landmark_net
 
         cfg, state = _load(landmark_checkpoint, "landmarks")
-        lm = _restore(build_landmark_net(cfg), state, landmark_checkpoint, "landmark network")
-        lm = lm.to(device)
+        lm = restore_weights(build_landmark_net(cfg), state, landmark_checkpoint,
+                             "landmark network").to(device)
         lsize = (cfg.data.image_size, cfg.data.image_size)
         crop = cfg.landmarks.crop_margin if cfg.landmarks.face_crop > 0 else None
     if checkpoint is not None:
         from facesfm.training.sfm import build_sfm_nets
 
         cfg, state = _load(checkpoint, "sfm")
-        nets = _restore(build_sfm_nets(cfg), state, checkpoint, "depth/pose networks")
+        nets = restore_weights(build_sfm_nets(cfg), state, checkpoint, "depth/pose networks")
         nets = nets.to(device)
         dp, ps = nets.depth, nets.pose
         ssize = (cfg.data.image_size, cfg.data.image_size)

@@ -243,13 +243,14 @@ class DepthMaps:
 @dataclass
 class BAOutcome:
     """poses (F, 4, 4) optimised cam_T_world; log_scale (F,) depth log scales; points (N, 3)
-    world landmark points of the classical parameterisation (NaN: not reconstructed) or None;
-    and the solver's report (iterations, converged, message, costs, rms_px, seconds)."""
+    world landmark points of the classical parameterisation (NaN: not reconstructed) or None,
+    and points_initial their start (in the start poses' frame); and the solver's report (iterations, converged, message, costs, rms_px, seconds)."""
 
     poses: np.ndarray
     log_scale: np.ndarray
     depth_correction: np.ndarray | None
     points: np.ndarray | None = None
+    points_initial: np.ndarray | None = None
     iterations: int = 0
     converged: bool = False
     message: str = "not run"
@@ -379,7 +380,7 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     poses. World frame: frame 0's camera axes, landmark centroid at the origin. Raises
     InputError when too few frames or landmarks are usable at all.
     """
-    from facesfm.eval.align import umeyama
+    from facesfm.eval.align import rms_radius, umeyama
     from facesfm.eval.baselines import (
         SEMANTIC_LANDMARKS,
         factorization_baseline,
@@ -409,8 +410,7 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     if use_sem and sel.sum() >= 6:
         s = umeyama(X[sel], semantic[sel]).s
     else:
-        rms = lambda A: float(np.sqrt(np.mean(np.sum((A - A.mean(0)) ** 2, 1))))
-        s = rms(fallback[ok]) / rms(X[ok])
+        s = rms_radius(fallback[ok]) / rms_radius(X[ok])
     poses = base.cam_T_world.copy()
     poses[:, :3, 3] *= s
     return poses
@@ -528,23 +528,13 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | None, poses: 
     if depth is None:
         raise InputError("the depth-parameterised BA needs depth maps")
     from facesfm.solve.fusion import sample_depth
-    from facesfm.solvers import (
-        BAProblem,
-        BAState,
-        CauchyKernel,
-        HuberKernel,
-        LMSolver,
-        Parameterization,
-        TopCovisible,
-        TrivialKernel,
-    )
+    from facesfm.solvers import BAProblem, BAState, LMSolver, Parameterization, TopCovisible
 
     t0 = time.perf_counter()
     F = len(poses)
     z, valid = sample_depth(depth.depth, lm.uv)
     w = np.where(valid, lm.weight, 0.0)
-    kernel = {"huber": HuberKernel(cfg.kernel_px), "cauchy": CauchyKernel(cfg.kernel_px),
-              "none": TrivialKernel()}[cfg.kernel]
+    kernel = _kernel(cfg)
     T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)
     uv = np.where(w[..., None] > 0, lm.uv, 0.0)
     problem = BAProblem(
@@ -563,6 +553,14 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | None, poses: 
         iterations=res.iterations, converged=res.converged, message=res.message,
         initial_cost=float(res.cost[0]), final_cost=res.final_cost, rms_px=res.rms_px,
         seconds=time.perf_counter() - t0)
+
+
+def _kernel(cfg: BAConfig):
+    """The solver kernel object named by ``cfg.kernel`` at scale ``cfg.kernel_px``."""
+    from facesfm.solvers import CauchyKernel, HuberKernel, TrivialKernel
+
+    return {"huber": HuberKernel, "cauchy": CauchyKernel,
+            "none": lambda _: TrivialKernel()}[cfg.kernel](cfg.kernel_px)
 
 
 def initial_points(K: np.ndarray, lm: Landmarks, poses: np.ndarray,
@@ -589,19 +587,12 @@ def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | Non
     Points start from :func:`initial_points`; landmarks with no start (seen once, or not
     triangulable and without depth) are left out (NaN points). With ``depth``, the solution is
     then scaled about frame 0's camera centre so that the median per-frame depth scale is 1
-    (the depth maps fix the metric scale the classical problem leaves free), and the per-frame log depth scales are
-    :func:`depth_scales` of the optimised points (zeros without ``depth``). With
-    ``cfg.enabled`` False only the points (and scales) are computed.
+    (the depth maps fix the metric scale the classical problem leaves free), and the
+    per-frame log depth scales are :func:`depth_scales` of the optimised points (zeros
+    without ``depth``). With ``cfg.enabled`` False only the points (and scales) are computed.
+    ``points_initial`` of the outcome keeps the start points (in the start poses' frame).
     """
-    from facesfm.solvers import (
-        BAProblem,
-        BAState,
-        CauchyKernel,
-        HuberKernel,
-        LMSolver,
-        Parameterization,
-        TrivialKernel,
-    )
+    from facesfm.solvers import BAProblem, BAState, LMSolver, Parameterization
 
     t0 = time.perf_counter()
     F = len(poses)
@@ -610,10 +601,10 @@ def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | Non
     if cols.sum() < 4:
         raise InputError(f"classical BA: only {int(cols.sum())} landmarks could be "
                          f"triangulated from the initial poses (>= 4 needed)")
-    out = BAOutcome(poses.copy(), np.zeros(F), None, np.where(cols[:, None], X, np.nan))
+    X = np.where(cols[:, None], X, np.nan)
+    out = BAOutcome(poses.copy(), np.zeros(F), None, X.copy(), points_initial=X)
     if cfg.enabled:
-        kernel = {"huber": HuberKernel(cfg.kernel_px), "cauchy": CauchyKernel(cfg.kernel_px),
-                  "none": TrivialKernel()}[cfg.kernel]
+        kernel = _kernel(cfg)
         T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)
         w = lm.weight[:, cols]
         problem = BAProblem(
@@ -814,8 +805,8 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     # depth maps are to be built from triangulated landmarks
     classical = cfg.ba.parameterization == "classical" and (cfg.ba.enabled or dm is None)
     if classical:
-        X0 = initial_points(used.K, lm, poses0, dm)
         ba = classical_bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
+        X0 = ba.points_initial
     elif cfg.ba.enabled:
         ba = bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
     else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from facesfm.solvers.lm import SchurFactor, normal_equations
-from facesfm.solvers.problem import BAProblem, BAState, gauge_free_mask
+from facesfm.solvers.problem import BAProblem, BAState, SolverError, gauge_free_mask
 from facesfm.solvers.residuals import linearize_all
 
 __all__ = ["pose_covariance", "rotation_std_deg"]
@@ -36,8 +36,6 @@ def pose_covariance(problem: BAProblem, state: BAState, sigma_px: float = 1.0) -
     F, C = problem.num_frames, problem.camera_dim
     fac = SchurFactor(ne, 0.0, free, C)
     if not fac.ok:
-        from facesfm.solvers.problem import SolverError
-
         raise SolverError("pose covariance: the reduced camera system is singular (an "
                           "unconstrained pose or a missing gauge)")
     cov_free = torch.cholesky_inverse(fac.L) * sigma_px**2

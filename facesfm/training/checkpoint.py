@@ -24,6 +24,7 @@ __all__ = [
     "export_weights",
     "get_rng_state",
     "load_checkpoint",
+    "restore_weights",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -169,3 +170,14 @@ def export_weights(src: str | Path, dst: str | Path, note: dict | None = None) -
     with atomic_path(dst) as tmp:
         torch.save(payload, tmp)
     return dst
+
+
+def restore_weights(net: torch.nn.Module, state: dict, path, what: str) -> torch.nn.Module:
+    """Load the state dict ``state`` (from the checkpoint at ``path``) into ``net`` and return
+    it in eval mode; InputError naming the file and ``what`` when the weights do not fit."""
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"checkpoint {path}: incompatible {what} ({first[:200]})") from None
+    return net.eval()

@@ -8,9 +8,9 @@ and ``sfm``. Presets:
 
 * ``paper``: the paper's settings (section 5.1): 384x384, 800 landmarks, Adam betas
   (0.9, 0.99), batch 2, 50 epochs, BA over whole sequences.
-* ``small``: a useful model on a 2-core CPU in under an hour: 128x128, 200 landmarks,
-  windows of 9 frames 6 apart (96 degrees of head turn), classical BA layer started from the
-  factorised landmark tracks, narrower networks.
+* ``small``: a model on a 2-core CPU in under an hour: 128x128, 200 landmarks, windows of
+  9 frames 4 to 7 apart (64 to 112 degrees of head turn), half of them reversed, classical BA
+  layer started from the factorised landmark tracks, narrower networks.
 * ``tiny``: tests: 64x64, 68 landmarks, windows of 3 frames, very narrow networks.
 """
 

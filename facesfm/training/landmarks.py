@@ -10,7 +10,7 @@ import torch
 from facesfm.data.dataset import AugmentConfig, SequenceDataset, SequenceSample
 from facesfm.losses import landmark_detection_loss
 from facesfm.networks import LandmarkNet, LandmarkNetConfig, LandmarkOutput, detect_landmarks
-from facesfm.training.checkpoint import load_checkpoint
+from facesfm.training.checkpoint import load_checkpoint, restore_weights
 from facesfm.training.config import TrainConfig
 from facesfm.training.distributed import DistInfo
 from facesfm.training.loop import TrainResult, run_training, seed_everything
@@ -142,10 +142,8 @@ def train_landmarks(
     seed_everything(cfg.seed)
     task = LandmarkTask(cfg)
     if init is not None:
-        from facesfm.solve.learned import _restore
-
         ck = load_checkpoint(init, stage="landmarks")
-        _restore(task.model, ck["models"]["model"], init, "landmark network").train()
+        restore_weights(task.model, ck["models"]["model"], init, "landmark network").train()
     train, vset = landmark_datasets(cfg, data, val)
     return run_training(
         task,

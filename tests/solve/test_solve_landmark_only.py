@@ -125,17 +125,22 @@ def test_cli_landmark_only_end_to_end(seq9, tmp_path):
     assert cams["initial_source"].startswith("landmarks (Tomasi-Kanade factorisation")
 
 
+def _only_first(k: int, frame: int):
+    """A visibility edit: frame ``frame`` keeps only its first ``k`` visible landmarks."""
+    def edit(v):
+        keep = np.flatnonzero(v[frame])[:k]
+        v[frame] = False
+        v[frame, keep] = True
+        return v
+
+    return edit
+
+
 def test_factorisation_skips_frames_it_cannot_place(seq9, tmp_path):
     from facesfm.solve.inputs import load_input
     from facesfm.solve.pipeline import SolveConfig, solve_frames
 
-    def three_in_frame_4(v):
-        keep = np.flatnonzero(v[4])[:3]
-        v[4] = False
-        v[4, keep] = True
-        return v
-
-    seq = _copy_with_landmarks(seq9, tmp_path / "seq", visible=three_in_frame_4)
+    seq = _copy_with_landmarks(seq9, tmp_path / "seq", visible=_only_first(3, frame=4))
     lines = []
     cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
                       min_face_landmarks=3, evaluate=False)
@@ -160,13 +165,7 @@ def test_depth_landmarks_without_enough_landmarks(seq9, tmp_path, capsys):
                    "interpolated between them), got --landmarks 3")
     assert not (tmp_path / "o").exists()
 
-    def two_in_frame_2(v):
-        keep = np.flatnonzero(v[2])[:2]
-        v[2] = False
-        v[2, keep] = True
-        return v
-
-    seq = _copy_with_landmarks(seq9, tmp_path / "seq", visible=two_in_frame_2)
+    seq = _copy_with_landmarks(seq9, tmp_path / "seq", visible=_only_first(2, frame=2))
     # (with the BA on, the solver refuses the frame first: a free pose needs 3 landmarks)
     cfg = SolveConfig(oracle_landmarks=True, poses_init="gt", depth="landmarks",
                       min_face_landmarks=2, evaluate=False, ba=BAConfig(enabled=False))
