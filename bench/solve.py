@@ -6,6 +6,9 @@ Target (the project's): under 60 s on this 2-core CPU. Cases:
   ICT detector, the landmark factorisation, the BA layer and the shipped depth network
   (``--checkpoint ict --poses-init landmarks``), the full learned path;
 * ``shipped detector only`` (built-in face): ``--poses-init landmarks --depth landmarks``;
+* both of these again with the photometric stages (``--tracks --stereo``): point tracks
+  matched between neighbouring frames join the landmarks in a second BA, and the depth maps
+  are refined by a plane sweep before fusion;
 * two oracle cases that time the rest of the pipeline with exact inputs: landmarks from the
   sequence's landmarks.npz (800), GT depth maps and masks, and initial poses = GT perturbed by
   3 deg / 10 mm (the BA layer then runs to convergence for real) or GT poses.
@@ -35,8 +38,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 60.0
-STAGES = ("input", "load", "landmarks", "depth", "poses", "ba", "fusion", "mesh", "evaluate",
-          "outputs")
+STAGES = ("input", "load", "landmarks", "depth", "poses", "ba", "tracks", "stereo", "fusion",
+          "mesh", "evaluate", "outputs")
 
 
 def _commit() -> str:
@@ -73,9 +76,14 @@ def render(tmp: Path, face: str = "builtin") -> Path | None:
     return out
 
 
-def run_case(name: str, seq: Path, tmp: Path, repeats: int, **cfg_kwargs) -> dict:
+def run_case(name: str, seq: Path, tmp: Path, repeats: int, photometric: bool = False,
+             **cfg_kwargs) -> dict:
     from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve.stereo import StereoConfig
+    from facesfm.solve.tracks import TrackConfig
 
+    if photometric:
+        cfg_kwargs |= {"tracks": TrackConfig(enabled=True), "stereo": StereoConfig(enabled=True)}
     cfg = SolveConfig(**cfg_kwargs)
     runs = []
     for r in range(repeats):
@@ -134,13 +142,19 @@ def main(argv=None) -> int:
         print(f"rendered the 61-frame 384x384 sequences in {t_render:.1f} s (not timed below)")
         results = []
         if seq_ict is not None:
+            for photo in (False, True):
+                results.append(run_case(
+                    "ICT: shipped detector + depth network"
+                    + (" + tracks + stereo" if photo else ""), seq_ict, tmp, a.repeats,
+                    photometric=photo, checkpoint=str(shipped_sfm_checkpoint("ict")),
+                    poses_init="landmarks"))
+        for photo in (False, True):
             results.append(run_case(
-                "ICT: shipped detector + depth network", seq_ict, tmp, a.repeats,
-                checkpoint=str(shipped_sfm_checkpoint("ict")), poses_init="landmarks"))
+                "built-in: shipped detector only" + (" + tracks + stereo" if photo else ""),
+                seq, tmp, a.repeats, photometric=photo,
+                landmark_checkpoint=str(shipped_landmark_checkpoint("builtin")),
+                poses_init="landmarks", depth="landmarks"))
         results += [
-            run_case("built-in: shipped detector only", seq, tmp, a.repeats,
-                     landmark_checkpoint=str(shipped_landmark_checkpoint("builtin")),
-                     poses_init="landmarks", depth="landmarks"),
             run_case("built-in: oracle, gt-perturbed+BA", seq, tmp, a.repeats,
                      oracle_landmarks=True, oracle_depth=True, poses_init="gt-perturbed"),
             run_case("built-in: oracle, gt-poses+BA", seq, tmp, a.repeats,
@@ -171,7 +185,9 @@ def main(argv=None) -> int:
          "ratio = target / measured (> 1 is faster). Times in seconds; the sequence rendering "
          "is not included."), "",
         ("Cases: the shipped networks (detector, factorisation, BA layer, depth network) on "
-         "an ICT face; the shipped detector alone on the built-in face; and oracle inputs "
+         "an ICT face; the shipped detector alone on the built-in face; each of the two also "
+         "with the photometric stages (`--tracks --stereo`: tracks, a second BA counted in "
+         "the BA column, and the plane sweep); and oracle inputs "
          "(landmarks = GT landmarks.npz, depth = GT depth maps and masks, initial poses = GT "
          "perturbed by 3 deg / 10 mm, or GT). Real code in every case: input reading, the BA "
          "layer (LMSolver, classical parameterisation, run to convergence), fusion (open3d "

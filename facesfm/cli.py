@@ -187,6 +187,13 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--consistent-views", type=int, default=None,
               help="Fuse only pixels that this many of the 8 frames on each side see within "
                    "1 mm of their own depth (fewer, more accurate points) [default: 0, off].")
+@click.option("--tracks/--no-tracks", default=None,
+              help="Match skin patches between neighbouring frames and run the BA again with "
+                   "these photometric point tracks beside the landmarks (needs the classical "
+                   "BA) [default: off].")
+@click.option("--stereo/--no-stereo", default=None,
+              help="Refine the depth maps photometrically (a multi-view plane sweep around "
+                   "them) before fusion; pixels without a match are left out [default: off].")
 @click.option("--config", "config", type=click.Path(), default=None,
               help="YAML SolveConfig; options given here override it.")
 @click.option("--no-html", is_flag=True, help="Skip report.html.")

@@ -61,12 +61,16 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, overwrite: bool = True
 def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     from facesfm.eval.metrics import landmark_errors
     from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve.stereo import StereoConfig
+    from facesfm.solve.tracks import TrackConfig
     from facesfm.weights import shipped_landmark_checkpoint
 
     ckpt = shipped_landmark_checkpoint("builtin")
-    cfg = SolveConfig(landmark_checkpoint=str(ckpt), poses_init="landmarks", depth="landmarks")
+    cfg = SolveConfig(landmark_checkpoint=str(ckpt), poses_init="landmarks", depth="landmarks",
+                      tracks=TrackConfig(enabled=True), stereo=StereoConfig(enabled=True))
     echo(f"solving with the shipped detector {ckpt.name} (landmarks -> factorisation -> "
-         f"bundle adjustment -> landmark depth -> fusion) ...")
+         f"bundle adjustment -> photometric tracks -> bundle adjustment again -> landmark "
+         f"depth -> photometric depth refinement -> fusion) ...")
     sr = run_solve(seq_dir, out, cfg, overwrite=overwrite, echo=echo)
     ev = sr.evaluation or {}
     lm = sr.landmarks
@@ -79,7 +83,7 @@ def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     pi, po = ev.get("poses_initial", {}), ev.get("poses_optimised", {})
     if "rotation_mean_deg" in pi and "rotation_mean_deg" in po:
         echo(f"camera rotation error vs ground truth (after a similarity alignment): "
-             f"{pi['rotation_mean_deg']:.2f} deg initial (factorisation) -> "
+             f"{pi['rotation_mean_deg']:.2f} deg initial ({sr.ba.start.split(' + ')[0]}) -> "
              f"{po['rotation_mean_deg']:.2f} deg after bundle adjustment "
              f"(BA {sr.ba.iterations} iterations, {sr.ba.rms_px:.2f} px RMS)")
     c = ev.get("cloud_to_gt_surface_mm")

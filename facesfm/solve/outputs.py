@@ -191,6 +191,7 @@ def report_dict(res) -> dict:
         "landmarks": {"count": int(res.landmarks.weight.shape[1]),
                       "observed_per_frame": (res.landmarks.weight > 0).sum(1).tolist()},
         "ba": res.ba.summary(),
+        "photometric": res.photometric,
         "reprojection_px": {"initial": _finite(res.reproj_initial_px),
                             "optimised": _finite(res.reproj_final_px),
                             "initial_mean": float(np.nanmean(res.reproj_initial_px)),

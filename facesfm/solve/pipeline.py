@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ import torch
 from facesfm.errors import InputError
 from facesfm.solve.fusion import FusionConfig, PointCloud, SurfaceMesh
 from facesfm.solve.inputs import FrameSet
+from facesfm.solve.stereo import StereoConfig
+from facesfm.solve.tracks import TrackConfig, Tracks
 
 __all__ = [
     "POSE_INITS",
@@ -108,6 +110,7 @@ class BAConfig:
     depth_corrections:  "depth": also estimate per-landmark log depth corrections (held near 0
                         by ``depth_prior_weight``).
     max_iterations:     LM iteration cap (it runs to convergence below it).
+    ftol:               stop when an accepted step lowers the cost by less than this fraction.
     """
 
     enabled: bool = True
@@ -118,6 +121,7 @@ class BAConfig:
     depth_corrections: bool = True
     depth_prior_weight: float = 1e3
     max_iterations: int = 100
+    ftol: float = 1e-10
 
     def __post_init__(self):
         if self.kernel not in KERNELS:
@@ -146,7 +150,9 @@ class SolveConfig:
     oracle_depth:      the same as ``depth="oracle"`` (kept in step with ``depth``).
     poses_init:        "network", "landmarks" (Tomasi-Kanade factorisation of the landmark
                        tracks, weak-perspective poses scaled to about mm by the mean-face
-                       template; frames it cannot place are skipped), "gt" or "gt-perturbed" (GT
+                       template; frames it cannot place are skipped; with the BA on it also
+                       runs from :func:`template_poses` and keeps the lower cost), "gt" or
+                       "gt-perturbed" (GT
                        poses moved by a random rotation of ``perturb_rot_deg`` and translation
                        of ``perturb_trans_mm`` per frame, except the first, seeded by
                        ``perturb_seed``).
@@ -154,6 +160,11 @@ class SolveConfig:
     min_face_landmarks: a frame with fewer observed landmarks has no face: skipped.
     min_frames:        fewer usable frames than this is an error.
     evaluate:          with GT (sequence input): pose errors and cloud/mesh accuracy.
+    ba, fusion:        :class:`BAConfig`, :class:`FusionConfig`.
+    tracks:            :class:`TrackConfig`: photometric point tracks re-run the classical BA
+                       with the landmarks (``--tracks``).
+    stereo:            :class:`StereoConfig`: photometric refinement of the depth maps before
+                       fusion (``--stereo``).
     """
 
     checkpoint: str | None = None
@@ -172,8 +183,15 @@ class SolveConfig:
     evaluate: bool = True
     ba: BAConfig = field(default_factory=BAConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    stereo: StereoConfig = field(default_factory=StereoConfig)
+    tracks: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self):
+        if self.tracks.enabled and not (self.ba.enabled
+                                        and self.ba.parameterization == "classical"):
+            raise InputError("--tracks adds photometric tracks to the classical bundle "
+                             "adjustment: it needs the BA on and --ba-parameterization "
+                             "classical")
         if self.poses_init not in POSE_INITS:
             raise InputError(f"--poses-init {self.poses_init}: choose one of {list(POSE_INITS)}")
         if self.depth is not None and self.depth not in DEPTH_SOURCES:
@@ -211,10 +229,16 @@ class SolveConfig:
                               "gt-perturbed": f"oracle (GT poses perturbed by "
                               f"{self.perturb_rot_deg} deg / {self.perturb_trans_mm} mm)",
                               "landmarks": "landmarks (Tomasi-Kanade factorisation of the "
-                                           "landmark tracks, weak-perspective poses)",
+                                           "landmark tracks, weak-perspective poses, or the "
+                                           "mean face's per-frame poses where the BA reaches "
+                                           "a lower cost from them: see ba.start)",
                               }[self.poses_init],
             "ba": (f"LMSolver ({self.ba.parameterization} parameterisation)"
-                   if self.ba.enabled else "off"),
+                   if self.ba.enabled else "off")
+                  + (", then again with photometric point tracks" if self.tracks.enabled
+                     else ""),
+            "depth_refinement": ("photometric plane sweep (NCC) around the depth maps"
+                                 if self.stereo.enabled else "none"),
         }
 
 
@@ -244,7 +268,10 @@ class DepthMaps:
 class BAOutcome:
     """poses (F, 4, 4) optimised cam_T_world; log_scale (F,) depth log scales; points (N, 3)
     world landmark points of the classical parameterisation (NaN: not reconstructed) or None,
-    and points_initial their start (in the start poses' frame); and the solver's report (iterations, converged, message, costs, rms_px, seconds)."""
+    and points_initial their start (in the start poses' frame); and the solver's report
+    (iterations, converged, message, costs, rms_px, seconds; start: which initial poses it
+    ran from: "factorisation", "template", the --poses-init name, "+ tracks" when re-run
+    with photometric tracks)."""
 
     poses: np.ndarray
     log_scale: np.ndarray
@@ -258,9 +285,10 @@ class BAOutcome:
     final_cost: float = float("nan")
     rms_px: float = float("nan")
     seconds: float = 0.0
+    start: str = ""
 
     def summary(self) -> dict:
-        return {"iterations": self.iterations, "converged": self.converged,
+        return {"start": self.start, "iterations": self.iterations, "converged": self.converged,
                 "message": self.message, "initial_cost": self.initial_cost,
                 "final_cost": self.final_cost, "rms_px": self.rms_px, "seconds": self.seconds,
                 "depth_scale": np.exp(self.log_scale).tolist()}
@@ -282,6 +310,8 @@ class SolveResult:
     cloud, mesh:    the fused :class:`PointCloud` and :class:`SurfaceMesh`.
     timings:        seconds per stage.
     evaluation:     metrics against the ground truth (empty without GT).
+    photometric:    summaries of the photometric stages that ran: "tracks"
+                    (:meth:`Tracks.summary`) and "stereo" (:meth:`StereoResult.summary`).
     """
 
     frames: FrameSet
@@ -300,6 +330,7 @@ class SolveResult:
     evaluation: dict
     config: SolveConfig
     out: Path | None = None
+    photometric: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -414,6 +445,62 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     poses = base.cam_T_world.copy()
     poses[:, :3, 3] *= s
     return poses
+
+
+def template_poses(K: np.ndarray, lm: Landmarks, min_points: int = 6) -> np.ndarray:
+    """(F, 4, 4) initial cam_T_world of each frame on its own: the pose of the built-in mean
+    face (:func:`facesfm.eval.baselines.template_landmarks`) that best explains the frame's
+    semantic landmarks (IDs below 68, the same facial point on every face model).
+
+    Per frame: an affine camera fitted to the template by least squares gives a
+    weak-perspective pose (its rotation's first two rows, the third their cross product, so
+    there is no depth reflection to resolve), refined by a robust perspective least squares
+    (soft-L1, 3 px). The world is the mean face's frame, mm; the face's true shape differs, so
+    these poses are a start for the BA, a few degrees off. Frames with fewer than
+    ``min_points`` semantic landmarks get NaN poses.
+    """
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    from facesfm.eval.baselines import SEMANTIC_LANDMARKS, template_landmarks
+
+    ids = np.asarray(lm.ids, dtype=np.int64)
+    sem = np.flatnonzero(ids < SEMANTIC_LANDMARKS)
+    F = lm.uv.shape[0]
+    out = np.full((F, 4, 4), np.nan)
+    if len(sem) < min_points:
+        return out
+    tmpl = template_landmarks(SEMANTIC_LANDMARKS)[ids[sem]]
+    f_, c = K[0, 0], K[:2, 2]
+    for f in range(F):
+        vis = lm.weight[f, sem] > 0
+        if vis.sum() < min_points:
+            continue
+        X, uv = tmpl[vis], lm.uv[f, sem[vis]]
+        P, *_ = np.linalg.lstsq(np.c_[X, np.ones(len(X))], uv, rcond=None)
+        A, b = P[:3].T, P[3]
+        U, S, Vt = np.linalg.svd(A, full_matrices=False)
+        R2 = U @ Vt
+        R = np.vstack([R2, np.cross(R2[0], R2[1])])
+        scl = S.mean()
+        if not scl > 0:
+            continue
+        t0 = np.r_[(b - c) / scl, f_ / scl]
+
+        def resid(x, X, uv):
+            Xc = Rotation.from_rotvec(x[:3]).apply(X) + x[3:]
+            z = np.maximum(Xc[:, 2], 1e-6)
+            return (np.c_[K[0, 0] * Xc[:, 0] / z + c[0], K[1, 1] * Xc[:, 1] / z + c[1]]
+                    - uv).ravel()
+
+        x0 = np.r_[Rotation.from_matrix(R).as_rotvec(), t0]
+        sol = least_squares(resid, x0, loss="soft_l1", f_scale=3.0, max_nfev=50, args=(X, uv))
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec(sol.x[:3]).as_matrix()
+        T[:3, 3] = sol.x[3:]
+        if T[2, 3] > 0:
+            out[f] = T
+    return out
 
 
 def triangulate_landmarks(K: np.ndarray, lm: Landmarks, poses: np.ndarray,
@@ -612,7 +699,7 @@ def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | Non
             weight=T(w), parameterization=Parameterization.CLASSICAL, kernel=kernel,
             fixed_frame=0)
         with torch.no_grad():
-            res = LMSolver(max_iterations=cfg.max_iterations).solve(
+            res = LMSolver(max_iterations=cfg.max_iterations, ftol=cfg.ftol).solve(
                 problem, BAState(T(poses), T(X[cols])))
         out.poses = res.state.poses.numpy().copy()
         out.points[cols] = res.state.points.numpy()
@@ -631,6 +718,21 @@ def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | Non
         out.points = C0 + k * (out.points - C0)
         out.log_scale = depth_scales(K, lm, out.points, out.poses, depth.depth)
     out.seconds = time.perf_counter() - t0
+    return out
+
+
+def track_bundle_adjust(K: np.ndarray, lm: Landmarks, tracks: Tracks, depth: DepthMaps | None,
+                        poses: np.ndarray, cfg: BAConfig, landmark_weight: float) -> BAOutcome:
+    """:func:`classical_bundle_adjust` of the landmarks (weights x ``landmark_weight``) and the
+    photometric ``tracks`` (weight 1) together, from ``poses``. The outcome's points (and
+    start points) are the landmarks' only; its report (RMS, costs) covers both."""
+    N = lm.uv.shape[1]
+    both = Landmarks(np.concatenate([lm.uv, tracks.uv], 1),
+                     np.concatenate([lm.weight * landmark_weight, tracks.weight], 1),
+                     np.concatenate([lm.ids, -1 - np.arange(len(tracks))]), lm.source)
+    out = classical_bundle_adjust(K, both, depth, poses, cfg)
+    out.points = out.points[:N]
+    out.points_initial = out.points_initial[:N]
     return out
 
 
@@ -806,6 +908,17 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     classical = cfg.ba.parameterization == "classical" and (cfg.ba.enabled or dm is None)
     if classical:
         ba = classical_bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
+        ba.start = "factorisation" if cfg.poses_init == "landmarks" else cfg.poses_init
+        if cfg.poses_init == "landmarks" and cfg.ba.enabled:
+            # the factorisation can land in the wrong basin (a depth reflection it resolved
+            # the wrong way, a bad scale); the mean face's per-frame poses cannot: the BA runs
+            # from both and keeps the lower cost
+            tp = template_poses(used.K, lm)
+            if np.all(np.isfinite(tp)):
+                alt = classical_bundle_adjust(used.K, lm, dm, tp, cfg.ba)
+                if alt.final_cost < ba.final_cost:
+                    ba, poses0 = alt, tp
+                    ba.start = "template"
         X0 = ba.points_initial
     elif cfg.ba.enabled:
         ba = bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
@@ -817,6 +930,24 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height, used.width,
                                  used.names)
         lap("depth")
+    photometric: dict = {}
+    if cfg.tracks.enabled:
+        from facesfm.solve.tracks import patch_tracks
+
+        tracks = patch_tracks(used.images, dm.depth, dm.mask, used.K, ba.poses,
+                              np.exp(ba.log_scale), cfg.tracks)
+        photometric["tracks"] = tracks.summary()
+        lap("tracks")
+        start = ba.start
+        ba = track_bundle_adjust(used.K, lm, tracks, None if cfg.depth == "landmarks" else dm,
+                                 ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),
+                                 cfg.tracks.landmark_weight)
+        ba.start = f"{start} + tracks"
+        lap("ba")
+        if cfg.depth == "landmarks":
+            dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height, used.width,
+                                     used.names)
+            lap("depth")
     scale = np.exp(ba.log_scale)
     if classical:
         X1 = ba.points
@@ -825,6 +956,16 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         X1 = landmark_points(used.K, lm, dm.depth, ba.poses, scale)
     rep0 = reprojection_errors(used.K, lm, X0, poses0)
     rep1 = reprojection_errors(used.K, lm, X1, ba.poses)
+    if cfg.stereo.enabled:
+        from facesfm.solve.stereo import refine_depth
+
+        st = refine_depth(used.images, dm.depth, dm.mask, used.K, ba.poses, scale, cfg.stereo)
+        if not st.mask.any():
+            raise InputError("stereo: no pixel found a photometric match (--stereo); the "
+                             "frames may be too far apart or the poses wrong")
+        photometric["stereo"] = st.summary(dm.mask)
+        dm = DepthMaps(st.depth.astype(np.float32), st.mask, dm.source + "+stereo")
+        lap("stereo")
     fmask = dm.mask
     if cfg.fusion.consistent_views > 0:
         from facesfm.solve.fusion import consistent_masks
@@ -841,7 +982,7 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
                            cfg.fusion)
     lap("mesh")
     res = SolveResult(used, keep, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
-                      timings, {}, cfg)
+                      timings, {}, cfg, photometric=photometric)
     if cfg.evaluate and seq is not None:
         res.evaluation = evaluate_against_gt(res)
         lap("evaluate")
@@ -954,7 +1095,7 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     """SolveConfig from defaults, then the YAML file ``config``, then the command-line
     ``options`` that are not None/False: checkpoint, landmark_checkpoint, oracle_landmarks,
     oracle_depth, depth, oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool),
-    ba_parameterization, mesh_method, consistent_views."""
+    ba_parameterization, mesh_method, consistent_views, tracks (bool), stereo (bool)."""
     from facesfm.config import from_dict, load_yaml, to_dict
 
     base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
@@ -962,7 +1103,7 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
                "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
-               "ba_parameterization", "mesh_method", "consistent_views"}
+               "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
     for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks"):
@@ -998,4 +1139,7 @@ def build_solve_config(config=None, **options) -> SolveConfig:
         d["fusion"]["mesh_method"] = o["mesh_method"]
     if "consistent_views" in o:
         d["fusion"]["consistent_views"] = o["consistent_views"]
+    for k in ("tracks", "stereo"):
+        if options.get(k) is not None:
+            d[k]["enabled"] = bool(options[k])
     return from_dict(SolveConfig, d, str(config) if config is not None else "options")

@@ -116,10 +116,13 @@ def test_cli_landmark_only_end_to_end(seq9, tmp_path):
         "cameras.json", "cloud.ply", "colmap", "mesh.obj", "mesh.ply", "report.json"]
     rep = json.loads((out / "report.json").read_text())
     ev = rep["evaluation"]
-    # exact GT landmarks: the BA recovers the poses (measured 7e-13 deg, from 10.1 deg); the
-    # cloud is off the surface only by the facets between landmarks (measured mean 0.64 mm)
+    # exact GT landmarks: the BA recovers the poses (measured 7e-13 deg, from 4.7 deg: of the
+    # factorisation's 10.1 deg and the mean face's per-frame 4.7 deg, the BA kept the start
+    # that reached the lower cost); the cloud is off the surface only by the facets between
+    # landmarks (measured mean 0.64 mm)
     assert ev["poses_optimised"]["rotation_max_deg"] < 1e-6
-    assert ev["poses_initial"]["rotation_mean_deg"] > 5.0
+    assert rep["ba"]["start"] in ("factorisation", "template")
+    assert ev["poses_initial"]["rotation_mean_deg"] > 3.0
     assert ev["cloud_to_gt_surface_mm"]["mean"] < 0.9
     cams = json.loads((out / "cameras.json").read_text())
     assert cams["initial_source"].startswith("landmarks (Tomasi-Kanade factorisation")

@@ -48,7 +48,11 @@ def test_sfm_stage_overfits_a_fixed_batch_with_the_ba_layer(tiny_data):
     task = SfmTask(cfg)
     train, _ = sfm_datasets(cfg, tiny_data)
     batch = collate_samples([train[0]])
-    h = _overfit(task, batch, 16, 3e-3)  # 8 steps was marginal once the BA converged faster
+    # 16 steps were enough on the machine image of 2026-11 (landmark loss 0.73 -> 0.56); on a
+    # fresh install of 2026-12 (numpy 2.4.6, scipy 1.17.1, Debian's current OSMesa) the same
+    # seed takes a detour at step 7 and needs ~35 (measured at 40: depth terms 0.043 -> 0.034,
+    # landmark 0.73 -> 0.51, spectral 0.0283 -> 0.0231)
+    h = _overfit(task, batch, 40, 3e-3)
     assert all(x["ba_failures"] == 0 for x in h)
     # the depth terms (PoseNet's distillation has its own units and a moving teacher)
     wd = cfg.sfm.loss.pose_distill_motion
