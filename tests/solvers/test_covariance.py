@@ -37,7 +37,9 @@ def test_face_61x568_reaches_the_cramer_rao_bound():
     RMS, so no unbiased estimator meets it. What the solver must do instead is reach the bound:
     from the 3 deg / 1 cm / 5 mm start, over six noise seeds, its squared rotation errors sum
     to the bound's variance within the sampling spread of correlated frames."""
-    ratios, bound = [], []
+    from facesfm.eval.metrics import pose_errors
+
+    ratios, bound, aligned = [], [], []
     for seed in range(6):
         sf = make_face_problem(61, 568, seed=seed)
         init = perturb_state(sf.truth, seed=seed + 1, rot_deg=3.0, trans_mm=10.0, point_mm=5.0)
@@ -47,6 +49,12 @@ def test_face_61x568_reaches_the_cramer_rao_bound():
         std = rotation_std_deg(pose_covariance(sf.problem, sf.truth))[1:]
         ratios.append(float((torch.rad2deg(err) ** 2).sum() / (std**2).sum()))
         bound.append(float((std**2).mean().sqrt()))
+        aligned.append(float(pose_errors(res.state.poses.numpy(), sf.truth.poses.numpy(),
+                                         "sim3").rotation_deg.mean()))
     assert min(bound) > 0.2  # the 0.2 degree criterion is below the bound
     mean_ratio = sum(ratios) / len(ratios)
     assert 0.6 < mean_ratio < 1.5, ratios
+    # the errors above are in the solver's gauge (frame 0 fixed at the truth); after a
+    # similarity alignment of the whole trajectory the mean error per seed is 0.16-0.22 deg
+    # (measured; 0.18 over the six seeds)
+    assert max(aligned) < 0.25 and sum(aligned) / len(aligned) < 0.2, aligned
