@@ -68,8 +68,8 @@ def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     ckpt = shipped_landmark_checkpoint("builtin")
     cfg = SolveConfig(landmark_checkpoint=str(ckpt), poses_init="landmarks", depth="landmarks",
                       tracks=TrackConfig(enabled=True), stereo=StereoConfig(enabled=True))
-    echo(f"solving with the shipped detector {ckpt.name} (landmarks -> factorisation -> "
-         f"bundle adjustment -> photometric tracks -> bundle adjustment again -> landmark "
+    echo(f"solving with the shipped detector {ckpt.name} (landmarks -> factorisation and "
+         f"mean-face starts -> bundle adjustment -> photometric tracks -> bundle adjustment again -> landmark "
          f"depth -> photometric depth refinement -> fusion) ...")
     sr = run_solve(seq_dir, out, cfg, overwrite=overwrite, echo=echo)
     ev = sr.evaluation or {}
