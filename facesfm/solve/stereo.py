@@ -110,9 +110,18 @@ class StereoResult:
                 "score_median": float(np.median(self.score[self.mask])) if kept else None}
 
 
-def _gray(images: np.ndarray) -> torch.Tensor:
+def gray_images(images: np.ndarray) -> torch.Tensor:
+    """(F, H, W) float32 luma (BT.601) in [0, 1] of (F, H, W, 3) uint8 RGB frames."""
     im = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
-    return im @ torch.tensor([0.299, 0.587, 0.114])  # (F, H, W)
+    return im @ torch.tensor([0.299, 0.587, 0.114])
+
+
+def parabola_offset(c_m: torch.Tensor, c_0: torch.Tensor, c_p: torch.Tensor) -> torch.Tensor:
+    """Sub-sample offset in [-0.5, 0.5] of the peak of the parabola through three equally
+    spaced scores (before, at and after a discrete maximum); 0 where they are not concave."""
+    den = c_m - 2 * c_0 + c_p
+    return torch.where(den < -1e-9, 0.5 * (c_m - c_p) / den.clamp(max=-1e-9),
+                       torch.zeros_like(den)).clamp(-0.5, 0.5)
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -161,7 +170,7 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
     scale = np.ones(F) if scale is None else np.asarray(scale, dtype=np.float64)
     if not np.all(np.isfinite(poses)) or not np.all(np.isfinite(scale)):
         raise InputError("stereo: the poses or depth scales are not finite")
-    gray = _gray(images)
+    gray = gray_images(images)
     Kinv = np.linalg.inv(K)
     hyp = torch.as_tensor(cfg.hypotheses, dtype=torch.float32)
     nh = len(hyp)
@@ -221,9 +230,7 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         c0 = agg.gather(0, (bi - 1)[None])[0]
         c1 = agg.gather(0, bi[None])[0]
         c2 = agg.gather(0, (bi + 1)[None])[0]
-        den = c0 - 2 * c1 + c2
-        frac = torch.where(den < -1e-9, 0.5 * (c0 - c2) / den.clamp(max=-1e-9),
-                           torch.zeros_like(den)).clamp(-0.5, 0.5)
+        frac = parabola_offset(c0, c1, c2)
         shift = hyp[bi] + frac * cfg.step_mm
         score = agg.gather(0, best[None])[0]
         keep = (m0 & inner & (score >= cfg.min_ncc)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as nnf
 
 from facesfm.errors import InputError
+from facesfm.geometry.camera import backproject, invert_pose, project, transform
+from facesfm.solve.stereo import gray_images, parabola_offset
 
 __all__ = ["TrackConfig", "Tracks", "patch_tracks"]
 
@@ -102,11 +104,6 @@ class Tracks:
                 "median_ncc": float(np.nanmedian(self.ncc)) if len(self) else None}
 
 
-def _gray(images: np.ndarray) -> torch.Tensor:
-    im = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
-    return im @ torch.tensor([0.299, 0.587, 0.114])
-
-
 def _patches(img: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Tensor:
     """(n, 2r+1, 2r+1) bilinear windows of ``img`` (H, W) centred at ``centres`` (n, 2) uv."""
     H, W = img.shape
@@ -124,12 +121,6 @@ def _patches(img: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Ten
 def _normalise(p: torch.Tensor) -> torch.Tensor:
     p = p - p.mean((-2, -1), keepdim=True)
     return p / p.square().sum((-2, -1), keepdim=True).sqrt().clamp_min(1e-8)
-
-
-def _subpixel(c_m: torch.Tensor, c_0: torch.Tensor, c_p: torch.Tensor) -> torch.Tensor:
-    den = c_m - 2 * c_0 + c_p
-    return torch.where(den < -1e-9, 0.5 * (c_m - c_p) / den.clamp(max=-1e-9),
-                       torch.zeros_like(den)).clamp(-0.5, 0.5)
 
 
 def _match(template: torch.Tensor, img: torch.Tensor, guess: torch.Tensor, search: int,
@@ -155,8 +146,8 @@ def _match(template: torch.Tensor, img: torch.Tensor, guess: torch.Tensor, searc
         inner = (ix > 0) & (ix < S - 1) & (iy > 0) & (iy < S - 1)
         ixc, iyc = ix.clamp(1, S - 2), iy.clamp(1, S - 2)
         r = torch.arange(len(g))
-        dx = _subpixel(ncc[r, iyc, ixc - 1], ncc[r, iyc, ixc], ncc[r, iyc, ixc + 1])
-        dy = _subpixel(ncc[r, iyc - 1, ixc], ncc[r, iyc, ixc], ncc[r, iyc + 1, ixc])
+        dx = parabola_offset(ncc[r, iyc, ixc - 1], ncc[r, iyc, ixc], ncc[r, iyc, ixc + 1])
+        dy = parabola_offset(ncc[r, iyc - 1, ixc], ncc[r, iyc, ixc], ncc[r, iyc + 1, ixc])
         uv_out[a:a + chunk, 0] = g[:, 0] + (ixc - search).float() + dx
         uv_out[a:a + chunk, 1] = g[:, 1] + (iyc - search).float() + dy
         sc_out[a:a + chunk] = torch.where(inner, best, torch.full_like(best, -float("inf")))
@@ -201,8 +192,7 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
     F, H, W = depth.shape
     poses = np.asarray(cam_T_world, dtype=np.float64)
     scale = np.ones(F) if scale is None else np.asarray(scale, dtype=np.float64)
-    gray = _gray(images)
-    Kinv = np.linalg.inv(K)
+    gray = gray_images(images)
     r, s = cfg.patch_radius, cfg.search_px
     lo, hi_u, hi_v = r + s + 1, W - r - s - 2, H - r - s - 2
     uvs, ws, kfs, nccs = [], [], [], []
@@ -212,10 +202,7 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
             continue
         ki = kp.long()
         z = depth[f][ki[:, 1].numpy(), ki[:, 0].numpy()] * scale[f]
-        Xc = np.concatenate([kp.numpy().astype(np.float64), np.ones((len(kp), 1))], 1) \
-            @ Kinv.T * z[:, None]
-        R, t = poses[f, :3, :3], poses[f, :3, 3]
-        Xw = (Xc - t) @ R
+        Xw = transform(invert_pose(poses[f]), backproject(K, kp.numpy().astype(np.float64), z))
         tmpl = _normalise(_patches(gray[f], kp, r))
         n = len(kp)
         uv = np.zeros((F, n, 2))
@@ -226,11 +213,10 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         for g in range(max(0, f - cfg.neighbours), min(F, f + cfg.neighbours + 1)):
             if g == f:
                 continue
-            Xg = Xw @ poses[g, :3, :3].T + poses[g, :3, 3]
-            zg = Xg[:, 2]
-            front = zg > 1e-3
-            pred = Xg[:, :2] / np.where(front, zg, 1.0)[:, None] * [K[0, 0], K[1, 1]] \
-                + [K[0, 2], K[1, 2]]
+            Xg = transform(poses[g], Xw)
+            front = Xg[:, 2] > 1e-3
+            Xg[~front, 2] = 1.0  # masked below
+            pred = project(K, Xg)
             ok = front & (pred[:, 0] >= lo) & (pred[:, 0] <= hi_u) & \
                 (pred[:, 1] >= lo) & (pred[:, 1] <= hi_v)
             if not ok.any():
