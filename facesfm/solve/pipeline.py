@@ -934,20 +934,27 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     if cfg.tracks.enabled:
         from facesfm.solve.tracks import patch_tracks
 
-        tracks = patch_tracks(used.images, dm.depth, dm.mask, used.K, ba.poses,
-                              np.exp(ba.log_scale), cfg.tracks)
-        photometric["tracks"] = tracks.summary()
+        try:
+            tracks = patch_tracks(used.images, dm.depth, dm.mask, used.K, ba.poses,
+                                  np.exp(ba.log_scale), cfg.tracks)
+        except InputError as e:  # nothing to match: the landmark-only BA stands
+            tracks = None
+            photometric["tracks"] = {"skipped": str(e)}
+            _warn(echo, f"{e}; kept the landmark-only bundle adjustment")
         lap("tracks")
-        start = ba.start
-        ba = track_bundle_adjust(used.K, lm, tracks, None if cfg.depth == "landmarks" else dm,
-                                 ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),
-                                 cfg.tracks.landmark_weight)
-        ba.start = f"{start} + tracks"
-        lap("ba")
-        if cfg.depth == "landmarks":
-            dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height, used.width,
-                                     used.names)
-            lap("depth")
+        if tracks is not None:
+            photometric["tracks"] = tracks.summary()
+            start = ba.start
+            ba = track_bundle_adjust(used.K, lm, tracks,
+                                     None if cfg.depth == "landmarks" else dm, ba.poses,
+                                     replace(cfg.ba, ftol=cfg.tracks.ftol),
+                                     cfg.tracks.landmark_weight)
+            ba.start = f"{start} + tracks"
+            lap("ba")
+            if cfg.depth == "landmarks":
+                dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
+                                         used.width, used.names)
+                lap("depth")
     scale = np.exp(ba.log_scale)
     if classical:
         X1 = ba.points
@@ -960,11 +967,14 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         from facesfm.solve.stereo import refine_depth
 
         st = refine_depth(used.images, dm.depth, dm.mask, used.K, ba.poses, scale, cfg.stereo)
-        if not st.mask.any():
-            raise InputError("stereo: no pixel found a photometric match (--stereo); the "
-                             "frames may be too far apart or the poses wrong")
-        photometric["stereo"] = st.summary(dm.mask)
-        dm = DepthMaps(st.depth.astype(np.float32), st.mask, dm.source + "+stereo")
+        if st.mask.any():
+            photometric["stereo"] = st.summary(dm.mask)
+            dm = DepthMaps(st.depth.astype(np.float32), st.mask, dm.source + "+stereo")
+        else:  # fuse the unrefined maps rather than nothing
+            msg = ("stereo: no pixel found a photometric match (the frames may be too far "
+                   "apart, the face too flat in texture, or the poses wrong)")
+            photometric["stereo"] = {"skipped": msg}
+            _warn(echo, f"{msg}; fused the unrefined depth maps")
         lap("stereo")
     fmask = dm.mask
     if cfg.fusion.consistent_views > 0:

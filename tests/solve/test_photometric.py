@@ -236,3 +236,36 @@ def test_solve_options_switch_the_photometric_stages():
     assert not build_solve_config(None).stereo.enabled
     with pytest.raises(InputError, match="--tracks"):
         build_solve_config(None, tracks=True, ba=False)
+
+
+def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_path, monkeypatch):
+    """Tracks that match nothing and a sweep that keeps no pixel leave the landmark-only BA and
+    the unrefined depth maps in place, with a warning each and the reason in the report."""
+    import json
+
+    import facesfm.solve.stereo as stereo
+    import facesfm.solve.tracks as tracks
+    from facesfm.solve.pipeline import SolveConfig, run_solve
+
+    def no_tracks(*a, **k):
+        raise InputError("tracks: no keypoint could be matched between neighbouring frames")
+
+    def no_pixels(images, depth, mask, *a, **k):
+        z = np.zeros_like(np.asarray(depth, dtype=np.float64))
+        return stereo.StereoResult(z, np.zeros(z.shape, bool), z * np.nan, z * np.nan,
+                                   np.ones(len(z), bool))
+
+    monkeypatch.setattr(tracks, "patch_tracks", no_tracks)
+    monkeypatch.setattr(stereo, "refine_depth", no_pixels)
+    said = []
+    cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
+                      tracks=TrackConfig(enabled=True), stereo=StereoConfig(enabled=True))
+    res = run_solve(seq9, tmp_path / "out", cfg, echo=said.append)
+    assert sum("kept the landmark-only bundle adjustment" in m for m in said) == 1
+    assert sum("fused the unrefined depth maps" in m for m in said) == 1
+    assert "+ tracks" not in res.ba.start and res.depth.source == "landmarks"
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(rep["photometric"]) == {"tracks", "stereo"}
+    assert all("skipped" in v for v in rep["photometric"].values())
+    # exact landmarks: the landmark-only BA still recovers the poses
+    assert rep["evaluation"]["poses_optimised"]["rotation_max_deg"] < 1e-6
