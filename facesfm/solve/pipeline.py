@@ -31,6 +31,12 @@ Bundle adjustment (:mod:`facesfm.solvers`, :class:`BAConfig`), either parameteri
   the median ratio between its triangulated landmark depths and its depth map there
   (:func:`depth_scales`).
 
+Two optional photometric stages follow the BA: ``--tracks`` (:mod:`facesfm.solve.tracks`)
+matches skin patches between neighbouring frames and runs the classical BA again with these
+tracks beside the landmarks (:func:`track_bundle_adjust`); ``--stereo``
+(:mod:`facesfm.solve.stereo`) refines the depth maps by a plane sweep before fusion. Either one
+that finds nothing to match is skipped with a warning.
+
 Fusion uses the optimised poses and the depth maps times ``exp(s_f)``.
 
 Frames where no face is found (fewer than ``min_face_landmarks`` landmarks with weight > 0)
