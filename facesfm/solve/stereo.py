@@ -124,7 +124,7 @@ def parabola_offset(c_m: torch.Tensor, c_0: torch.Tensor, c_p: torch.Tensor) -> 
                        torch.zeros_like(den)).clamp(-0.5, 0.5)
 
 
-def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over (2r+1)^2 windows of (..., h, w), edge windows averaged over what they hold.
 
     Separable (a row pass, then a column pass): the window is a rectangle, so the 2-D mean
@@ -150,12 +150,11 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
 
 def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.ndarray,
                  cam_T_world: np.ndarray, scale: np.ndarray | None = None,
-                 cfg: StereoConfig = StereoConfig(), progress=None) -> StereoResult:
+                 cfg: StereoConfig = StereoConfig()) -> StereoResult:
     """Refine every frame's masked depth photometrically against its neighbours.
 
     images: (F, H, W, 3) uint8; depth: (F, H, W) mm (multiplied by ``scale`` (F,) to get the
     poses' units, default 1); mask: (F, H, W) bool; K: (3, 3); cam_T_world: (F, 4, 4).
-    ``progress``: an optional callable taking the finished frame count.
     """
     images = np.asarray(images)
     depth = np.asarray(depth, dtype=np.float64)
@@ -184,8 +183,6 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         sources = [f + o for o in cfg.offsets if 0 <= f + o < F]
         box = _bbox(mask[f], r + 1)
         if f % cfg.reference_step or box is None or len(sources) < cfg.best_views:
-            if progress is not None:
-                progress(f + 1)
             continue
         refs[f] = True
         rs, cs = box
@@ -196,8 +193,8 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         m0 = torch.as_tensor(mask[f, rs, cs])
         zs = d0[None] + hyp[:, None, None]  # (nh, h, w)
         ref = gray[f, rs, cs]
-        mr = _box(ref, r)
-        vr = (_box(ref * ref, r) - mr * mr).clamp_min(0)
+        mr = box_mean(ref, r)
+        vr = (box_mean(ref * ref, r) - mr * mr).clamp_min(0)
         Twc = np.linalg.inv(poses[f])
         scores = []
         for g in sources:
@@ -215,12 +212,12 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
             s = nnf.grid_sample(gray[g][None, None], grid.reshape(1, nh * h, w, 2),
                                 mode="bilinear", padding_mode="border",
                                 align_corners=True).reshape(nh, h, w)
-            ms = _box(s, r)
-            vs = (_box(s * s, r) - ms * ms).clamp_min(0)
-            cov = _box(s * ref[None], r) - ms * mr[None]
+            ms = box_mean(s, r)
+            vs = (box_mean(s * s, r) - ms * ms).clamp_min(0)
+            cov = box_mean(s * ref[None], r) - ms * mr[None]
             ncc = cov / torch.sqrt(vr[None] * vs + 1e-10)
             # a window reaching out of the source image scores nothing
-            ok = _box(inside.float(), r) > 0.999
+            ok = box_mean(inside.float(), r) > 0.999
             scores.append(torch.where(ok, ncc, torch.full_like(ncc, -1.0)))
         S = torch.stack(scores)  # (n_src, nh, h, w)
         agg = S.topk(cfg.best_views, dim=0).values.mean(0)  # (nh, h, w)
@@ -240,6 +237,4 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         out_d[f, rs, cs] = np.where(kp, (d0 + shift).numpy() / scale[f], 0.0)
         out_s[f, rs, cs] = np.where(kp, score.numpy(), np.nan)
         out_x[f, rs, cs] = np.where(kp, shift.numpy(), np.nan)
-        if progress is not None:
-            progress(f + 1)
     return StereoResult(out_d, out_m, out_s, out_x, refs)

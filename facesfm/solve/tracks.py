@@ -30,7 +30,7 @@ import torch.nn.functional as nnf
 
 from facesfm.errors import InputError
 from facesfm.geometry.camera import backproject, invert_pose, project, transform
-from facesfm.solve.stereo import gray_images, parabola_offset
+from facesfm.solve.stereo import box_mean, gray_images, parabola_offset
 
 __all__ = ["TrackConfig", "Tracks", "patch_tracks"]
 
@@ -157,11 +157,8 @@ def _match(template: torch.Tensor, img: torch.Tensor, guess: torch.Tensor, searc
 def _keypoints(gray: torch.Tensor, mask: np.ndarray, cfg: TrackConfig) -> torch.Tensor:
     """(n, 2) integer uv: the most textured pixel of each grid cell inside the mask."""
     r = cfg.patch_radius
-    k = 2 * r + 1
-    img = gray[None, None]
-    m = nnf.avg_pool2d(img, k, 1, r, count_include_pad=False)
-    var = (nnf.avg_pool2d(img * img, k, 1, r, count_include_pad=False) - m * m).clamp_min(0)
-    std = var.sqrt()[0, 0]
+    m = box_mean(gray, r)
+    std = (box_mean(gray * gray, r) - m * m).clamp_min(0).sqrt()
     H, W = gray.shape
     margin = r + cfg.search_px + 2
     inside = torch.as_tensor(mask).clone()
@@ -170,7 +167,7 @@ def _keypoints(gray: torch.Tensor, mask: np.ndarray, cfg: TrackConfig) -> torch.
     inside[:, :margin] = False
     inside[:, -margin:] = False
     # whole window in the mask, so the patch is face texture and not the silhouette
-    full = nnf.avg_pool2d(inside[None, None].float(), k, 1, r, count_include_pad=False)[0, 0]
+    full = box_mean(inside.float(), r)
     score = torch.where((full > 0.999) & (std >= cfg.min_texture), std,
                         torch.full_like(std, -1.0))
     g = cfg.grid_px
