@@ -37,6 +37,7 @@ class Networks:
     sfm_size: tuple[int, int] | None
     landmark_crop: float | None = None  # face-crop refinement margin (None: one pass)
     pose_step: int = 1  # frames apart of the pairs PoseNet was trained on (data.frame_step)
+    landmark_views: int = 1  # crops fused in the face-crop pass (landmarks.crop_views)
 
 
 def _load(path, stage: str):
@@ -81,7 +82,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
 
     lm = dp = ps = None
     lsize = ssize = crop = None
-    step = 1
+    step = views = 1
     if landmark_checkpoint is not None:
         from facesfm.training.landmarks import build_landmark_net
 
@@ -90,6 +91,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
                              "landmark network").to(device)
         lsize = (cfg.data.image_size, cfg.data.image_size)
         crop = cfg.landmarks.crop_margin if cfg.landmarks.face_crop > 0 else None
+        views = cfg.landmarks.crop_views
     if checkpoint is not None:
         from facesfm.training.sfm import build_sfm_nets
 
@@ -99,7 +101,7 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
         dp, ps = nets.depth, nets.pose
         ssize = (cfg.data.image_size, cfg.data.image_size)
         step = cfg.data.frame_step
-    return Networks(lm, dp, ps, lsize, ssize, crop, step)
+    return Networks(lm, dp, ps, lsize, ssize, crop, step, views)
 
 
 def _batch(images: np.ndarray, size: tuple[int, int], device) -> torch.Tensor:
@@ -132,7 +134,8 @@ def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8,
     uvs, ws = [], []
     for i in range(0, len(images), batch):
         x = torch.as_tensor(images[i:i + batch], device=dev).permute(0, 3, 1, 2).float() / 255
-        out = detect_landmarks(nets.landmark, x, (h, w), nets.landmark_crop, min_visibility)
+        out = detect_landmarks(nets.landmark, x, (h, w), nets.landmark_crop, min_visibility,
+                               crop_views=nets.landmark_views)
         vis = torch.sigmoid(out.visibility_logits) >= min_visibility
         # log_sigma is in input pixels: the weights are inverse variances per input pixel^2
         ws.append((ba_weights(out) * vis).double().cpu().numpy())

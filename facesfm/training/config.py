@@ -132,6 +132,10 @@ class LandmarkStageConfig:
     # detection in a crop of side crop_margin x the landmarks' box (networks.detect_landmarks)
     face_crop: float = 0.0
     crop_margin: float = 1.25
+    # inference: crops of that refinement fused (networks.detect_landmarks, CROP_VIEWS)
+    crop_views: int = 1
+    # heatmap variant: per-landmark visibility read under its own heatmap
+    local_visibility: bool = False
 
     def __post_init__(self):
         if self.variant not in ("paper", "heatmap"):
@@ -144,6 +148,11 @@ class LandmarkStageConfig:
             raise InputError(f"landmarks.face_crop must be in [0, 1], got {self.face_crop}")
         if not self.crop_margin > 1:
             raise InputError(f"landmarks.crop_margin must be > 1, got {self.crop_margin}")
+        from facesfm.networks.landmark import CROP_VIEWS
+
+        if not 1 <= self.crop_views <= len(CROP_VIEWS):
+            raise InputError(f"landmarks.crop_views must be in 1..{len(CROP_VIEWS)}, "
+                             f"got {self.crop_views}")
 
 
 @dataclass(frozen=True)
@@ -321,7 +330,10 @@ PRESETS: dict[str, dict] = {
             "val_samples": 8,
         },
         "optim": {"lr": 2e-4, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 20},
-        "landmarks": {"variant": "heatmap", "channels": [16, 32, 64, 96], "head_channels": 32},
+        # local visibility and 7 fused crop views: the shipped ICT detector (3.06 -> 2.1 px,
+        # F1 0.939 -> 0.946 on held-out faces, with 80 instead of 30 training faces)
+        "landmarks": {"variant": "heatmap", "channels": [16, 32, 64, 96], "head_channels": 32,
+                      "local_visibility": True, "crop_views": 7},
         "sfm": {
             "depth_channels": [8, 16, 24, 32, 64, 96],
             "pose_channels": [8, 16, 32, 64, 96],

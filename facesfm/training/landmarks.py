@@ -36,6 +36,7 @@ def build_landmark_net(cfg: TrainConfig) -> LandmarkNet:
             channels=tuple(lc.channels),
             fc_dims=tuple(lc.fc_dims),
             head_channels=lc.head_channels,
+            local_visibility=lc.local_visibility,
         )
     )
 
@@ -57,10 +58,12 @@ def load_landmark_net(path: str | Path) -> tuple[LandmarkNet, TrainConfig]:
 def detect(net: LandmarkNet, cfg: TrainConfig, images: torch.Tensor) -> LandmarkOutput:
     """The detector of a stage-1 run applied to full-resolution frames (B, 3, H, W) the way
     that run validates it: resized to ``data.image_size``, refined in a face crop when it was
-    trained on crops; positions in the frames' pixels."""
+    trained on crops (fusing ``landmarks.crop_views`` crops); positions in the frames'
+    pixels."""
     lc = cfg.landmarks
     size = (cfg.data.image_size, cfg.data.image_size)
-    return detect_landmarks(net, images, size, lc.crop_margin if lc.face_crop > 0 else None)
+    return detect_landmarks(net, images, size, lc.crop_margin if lc.face_crop > 0 else None,
+                            crop_views=lc.crop_views)
 
 
 def _frames(batch: SequenceSample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,7 +146,14 @@ def train_landmarks(
     task = LandmarkTask(cfg)
     if init is not None:
         ck = load_checkpoint(init, stage="landmarks")
-        restore_weights(task.model, ck["models"]["model"], init, "landmark network").train()
+        state = ck["models"]["model"]
+        # layers the source lacks (e.g. landmarks.local_visibility switched on for the
+        # fine-tuning) keep their initialisation; every layer the source has must fit
+        new = {k: v for k, v in task.model.state_dict().items() if k not in state}
+        if new:
+            echo(f"--init {init}: initialised here, not in that checkpoint: "
+                 f"{', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}")
+        restore_weights(task.model, {**state, **new}, init, "landmark network").train()
     train, vset = landmark_datasets(cfg, data, val)
     return run_training(
         task,

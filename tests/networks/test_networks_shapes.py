@@ -333,3 +333,90 @@ def test_detect_landmarks_maps_both_passes_back_to_frame_pixels():
                                                          dtype=torch.float64))
     side = 1.5 * (truth.amax(1) - truth.amin(1)).amax(1)
     torch.testing.assert_close(two.log_sigma[:, 0], torch.log(side / 64), atol=0.02, rtol=0)
+
+
+def test_detect_landmarks_fuses_shifted_and_zoomed_crop_views():
+    from facesfm.networks import detect_landmarks
+    from facesfm.networks.landmark import CROP_VIEWS
+
+    H = W = 192
+    vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                            torch.arange(W, dtype=torch.float64), indexing="ij")
+    truth = torch.tensor([[[70.3, 101.7], [121.6, 88.2]], [[60.0, 60.0], [140.5, 130.25]]],
+                         dtype=torch.float64)
+    img = torch.zeros(2, 3, H, W, dtype=torch.float64)
+    for b in range(2):
+        for u, v in truth[b]:
+            img[b] += torch.exp(-((uu - u) ** 2 + (vv - v) ** 2) / (2 * 3.0**2))
+    net = _BlobFinder()
+    V = len(CROP_VIEWS)
+    many = detect_landmarks(net, img, (64, 64), crop_margin=1.5, crop_views=V)
+    # every view is mapped back to frame pixels before fusing: the fused position is exact
+    assert (many.uv - truth).abs().max() < 0.3
+    # the fused spread is the mean of the views' log spreads (1 network px = side_v / 64)
+    side = 1.5 * (truth.amax(1) - truth.amin(1)).amax(1)
+    zoom = torch.tensor([z for z, _, _ in CROP_VIEWS], dtype=torch.float64)
+    want = torch.log(side[:, None] * zoom[None] / 64).mean(1)
+    torch.testing.assert_close(many.log_sigma[:, 0], want, atol=0.02, rtol=0)
+    # one view is the single crop pass
+    one = detect_landmarks(net, img, (64, 64), crop_margin=1.5, crop_views=1)
+    two = detect_landmarks(net, img, (64, 64), crop_margin=1.5)
+    torch.testing.assert_close(one.uv, two.uv)
+    with pytest.raises(ValueError, match="crop_views"):
+        detect_landmarks(net, img, (64, 64), crop_margin=1.5, crop_views=V + 1)
+
+
+class _ZoomBiasedFinder(_BlobFinder):
+    """Blob finder that is exact while the two blobs are < 15 network px apart (the whole
+    frame), and otherwise (the crops) off by +6 network px in u, claiming a spread of 0.01 px
+    where they are > 22.5 px apart (the views zoomed in) and 10 px elsewhere."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        d = (out.uv[:, 1, 0] - out.uv[:, 0, 0])[:, None].expand_as(out.log_sigma)
+        out.uv = out.uv + torch.stack([torch.where(d < 15, 0.0, 6.0), 0 * d], -1)
+        out.log_sigma = torch.where(d > 22.5, math.log(0.01), math.log(10.0)).to(x)
+        return out
+
+
+def test_crop_views_are_weighted_by_their_inverse_variance():
+    from facesfm.networks import detect_landmarks
+    from facesfm.networks.landmark import CROP_VIEWS
+
+    H = W = 192
+    vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float64),
+                            torch.arange(W, dtype=torch.float64), indexing="ij")
+    img = torch.exp(-((uu - 80.0) ** 2 + (vv - 96.0) ** 2) / 18.0)
+    img = img + torch.exp(-((uu - 112.0) ** 2 + (vv - 96.0) ** 2) / 18.0)
+    img = img[None, None].expand(1, 3, H, W).contiguous()
+    V = 7
+    zoom = [z for z, _, _ in CROP_VIEWS[:V]]
+    assert sorted(zoom) == [0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.1]
+    out = detect_landmarks(_ZoomBiasedFinder(), img, (64, 64), crop_margin=3.0, crop_views=V)
+    # crops of side 3 x 32 = 96 frame px; in the 0.9 view the blobs are 23.7 network px apart
+    # (confident), in the others 21.3 or 19.4 (unsure). The bias of 6 network px is
+    # 6 x 96 x zoom / 64 frame px: the confident view alone gives 8.1, a plain mean of the
+    # seven views would give 9.0
+    err = out.uv[0, :, 0] - torch.tensor([80.0, 112.0], dtype=torch.float64)
+    torch.testing.assert_close(err, torch.full((2,), 8.1, dtype=torch.float64), atol=0.1,
+                               rtol=0)
+
+
+def test_local_visibility_reads_features_under_each_heatmap():
+    cfg = LandmarkNetConfig(variant="heatmap", num_landmarks=5, channels=(8, 8, 16, 16),
+                            head_channels=8, local_visibility=True)
+    torch.manual_seed(0)
+    net = LandmarkNet(cfg)
+    x = torch.rand(2, 1, 64, 64)
+    out = net(x)
+    assert out.visibility_logits.shape == (2, 5)
+    # the local term reaches the logits: its weights get gradients, and changing them
+    # changes the visibility without moving the landmarks
+    out.visibility_logits.sum().backward()
+    assert net.vis_local.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.vis_local.bias += 1.0
+        again = net(x)
+    torch.testing.assert_close(again.visibility_logits, out.visibility_logits.detach() + 1.0)
+    torch.testing.assert_close(again.uv, out.uv.detach())
+    assert LandmarkNet(LandmarkNetConfig(variant="heatmap")).vis_local is None

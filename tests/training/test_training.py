@@ -350,3 +350,28 @@ def test_classical_ba_layer_poses_follow_the_depth_scale(tiny_data):
     assert torch.allclose(poses2[..., :3, :3], poses[..., :3, :3], atol=1e-6)
     (g,) = torch.autograd.grad(poses[..., :3, 3].norm(), depth)
     assert float(g.abs().sum()) > 0
+
+
+def test_fine_tuning_may_add_layers_but_the_shared_ones_must_fit(tiny_data, tmp_path):
+    cfg = preset_config("tiny", {"optim": {"max_steps": 2}})
+    src = train_landmarks(cfg, tiny_data, tmp_path / "src", progress=False).checkpoint
+    said = []
+    local = preset_config("tiny", {"optim": {"max_steps": 1, "lr": 1e-12},
+                                   "landmarks": {"local_visibility": True}})
+    res = train_landmarks(local, tiny_data, tmp_path / "ft", progress=False, init=src,
+                          echo=said.append)
+    assert any("vis_local" in s and "initialised here" in s for s in said)
+    a = load_checkpoint(src)["models"]["model"]
+    b = load_checkpoint(res.checkpoint)["models"]["model"]
+    assert set(b) - set(a) == {"vis_local.weight", "vis_local.bias"}
+    for k in a:  # one step at a negligible rate: the shared layers are the source's
+        torch.testing.assert_close(b[k].float(), a[k].float(), atol=1e-6, rtol=0)
+    wider = preset_config("tiny", {"landmarks": {"channels": [8, 8, 16, 32]}})
+    with pytest.raises(InputError, match="incompatible landmark network"):
+        train_landmarks(wider, tiny_data, tmp_path / "bad", progress=False, init=src)
+
+
+def test_crop_views_are_validated():
+    with pytest.raises(InputError, match="crop_views"):
+        preset_config("small", {"landmarks": {"crop_views": 0}})
+    assert preset_config("small", {"landmarks": {"crop_views": 15}}).landmarks.crop_views == 15
