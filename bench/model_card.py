@@ -168,7 +168,14 @@ def main(argv=None) -> int:
     for face, run, data in (("builtin", args.builtin, args.builtin_data),
                             ("ict", args.ict, args.ict_data)):
         if run is not None:
+            old = card["landmarks"].get(face)
             card["landmarks"][face] = _landmark_entry(face, run, data, args)
+            kept = card.get("sfm", {}).get("ict")
+            if face == "ict" and args.sfm is None and kept and old and \
+                    kept.get("detector") == "landmarks_ict.pt":
+                # the kept depth/pose networks were trained with the detector replaced now
+                kept["detector"] = (f"an earlier landmarks_ict.pt (trained at commit "
+                                    f"{old['trained_commit']['git'][:10]})")
     if args.sfm is not None:
         card.setdefault("sfm", {})["ict"] = _sfm_entry(args.sfm, args.sfm_data, args)
         card.pop("not_shipped", None)
