@@ -309,9 +309,9 @@ class _BlobFinder(torch.nn.Module):
                               log_sigma=torch.zeros(B, 2).to(x))
 
 
-def test_detect_landmarks_maps_both_passes_back_to_frame_pixels():
-    from facesfm.networks import detect_landmarks
-
+def _two_blob_frames():
+    """Two 192x192 frames, each with two Gaussian blobs (sigma 3 px) at known positions:
+    (truth (2, 2, 2) uv, images (2, 3, 192, 192))."""
     H = W = 192
     vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float64),
                             torch.arange(W, dtype=torch.float64), indexing="ij")
@@ -321,6 +321,13 @@ def test_detect_landmarks_maps_both_passes_back_to_frame_pixels():
     for b in range(2):
         for u, v in truth[b]:
             img[b] += torch.exp(-((uu - u) ** 2 + (vv - v) ** 2) / (2 * 3.0**2))
+    return truth, img
+
+
+def test_detect_landmarks_maps_both_passes_back_to_frame_pixels():
+    from facesfm.networks import detect_landmarks
+
+    truth, img = _two_blob_frames()
     net = _BlobFinder()
     one = detect_landmarks(net, img, (64, 64))
     two = detect_landmarks(net, img, (64, 64), crop_margin=1.5)
@@ -339,15 +346,7 @@ def test_detect_landmarks_fuses_shifted_and_zoomed_crop_views():
     from facesfm.networks import detect_landmarks
     from facesfm.networks.landmark import CROP_VIEWS
 
-    H = W = 192
-    vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float64),
-                            torch.arange(W, dtype=torch.float64), indexing="ij")
-    truth = torch.tensor([[[70.3, 101.7], [121.6, 88.2]], [[60.0, 60.0], [140.5, 130.25]]],
-                         dtype=torch.float64)
-    img = torch.zeros(2, 3, H, W, dtype=torch.float64)
-    for b in range(2):
-        for u, v in truth[b]:
-            img[b] += torch.exp(-((uu - u) ** 2 + (vv - v) ** 2) / (2 * 3.0**2))
+    truth, img = _two_blob_frames()
     net = _BlobFinder()
     V = len(CROP_VIEWS)
     many = detect_landmarks(net, img, (64, 64), crop_margin=1.5, crop_views=V)
