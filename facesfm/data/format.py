@@ -36,7 +36,9 @@ complete), holding::
     xyz         (L, 3)    float64 world position in mm
     uv          (F, L, 2) float64 projection with K and cam_T_world (all landmarks)
     visible     (F, L)    bool    inside the image by 1 px, facing the camera and not occluded
-                                  (rendered depth at uv within ``config.depth_tolerance`` of z)
+                                  (``config.occlusion`` names the test; "front": not all 4
+                                  pixel centres around uv show a surface more than
+                                  ``config.depth_tolerance`` mm in front of z)
     z           (F, L)    float64 camera-frame depth in mm
 
 World frame: the face model's, mm, +y up, the face looks down +z.

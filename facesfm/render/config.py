@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 
+#: Landmark occlusion tests (see :func:`facesfm.render.visibility.landmark_visibility`).
+OCCLUSION_RULES = ("front", "bilinear")
+
 __all__ = [
     "BACKGROUNDS",
     "FACE_SOURCES",
@@ -167,8 +170,13 @@ class RenderConfig:
     landmarks:          number of landmark IDs stored (one of LANDMARK_COUNTS).
     background:         one of BACKGROUNDS.
     background_color:   RGB 0..255 used by "color".
-    depth_tolerance:    occlusion test: |rendered z - landmark z| <= this (mm). 0.5 mm keeps
-                        the stored depth and the stored visible landmarks consistent to 0.5 mm.
+    occlusion:          the landmark occlusion test, one of OCCLUSION_RULES (see
+                        facesfm.render.visibility): "front" hides a landmark only behind a
+                        surface more than depth_tolerance in front of it at all 4 pixel
+                        centres around it; "bilinear" (the rule before 2026-12) asks the
+                        bilinear depth at uv to equal its z within depth_tolerance (0.5 mm
+                        was its default).
+    depth_tolerance:    occlusion tolerance (mm) of that test.
     edge_margin:        a visible landmark lies at least this many pixels inside the image.
     png_compress_level: zlib level for PNGs (1 = fast; files are larger).
     expression:         ask the face model for a random expression.
@@ -183,7 +191,8 @@ class RenderConfig:
     landmarks: int = 800
     background: str = "random"
     background_color: tuple[int, int, int] = (0, 0, 0)
-    depth_tolerance: float = 0.5
+    occlusion: str = "front"
+    depth_tolerance: float = 2.0
     edge_margin: float = 1.0
     png_compress_level: int = 1
     expression: bool = False
@@ -209,6 +218,9 @@ class RenderConfig:
         if len(self.background_color) != 3:
             raise InputError(f"render: background_color must be RGB, got "
                              f"{self.background_color}")
+        if self.occlusion not in OCCLUSION_RULES:
+            raise InputError(f"render: occlusion={self.occlusion!r} is not one of "
+                             f"{list(OCCLUSION_RULES)}")
         if not self.depth_tolerance > 0:
             raise InputError(f"render: depth_tolerance must be > 0 mm, got "
                              f"{self.depth_tolerance}")

@@ -151,7 +151,8 @@ def render_sequence(
                 T = traj.cam_T_world[i]
                 fr = renderer.render(T, background, clip_margin=cfg.znear_margin)
                 uv[i], z[i], visible[i] = landmark_visibility(
-                    lm_xyz, lm_n, K, T, fr.depth, cfg.depth_tolerance, cfg.edge_margin
+                    lm_xyz, lm_n, K, T, fr.depth, cfg.depth_tolerance, cfg.edge_margin,
+                    cfg.occlusion,
                 )
                 files = frame_files(i)
                 # PNG compression releases the GIL: overlap it with the next render.

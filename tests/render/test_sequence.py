@@ -76,22 +76,25 @@ def _raycast_depth_error(seq, tri, i):
     hits, idx, _ = tri.ray.intersects_location(origins, rays, multiple_hits=False)
     z = np.full(len(rc), np.inf)
     z[idx] = (hits @ R.T + t)[:, 2]
-    return np.abs(z - d)
+    # background in the depth map must be a miss of the ray caster (error 0), and vice versa
+    return np.where(d > 0, np.abs(z - d), np.where(np.isinf(z), 0.0, np.inf)), d > 0
 
 
 def test_stored_depth_matches_an_independent_ray_cast(seq21):
-    """Measured ~2e-4 mm; every pixel next to a visible landmark is foreground and hit."""
+    """Measured ~2e-4 mm at the pixel centres nearest the visible landmarks; those that show
+    background (a landmark on the silhouette) are misses of the ray caster too."""
     seq = load_sequence(seq21)
     tri = trimesh.load(seq21 / "mesh.ply", process=False)
     for i in (0, 10, 20):
-        err = _raycast_depth_error(seq, tri, i)
-        assert len(err) > 300 and err.max() < 0.01
+        err, fg = _raycast_depth_error(seq, tri, i)
+        assert fg.sum() > 300 and err.max() < 0.01
 
 
 def test_far_side_never_visible_and_raycast_agrees(seq21):
-    """At +-60 degrees: no landmark facing away or lying > 20 mm beyond the midline on the far
-    side is flagged visible, and >= 95% of the visible ones pass an independent ray cast
-    (the first hit from the camera centre is within 1 mm of the landmark)."""
+    """At +-60 degrees: no landmark facing away is flagged visible; of those lying > 20 mm
+    beyond the midline on the far side at most 1% are (the far cheek's silhouette), and each
+    of them passes an independent ray cast (the first hit from the camera centre is within
+    1 mm of the landmark), as do >= 95% of all visible ones."""
     seq = load_sequence(seq21)
     mesh = trimesh.load(seq21 / "mesh.ply", process=False)
     np.asarray(mesh.vertices, dtype=np.float64)
@@ -102,11 +105,12 @@ def test_far_side_never_visible_and_raycast_agrees(seq21):
         vis = seq.visible[i]
         C = camera_center(seq.cam_T_world[i])
         yaw = seq.yaw_deg[i]
+        far = np.zeros(len(X), bool)
         if abs(yaw) > 59:
             assert not (vis & (np.einsum("ij,ij->i", n, C - X) < -0.05 * np.linalg.norm(
                 C - X, axis=1))).any()
             far = -np.sign(yaw) * X[:, 0] > 20.0  # beyond the midline, away from the camera
-            assert far.sum() > 100 and not (vis & far).any()
+            assert far.sum() > 100 and (vis & far).sum() <= 0.01 * far.sum()
         d = X[vis] - C
         dist = np.linalg.norm(d, axis=1)
         # trimesh's own float64 ray-triangle test (needs rtree), independent of the renderer
@@ -115,7 +119,8 @@ def test_far_side_never_visible_and_raycast_agrees(seq21):
                                                          multiple_hits=False)
         t_hit = np.full(len(d), np.inf)
         t_hit[ray_idx] = np.linalg.norm(hits - origins[ray_idx], axis=1)
-        assert np.mean(np.abs(t_hit - dist) < 1.0) >= 0.95
+        seen = np.abs(t_hit - dist) < 1.0
+        assert np.mean(seen) >= 0.95 and seen[far[vis]].all()
 
 
 def test_same_seed_same_sequence_different_seed_differs(tmp_path, builtin_face):
@@ -195,7 +200,8 @@ def test_ict_sequence(tmp_path, ict_dir):
     assert np.linalg.norm(project(seq.K, x_cam) - seq.uv, axis=-1)[vis].max() < 0.01
     tri = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     for i in range(3):
-        assert _raycast_depth_error(seq, tri, i).max() < 0.01
+        err, fg = _raycast_depth_error(seq, tri, i)
+        assert fg.sum() > 200 and err.max() < 0.01
     n = vertex_normals(mesh.vertices, mesh.faces)[seq.landmark_vertex_ids]
     for i in (0, 2):
         C = camera_center(seq.cam_T_world[i])

@@ -1,5 +1,9 @@
 import numpy as np
+import pytest
 import trimesh
+
+from facesfm.errors import InputError
+from facesfm.render.config import RenderConfig
 
 from facesfm.geometry.camera import intrinsics, look_at, project, transform
 from facesfm.render.visibility import (
@@ -50,7 +54,8 @@ def test_sample_depth_exact_on_a_plane_and_nan_off_it():
 
 
 def test_landmark_visibility_rules():
-    """In-image margin, back-facing and occlusion each remove exactly their landmark."""
+    """In-image margin, back-facing and occlusion each remove exactly their landmark
+    (the two-sided "bilinear" occlusion rule)."""
     H = W = 100
     K = intrinsics(100.0, W, H)
     T = look_at(np.array([0.0, 0, 200]), np.zeros(3))  # camera on +z looking at the origin
@@ -66,10 +71,47 @@ def test_landmark_visibility_rules():
     ])
     normals = np.tile([0.0, 0.0, 1.0], (6, 1))
     normals[3] = [0, 0, -1]
-    uv, z, vis = landmark_visibility(xyz, normals, K, T, depth, tol=0.5, margin=1.0)
+    uv, z, vis = landmark_visibility(xyz, normals, K, T, depth, tol=0.5, margin=1.0,
+                                     occlusion="bilinear")
     np.testing.assert_allclose(uv, project(K, transform(T, xyz)), atol=1e-12)
     np.testing.assert_allclose(z, 200 - xyz[:, 2], atol=1e-12)
     np.testing.assert_array_equal(vis, [True, True, False, False, False, True])
     # the tolerance is the rule: 0.2 mm rejects landmark 1
-    _, _, vis2 = landmark_visibility(xyz, normals, K, T, depth, tol=0.2)
+    _, _, vis2 = landmark_visibility(xyz, normals, K, T, depth, tol=0.2, occlusion="bilinear")
     np.testing.assert_array_equal(vis2, [True, False, False, False, False, True])
+    # the default rule keeps margin and facing, and hides landmark 2 (2 mm behind the wall)
+    _, _, vis3 = landmark_visibility(xyz, normals, K, T, depth, tol=0.5)
+    np.testing.assert_array_equal(vis3, [True, True, False, False, False, True])
+
+
+def test_front_rule_hides_only_behind_a_surface_in_front_at_all_four_pixels():
+    """"front": a surface behind the landmark or background next to it never hides it; an
+    occluder hides it only when it covers all 4 pixel centres around uv by more than tol."""
+    H = W = 40
+    K = intrinsics(100.0, W, H)  # principal point (19.5, 19.5)
+    T = look_at(np.array([0.0, 0, 200]), np.zeros(3))
+    normals = np.tile([0.0, 0.0, 1.0], (1, 1))
+    lm = np.array([[0.0, 0.0, 0.0]])  # z = 200, projects at uv = (19.5, 19.5)
+
+    def vis(depth, rule="front", tol=2.0):
+        return landmark_visibility(lm, normals, K, T, depth, tol=tol, occlusion=rule)[2][0]
+
+    wall_behind = np.full((H, W), 230.0)  # a surface 30 mm behind the landmark
+    assert vis(wall_behind) and not vis(wall_behind, "bilinear")
+    background = np.zeros((H, W))
+    assert vis(background) and not vis(background, "bilinear")
+    edge = np.full((H, W), 200.0)
+    edge[:, 20:] = 150.0  # an occluder 50 mm in front covers 2 of the 4 pixel centres
+    assert vis(edge) and not vis(edge, "bilinear")
+    edge[:, 19:] = 150.0  # ... now all 4 of them
+    assert not vis(edge)
+    contact = np.full((H, W), 198.8)  # 1.2 mm in front everywhere: a contact, not occlusion
+    assert vis(contact) and not vis(contact, tol=1.0)
+    with pytest.raises(ValueError, match="occlusion"):
+        vis(contact, "nearest")
+
+
+def test_render_config_checks_the_occlusion_rule():
+    assert RenderConfig().occlusion == "front" and RenderConfig().depth_tolerance == 2.0
+    with pytest.raises(InputError, match="occlusion"):
+        RenderConfig(occlusion="zbuffer")
