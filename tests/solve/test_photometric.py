@@ -125,7 +125,9 @@ def test_tracks_measure_instead_of_repeating_the_prediction(sweep):
 
 def test_tracks_correct_the_poses_in_the_joint_bundle_adjustment(wide):
     """Landmarks with 2 px noise alone leave the BA's rotations off; adding the tracks (built
-    from the landmark-only solution) lowers the error (measured 3.02 -> 1.68 deg)."""
+    from the landmark-only solution) lowers the error (measured 2.06 -> 1.65 deg; 3.02 -> 1.68
+    when the jaw-line and lid-margin landmarks were still labelled hidden, which left the
+    landmark-only solution fewer points)."""
     from facesfm.solve.pipeline import (
         BAConfig,
         Landmarks,
@@ -146,7 +148,7 @@ def test_tracks_correct_the_poses_in_the_joint_bundle_adjustment(wide):
     ba2 = track_bundle_adjust(seq.K, lm, tr, None, ba.poses, cfg, landmark_weight=1.0)
     e_tr = pose_errors(ba2.poses, seq.cam_T_world).rotation_deg.mean()
     assert ba2.points.shape == (vis.shape[1], 3)  # the landmarks' points only
-    assert e_tr < 0.7 * e_lm, (e_lm, e_tr)
+    assert e_tr < 0.85 * e_lm and e_tr < 1.8, (e_lm, e_tr)
 
 
 def test_stereo_recovers_the_surface_from_a_biased_prior(sweep):
@@ -188,16 +190,24 @@ def test_stereo_scale_maps_unscaled_depth(sweep):
 
 def test_template_poses_start_near_the_truth(sweep):
     """The mean face's per-frame poses from GT semantic landmarks: within a few degrees of
-    the truth (the face differs from the mean face; measured 3.5-3.9 deg), with no
-    reflection."""
+    the truth (the face differs from the mean face; measured 1.0-1.2 deg), with no
+    reflection. The poses live in the mean face's frame; the truth is brought there by the
+    similarity that maps the mean face's landmarks onto the true ones. (A similarity fitted
+    to the camera centres would be ill-conditioned here: 9 centres on a 16-degree arc leave
+    the rotation about the arc's chord free, and it reported 12 degrees for these poses.)"""
+    from facesfm.eval.align import umeyama
+    from facesfm.eval.baselines import SEMANTIC_LANDMARKS, template_landmarks
+    from facesfm.eval.metrics import rotation_angle_deg
     from facesfm.solve.pipeline import Landmarks, template_poses
 
     seq, *_ = sweep
     lm = Landmarks(seq.uv, seq.visible.astype(np.float64), np.arange(seq.uv.shape[1]), "gt")
     P = template_poses(seq.K, lm)
     assert np.all(np.isfinite(P))
-    e = pose_errors(P, seq.cam_T_world).rotation_deg
-    assert e.max() < 5.0, e
+    S = umeyama(template_landmarks(SEMANTIC_LANDMARKS), seq.landmark_xyz[:SEMANTIC_LANDMARKS])
+    R_gt = seq.cam_T_world[:, :3, :3] @ S.R  # camera <- template rotation of the truth
+    e = np.array([rotation_angle_deg(P[f, :3, :3] @ R_gt[f].T) for f in range(len(P))])
+    assert e.max() < 2.0, e
     assert np.all(np.linalg.det(P[:, :3, :3]) > 0.99)
 
 
