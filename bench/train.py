@@ -1,7 +1,7 @@
 """Training throughput benchmark: forward + backward per step, each preset, with and without
 the bundle-adjustment layer.
 
-    python bench/train.py [--presets tiny,small,paper] [--steps 5] [--threads 1]
+    python bench/train.py [--presets tiny,small,paper] [--steps 5] [--warmup 1] [--threads 1]
                           [--paper-frames 61]
 
 Inputs are synthetic and seeded (no rendering needed): random images at the preset's
@@ -9,10 +9,11 @@ resolution, and landmarks of a synthetic face seen from a yaw arc
 (:func:`facesfm.solvers.synthetic.make_face_problem`, 1 px noise) as the landmark input of the
 stage-2 loss (``landmark_source = "gt"``), so the BA layer solves a realistic problem. A
 sample has the preset's window of frames (the paper preset BAs whole sequences:
-``--paper-frames``, 61 = -60..60 degrees every 2 degrees). One warm-up step, then the median
-over ``--steps`` steps of ``loss.backward()`` wall time. Reports sequences per second (stage
-2, with the BA layer and with learned poses only, i.e. the BA share of a step) and frames per
-second (stage 1).
+``--paper-frames``, 61 = -60..60 degrees every 2 degrees). ``--warmup`` steps (1), then the
+median over ``--steps`` steps of ``loss.backward()`` wall time. Reports sequences per second
+(stage 2, with the BA layer and with learned poses only, i.e. the BA share of a step), frames
+per second (stage 1) and the peak resident memory of each row's steps (Linux: the peak is
+reset before each row through /proc/self/clear_refs; elsewhere the process's peak so far).
 
 Writes bench/results/train.json and bench/results/train.md (atomically).
 """
@@ -90,20 +91,45 @@ def start_posenet_at(task, face_poses: torch.Tensor) -> None:
         )
 
 
-def time_steps(task, batch, steps: int) -> tuple[float, dict]:
-    """Median seconds of one forward + backward, after one warm-up step."""
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux); False where the peak cannot be reset."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory (GB) since the last reset (VmHWM), else of the whole process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def time_steps(task, batch, steps: int, warmup: int = 1) -> tuple[float, dict]:
+    """Median seconds of one forward + backward over ``steps`` steps after ``warmup``; the
+    metrics of the last step get ``peak_rss_gb`` of all of them."""
     times, metrics = [], {}
-    for i in range(steps + 1):
+    reset_peak_rss()
+    for i in range(steps + warmup):
         task.model.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         loss, metrics = task.loss(task.model, batch)
         loss.backward()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), {k: float(v) for k, v in metrics.items()}
+    return statistics.median(times), {**{k: float(v) for k, v in metrics.items()},
+                                      "peak_rss_gb": peak_rss_gb()}
 
 
-def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
+def bench_preset(name: str, steps: int, paper_frames: int, warmup: int = 1) -> list[dict]:
     cfg = preset_config(name, {"sfm": {"landmark_source": "gt"}})
     frames = cfg.data.window or paper_frames
     B, S, N = cfg.optim.batch_size, cfg.data.image_size, cfg.data.landmarks
@@ -114,7 +140,7 @@ def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
         seed_everything(0)
         task = SfmTask(c)
         start_posenet_at(task, face_poses)
-        sec, m = time_steps(task, batch, steps)
+        sec, m = time_steps(task, batch, steps, warmup)
         rows.append(
             {
                 "preset": name,
@@ -132,17 +158,19 @@ def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
                 else c.sfm.ba.backward,
                 "ba_rms_px": m.get("ba_rms_px"),
                 "ba_failures": m.get("ba_failures"),
+                "checkpoint_frames": c.sfm.checkpoint_frames,
+                "peak_rss_gb": m["peak_rss_gb"],
             }
         )
         print(
             f"{name:6s} sfm  BA={'on ' if ba else 'off'} {B}x{frames}x{S}px N={N}: "
-            f"{sec:7.3f} s/step  {B / sec:7.3f} seq/s",
+            f"{sec:7.3f} s/step  {B / sec:7.3f} seq/s  peak {m['peak_rss_gb']:.1f} GB",
             flush=True,
         )
     seed_everything(0)
     lt = LandmarkTask(cfg)
     fb, _ = synthetic_batch(B, 1, S, N)
-    sec, _ = time_steps(lt, fb, steps)
+    sec, lm_m = time_steps(lt, fb, steps, warmup)
     rows.append(
         {
             "preset": name,
@@ -155,6 +183,7 @@ def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
             "step_s": sec,
             "sequences_per_s": None,
             "frames_per_s": B / sec,
+            "peak_rss_gb": lm_m["peak_rss_gb"],
         }
     )
     print(
@@ -164,20 +193,27 @@ def bench_preset(name: str, steps: int, paper_frames: int) -> list[dict]:
     return rows
 
 
+def _gb(r: dict) -> str:
+    return "" if r.get("peak_rss_gb") is None else f"{r['peak_rss_gb']:.1f}"
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         "# Training throughput (forward + backward, CPU)",
         "",
         (
             f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} thread(s), median of "
-            f"{meta['steps']} steps after a warm-up; synthetic seeded inputs (see bench/train.py)."
+            f"{meta['steps']} step(s) after {meta.get('warmup', 1)} warm-up step(s); synthetic "
+            f"seeded inputs (see bench/train.py). Peak RSS: the process's peak resident memory "
+            f"over the row's steps. Checkpointed: stage 2 with activation checkpointing over "
+            f"chunks of that many frames (sfm.checkpoint_frames)."
         ),
         "",
         (
             "| preset | stage | BA layer | batch x frames x px | N | s/step | sequences/s | "
-            "frames/s | BA share |"
+            "frames/s | BA share | peak RSS (GB) | checkpointed |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["preset"], r["stage"], r["ba"]): r for r in rows}
     for r in rows:
@@ -191,7 +227,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         lines.append(
             f"| {r['preset']} | {r['stage']} | {ba} | {r['batch']} x {r['frames']} x "
             f"{r['size']} | {r['landmarks']} | {r['step_s']:.3f} | {sps} | "
-            f"{r['frames_per_s']:.2f} | {share} |"
+            f"{r['frames_per_s']:.2f} | {share} | {_gb(r)} | {r.get('checkpoint_frames') or ''} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -200,6 +236,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default="tiny")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--paper-frames", type=int, default=61)
     ap.add_argument("--out", default=str(RESULTS))
@@ -207,12 +244,13 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     rows = []
     for name in a.presets.split(","):
-        rows += bench_preset(name.strip(), a.steps, a.paper_frames)
+        rows += bench_preset(name.strip(), a.steps, a.paper_frames, a.warmup)
     meta = {
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": a.threads,
         "steps": a.steps,
+        "warmup": a.warmup,
         "python": sys.version.split()[0],
         "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

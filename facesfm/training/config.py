@@ -251,6 +251,11 @@ class SfmStageConfig:
     landmark_source:   "detector" (the frozen stage-1 network) or "gt" (the rendered landmark
                        labels: an oracle-detector ablation; depth and pose GT are never used).
     min_visibility:    detections with a lower visibility probability get BA weight 0.
+    checkpoint_frames: run DepthNet and PoseNet over chunks of this many frames (pairs) under
+                       activation checkpointing: their activations are recomputed in the
+                       backward pass instead of kept, so a step holds one chunk's activations
+                       at a time (the same gradients, at about one more forward's cost).
+                       0 = off.
     """
 
     ablation: str = "full"
@@ -260,6 +265,7 @@ class SfmStageConfig:
     pose_channels: tuple[int, ...] = (16, 32, 64, 128, 192)
     min_depth_mm: float = 200.0
     max_depth_mm: float = 900.0
+    checkpoint_frames: int = 0
     loss: LossWeights = field(default_factory=LossWeights)
     ba: BAConfig = field(default_factory=BAConfig)
 
@@ -268,6 +274,8 @@ class SfmStageConfig:
             raise InputError(
                 f"sfm.ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}"
             )
+        if self.checkpoint_frames < 0:
+            raise InputError(f"sfm.checkpoint_frames must be >= 0, got {self.checkpoint_frames}")
         if self.landmark_source not in ("detector", "gt"):
             raise InputError(
                 f"sfm.landmark_source must be 'detector' or 'gt', got {self.landmark_source!r}"
@@ -311,7 +319,9 @@ PRESETS: dict[str, dict] = {
         },
         "optim": {"lr": 1e-4, "betas": [0.9, 0.99], "batch_size": 2, "epochs": 50},
         "landmarks": {"variant": "paper", "in_channels": 1},
-        "sfm": {"ba": {"max_iterations": 20}},
+        # 2 whole sequences of 61 frames at 384 px: without checkpointing the stage-2 step
+        # passes 20 GB; with chunks of 8 frames (pairs) the activations are recomputed
+        "sfm": {"ba": {"max_iterations": 20}, "checkpoint_frames": 8},
     },
     "small": {
         "preset": "small",

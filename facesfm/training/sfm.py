@@ -79,10 +79,30 @@ class SfmInputs:
 class SfmNets(nn.Module):
     """DepthNet + PoseNet as one module (what DDP wraps and the checkpoint stores)."""
 
-    def __init__(self, depth_cfg: DepthNetConfig, pose_cfg: PoseNetConfig):
+    def __init__(self, depth_cfg: DepthNetConfig, pose_cfg: PoseNetConfig,
+                 checkpoint_frames: int = 0):
         super().__init__()
         self.depth = DepthNet(depth_cfg)
         self.pose = PoseNet(pose_cfg)
+        #: chunk size of activation checkpointing while gradients are on (0 = off); see
+        #: SfmStageConfig.checkpoint_frames. Not part of the weights.
+        self.checkpoint_frames = int(checkpoint_frames)
+
+    def _full_depth(self, images: torch.Tensor) -> torch.Tensor:
+        return self.depth(images)[0]
+
+    def _motion(self, tgt: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        return self.pose(tgt, src).src_T_tgt
+
+    def _chunked(self, fn, *xs: torch.Tensor) -> torch.Tensor:
+        k = self.checkpoint_frames
+        if k <= 0 or not torch.is_grad_enabled():
+            return fn(*xs)
+        from torch.utils.checkpoint import checkpoint
+
+        n = xs[0].shape[0]
+        return torch.cat([checkpoint(fn, *(x[i:i + k] for x in xs), use_reentrant=False)
+                          for i in range(0, n, k)])
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, F, 3, H, W) -> depth (B, F, 1, H, W) mm and consecutive motions
@@ -90,10 +110,10 @@ class SfmNets(nn.Module):
         if images.dim() != 5 or images.shape[1] < 2:
             raise ValueError(f"SfmNets: expected (B, F >= 2, 3, H, W), got {tuple(images.shape)}")
         B, Fn = images.shape[:2]
-        depth = self.depth(images.flatten(0, 1))[0].unflatten(0, (B, Fn))
+        depth = self._chunked(self._full_depth, images.flatten(0, 1)).unflatten(0, (B, Fn))
         tgt = images[:, :-1].flatten(0, 1)
         src = images[:, 1:].flatten(0, 1)
-        rel = self.pose(tgt, src).src_T_tgt.unflatten(0, (B, Fn - 1))
+        rel = self._chunked(self._motion, tgt, src).unflatten(0, (B, Fn - 1))
         return depth, rel
 
 
@@ -337,7 +357,7 @@ def landmark_depths(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 def sfm_losses(
     inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor, learned: torch.Tensor, w: LossWeights,
-    lm_depth: torch.Tensor | None = None,
+    lm_depth: torch.Tensor | None = None, checkpoint_pairs: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted stage-2 loss.
 
@@ -345,6 +365,9 @@ def sfm_losses(
     (refined, or learned when the BA layer is off); learned: (B, F, 4, 4) the PoseNet chain
     (pose distillation); lm_depth: (B, F, N) depth at the landmarks if the caller has it
     already (the BA layer samples it). Terms with weight 0 are not computed.
+    checkpoint_pairs: > 0 computes the spectral term over chunks of this many frame pairs
+    under activation checkpointing (the same value; its SSIM and warp intermediates are
+    recomputed in the backward pass instead of kept).
     """
     B, Fn, _, _H, _W = inp.images.shape
     metrics: dict[str, torch.Tensor] = {}
@@ -375,7 +398,8 @@ def sfm_losses(
         tgt_m, src_m = inp.mask[:, t].flatten(0, 1), inp.mask[:, s].flatten(0, 1)
         Kp = inp.K[:, None].expand(B, len(pairs), 3, 3).flatten(0, 1)
         if w.spectral > 0:
-            l, m = view_synthesis_loss(tgt_img, src_img, tgt_d, src_T_tgt, Kp, tgt_m, src_m)
+            l, m = _spectral_term(tgt_img, src_img, tgt_d, src_T_tgt, Kp, tgt_m, src_m,
+                                  checkpoint_pairs)
             total = total + w.spectral * l
             metrics["spectral"] = l.detach()
             metrics["spectral_valid"] = m["valid_fraction"]
@@ -392,6 +416,32 @@ def sfm_losses(
     return total, metrics
 
 
+def _spectral_term(tgt_img, src_img, tgt_d, src_T_tgt, K, tgt_m, src_m, chunk: int):
+    """:func:`view_synthesis_loss` over all pairs, in checkpointed chunks when ``chunk`` > 0
+    and gradients are on. Its value is a masked mean, sum / max(mask sum, 1), so each chunk
+    returns its sum and mask sum and the totals are combined the same way."""
+    n = tgt_img.shape[0]
+    if chunk <= 0 or not torch.is_grad_enabled() or chunk >= n:
+        return view_synthesis_loss(tgt_img, src_img, tgt_d, src_T_tgt, K, tgt_m, src_m)
+    from torch.utils.checkpoint import checkpoint
+
+    def part(*xs):
+        loss, m = view_synthesis_loss(*xs)
+        mass = m["valid_fraction"] * xs[0][:, :1].numel()
+        return loss * mass.clamp_min(1.0), mass
+
+    sums, masses = [], []
+    for i in range(0, n, chunk):
+        sl = slice(i, i + chunk)
+        total, mass = checkpoint(part, tgt_img[sl], src_img[sl], tgt_d[sl], src_T_tgt[sl],
+                                 K[sl], tgt_m[sl], src_m[sl], use_reentrant=False)
+        sums.append(total)
+        masses.append(mass)
+    mass = torch.stack(masses).sum()
+    loss = torch.stack(sums).sum() / mass.clamp_min(1.0)
+    return loss, {"valid_fraction": (mass / (n * tgt_img[:1, :1].numel())).detach()}
+
+
 def build_sfm_nets(cfg: TrainConfig) -> SfmNets:
     s = cfg.sfm
     return SfmNets(
@@ -402,6 +452,7 @@ def build_sfm_nets(cfg: TrainConfig) -> SfmNets:
             max_depth_mm=s.max_depth_mm,
         ),
         PoseNetConfig(channels=tuple(s.pose_channels)),
+        checkpoint_frames=s.checkpoint_frames,
     )
 
 
@@ -460,7 +511,8 @@ class SfmTask:
     def loss(self, model, batch: SequenceSample):
         inp = self.inputs(batch)
         depth, poses, learned, ba_metrics, lm_depth = self.forward(model, inp)
-        loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights, lm_depth)
+        loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights, lm_depth,
+                                   self.cfg.sfm.checkpoint_frames)
         return loss, {**metrics, **ba_metrics}
 
     def validate(self, model, samples: list[SequenceSample]) -> dict[str, float]:

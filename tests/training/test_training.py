@@ -375,3 +375,36 @@ def test_crop_views_are_validated():
     with pytest.raises(InputError, match="crop_views"):
         preset_config("small", {"landmarks": {"crop_views": 0}})
     assert preset_config("small", {"landmarks": {"crop_views": 15}}).landmarks.crop_views == 15
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_data):
+    """``sfm.checkpoint_frames``: the networks run over chunks of frames (pairs) and the
+    spectral term over chunks of pairs, recomputed in the backward pass; the value and every
+    gradient match the plain step (chunks of 2 over 2 sequences: uneven last chunks too)."""
+    out = {}
+    for k in (0, 2):
+        seed_everything(0)
+        cfg = preset_config("tiny", {"data": {"augment": False},
+                                     "sfm": {"landmark_source": "gt", "checkpoint_frames": k}})
+        task = SfmTask(cfg)
+        train, _ = sfm_datasets(cfg, tiny_data)
+        batch = collate_samples([train[0], train[1]])
+        task.model.zero_grad(set_to_none=True)
+        loss, m = task.loss(task.model, batch)
+        loss.backward()
+        out[k] = (loss.detach(), m["spectral"], m["spectral_valid"],
+                  {n: p.grad.clone() for n, p in task.model.named_parameters()
+                   if p.grad is not None})
+    (l0, s0, v0, g0), (l2, s2, v2, g2) = out[0], out[2]
+    assert float(s0) > 0 and 0 < float(v0) < 1
+    torch.testing.assert_close(l2, l0, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(s2, s0, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(v2, v0, rtol=1e-6, atol=0)
+    assert g0.keys() == g2.keys() and len(g0) > 10
+    for n in g0:
+        torch.testing.assert_close(g2[n], g0[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_checkpoint_frames_must_not_be_negative():
+    with pytest.raises(InputError, match="checkpoint_frames"):
+        preset_config("tiny", {"sfm": {"checkpoint_frames": -1}})
