@@ -41,6 +41,25 @@ __all__ = [
 ]
 
 
+def _block(depth: np.ndarray, uv: np.ndarray):
+    """The 2x2 pixel block around each uv (..., 2): its depths (..., 4) float64 in the order
+    (r0, c0), (r0, c0+1), (r0+1, c0), (r0+1, c0+1), the bilinear weights a, b (...) of
+    c0+1 and r0+1, and inside (...) bool (finite and the whole block inside the image)."""
+    H, W = depth.shape
+    u, v = uv[..., 0], uv[..., 1]
+    finite = np.isfinite(u) & np.isfinite(v)
+    u = np.where(finite, u, -1.0)
+    v = np.where(finite, v, -1.0)
+    c0 = np.floor(u).astype(np.int64)
+    r0 = np.floor(v).astype(np.int64)
+    inside = finite & (c0 >= 0) & (r0 >= 0) & (c0 + 1 < W) & (r0 + 1 < H)
+    c0 = np.clip(c0, 0, W - 2)
+    r0 = np.clip(r0, 0, H - 2)
+    d = np.stack([depth[r0, c0], depth[r0, c0 + 1], depth[r0 + 1, c0],
+                  depth[r0 + 1, c0 + 1]], axis=-1).astype(np.float64)
+    return d, u - c0, v - r0, inside
+
+
 def sample_depth(depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Sample a depth map at sub-pixel positions by bilinear interpolation of 1/z.
 
@@ -52,29 +71,11 @@ def sample_depth(depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
     depth = np.asarray(depth)
     if depth.ndim != 2:
         raise ValueError(f"sample_depth: depth must be (H, W), got {depth.shape}")
-    uv = np.asarray(uv, dtype=np.float64)
-    H, W = depth.shape
-    u, v = uv[..., 0], uv[..., 1]
-    finite = np.isfinite(u) & np.isfinite(v)
-    u = np.where(finite, u, -1.0)
-    v = np.where(finite, v, -1.0)
-    c0 = np.floor(u).astype(np.int64)
-    r0 = np.floor(v).astype(np.int64)
-    inside = finite & (c0 >= 0) & (r0 >= 0) & (c0 + 1 < W) & (r0 + 1 < H)
-    c0 = np.clip(c0, 0, W - 2)
-    r0 = np.clip(r0, 0, H - 2)
-    a = u - c0
-    b = v - r0
-    d00 = depth[r0, c0].astype(np.float64)
-    d01 = depth[r0, c0 + 1].astype(np.float64)
-    d10 = depth[r0 + 1, c0].astype(np.float64)
-    d11 = depth[r0 + 1, c0 + 1].astype(np.float64)
-    fg = inside & (d00 > 0) & (d01 > 0) & (d10 > 0) & (d11 > 0)
+    d, a, b, inside = _block(depth, np.asarray(uv, dtype=np.float64))
+    fg = inside & (d > 0).all(axis=-1)
+    w = np.stack([(1 - a) * (1 - b), a * (1 - b), (1 - a) * b, a * b], axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv = (
-            (1 - a) * (1 - b) / d00 + a * (1 - b) / d01 + (1 - a) * b / d10 + a * b / d11
-        )
-        z = 1.0 / inv
+        z = 1.0 / (w / d).sum(axis=-1)
     return np.where(fg, z, np.nan)
 
 
@@ -134,15 +135,6 @@ def landmark_visibility(
 def _not_all_in_front(depth: np.ndarray, uv: np.ndarray, z: np.ndarray, tol: float) -> np.ndarray:
     """(L,) bool: some pixel centre of the 2x2 block around uv shows background or a surface
     no more than ``tol`` in front of ``z``. Positions off the image (or not finite) give False."""
-    H, W = depth.shape
-    u, v = uv[:, 0], uv[:, 1]
-    finite = np.isfinite(u) & np.isfinite(v)
-    c0 = np.floor(np.where(finite, u, -1.0)).astype(np.int64)
-    r0 = np.floor(np.where(finite, v, -1.0)).astype(np.int64)
-    inside = finite & (c0 >= 0) & (r0 >= 0) & (c0 + 1 < W) & (r0 + 1 < H)
-    c0 = np.clip(c0, 0, W - 2)
-    r0 = np.clip(r0, 0, H - 2)
-    block = np.stack([depth[r0, c0], depth[r0, c0 + 1], depth[r0 + 1, c0],
-                      depth[r0 + 1, c0 + 1]], axis=1).astype(np.float64)
-    farthest = np.where(block > 0, block, np.inf).max(axis=1)
+    d, _, _, inside = _block(depth, uv)
+    farthest = np.where(d > 0, d, np.inf).max(axis=-1)
     return inside & (farthest >= z - tol)
