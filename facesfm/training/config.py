@@ -251,11 +251,12 @@ class SfmStageConfig:
     landmark_source:   "detector" (the frozen stage-1 network) or "gt" (the rendered landmark
                        labels: an oracle-detector ablation; depth and pose GT are never used).
     min_visibility:    detections with a lower visibility probability get BA weight 0.
-    checkpoint_frames: run DepthNet and PoseNet over chunks of this many frames (pairs) under
+    checkpoint_frames: run DepthNet and PoseNet over chunks of this many frames (pairs), and
+                       the spectral term over chunks of this many frame pairs, under
                        activation checkpointing: their activations are recomputed in the
                        backward pass instead of kept, so a step holds one chunk's activations
-                       at a time (the same gradients, at about one more forward's cost).
-                       0 = off.
+                       at a time (the same loss and gradients, at about one more forward's
+                       cost). 0 = off.
     """
 
     ablation: str = "full"
