@@ -199,6 +199,7 @@ def refine_poses(
         HuberKernel,
         Parameterization,
         SolverError,
+        TopCovisible,
         TrivialKernel,
     )
 
@@ -217,7 +218,7 @@ def refine_poses(
             depth=lm_depth[b].to(dt).clamp_min(1e-3),
             parameterization=Parameterization.DEPTH,
             kernel=kernel,
-            pairs=AllPairs(),
+            pairs=AllPairs() if ba.pairs_k is None else TopCovisible(ba.pairs_k),
             depth_corrections=ba.depth_corrections,
         ).drop_unconstrained()
         try:
