@@ -63,10 +63,15 @@ def _dataset_summary(folder: str | None) -> dict | None:
         return None
     d = json.loads((Path(folder) / "dataset.json").read_text())
     seqs = d["sequences"]
-    return {"folder": Path(folder).name, "sequences": len(seqs),
-            "subjects": len({s["subject"] for s in seqs}),
-            "frames": int(sum(s["frames"] for s in seqs)),
-            "master_seed": d.get("config", {}).get("seed")}
+    cfg = d.get("config", {})
+    # a folder that lists the sequences of several renders names them as "parts" (each with
+    # its master seed); subject numbers restart in each render, the face seeds do not
+    parts = cfg.get("parts")
+    seed = [p["seed"] for p in parts] if parts else cfg.get("seed")
+    faces = {s.get("face_seed", (i, s["subject"])) for i, s in enumerate(seqs)} if parts else \
+        {s["subject"] for s in seqs}
+    return {"folder": Path(folder).name, "sequences": len(seqs), "subjects": len(faces),
+            "frames": int(sum(s["frames"] for s in seqs)), "master_seed": seed}
 
 
 def _export(run: Path, stage: str, name: str, note: dict | None = None) -> tuple[Path, dict]:

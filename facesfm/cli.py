@@ -74,6 +74,20 @@ def render(out, overwrite, config, quiet, **options):
     render_batch(cfg, out, overwrite=overwrite, progress=not quiet, echo=click.echo)
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="New folder for the index.")
+def merge(inputs, out):
+    """List the sequences of several rendered folders in one dataset.json (nothing is
+    copied), e.g. two renders with different seeds as one training set."""
+    from facesfm.data.dataset import merge_datasets
+
+    index = merge_datasets(out, inputs)
+    faces = sum(p["subjects"] for p in index["config"]["parts"])
+    click.echo(f"{out}/dataset.json: {len(index['sequences'])} sequence(s) of {faces} face(s) "
+               f"from {len(inputs)} folder(s)")
+
+
 _TRAIN_COMMON = [
     click.argument("data", type=click.Path()),
     click.option("--out", required=True, type=click.Path(), help="Run folder."),

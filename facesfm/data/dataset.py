@@ -30,6 +30,7 @@ __all__ = [
     "SequenceSample",
     "collate_samples",
     "find_sequences",
+    "merge_datasets",
     "resize_affine",
 ]
 
@@ -143,6 +144,56 @@ def find_sequences(root_or_paths) -> list[Path]:
     if not subs:
         raise InputError(f"no facesfm sequences in {root} (no sequence.json or dataset.json)")
     return subs
+
+
+def merge_datasets(out, inputs) -> dict:
+    """Write ``out/dataset.json`` listing the sequences of several rendered folders (each with
+    its own dataset.json), so that one training run reads them all; nothing is copied. The
+    entries point at the sequences by absolute path, their names get the source folder's name
+    as a prefix, and ``config.parts`` records each source (folder, master seed, faces). Refuses
+    a folder given twice, a face (face seed) present in two sources, and an ``out`` that
+    already has a dataset.json or a sequence. Returns the written index."""
+    from facesfm.io import write_json
+
+    out = Path(out)
+    srcs = [Path(p).resolve() for p in inputs]
+    if len(srcs) < 2:
+        raise InputError("merge needs at least two dataset folders")
+    if len(set(srcs)) != len(srcs):
+        raise InputError("merge: a dataset folder is given twice")
+    if (out / "dataset.json").exists() or (out / "sequence.json").exists():
+        raise InputError(f"{out} already holds a dataset; choose a new folder")
+    entries, parts, seen = [], [], {}
+    for src in srcs:
+        index = src / "dataset.json"
+        if not index.is_file():
+            raise InputError(f"{src}: no dataset.json (merge takes folders written by "
+                             f"facesfm render or facesfm merge)")
+        try:
+            d = json.loads(index.read_text())
+            seqs = d["sequences"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{index}: malformed ({e})") from None
+        for e in seqs:
+            fs = e.get("face_seed")
+            if fs is not None:
+                if fs in seen and seen[fs] != src:
+                    raise InputError(f"face seed {fs} is in both {seen[fs]} and {src}: the "
+                                     f"same face would be counted twice")
+                seen[fs] = src
+            path = (src / e["path"]).resolve()
+            if not (path / "sequence.json").is_file():
+                raise InputError(f"{index} lists {path}, which is not a sequence folder")
+            entries.append({**e, "name": f"{src.name}/{e['name']}", "path": str(path)})
+        cfg = d.get("config", {})
+        parts.append({"folder": str(src), "seed": cfg.get("seed"),
+                      "sequences": len(seqs),
+                      "subjects": len({e.get("face_seed", e["name"]) for e in seqs})})
+    index = {"format": "facesfm-dataset", "version": 1, "sequences": entries,
+             "config": {"parts": parts}}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "dataset.json", index)
+    return index
 
 
 class SequenceDataset(torch.utils.data.Dataset):

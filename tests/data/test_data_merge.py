@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from facesfm.data.dataset import find_sequences, merge_datasets
+from facesfm.errors import InputError
+
+
+def _render(out, seed):
+    from facesfm.render.batch import build_batch_config, render_batch
+
+    cfg = build_batch_config(subjects=2, frames=2, size="48", landmarks=68, seed=seed,
+                             focal=80.0, yaw_range="-10,10")
+    render_batch(cfg, out, progress=False, echo=lambda *a, **k: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_renders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge")
+    return _render(root / "a", 11), _render(root / "b", 12), root
+
+
+def test_merge_lists_both_renders_by_absolute_path(two_renders, tmp_path):
+    from click.testing import CliRunner
+
+    from facesfm.cli import cli
+
+    a, b, _ = two_renders
+    res = CliRunner().invoke(cli, ["merge", str(a), str(b), "--out", str(tmp_path / "ab")])
+    assert res.exit_code == 0, res.output
+    assert "4 sequence(s) of 4 face(s) from 2 folder(s)" in res.output
+    index = json.loads((tmp_path / "ab" / "dataset.json").read_text())
+    seqs = find_sequences(tmp_path / "ab")
+    assert seqs == find_sequences(a) + find_sequences(b)
+    assert [e["name"] for e in index["sequences"]][:2] == ["a/00000_00", "a/00001_00"]
+    assert [(p["seed"], p["subjects"]) for p in index["config"]["parts"]] == [(11, 2), (12, 2)]
+    assert not any((tmp_path / "ab").glob("*_*"))  # nothing copied
+
+
+def test_merge_refuses_bad_input(two_renders, tmp_path):
+    a, b, root = two_renders
+    with pytest.raises(InputError, match="at least two"):
+        merge_datasets(tmp_path / "x", [a])
+    with pytest.raises(InputError, match="twice"):
+        merge_datasets(tmp_path / "x", [a, a])
+    with pytest.raises(InputError, match="no dataset.json"):
+        merge_datasets(tmp_path / "x", [a, tmp_path])
+    with pytest.raises(InputError, match="already holds a dataset"):
+        merge_datasets(a, [a, b])
+    again = _render(root / "a_again", 11)  # the same master seed: the same faces
+    with pytest.raises(InputError, match="face seed .* is in both"):
+        merge_datasets(tmp_path / "y", [a, again])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
