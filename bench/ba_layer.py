@@ -20,15 +20,13 @@ Writes bench/results/ba_layer.json and bench/results/ba_layer.md (atomically).
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+from common import run_meta, write_results
 
 from facesfm.geometry.camera import invert_pose
-from facesfm.io import atomic_path, write_json
 from facesfm.solvers import BAState, Parameterization
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 from facesfm.training.config import BAConfig
@@ -86,7 +84,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "# BA layer cost against its pair selection (stage 2, depth parameterisation)",
         "",
         (
-            f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} thread(s); "
+            f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} thread(s), commit "
+            f"{meta['commit']}, 1-min load average {meta['load_average_1m']} at the end; "
             f"{meta['batch']} synthetic sequences x {meta['landmarks']} landmarks per row, one "
             f"run each (see bench/ba_layer.py). Error: mean over the non-gauge frames of the "
             f"refined poses against the truth. Ratio: all pairs / pairs_k, time of forward + "
@@ -133,20 +132,8 @@ def main(argv=None):
             print(f"{f} frames, pairs {pairs}: "
                   f"{r['forward_s']:.2f} + {r['backward_s']:.2f} s, "
                   f"{r['rot_err_deg']:.3f} deg, {r['trans_err_mm']:.2f} mm", flush=True)
-    meta = {
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": a.threads,
-        "batch": a.batch,
-        "landmarks": a.landmarks,
-        "python": sys.version.split()[0],
-        "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
-    out = Path(a.out)
-    write_json(out / "ba_layer.json", {"meta": meta, "rows": rows})
-    with atomic_path(out / "ba_layer.md") as tmp:
-        tmp.write_text(to_markdown(rows, meta))
-    print(f"wrote {out / 'ba_layer.json'} and {out / 'ba_layer.md'}")
+    meta = run_meta(threads=a.threads, batch=a.batch, landmarks=a.landmarks)
+    write_results(a.out, "ba_layer", {"meta": meta, "rows": rows}, to_markdown(rows, meta))
 
 
 if __name__ == "__main__":

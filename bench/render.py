@@ -16,7 +16,6 @@ import datetime
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,17 +24,10 @@ from pathlib import Path
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 import numpy as np
+from common import commit
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 10.0  # 61 frames in < 10 s on 2 cores
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _gl_renderer() -> str:
@@ -141,7 +133,7 @@ def main(argv=None) -> int:
 
     info = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": commit(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),

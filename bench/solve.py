@@ -36,18 +36,12 @@ from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
+from common import commit
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 60.0
 STAGES = ("input", "load", "landmarks", "depth", "poses", "ba", "tracks", "stereo", "fusion",
           "mesh", "evaluate", "outputs")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def render(tmp: Path, face: str = "builtin") -> Path | None:
@@ -165,7 +159,7 @@ def main(argv=None) -> int:
         cli_s = run_cli(seq, tmp) if a.cli else None
     info = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": _commit(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        "commit": commit(), "cpus": os.cpu_count(), "machine": platform.machine(),
         "load_average": os.getloadavg()[0], "target_s": TARGET_S,
         "sequence": "face seed 0 (built-in, and ICT where its folder is found), 61 frames, "
                     "384x384, f = 500 px, yaw -60..+60 every 2 deg",

@@ -21,16 +21,14 @@ Writes bench/results/train.json and bench/results/train.md (atomically).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from common import run_meta, write_results
 
 from facesfm.data.dataset import SequenceSample
-from facesfm.io import atomic_path, write_json
 from facesfm.solvers.synthetic import make_face_problem
 from facesfm.training.config import preset_config
 from facesfm.training.landmarks import LandmarkTask
@@ -245,20 +243,8 @@ def main(argv=None):
     rows = []
     for name in a.presets.split(","):
         rows += bench_preset(name.strip(), a.steps, a.paper_frames, a.warmup)
-    meta = {
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": a.threads,
-        "steps": a.steps,
-        "warmup": a.warmup,
-        "python": sys.version.split()[0],
-        "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
-    out = Path(a.out)
-    write_json(out / "train.json", {"meta": meta, "rows": rows})
-    with atomic_path(out / "train.md") as tmp:
-        tmp.write_text(to_markdown(rows, meta))
-    print(f"wrote {out / 'train.json'} and {out / 'train.md'}")
+    meta = run_meta(threads=a.threads, steps=a.steps, warmup=a.warmup)
+    write_results(a.out, "train", {"meta": meta, "rows": rows}, to_markdown(rows, meta))
 
 
 if __name__ == "__main__":
