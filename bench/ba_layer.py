@@ -1,8 +1,9 @@
-"""The stage-2 BA layer's cost against its pair selection: all co-visible pairs vs the
-``pairs_k`` most co-visible frames per frame (``sfm.ba.pairs_k``), over the sequence length.
+"""The stage-2 BA layer's cost and accuracy against its pair selection (``sfm.ba.pairs``):
+all co-visible pairs, each frame's ``pairs_k`` most co-visible frames ("top"), or frames 1, 2,
+4, 8, ... apart ("log"), over the sequence length.
 
-    python bench/ba_layer.py [--frames 8,16,32,61] [--pairs-k 4] [--landmarks 800]
-                             [--batch 2] [--threads 1]
+    python bench/ba_layer.py [--frames 8,16,32,61] [--pairs top,log,all] [--pairs-k 4]
+                             [--landmarks 800] [--batch 2] [--threads 1]
 
 The layer alone (:func:`facesfm.training.sfm.refine_poses`, depth parameterisation, float64,
 implicit backward, 20 LM iterations at most, as in the ``paper`` preset), on seeded synthetic
@@ -11,8 +12,8 @@ faces (:mod:`facesfm.solvers.synthetic`): cameras every 2 degrees on a yaw arc (
 500 mm) on the depths the layer reads (standing in for the depth network), start poses perturbed by 3 deg / 10 mm.
 For each frame count and pair selection: forward (solve) and backward (a loss on the refined
 poses w.r.t. the depths) seconds, LM iterations, and the mean rotation / translation error of
-the refined poses against the truth. The ratio column is all pairs over ``pairs_k``, from the
-same run.
+the refined poses against the truth. The ratio column is the all-pairs time over the row's,
+from the same run.
 
 Writes bench/results/ba_layer.json and bench/results/ba_layer.md (atomically).
 """
@@ -55,11 +56,11 @@ def sequence(frames: int, landmarks: int, seed: int):
     return p.K[0], p.uv, p.weight, p.depth, to0(start), to0(face.truth.poses)
 
 
-def run(frames: int, pairs_k: int | None, batch: int, landmarks: int) -> dict:
+def run(frames: int, pairs: str, pairs_k: int, batch: int, landmarks: int) -> dict:
     seqs = [sequence(frames, landmarks, seed=s) for s in range(batch)]
     K, uv, w, depth, start, truth = (torch.stack(x) for x in zip(*seqs))
     depth = depth.clone().requires_grad_(True)
-    ba = BAConfig(max_iterations=20, pairs_k=pairs_k)
+    ba = BAConfig(max_iterations=20, pairs=pairs, pairs_k=pairs_k)
     t0 = time.perf_counter()
     poses, m = refine_poses(K, uv, w, depth, start, ba)
     fwd = time.perf_counter() - t0
@@ -71,7 +72,7 @@ def run(frames: int, pairs_k: int | None, batch: int, landmarks: int) -> dict:
                     for b in range(batch)])
     finite = bool(torch.isfinite(depth.grad).all())
     return {
-        "frames": frames, "pairs_k": pairs_k, "batch": batch, "landmarks": landmarks,
+        "frames": frames, "pairs": pairs, "pairs_k": pairs_k, "batch": batch, "landmarks": landmarks,
         "forward_s": fwd, "backward_s": bwd, "iterations": float(m["ba_iterations"]),
         "rms_px": float(m["ba_rms_px"]), "failures": float(m["ba_failures"]),
         "rot_err_deg": float(rot.mean()), "trans_err_mm": float(tr.mean()),
@@ -88,22 +89,23 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"{meta['commit']}, 1-min load average {meta['load_average_1m']} at the end; "
             f"{meta['batch']} synthetic sequences x {meta['landmarks']} landmarks per row, one "
             f"run each (see bench/ba_layer.py). Error: mean over the non-gauge frames of the "
-            f"refined poses against the truth. Ratio: all pairs / pairs_k, time of forward + "
-            f"backward."
+            f"refined poses against the truth. Ratio: all pairs / this row, time of forward + "
+            f"backward. Pairs: top k = each frame's k most co-visible frames; log = frames 1, "
+            f"2, 4, 8, ... apart."
         ),
         "",
         ("| frames | pairs | forward s | backward s | total s | ratio | LM iters | RMS px | "
          "rot err deg | trans err mm |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by = {(r["frames"], r["pairs_k"]): r for r in rows}
+    by = {(r["frames"], r["pairs"]): r for r in rows}
     for r in rows:
         tot = r["forward_s"] + r["backward_s"]
         ratio = ""
-        allp = by.get((r["frames"], None))
-        if r["pairs_k"] is not None and allp:
+        allp = by.get((r["frames"], "all"))
+        if r["pairs"] != "all" and allp:
             ratio = f"{(allp['forward_s'] + allp['backward_s']) / tot:.1f}x"
-        pairs = "all" if r["pairs_k"] is None else f"top {r['pairs_k']}"
+        pairs = f"top {r['pairs_k']}" if r["pairs"] == "top" else r["pairs"]
         lines.append(
             f"| {r['frames']} | {pairs} | {r['forward_s']:.2f} | {r['backward_s']:.2f} | "
             f"{tot:.2f} | {ratio} | {r['iterations']:.1f} | {r['rms_px']:.3f} | "
@@ -115,6 +117,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", default="8,16,32,61")
+    ap.add_argument("--pairs", default="top,log,all")
     ap.add_argument("--pairs-k", type=int, default=4)
     ap.add_argument("--landmarks", type=int, default=800)
     ap.add_argument("--batch", type=int, default=2)
@@ -123,12 +126,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = []
-    run(4, a.pairs_k, 1, 68)  # warm-up
+    run(4, "top", a.pairs_k, 1, 68)  # warm-up
     for f in (int(x) for x in a.frames.split(",")):
-        for k in (a.pairs_k, None):
-            r = run(f, k, a.batch, a.landmarks)
+        for sel in a.pairs.split(","):
+            r = run(f, sel, a.pairs_k, a.batch, a.landmarks)
             rows.append(r)
-            pairs = "all" if k is None else f"top {k}"
+            pairs = f"top {a.pairs_k}" if sel == "top" else sel
             print(f"{f} frames, pairs {pairs}: "
                   f"{r['forward_s']:.2f} + {r['backward_s']:.2f} s, "
                   f"{r['rot_err_deg']:.3f} deg, {r['trans_err_mm']:.2f} mm", flush=True)

@@ -42,6 +42,7 @@ __all__ = [
     "CostTerm",
     "HuberKernel",
     "Kernel",
+    "LogSpaced",
     "PairSelection",
     "Parameterization",
     "SolverError",
@@ -178,6 +179,18 @@ class Window(PairSelection):
             raise InputError(f"Window pair selection: k must be >= 1, got {self.k}")
         i = np.arange(covis.shape[0])
         return _nonzero_pairs(np.abs(i[:, None] - i[None, :]) <= self.k, covis)
+
+
+@dataclass(frozen=True)
+class LogSpaced(PairSelection):
+    """Pairs of frames 1, 2, 4, 8, ... apart in the sequence, both directions: about
+    2 F log2(F) pairs, with baselines up to the whole sequence (all pairs have F(F-1); the
+    nearest neighbours alone have short baselines only)."""
+
+    def pairs(self, covis):
+        i = np.arange(covis.shape[0])
+        d = np.abs(i[:, None] - i[None, :])
+        return _nonzero_pairs((d > 0) & ((d & (d - 1)) == 0), covis)
 
 
 @dataclass(frozen=True)

@@ -176,10 +176,13 @@ class BAConfig:
                        that differs from frame to frame cannot be absorbed by per-frame scales
                        (measured on 11-frame 120-degree ICT windows from the factorised start:
                        15 deg -> 29 deg with GT landmarks and a flat depth).
-    pairs_k:           "depth": each frame pairs with its ``pairs_k`` most co-visible frames
-                       (as ``facesfm solve``'s ``ba.pairs_k``); None = every co-visible pair,
-                       whose residual count grows with F^2 (measured at 64 px, 800 landmarks,
-                       2 sequences: BA forward + backward 6.6 s at 8 frames, 98 s at 32).
+    pairs:             "depth": which frame pairs the solve compares: "all" co-visible pairs
+                       (equation 2 as written; F(F-1) pairs, so the layer's cost grows with
+                       F^2), "top" (each frame's ``pairs_k`` most co-visible frames, as
+                       ``facesfm solve``: short baselines only) or "log" (frames 1, 2, 4, 8,
+                       ... apart: about 2 F log2 F pairs, baselines up to the whole sequence).
+                       Measured in bench/results/ba_layer.md.
+    pairs_k:           k of ``pairs = "top"``.
     init:              where the solve starts: "network" (the PoseNet chain) or "landmarks"
                        (a Tomasi-Kanade factorisation of the landmark tracks, the solve's
                        ``--poses-init landmarks``). Over a wide window an untrained PoseNet
@@ -196,7 +199,8 @@ class BAConfig:
     depth_corrections: bool = False
     float64: bool = True
     parameterization: str = "depth"
-    pairs_k: int | None = None
+    pairs: str = "all"
+    pairs_k: int = 4
     init: str = "network"
 
     def __post_init__(self):
@@ -207,8 +211,10 @@ class BAConfig:
                 f"sfm.ba.parameterization must be 'depth' or 'classical', got "
                 f"{self.parameterization!r}"
             )
-        if self.pairs_k is not None and self.pairs_k < 1:
-            raise InputError(f"sfm.ba.pairs_k must be >= 1 or null, got {self.pairs_k}")
+        if self.pairs not in ("all", "top", "log"):
+            raise InputError(f"sfm.ba.pairs must be 'all', 'top' or 'log', got {self.pairs!r}")
+        if self.pairs_k < 1:
+            raise InputError(f"sfm.ba.pairs_k must be >= 1, got {self.pairs_k}")
         if self.init not in ("network", "landmarks"):
             raise InputError(f"sfm.ba.init must be 'network' or 'landmarks', got {self.init!r}")
         modes = ("none", "implicit", "implicit_gn", "unroll", "truncated")
@@ -331,7 +337,8 @@ PRESETS: dict[str, dict] = {
         # passes 20 GB; with chunks of 8 frames (pairs) the activations are recomputed
         # BA over each frame's 4 most co-visible frames, as `facesfm solve` does: all pairs of
         # 61 frames made the layer 70% of the step (bench/results/ba_layer.md)
-        "sfm": {"ba": {"max_iterations": 20, "pairs_k": 4}, "checkpoint_frames": 8},
+        "sfm": {"ba": {"max_iterations": 20, "pairs": "top", "pairs_k": 4},
+                "checkpoint_frames": 8},
     },
     "small": {
         "preset": "small",

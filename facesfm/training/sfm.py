@@ -197,6 +197,7 @@ def refine_poses(
         BAProblem,
         BAState,
         HuberKernel,
+        LogSpaced,
         Parameterization,
         SolverError,
         TopCovisible,
@@ -218,7 +219,8 @@ def refine_poses(
             depth=lm_depth[b].to(dt).clamp_min(1e-3),
             parameterization=Parameterization.DEPTH,
             kernel=kernel,
-            pairs=AllPairs() if ba.pairs_k is None else TopCovisible(ba.pairs_k),
+            pairs={"all": AllPairs(), "top": TopCovisible(ba.pairs_k),
+                   "log": LogSpaced()}[ba.pairs],
             depth_corrections=ba.depth_corrections,
         ).drop_unconstrained()
         try:

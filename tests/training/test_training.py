@@ -427,27 +427,33 @@ def _synthetic_depth_sequence(frames: int, noise_px: float, seed: int = 0):
             to0(start), to0(face.truth.poses))
 
 
-def test_ba_layer_pairs_k_bounds_the_pairs_and_still_recovers_the_poses():
-    """pairs_k = F-1 is every pair (the same solve as pairs_k = None); a small pairs_k solves
-    a smaller problem that reaches the true poses from exact observations, lands elsewhere
-    than all pairs from noisy ones (0.2 deg from the truth where all pairs give 0.15), and
-    keeps a gradient to the depths."""
+def test_ba_layer_pair_selections_bound_the_pairs_and_still_recover_the_poses():
+    """"top" with k = F-1 is every pair (the same solve as "all"); "top" with a small k and
+    "log" solve smaller problems that reach the true poses from exact observations, land
+    elsewhere than all pairs from noisy ones (0.2 deg from the truth where all pairs give
+    0.15), and keep a gradient to the depths."""
     from facesfm.training.config import BAConfig
     from facesfm.training.metrics import relative_rotation_errors
     from facesfm.training.sfm import refine_poses
 
     F = 10
+    sels = {"all": ("all", 4), "top9": ("top", F - 1), "top2": ("top", 2), "log": ("log", 4)}
     for noise_px, rot_tol, tr_tol in ((0.0, 1e-6, 1e-6), (0.3, 0.3, 2.5)):
         K, uv, w, depth, start, truth = _synthetic_depth_sequence(F, noise_px)
-        runs = {k: refine_poses(K, uv, w, depth, start, BAConfig(max_iterations=30, pairs_k=k))
-                for k in (None, F - 1, 2)}
-        torch.testing.assert_close(runs[F - 1][0], runs[None][0], rtol=0, atol=1e-9)
-        for k, (poses, m) in runs.items():
-            assert float(m["ba_failures"]) == 0, k
-            assert float(relative_rotation_errors(poses[0], truth[0]).max()) < rot_tol, k
-            assert float((poses[0, :, :3, 3] - truth[0, :, :3, 3]).norm(dim=-1).max()) < tr_tol
-    assert (runs[2][0] - runs[None][0]).abs().max() > 1e-3
-    (g,) = torch.autograd.grad(runs[2][0][..., :3, 3].square().sum(), depth)
-    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+        runs = {name: refine_poses(K, uv, w, depth, start,
+                                   BAConfig(max_iterations=30, pairs=p, pairs_k=k))
+                for name, (p, k) in sels.items()}
+        torch.testing.assert_close(runs["top9"][0], runs["all"][0], rtol=0, atol=1e-9)
+        for name, (poses, m) in runs.items():
+            assert float(m["ba_failures"]) == 0, name
+            assert float(relative_rotation_errors(poses[0], truth[0]).max()) < rot_tol, name
+            err = (poses[0, :, :3, 3] - truth[0, :, :3, 3]).norm(dim=-1).max()
+            assert float(err) < tr_tol, name
+    for name in ("top2", "log"):
+        assert (runs[name][0] - runs["all"][0]).abs().max() > 1e-3, name
+        (g,) = torch.autograd.grad(runs[name][0][..., :3, 3].square().sum(), depth)
+        assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
     with pytest.raises(InputError, match="pairs_k"):
-        preset_config("tiny", {"sfm": {"ba": {"pairs_k": 0}}})
+        preset_config("tiny", {"sfm": {"ba": {"pairs": "top", "pairs_k": 0}}})
+    with pytest.raises(InputError, match="sfm.ba.pairs"):
+        preset_config("tiny", {"sfm": {"ba": {"pairs": "near"}}})
