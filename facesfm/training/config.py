@@ -213,7 +213,7 @@ class BAConfig:
             )
         if self.pairs not in ("all", "top", "log"):
             raise InputError(f"sfm.ba.pairs must be 'all', 'top' or 'log', got {self.pairs!r}")
-        if self.pairs_k < 1:
+        if not isinstance(self.pairs_k, int) or self.pairs_k < 1:
             raise InputError(f"sfm.ba.pairs_k must be >= 1, got {self.pairs_k}")
         if self.init not in ("network", "landmarks"):
             raise InputError(f"sfm.ba.init must be 'network' or 'landmarks', got {self.init!r}")
