@@ -64,13 +64,12 @@ def _dataset_summary(folder: str | None) -> dict | None:
     d = json.loads((Path(folder) / "dataset.json").read_text())
     seqs = d["sequences"]
     cfg = d.get("config", {})
-    # a folder that lists the sequences of several renders names them as "parts" (each with
-    # its master seed); subject numbers restart in each render, the face seeds do not
+    # a folder written by `facesfm merge` names its sources as "parts", with their seeds and
+    # face counts (subject numbers restart in each source)
     parts = cfg.get("parts")
     seed = [p["seed"] for p in parts] if parts else cfg.get("seed")
-    faces = {s.get("face_seed", (i, s["subject"])) for i, s in enumerate(seqs)} if parts else \
-        {s["subject"] for s in seqs}
-    return {"folder": Path(folder).name, "sequences": len(seqs), "subjects": len(faces),
+    faces = sum(p["subjects"] for p in parts) if parts else len({s["subject"] for s in seqs})
+    return {"folder": Path(folder).name, "sequences": len(seqs), "subjects": faces,
             "frames": int(sum(s["frames"] for s in seqs)), "master_seed": seed}
 
 
