@@ -194,6 +194,12 @@ class AlignConfig:
 
     with_scale:          estimate a scale in the landmark initialisation and in ICP (a
                          monocular reconstruction is only defined up to scale).
+    icp_scale:           with ``with_scale``: ICP refines the scale too (True, the default), or
+                         keeps the scale of the landmark initialisation and refines only the
+                         rotation and translation (False). A free ICP scale fits the cloud
+                         best, but on a noisy cloud it can shrink it (down to a collapse); the
+                         landmark scale cannot drift, and is the one the reconstruction's own
+                         landmarks give (without ``init_pairs`` it is 1).
     max_correspondence_mm: ICP pairs farther apart than this are ignored.
     max_iterations:      ICP iteration cap.
     tolerance:           stop when the relative change of fitness and inlier RMSE both fall
@@ -217,6 +223,7 @@ class AlignConfig:
     """
 
     with_scale: bool = True
+    icp_scale: bool = True
     max_correspondence_mm: float = 10.0
     max_iterations: int = 100
     tolerance: float = 1e-10
@@ -511,6 +518,14 @@ def align_reconstruction(
     else:
         init = Sim3(np.eye(3), gv.mean(axis=0) - pts.mean(axis=0), 1.0)
     all_pts = pts
+    fixed_scale = config.with_scale and not config.icp_scale
+    s0 = 1.0
+    if fixed_scale:
+        # Fix the landmark scale: ICP aligns the pre-scaled cloud rigidly.
+        s0 = init.s
+        pts = pts * s0
+        init = Sim3(init.R, init.t, 1.0)
+        config = replace(config, with_scale=False)
     if config.max_points and len(pts) > config.max_points:
         rng = np.random.default_rng(config.seed)
         pts = pts[np.sort(rng.choice(len(pts), config.max_points, replace=False))]
@@ -537,6 +552,10 @@ def align_reconstruction(
                 extra = surface_samples(gv, gf, config.target_samples, config.seed)
                 target = np.concatenate([gv, extra])
             res = icp(pts, target, init, config)
+    if fixed_scale:
+        T = res.transform
+        res = replace(res, transform=Sim3(T.R, T.t, T.s * s0))
+        init = Sim3(init.R, init.t, s0)
     aligned = res.transform.apply(all_pts)
     if config.with_scale:
         # ICP with a free scale can shrink a badly initialised cloud towards a point, where

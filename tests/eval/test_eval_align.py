@@ -268,3 +268,46 @@ def test_a_collapsed_alignment_is_an_error_not_a_perfect_score(face_mesh, front_
     # the same cloud with sane pairs aligns
     res = align_reconstruction(front_samples, v, f, init_pairs=(src, src))
     assert res.inlier_rmse < 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_icp_at_the_landmark_scale_keeps_that_scale_and_refines_the_pose(
+    face_mesh, front_samples, backend
+):
+    """``icp_scale=False``: the scale is the landmark Umeyama scale exactly, and ICP still
+    corrects the rotation and translation of the noisy landmark start."""
+    v, f = face_mesh
+    rng = np.random.default_rng(0)
+    true = Sim3(random_rotation(rng, 3.0), np.array([2.0, -1.5, 1.0]), 1.3)
+    recon = true.inverse().apply(front_samples)
+    pairs = _landmark_pairs(v, true.inverse(), rng)
+    res = align_reconstruction(recon, v, f, init_pairs=pairs,
+                               config=AlignConfig(icp_scale=False, backend=backend))
+    assert res.transform.s == pytest.approx(umeyama(*pairs).s, rel=1e-12)
+    assert res.init.s == res.transform.s
+    E = res.transform @ true.inverse()
+    init_err = res.init @ true.inverse()
+    assert abs(E.s - 1.0) > 1e-4  # the landmark scale is not the exact one ...
+    assert E.rotation_angle_deg() < 0.5 * init_err.rotation_angle_deg()  # ... the pose improves
+    d = np.linalg.norm(res.aligned - front_samples, axis=1)
+    assert d.mean() < np.linalg.norm(res.init.apply(recon) - front_samples, axis=1).mean()
+
+
+def test_a_free_icp_scale_shrinks_a_noisy_cloud_and_the_landmark_scale_does_not(
+    face_mesh, front_samples
+):
+    """Surface samples with 5 mm of noise, landmarks with 1 mm: a free ICP scale pulls the
+    cloud in (the residual of a noisy point falls as the cloud shrinks), by several per cent;
+    at the landmark scale the cloud keeps its size."""
+    v, f = face_mesh
+    rng = np.random.default_rng(1)
+    cloud = front_samples + rng.normal(scale=5.0, size=front_samples.shape)
+    lm = rng.choice(np.flatnonzero(v[:, 2] > 30), 68, replace=False)
+    pairs = (v[lm] + rng.normal(scale=1.0, size=(68, 3)), v[lm])
+    free = align_reconstruction(cloud, v, f, init_pairs=pairs, config=AlignConfig(backend="numpy"))
+    fixed = align_reconstruction(cloud, v, f, init_pairs=pairs,
+                                 config=AlignConfig(icp_scale=False, backend="numpy"))
+    s_lm = umeyama(*pairs).s
+    assert abs(s_lm - 1.0) < 0.01
+    assert free.transform.s < 0.97
+    assert fixed.transform.s == pytest.approx(s_lm, rel=1e-12)

@@ -82,6 +82,11 @@ def test_landmark_depth_fusion_is_on_the_gt_surface(noisy_solve):
     assert d["n"] > 10000
     assert d["mean"] < 1.5 and d["p95"] < 4.0
     assert res.evaluation["mesh_to_gt_surface_mm"]["mean"] < 1.6
+    # the second protocol (landmark scale, rigid ICP) agrees on a good cloud
+    d_lm = res.evaluation["cloud_to_gt_surface_mm_landmark_scale"]
+    assert d_lm["n"] == d["n"] and abs(d_lm["mean"] - d["mean"]) < 0.2
+    s_lm = res.evaluation["alignment_landmark_scale"]["scale"]
+    assert abs(s_lm / res.evaluation["alignment"]["scale"] - 1.0) < 0.01
     rep = json.loads((res.out / "report.json").read_text())
     assert rep["stages"]["initial_poses"].startswith("landmarks (Tomasi-Kanade factorisation")
     assert rep["stages"]["depth"].startswith("landmarks")
