@@ -87,11 +87,16 @@ def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
              f"{po['rotation_mean_deg']:.2f} deg after bundle adjustment "
              f"(BA {sr.ba.iterations} iterations, {sr.ba.rms_px:.2f} px RMS)")
     c = ev.get("cloud_to_gt_surface_mm")
+    c_lm = ev.get("cloud_to_gt_surface_mm_landmark_scale")
     if c is not None:
         echo(f"fused cloud to the ground-truth surface after ICP: {c['mean']:.2f} mm mean, "
              f"{c['median']:.2f} mm median ({c['n']} points)")
     elif "alignment" in ev and "error" in ev["alignment"]:
-        echo(f"fused cloud: no accuracy figure ({ev['alignment']['error']})")
+        echo(f"fused cloud: no accuracy figure with a free ICP scale "
+             f"({ev['alignment']['error']})")
+    if c_lm is not None:
+        echo(f"  at the landmarks' scale (rigid ICP): {c_lm['mean']:.2f} mm mean, "
+             f"{c_lm['median']:.2f} mm median")
     total = sr.timings.get("total", float("nan"))
     echo(f"solve took {total:.1f} s; outputs in {out}/: cloud.ply, mesh.ply, mesh.obj, "
          f"cameras.json, colmap/, report.json, report.html")
