@@ -36,8 +36,8 @@ VARIANTS = {
     "spectral": ({"sfm": {"ablation": "spectral"}}, "spectral only (no landmarks, no BA layer)"),
     "landmark68": ({"sfm": {"ablation": "landmark"}, "data": {"landmarks": 68}},
                    "landmark BA only, 68 landmarks"),
-    "full": ({"sfm": {"ablation": "full"}}, "full (landmark BA + spectral + depth), "
-             "200 landmarks"),
+    "full": ({"sfm": {"ablation": "full"}}, ("full (landmark BA + spectral + depth), "
+             "200 landmarks")),
 }
 
 
@@ -113,16 +113,16 @@ def main(argv=None) -> int:
     lines = [
         "# Loss ablation (the paper's Figure 10), small preset (bench/ablation.py)",
         "",
-        f"Training data `{Path(args.data).name}`, validation `{Path(args.val).name}` (ICT "
+        (f"Training data `{Path(args.data).name}`, validation `{Path(args.val).name}` (ICT "
         f"faces, render seeds 1000 / 2000), 128 px, 9-frame windows 6 frames (12 degrees) apart,"
         f" {rows[0]['steps']} steps, lr 1e-3, shipped ICT detector. Depth: per-frame "
         "median-scaled error on face pixels of the validation windows; rotation: mean over "
         "frames relative to frame 0 (learned = PoseNet chained, refined = after the BA layer; "
         f"the spectral variant has no BA layer). A flat (constant) depth scores {flat:.2f} mm "
-        "on the same windows.",
+        "on the same windows."),
         "",
-        "| variant | landmarks | depth mm | depth abs rel | PoseNet rotation (deg) "
-        "| refined rotation (deg) |",
+        ("| variant | landmarks | depth mm | depth abs rel | PoseNet rotation (deg) "
+        "| refined rotation (deg) |"),
         "|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -166,7 +166,7 @@ def bench_problem(label, sf, init, entries, repeats):
         if runs and "error" in runs[0]:
             out.append({"backend": name, "peer": peer, "error": runs[0]["error"]})
             continue
-        med = lambda k: statistics.median(r[k] for r in runs)
+        med = lambda k, runs=runs: statistics.median(r[k] for r in runs)
         out.append(
             {
                 "backend": name,
@@ -291,14 +291,14 @@ def render_md(res) -> str:
     lines = [
         "# Bundle adjustment benchmark (bench/ba.py)",
         "",
-        f"Run {res['when_utc']} UTC, {m['cpu_count']} CPU cores, torch {m['torch']}, "
+        (f"Run {res['when_utc']} UTC, {m['cpu_count']} CPU cores, torch {m['torch']}, "
         f"{m['threads']} thread(s) for torch and Ceres, median of {res['repeats']} interleaved "
         "repeats. Load average before/after: "
         f"{_fmt_load(m['load_average_before'])} / {_fmt_load(m['load_average_after'])}: "
         "other engineers were using the 2 cores at the same time, so absolute times are noisy; "
-        "ratios come from interleaved runs.",
+        "ratios come from interleaved runs."),
         "",
-        "Synthetic face (seeded), yaw arc -60..+60 deg, f = 500 px, 1 px noise, start perturbed "
+        ("Synthetic face (seeded), yaw arc -60..+60 deg, f = 500 px, 1 px noise, start perturbed "
         "3 deg / 1 cm / 5 mm. `wall` = the whole `solve` call (Ceres: including building the "
         "pycolmap reconstruction and triangulating); `solve` = the solver's own loop. "
         "Backward = a loss on the refined rotations, gradient w.r.t. observed uv (and depths). "
@@ -307,15 +307,15 @@ def render_md(res) -> str:
         "(dense Jacobian, memory quadratic in the residual count) only at 30 x 68, once each "
         "(see /work/shared/BA-NOTES.md for why). Theseus' 'implicit' mode differentiates one "
         "damped Gauss-Newton step (approximate with noisy residuals); ours solves the exact "
-        "implicit system.",
+        "implicit system."),
         "",
     ]
     for sec in res["sections"]:
         lines += [
             f"## {sec['problem']}" + (f" ({sec['observations']} observations)" if "observations" in sec else ""),
             "",
-            "| backend | wall s | solve s | x fastest peer | iters | RMS px | RMS vs ref | "
-            "backward s | peak MB | converged | runs |",
+            ("| backend | wall s | solve s | x fastest peer | iters | RMS px | RMS vs ref | "
+            "backward s | peak MB | converged | runs |"),
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in sec["rows"]:
@@ -335,15 +335,15 @@ def render_md(res) -> str:
         lines += [
             "## Speed target at classical 61x568",
             "",
-            f"- default differentiable backend (ours LM, implicit): {t['ours_wall_s']:.3f} s "
-            f"forward, {t['ours_backward_s']:.3f} s backward",
-            f"- fastest peer: {t['fastest_peer']} {t['fastest_peer_wall_s']:.3f} s wall "
+            (f"- default differentiable backend (ours LM, implicit): {t['ours_wall_s']:.3f} s "
+            f"forward, {t['ours_backward_s']:.3f} s backward"),
+            (f"- fastest peer: {t['fastest_peer']} {t['fastest_peer_wall_s']:.3f} s wall "
             f"-> ratio {t['ratio_wall']:.2f} (target <= 1.5): "
-            f"{'met' if t['speed_ok'] else 'NOT met'}",
-            f"- against the fastest peer's solve-only time ({t['fastest_peer_solve_only_s']:.3f} s): "
-            f"ratio {t['ratio_vs_peer_solve_only']:.2f}",
-            f"- RMS vs scipy reference: {100 * t['rms_rel_to_reference']:+.4f}% (target within 1%): "
-            f"{'met' if t['rms_ok'] else 'NOT met'}",
+            f"{'met' if t['speed_ok'] else 'NOT met'}"),
+            (f"- against the fastest peer's solve-only time ({t['fastest_peer_solve_only_s']:.3f} s): "
+            f"ratio {t['ratio_vs_peer_solve_only']:.2f}"),
+            (f"- RMS vs scipy reference: {100 * t['rms_rel_to_reference']:+.4f}% (target within 1%): "
+            f"{'met' if t['rms_ok'] else 'NOT met'}"),
             f"- backward <= forward: {'met' if t['backward_ok'] else 'NOT met'}",
             "",
         ]

@@ -69,7 +69,7 @@ def _methods(ckpt: Path, sfm: Path | None, keys) -> dict:
     from facesfm.solve.tracks import TrackConfig
 
     base = SolveConfig(landmark_checkpoint=str(ckpt), poses_init="landmarks", depth="landmarks")
-    photo = dict(tracks=TrackConfig(enabled=True), stereo=StereoConfig(enabled=True))
+    photo = {"tracks": TrackConfig(enabled=True), "stereo": StereoConfig(enabled=True)}
     cfgs = {
         "detector": base,
         "detector_photo": replace(base, **photo),
@@ -200,15 +200,15 @@ def main(argv=None) -> int:
     lines = [
         f"# `facesfm solve` on {args.subjects} held-out {args.face} faces (bench/heldout.py)",
         "",
-        f"Seed {args.seed}, 61 frames each, 384x384, focal 500 px, shipped detector "
+        (f"Seed {args.seed}, 61 frames each, 384x384, focal 500 px, shipped detector "
         f"`{ckpt.name}`, depth/pose networks `{Path(sfm).name if sfm else 'none'}`. Rotation: "
         "mean over frames after a similarity alignment of the trajectory (mean / median over "
         "faces); cloud: the fused cloud's distance to the GT surface after landmark + ICP "
-        "alignment, mean over points (mean / median over faces).",
+        "alignment, mean over points (mean / median over faces)."),
         "",
-        "| method | rotation (deg) | cloud mean (mm) | cloud median (mm) "
+        ("| method | rotation (deg) | cloud mean (mm) | cloud median (mm) "
         "| cloud mean, landmark scale (mm) | ICP scale / landmark scale | completeness "
-        "| solve (s) | solve failed / cloud unusable | paper, not measured on our data (mm) |",
+        "| solve (s) | solve failed / cloud unusable | paper, not measured on our data (mm) |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in order:
@@ -224,23 +224,23 @@ def main(argv=None) -> int:
             f"| {cell(name, 'completeness', 'mean')} "
             f"| {cell(name, 'seconds', 'mean')} "
             f"| {summary[name]['failures']} / {summary[name]['no_cloud']} | {paper} |")
-    lines += ["", "Completeness: the share of the GT face surface the cameras saw (GT depth in "
+    lines += ["", ("Completeness: the share of the GT face surface the cameras saw (GT depth in "
               "the GT face masks of the used frames) that has a cloud point within 2 mm after "
-              "alignment (mean over faces).",
-              "", "Cloud unusable: the landmark + ICP alignment to the GT collapsed (the cloud "
+              "alignment (mean over faces)."),
+              "", ("Cloud unusable: the landmark + ICP alignment to the GT collapsed (the cloud "
               "spreads over less than a tenth of the face's size after alignment), so no cloud "
-              "error is counted for that face.",
-              "", "Two alignment protocols. `cloud mean`: landmark similarity, then ICP with a "
+              "error is counted for that face."),
+              "", ("Two alignment protocols. `cloud mean`: landmark similarity, then ICP with a "
               "free scale. `landmark scale`: the same start, then rigid ICP at the scale of the "
               "landmarks, which cannot shrink the cloud; a free ICP scale pulls a noisy cloud "
               "in, which lowers its error (the column `ICP scale / landmark scale`, mean over "
               "faces, says by how much). Faces whose free-scale alignment collapsed still have "
-              "a landmark-scale figure.",
-              "", "`BA start` is the start of `ours, detector only` (poses only): the "
+              "a landmark-scale figure."),
+              "", ("`BA start` is the start of `ours, detector only` (poses only): the "
               "factorisation or the mean face's per-frame poses, whichever the BA reached the "
               "lower cost from; the COLMAP row solves the same tracks from the factorisation "
               "(poses only). The paper's "
-              "figures are its Table 2 errors on Stirling / FaceScape scans."]
+              "figures are its Table 2 errors on Stirling / FaceScape scans.")]
     with atomic_path(RESULTS / f"{stem}.md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

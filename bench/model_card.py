@@ -207,13 +207,13 @@ def _table(rows) -> str:
     lines = [
         "# Landmark detectors on held-out faces",
         "",
-        "Frames rendered with seeds never used in training, 384x384, focal 500 px, yaw -60..60;"
-        " errors in those frames' pixels over the visible landmarks (bench/model_card.py).",
-        f"The paper reports an MSE of {PAPER_MSE} for its detector on its own data and "
-        "68-landmark set; our MSE column is the mean squared euclidean error (px^2) on ours.",
+        ("Frames rendered with seeds never used in training, 384x384, focal 500 px, yaw -60..60;"
+        " errors in those frames' pixels over the visible landmarks (bench/model_card.py)."),
+        (f"The paper reports an MSE of {PAPER_MSE} for its detector on its own data and "
+        "68-landmark set; our MSE column is the mean squared euclidean error (px^2) on ours."),
         "",
-        "| faces | set | seed | faces x frames | N | mean px | median px | p95 px | MSE px^2 "
-        "| vis F1 |",
+        ("| faces | set | seed | faces x frames | N | mean px | median px | p95 px | MSE px^2 "
+        "| vis F1 |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f, k, s, m in rows:
@@ -233,20 +233,20 @@ def _sfm_markdown(e: dict) -> list[str]:
     out = [
         f"## `{e['file']}` (depth and pose networks, ICT faces, {e['bytes'] / 1e6:.2f} MB)",
         "",
-        f"- Networks: DepthNet channels {c['sfm']['depth_channels']}, PoseNet channels "
+        (f"- Networks: DepthNet channels {c['sfm']['depth_channels']}, PoseNet channels "
         f"{c['sfm']['pose_channels']}, input {c['data']['image_size']} px; trained without 3D "
         f"supervision (ablation `{c['sfm']['ablation']}`, BA layer "
-        f"{layer}) with the frozen detector `{e['detector']}`.",
-        f"- Samples: windows of {c['data']['window']} frames, {c['data']['frame_step']}.."
+        f"{layer}) with the frozen detector `{e['detector']}`."),
+        (f"- Samples: windows of {c['data']['window']} frames, {c['data']['frame_step']}.."
         f"{c['data'].get('frame_step_max') or c['data']['frame_step']} frames apart, reversed "
-        f"with probability {c['data'].get('reverse', 0)}, {c['data']['landmarks']} landmarks.",
+        f"with probability {c['data'].get('reverse', 0)}, {c['data']['landmarks']} landmarks."),
         f"- Data: train {d['train']}, validation {d['val']}.",
         f"- Run: {e['training']}; trained at commit {e['trained_commit']}.",
-        f"- Optimiser: Adam lr {c['optim']['lr']} ({c['optim'].get('lr_schedule', 'constant')}),"
-        f" betas {c['optim']['betas']}, batch {c['optim']['batch_size']}, seed {c['seed']}.",
+        (f"- Optimiser: Adam lr {c['optim']['lr']} ({c['optim'].get('lr_schedule', 'constant')}),"
+        f" betas {c['optim']['betas']}, batch {c['optim']['batch_size']}, seed {c['seed']}."),
         "",
-        "| set | seed | faces x frames | depth mm | depth abs rel | flat depth mm "
-        "| PoseNet pair rotation (deg) | GT pair motion (deg) | chained rotation (deg) |",
+        ("| set | seed | faces x frames | depth mm | depth abs rel | flat depth mm "
+        "| PoseNet pair rotation (deg) | GT pair motion (deg) | chained rotation (deg) |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key in ("test", "held_out"):
@@ -261,19 +261,19 @@ def _sfm_markdown(e: dict) -> list[str]:
             pose_useless = True
     out += [
         "",
-        "Sets rendered with seeds never used in training, 384x384, focal 500 px, each sequence "
+        ("Sets rendered with seeds never used in training, 384x384, focal 500 px, each sequence "
         "with its own trajectory (`--vary-trajectory`), 11 frames over the yaw range (about 12 "
         "degrees apart, inside the trained spacing). Depth: per-frame median-scaled error on the "
         "GT face mask; `flat depth` is a constant map under the same protocol. Pose: PoseNet "
         "between consecutive frames vs the GT relative rotation, and chained from frame 0 "
-        "(`facesfm.eval.sfm_nets`).",
+        "(`facesfm.eval.sfm_nets`)."),
         "",
     ]
     if pose_useless:
-        out += ["**PoseNet has not learned the motion**: its pair error is about the GT motion "
+        out += [("**PoseNet has not learned the motion**: its pair error is about the GT motion "
                 "itself, i.e. no better than predicting no motion. Use the landmark "
                 "factorisation + BA for poses (`facesfm solve --poses-init landmarks`); the "
-                "depth network is the useful part of this checkpoint.", ""]
+                "depth network is the useful part of this checkpoint."), ""]
     return out
 
 
@@ -285,15 +285,15 @@ def _markdown(card: dict) -> str:
         out += [
             f"## `{e['file']}` ({face} faces, {e['bytes'] / 1e6:.2f} MB)",
             "",
-            f"- Network: LandmarkNet `{c['landmarks']['variant']}`, channels "
+            (f"- Network: LandmarkNet `{c['landmarks']['variant']}`, channels "
             f"{c['landmarks']['channels']}, N = {c['data']['landmarks']} landmarks, input "
             f"{c['data']['image_size']} px, face-crop refinement "
             f"{'on' if c['landmarks'].get('face_crop', 0) > 0 else 'off'} (margin "
-            f"{c['landmarks'].get('crop_margin')}).",
+            f"{c['landmarks'].get('crop_margin')})."),
             f"- Data: train {d['train']}, validation {d['val']}.",
             f"- Run: {e['training']}; trained at commit {e['trained_commit']}.",
-            f"- Optimiser: Adam lr {c['optim']['lr']}, betas {c['optim']['betas']}, batch "
-            f"{c['optim']['batch_size']}, seed {c['seed']}.",
+            (f"- Optimiser: Adam lr {c['optim']['lr']}, betas {c['optim']['betas']}, batch "
+            f"{c['optim']['batch_size']}, seed {c['seed']}."),
             "",
         ]
     out += [_table(_landmark_rows(card)), ""]
@@ -301,9 +301,9 @@ def _markdown(card: dict) -> str:
         out += _sfm_markdown(e)
     if "not_shipped" in card:
         out += [f"Not shipped: {card['not_shipped']['sfm']}.", ""]
-    out += ["`tests/test_shipped_weights.py` re-renders each `test` set and fails when a "
+    out += [("`tests/test_shipped_weights.py` re-renders each `test` set and fails when a "
             "landmark error (mean, median, 1 - visibility F1), the depth error or PoseNet's "
-            "rotation error is more than 10% worse than above.", ""]
+            "rotation error is more than 10% worse than above."), ""]
     return "\n".join(out)
 
 

@@ -18,6 +18,7 @@ Writes bench/results/visibility_<tag>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     err = P != T
     f1 = visibility_scores(P, T).f1
     bins = []
-    for lo, hi in zip(ANGLE_BINS[:-1], ANGLE_BINS[1:], strict=True):
+    for lo, hi in itertools.pairwise(ANGLE_BINS):
         m = (np.abs(A) >= lo) & (np.abs(A) < hi)
         bins.append({"from_deg": lo, "to_deg": hi, "label_share": float(m.mean()),
                      "errors": int((err & m).sum()), "error_rate": float(err[m].mean())
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     sweep = {f"{t:+.1f}": visibility_scores(L > t, T).f1 for t in (-1.0, -0.5, 0.0, 0.5, 1.0)}
     payload = {
         "meta": run_meta(checkpoint=str(ckpt), data=str(args.data), subjects=len(seqs),
-                         frames=int(len(L)), landmarks=n,
+                         frames=len(L), landmarks=n,
                          seconds=round(time.perf_counter() - t0, 1)),
         "f1": f1, "errors": int(err.sum()), "false_visible": int((P & ~T).sum()),
         "false_hidden": int((~P & T).sum()), "by_grazing_angle": bins,
@@ -145,18 +146,18 @@ def main(argv=None) -> int:
         "f1_by_logit_threshold": sweep,
     }
     md = [
-        f"# Landmark visibility errors ({len(seqs)} held-out faces x {len(L) // len(seqs)} "
-        f"frames, N = {n}; bench/visibility.py)", "",
-        f"Detector `{Path(ckpt).name}`; F1 {f1:.4f}; {err.sum()} wrong labels of {err.size} "
-        f"({(P & ~T).sum()} predicted visible but hidden, {(~P & T).sum()} the other way).", "",
+        (f"# Landmark visibility errors ({len(seqs)} held-out faces x {len(L) // len(seqs)} "
+        f"frames, N = {n}; bench/visibility.py)"), "",
+        (f"Detector `{Path(ckpt).name}`; F1 {f1:.4f}; {err.sum()} wrong labels of {err.size} "
+        f"({(P & ~T).sum()} predicted visible but hidden, {(~P & T).sum()} the other way)."), "",
         "| grazing angle (deg) | share of labels | errors | error rate |", "|---|---|---|---|",
     ]
     md += [f"| {b['from_deg']:g}-{b['to_deg']:g} | {100 * b['label_share']:.1f}% "
            f"| {b['errors']} | {100 * (b['error_rate'] or 0):.1f}% |" for b in bins]
-    md += ["", f"F1 without the labels within 2 degrees of grazing (one frame step of the "
-           f"sweep): {f1_far:.4f}.", "",
-           f"The inner lip contour (IDs 60-67, 8 of the {n} landmarks) holds "
-           f"{err[:, INNER_LIP].sum()} of the errors; F1 without it: {f1_no_inner:.4f}.", "",
+    md += ["", (f"F1 without the labels within 2 degrees of grazing (one frame step of the "
+           f"sweep): {f1_far:.4f}."), "",
+           (f"The inner lip contour (IDs 60-67, 8 of the {n} landmarks) holds "
+           f"{err[:, INNER_LIP].sum()} of the errors; F1 without it: {f1_no_inner:.4f}."), "",
            "| frames to the nearest flip of the label | errors |", "|---|---|"]
     md += [f"| {r['frames_to_flip']} | {r['errors']} |" for r in flip_rows]
     md += ["", "| landmark | error rate | visible in | predicted visible in |",

@@ -41,10 +41,9 @@ def test_load_yaml_missing_file_names_it(tmp_path):
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.json"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     write_json(target, {"k": 1})
     assert json.loads(target.read_text()) == {"k": 1}
@@ -54,13 +53,11 @@ def test_atomic_dir_refuses_existing_and_replaces_only_when_complete(tmp_path):
     out = tmp_path / "seq"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(InputError, match="exists"):
-        with atomic_dir(out):
-            pass
-    with pytest.raises(RuntimeError):
-        with atomic_dir(out, overwrite=True) as d:
-            (d / "new.txt").write_text("new")
-            raise RuntimeError("killed")
+    with pytest.raises(InputError, match="exists"), atomic_dir(out):
+        pass
+    with pytest.raises(RuntimeError), atomic_dir(out, overwrite=True) as d:
+        (d / "new.txt").write_text("new")
+        raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
     assert (out / "old.txt").exists()
     with atomic_dir(out, overwrite=True) as d:

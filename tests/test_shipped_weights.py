@@ -49,13 +49,13 @@ def _check_against_card(face: str, tmp_path, ict_dir=None):
 
 
 def test_shipped_builtin_detector_matches_its_card(tmp_path):
-    m, ref = _check_against_card("builtin", tmp_path)
+    m, _ref = _check_against_card("builtin", tmp_path)
     # a trained detector, not a placeholder: a few pixels on 384 px frames
     assert m["lm_mean_px"] < 10.0 and m["vis_f1"] > 0.85
 
 
 def test_shipped_ict_detector_matches_its_card(tmp_path, ict_dir):
-    m, ref = _check_against_card("ict", tmp_path, ict_dir)
+    m, _ref = _check_against_card("ict", tmp_path, ict_dir)
     assert m["lm_mean_px"] < 10.0 and m["vis_f1"] > 0.85
 
 

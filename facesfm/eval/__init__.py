@@ -11,6 +11,12 @@ from facesfm.eval.align import (
     icp_to_mesh,
     umeyama,
 )
+from facesfm.eval.baselines import (
+    BaselineResult,
+    colmap_ba,
+    factorization_baseline,
+    template_landmarks,
+)
 from facesfm.eval.factorization import (
     FactorizationConfig,
     FactorizationResult,
@@ -41,12 +47,6 @@ from facesfm.eval.metrics import (
     scores_from_counts,
     visibility_scores,
 )
-from facesfm.eval.baselines import (
-    BaselineResult,
-    colmap_ba,
-    factorization_baseline,
-    template_landmarks,
-)
 from facesfm.eval.run import evaluate_sequences
 from facesfm.eval.surface import MeshClosestPoint, closest_points_on_mesh
 from facesfm.eval.tables import (
@@ -62,16 +62,12 @@ from facesfm.eval.tables import (
 )
 
 __all__ = [
-    "BaselineResult",
-    "colmap_ba",
-    "evaluate_sequences",
-    "factorization_baseline",
-    "template_landmarks",
     "PAPER_COLUMN",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "AlignConfig",
     "AlignResult",
+    "BaselineResult",
     "ClassificationScores",
     "DepthMetrics",
     "ErrorStats",
@@ -88,10 +84,13 @@ __all__ = [
     "align_trajectories",
     "ate",
     "closest_points_on_mesh",
+    "colmap_ba",
     "comparison_table",
     "depth_metrics",
     "error_stats",
     "evaluate_reconstruction",
+    "evaluate_sequences",
+    "factorization_baseline",
     "factorize",
     "icp",
     "icp_to_mesh",
@@ -108,6 +107,7 @@ __all__ = [
     "rotation_angle_deg",
     "rpe",
     "scores_from_counts",
+    "template_landmarks",
     "umeyama",
     "visibility_scores",
     "weak_perspective_poses",

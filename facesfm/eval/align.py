@@ -38,11 +38,11 @@ __all__ = [
     "IcpResult",
     "Sim3",
     "align_reconstruction",
-    "rms_radius",
     "have_open3d",
     "icp",
     "icp_to_mesh",
     "require_open3d",
+    "rms_radius",
     "surface_samples",
     "umeyama",
 ]

@@ -15,6 +15,6 @@ __all__ = [
     "load_textured_mesh",
     "synthesize_albedo",
     "texel_positions",
-    "vertex_albedo",
     "validate_count",
+    "vertex_albedo",
 ]

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FaceMesh", "FaceModel", "LANDMARK_COUNTS"]
+__all__ = ["LANDMARK_COUNTS", "FaceMesh", "FaceModel"]
 
 #: Landmark counts that every face source provides. Dense sets are nested: the set of N is
 #: the first N entries of the 800 ordering, and the first 68 are the semantic Multi-PIE ones

@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "intrinsics",
-    "project",
     "backproject",
-    "transform",
+    "camera_center",
+    "intrinsics",
     "invert_pose",
     "look_at",
-    "camera_center",
+    "project",
+    "transform",
 ]
 
 
@@ -101,11 +101,13 @@ def camera_center(cam_T_world):
     return invert_pose(cam_T_world)[..., :3, 3]
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])):
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None):
     """``cam_T_world`` (4x4, OpenCV axes) of a camera at ``eye`` looking at ``target``.
 
-    ``up`` is the world direction that should appear upwards in the image (towards -v).
+    ``up`` is the world direction that should appear upwards in the image (towards -v); default +y.
     """
+    if up is None:
+        up = (0.0, 1.0, 0.0)
     eye = np.asarray(eye, dtype=np.float64)
     z = np.asarray(target, dtype=np.float64) - eye
     z /= np.linalg.norm(z)

@@ -1098,7 +1098,7 @@ def gt_completeness(res: SolveResult, aligned: np.ndarray, threshold_mm: float =
         return {"threshold_mm": threshold_mm, "fraction": float("nan"), "gt_points": 0}
     dist, _ = cKDTree(aligned).query(P)
     return {"threshold_mm": threshold_mm, "fraction": float((dist < threshold_mm).mean()),
-            "gt_points": int(len(P))}
+            "gt_points": len(P)}
 
 
 def run_solve(input_path, out, cfg: SolveConfig = SolveConfig(), overwrite: bool = False,

@@ -86,5 +86,5 @@ def test_frame_without_visible_landmarks_exports_and_reads_back(tmp_path):
     rec = pycolmap.Reconstruction(str(tmp_path))
     assert len(rec.images) == 3 and len(rec.points3D) == 5
     assert len(rec.images[2].points2D) == 0 and len(rec.images[1].points2D) == 5
-    for j, p in rec.points3D.items():
+    for p in rec.points3D.values():
         assert p.track.length() == 2

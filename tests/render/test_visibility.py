@@ -3,9 +3,8 @@ import pytest
 import trimesh
 
 from facesfm.errors import InputError
-from facesfm.render.config import RenderConfig
-
 from facesfm.geometry.camera import intrinsics, look_at, project, transform
+from facesfm.render.config import RenderConfig
 from facesfm.render.visibility import (
     landmark_visibility,
     outward_sign,

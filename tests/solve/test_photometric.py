@@ -253,8 +253,7 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
     the unrefined depth maps in place, with a warning each and the reason in the report."""
     import json
 
-    import facesfm.solve.stereo as stereo
-    import facesfm.solve.tracks as tracks
+    from facesfm.solve import stereo, tracks
     from facesfm.solve.pipeline import SolveConfig, run_solve
 
     def no_tracks(*a, **k):

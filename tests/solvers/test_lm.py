@@ -23,13 +23,13 @@ from facesfm.solvers import (
 )
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 
-DEPTH = dict(parameterization=Parameterization.DEPTH, depth_noise=0.01, depth_scale_spread=0.05)
+DEPTH = {"parameterization": Parameterization.DEPTH, "depth_noise": 0.01, "depth_scale_spread": 0.05}
 CASES = {
-    "classical": dict(),
+    "classical": {},
     # delta chosen so that no residual sits within 0.1 px of the kink at the optimum: there the
     # optimum is not differentiable and finite differences straddle two regimes
-    "classical-huber": dict(kernel=HuberKernel(1.5)),
-    "classical-cauchy": dict(kernel=CauchyKernel(3.0)),
+    "classical-huber": {"kernel": HuberKernel(1.5)},
+    "classical-cauchy": {"kernel": CauchyKernel(3.0)},
     "depth-window": dict(pairs=Window(2), **DEPTH),
     "depth-nocorr-huber": dict(pairs=Window(3), depth_corrections=False, kernel=HuberKernel(1.5), **DEPTH),
 }

@@ -38,7 +38,7 @@ def test_classical_jacobians_match_finite_differences():
             assert fd[[i for i in range(6) if i != f]].abs().max() == 0  # only frame f moves
     for j in (0, 7):
         for k in range(3):
-            def r_at(eps):
+            def r_at(eps, j=j, k=k):
                 P = st.points.clone()
                 P[j, k] += eps
                 return linearize(p, BAState(st.poses, P), jacobians=False).r
@@ -63,7 +63,7 @@ def test_depth_jacobians_match_finite_differences(pairs):
             an += torch.where((pr[:, 0] == f)[:, None, None], lin.Ja[..., k], 0.0)
             an += torch.where((pr[:, 1] == f)[:, None, None], lin.Jb[..., k], 0.0)
             assert _rel(an, fd) < 1e-6
-        def r_s(eps):
+        def r_s(eps, f=f):
             s = st.log_scale.clone()
             s[f] += eps
             return linearize(p, BAState(st.poses, None, s, st.depth_correction), pr, False).r
@@ -72,7 +72,7 @@ def test_depth_jacobians_match_finite_differences(pairs):
         assert lin.Jb[..., 6].abs().max() == 0
         assert _rel(an, fd) < 1e-6
     for i in (0, 11):
-        def r_d(eps):
+        def r_d(eps, i=i):
             d = st.depth_correction.clone()
             d[i] += eps
             return linearize(p, BAState(st.poses, None, st.log_scale, d), pr, False).r

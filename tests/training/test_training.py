@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -232,7 +233,7 @@ def test_cosine_schedule_falls_from_lr_to_zero():
     lrs = [learning_rate(o, s, 10) for s in range(11)]
     assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5e-4)
     assert lrs[10] == pytest.approx(0.0, abs=1e-12)
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert all(a > b for a, b in itertools.pairwise(lrs))
     assert learning_rate(OptimConfig(lr=1e-3), 7, 10) == 1e-3
     with pytest.raises(InputError, match="lr_schedule"):
         OptimConfig(lr_schedule="step")
