@@ -43,12 +43,12 @@ class Networks:
 def _load(path, stage: str):
     from facesfm.config import from_dict
     from facesfm.training.checkpoint import load_checkpoint
-    from facesfm.training.config import TrainConfig
+    from facesfm.training.config import TrainConfig, upgrade_checkpoint_config
 
     path = Path(path)
     ck = load_checkpoint(path, stage=stage)  # InputError: missing, unreadable, wrong stage
     try:
-        cfg = from_dict(TrainConfig, ck["config"], f"{path} config")
+        cfg = from_dict(TrainConfig, upgrade_checkpoint_config(ck["config"]), f"{path} config")
         state = ck["models"]["model"]
     except (KeyError, TypeError) as e:
         raise InputError(f"checkpoint {path}: malformed ({type(e).__name__}: {e})") from None

@@ -34,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "build_train_config",
     "preset_config",
+    "upgrade_checkpoint_config",
 ]
 
 
@@ -270,6 +271,10 @@ class SfmStageConfig:
                        backward pass instead of kept, so a step holds one chunk's activations
                        at a time (the same loss and gradients, at about one more forward's
                        cost). 0 = off.
+    pose_norm:         GroupNorm in PoseNet's encoder; pose_difference: PoseNet also sees
+                       source - target (see :mod:`facesfm.networks.pose` for why both are on).
+                       Checkpoints written before these options have neither (see
+                       :func:`upgrade_checkpoint_config`).
     """
 
     ablation: str = "full"
@@ -277,6 +282,8 @@ class SfmStageConfig:
     min_visibility: float = 0.5
     depth_channels: tuple[int, ...] = (16, 24, 32, 64, 96, 160)
     pose_channels: tuple[int, ...] = (16, 32, 64, 128, 192)
+    pose_norm: bool = True
+    pose_difference: bool = True
     min_depth_mm: float = 200.0
     max_depth_mm: float = 900.0
     checkpoint_frames: int = 0
@@ -388,6 +395,16 @@ PRESETS: dict[str, dict] = {
         },
     },
 }
+
+
+def upgrade_checkpoint_config(d: dict) -> dict:
+    """A checkpoint's stored config with the settings that options added later must take to
+    rebuild the networks it holds: checkpoints from before ``sfm.pose_norm`` and
+    ``sfm.pose_difference`` hold the plain PoseNet, so those default to False there."""
+    sfm = d.get("sfm") if isinstance(d, dict) else None
+    if not isinstance(sfm, dict) or "pose_norm" in sfm:
+        return d
+    return {**d, "sfm": {**sfm, "pose_norm": False, "pose_difference": False}}
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -454,7 +454,8 @@ def build_sfm_nets(cfg: TrainConfig) -> SfmNets:
             min_depth_mm=s.min_depth_mm,
             max_depth_mm=s.max_depth_mm,
         ),
-        PoseNetConfig(channels=tuple(s.pose_channels)),
+        PoseNetConfig(channels=tuple(s.pose_channels), use_norm=s.pose_norm,
+                      difference_input=s.pose_difference),
         checkpoint_frames=s.checkpoint_frames,
     )
 

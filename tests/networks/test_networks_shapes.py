@@ -140,8 +140,15 @@ def test_pose_small_at_init_and_matrix_consistent(nets):
     with torch.no_grad():
         out = net(tgt, src)
     assert out.vector.shape == (2, 6) and out.src_T_tgt.shape == (2, 4, 4)
-    assert out.vector[:, :3].norm(dim=-1).max() < math.radians(0.5)
+    # GroupNorm keeps the pooled features O(1), so the start is within a degree (training
+    # motions are 8-14 degrees); the plain encoder starts within half a degree
+    assert out.vector[:, :3].norm(dim=-1).max() < math.radians(1.0)
     assert out.vector[:, 3:].norm(dim=-1).max() < 2.0  # mm
+    torch.manual_seed(0)
+    plain = PoseNet(PoseNetConfig(use_norm=False, difference_input=False))
+    with torch.no_grad():
+        v = plain(tgt, src).vector
+    assert v[:, :3].norm(dim=-1).max() < math.radians(0.5) and v[:, 3:].norm(dim=-1).max() < 2.0
     torch.testing.assert_close(out.src_T_tgt, pose_vector_to_matrix(out.vector))
     R = out.src_T_tgt[:, :3, :3]
     torch.testing.assert_close(
