@@ -275,6 +275,11 @@ class SfmStageConfig:
                        source - target (see :mod:`facesfm.networks.pose` for why both are on).
                        Checkpoints written before these options have neither (see
                        :func:`upgrade_checkpoint_config`).
+    pose_distill_pairs: with the BA layer on, PoseNet is also distilled on this many random
+                       ordered frame pairs per sequence (any two frames of the sample, either
+                       direction), not only on the consecutive ones: a window's consecutive
+                       pairs all move the same way, so they hardly tell PoseNet which way the
+                       head turns. 0 = consecutive pairs only.
     """
 
     ablation: str = "full"
@@ -284,6 +289,7 @@ class SfmStageConfig:
     pose_channels: tuple[int, ...] = (16, 32, 64, 128, 192)
     pose_norm: bool = True
     pose_difference: bool = True
+    pose_distill_pairs: int = 32
     min_depth_mm: float = 200.0
     max_depth_mm: float = 900.0
     checkpoint_frames: int = 0
@@ -295,6 +301,8 @@ class SfmStageConfig:
             raise InputError(
                 f"sfm.ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}"
             )
+        if self.pose_distill_pairs < 0:
+            raise InputError(f"sfm.pose_distill_pairs must be >= 0, got {self.pose_distill_pairs}")
         if self.checkpoint_frames < 0:
             raise InputError(f"sfm.checkpoint_frames must be >= 0, got {self.checkpoint_frames}")
         if self.landmark_source not in ("detector", "gt"):

@@ -54,6 +54,8 @@ __all__ = [
     "factorised_poses",
     "inputs_from_sample",
     "motion_distillation",
+    "pair_distillation",
+    "random_pairs",
     "refine_poses",
     "sfm_datasets",
     "sfm_losses",
@@ -104,9 +106,10 @@ class SfmNets(nn.Module):
         return torch.cat([checkpoint(fn, *(x[i:i + k] for x in xs), use_reentrant=False)
                           for i in range(0, n, k)])
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, F, 3, H, W) -> depth (B, F, 1, H, W) mm and consecutive motions
-        ``(f+1)_T_f`` (B, F-1, 4, 4)."""
+    def forward(self, images: torch.Tensor, pairs: torch.Tensor | None = None):
+        """images (B, F, 3, H, W) -> depth (B, F, 1, H, W) mm, consecutive motions
+        ``(f+1)_T_f`` (B, F-1, 4, 4) and, for ``pairs`` (B, P, 2) of (target, source) frame
+        indices, PoseNet's ``source_T_target`` (B, P, 4, 4) (else None)."""
         if images.dim() != 5 or images.shape[1] < 2:
             raise ValueError(f"SfmNets: expected (B, F >= 2, 3, H, W), got {tuple(images.shape)}")
         B, Fn = images.shape[:2]
@@ -114,7 +117,13 @@ class SfmNets(nn.Module):
         tgt = images[:, :-1].flatten(0, 1)
         src = images[:, 1:].flatten(0, 1)
         rel = self._chunked(self._motion, tgt, src).unflatten(0, (B, Fn - 1))
-        return depth, rel
+        extra = None
+        if pairs is not None and pairs.shape[1] > 0:
+            b = torch.arange(B, device=images.device)[:, None].expand_as(pairs[..., 0])
+            extra = self._chunked(self._motion, images[b, pairs[..., 0]].flatten(0, 1),
+                                  images[b, pairs[..., 1]].flatten(0, 1))
+            extra = extra.unflatten(0, pairs.shape[:2])
+        return depth, rel, extra
 
 
 def chain_poses(rel: torch.Tensor) -> torch.Tensor:
@@ -352,6 +361,29 @@ def motion_distillation(learned: torch.Tensor, refined: torch.Tensor,
     return (rot + tr).mean()
 
 
+def random_pairs(batch: int, num_frames: int, count: int, device=None) -> torch.Tensor:
+    """(batch, count, 2) ordered (target, source) frame pairs, target != source, drawn
+    uniformly from torch's global RNG (so a resumed run draws the same ones)."""
+    t = torch.randint(num_frames, (batch, count))
+    s = (t + torch.randint(1, num_frames, (batch, count))) % num_frames
+    return torch.stack([t, s], -1).to(device)
+
+
+def pair_distillation(pred: torch.Tensor, pairs: torch.Tensor, refined: torch.Tensor,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """:func:`motion_distillation` for PoseNet's motions ``pred`` (B, P, 4, 4) between the
+    frame ``pairs`` (B, P, 2) (target, source), against the refined poses (B, F, 4, 4): the
+    same chordal rotation distance plus translation difference relative to the mean refined
+    consecutive step."""
+    b = torch.arange(pairs.shape[0], device=pairs.device)[:, None].expand_as(pairs[..., 0])
+    target = refined[b, pairs[..., 1]] @ invert_pose(refined[b, pairs[..., 0]])
+    rot = torch.sqrt(((pred[..., :3, :3] - target[..., :3, :3]) ** 2).sum((-1, -2)) + eps**2) - eps
+    steps = (refined[:, 1:] @ invert_pose(refined[:, :-1]))[..., :3, 3]
+    step = steps.norm(dim=-1).mean().clamp_min(1e-3)
+    tr = (pred[..., :3, 3] - target[..., :3, 3]).norm(dim=-1) / step
+    return (rot + tr).mean()
+
+
 def landmark_depths(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """(B, F, N) depth maps (B, F, 1, H, W) sampled at the landmarks uv (B, F, N, 2)."""
     B, Fn = uv.shape[:2]
@@ -361,6 +393,7 @@ def landmark_depths(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 def sfm_losses(
     inp: SfmInputs, depth: torch.Tensor, poses: torch.Tensor, learned: torch.Tensor, w: LossWeights,
     lm_depth: torch.Tensor | None = None, checkpoint_pairs: int = 0,
+    pair_motions: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted stage-2 loss.
 
@@ -371,6 +404,9 @@ def sfm_losses(
     checkpoint_pairs: > 0 computes the spectral term over chunks of this many frame pairs
     under activation checkpointing (the same value; its SSIM and warp intermediates are
     recomputed in the backward pass instead of kept).
+    pair_motions: (pairs (B, P, 2), PoseNet's motions between them (B, P, 4, 4)): with the BA
+    layer on, PoseNet is also distilled on these pairs (see ``sfm.pose_distill_pairs``); the
+    term is the mean of the consecutive and the pair distillation.
     """
     B, Fn, _, _H, _W = inp.images.shape
     metrics: dict[str, torch.Tensor] = {}
@@ -390,6 +426,9 @@ def sfm_losses(
                 total = total + w.pose_distill * l
             else:
                 l = motion_distillation(learned, poses.detach())
+                if pair_motions is not None:
+                    pairs, pred = pair_motions
+                    l = 0.5 * (l + pair_distillation(pred, pairs, poses.detach()))
                 total = total + w.pose_distill_motion * l
             metrics["pose_distill"] = l.detach()
     if w.spectral > 0 or w.depth > 0:
@@ -496,10 +535,18 @@ class SfmTask:
             sample, self.detector, self.cfg.sfm.landmark_source, self.cfg.sfm.min_visibility
         )
 
-    def forward(self, model, inp: SfmInputs, grad_ba: bool = True):
+    def forward(self, model, inp: SfmInputs, grad_ba: bool = True, pair_motions: bool = False):
         """Depth, refined poses, learned poses, BA metrics, and the depth at the landmarks
-        (B, F, N) when the BA layer sampled it (else None)."""
-        depth, rel = model(inp.images)
+        (B, F, N) when the BA layer sampled it (else None); with ``pair_motions``, also
+        (pairs, PoseNet's motions between them) for the distillation on random pairs, or None
+        where it is off (``sfm.pose_distill_pairs`` 0, no BA layer, no distillation)."""
+        pairs = None
+        k = self.cfg.sfm.pose_distill_pairs
+        if (pair_motions and self.use_ba and k > 0 and self.weights.pose_distill > 0
+                and self.weights.pose_distill_motion > 0):
+            B, Fn = inp.images.shape[:2]
+            pairs = random_pairs(B, Fn, k, inp.images.device)
+        depth, rel, extra = model(inp.images, pairs)
         learned = chain_poses(rel)
         metrics: dict[str, torch.Tensor] = {}
         poses, lm_depth = learned, None
@@ -510,13 +557,17 @@ class SfmTask:
             if ba.init == "landmarks":
                 start = factorised_poses(inp.K, inp.uv, inp.weight, learned)
             poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, start, ba)
+        if pair_motions:
+            extra = None if extra is None else (pairs, extra)
+            return depth, poses, learned, metrics, lm_depth, extra
         return depth, poses, learned, metrics, lm_depth
 
     def loss(self, model, batch: SequenceSample):
         inp = self.inputs(batch)
-        depth, poses, learned, ba_metrics, lm_depth = self.forward(model, inp)
+        depth, poses, learned, ba_metrics, lm_depth, pair_motions = self.forward(
+            model, inp, pair_motions=True)
         loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights, lm_depth,
-                                   self.cfg.sfm.checkpoint_frames)
+                                   self.cfg.sfm.checkpoint_frames, pair_motions)
         return loss, {**metrics, **ba_metrics}
 
     def validate(self, model, samples: list[SequenceSample]) -> dict[str, float]:
