@@ -276,7 +276,7 @@ class SfmStageConfig:
                        Checkpoints written before these options have neither (see
                        :func:`upgrade_checkpoint_config`).
     pose_distill_pairs: with the BA layer on, PoseNet is also distilled on this many random
-                       ordered frame pairs per sequence (any two frames of the sample, either
+                       ordered frame pairs per sequence (one or two frames apart, either
                        direction), not only on the consecutive ones: a window's consecutive
                        pairs all move the same way, so they hardly tell PoseNet which way the
                        head turns. 0 = consecutive pairs only.

@@ -361,12 +361,15 @@ def motion_distillation(learned: torch.Tensor, refined: torch.Tensor,
     return (rot + tr).mean()
 
 
-def random_pairs(batch: int, num_frames: int, count: int, device=None) -> torch.Tensor:
-    """(batch, count, 2) ordered (target, source) frame pairs, target != source, drawn
-    uniformly from torch's global RNG (so a resumed run draws the same ones)."""
-    t = torch.randint(num_frames, (batch, count))
-    s = (t + torch.randint(1, num_frames, (batch, count))) % num_frames
-    return torch.stack([t, s], -1).to(device)
+def random_pairs(batch: int, num_frames: int, count: int, max_gap: int = 2,
+                 device=None) -> torch.Tensor:
+    """(batch, count, 2) ordered (target, source) frame pairs at most ``max_gap`` frames
+    apart, in either direction, drawn uniformly from torch's global RNG (so a resumed run
+    draws the same ones)."""
+    f = torch.arange(num_frames)
+    d = (f[:, None] - f[None, :]).abs()
+    table = torch.nonzero((d >= 1) & (d <= max(1, max_gap)))  # all allowed (target, source)
+    return table[torch.randint(len(table), (batch, count))].to(device)
 
 
 def pair_distillation(pred: torch.Tensor, pairs: torch.Tensor, refined: torch.Tensor,
@@ -545,7 +548,7 @@ class SfmTask:
         if (pair_motions and self.use_ba and k > 0 and self.weights.pose_distill > 0
                 and self.weights.pose_distill_motion > 0):
             B, Fn = inp.images.shape[:2]
-            pairs = random_pairs(B, Fn, k, inp.images.device)
+            pairs = random_pairs(B, Fn, k, device=inp.images.device)
         depth, rel, extra = model(inp.images, pairs)
         learned = chain_poses(rel)
         metrics: dict[str, torch.Tensor] = {}

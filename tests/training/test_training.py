@@ -473,8 +473,11 @@ def test_pair_distillation_is_zero_at_the_teacher_and_pairs_are_ordered_distinct
     pairs = random_pairs(3, 5, 200)
     assert pairs.shape == (3, 200, 2) and (pairs[..., 0] != pairs[..., 1]).all()
     assert pairs.min() == 0 and pairs.max() == 4
+    # every ordered pair one or two frames apart, both directions, none further
     assert {tuple(p) for p in pairs[0].tolist()} == {(i, j) for i in range(5) for j in range(5)
-                                                     if i != j}
+                                                     if 1 <= abs(i - j) <= 2}
+    assert (random_pairs(2, 2, 50) == torch.tensor([0, 1])).all(-1).any()  # F = 2 works
+    assert ((random_pairs(2, 2, 50) - 0.5).abs() == 0.5).all()
     vec = torch.cat([0.2 * torch.randn(3, 5, 3), 50 * torch.randn(3, 5, 3)], -1).double()
     refined = pose_vector_to_matrix(vec)
     b = torch.arange(3)[:, None].expand(3, 200)
