@@ -351,14 +351,10 @@ def motion_distillation(learned: torch.Tensor, refined: torch.Tensor,
     move at all keeps the face where it is in the image and reprojects its landmarks within a
     few pixels (measured: PoseNet stayed 60 degrees off while that loss read 2.8 px).
     """
-    def motions(P):
-        return P[:, 1:] @ invert_pose(P[:, :-1])
-
-    ml, mr = motions(learned), motions(refined)
-    rot = torch.sqrt(((ml[..., :3, :3] - mr[..., :3, :3]) ** 2).sum((-1, -2)) + eps**2) - eps
-    step = mr[..., :3, 3].norm(dim=-1).mean().clamp_min(1e-3)
-    tr = (ml[..., :3, 3] - mr[..., :3, 3]).norm(dim=-1) / step
-    return (rot + tr).mean()
+    B, Fn = learned.shape[:2]
+    f = torch.arange(Fn - 1, device=learned.device)
+    pairs = torch.stack([f, f + 1], -1).expand(B, Fn - 1, 2)
+    return pair_distillation(learned[:, 1:] @ invert_pose(learned[:, :-1]), pairs, refined, eps)
 
 
 def random_pairs(batch: int, num_frames: int, count: int, max_gap: int = 2,
