@@ -534,17 +534,11 @@ class SfmTask:
             sample, self.detector, self.cfg.sfm.landmark_source, self.cfg.sfm.min_visibility
         )
 
-    def forward(self, model, inp: SfmInputs, grad_ba: bool = True, pair_motions: bool = False):
-        """Depth, refined poses, learned poses, BA metrics, and the depth at the landmarks
-        (B, F, N) when the BA layer sampled it (else None); with ``pair_motions``, also
-        (pairs, PoseNet's motions between them) for the distillation on random pairs, or None
-        where it is off (``sfm.pose_distill_pairs`` 0, no BA layer, no distillation)."""
-        pairs = None
-        k = self.cfg.sfm.pose_distill_pairs
-        if (pair_motions and self.use_ba and k > 0 and self.weights.pose_distill > 0
-                and self.weights.pose_distill_motion > 0):
-            B, Fn = inp.images.shape[:2]
-            pairs = random_pairs(B, Fn, k, device=inp.images.device)
+    def forward(self, model, inp: SfmInputs, grad_ba: bool = True,
+                pairs: torch.Tensor | None = None):
+        """Depth, refined poses, learned poses, BA metrics, the depth at the landmarks
+        (B, F, N) when the BA layer sampled it (else None), and PoseNet's motions between the
+        frame ``pairs`` (B, P, 2) when given (else None)."""
         depth, rel, extra = model(inp.images, pairs)
         learned = chain_poses(rel)
         metrics: dict[str, torch.Tensor] = {}
@@ -556,15 +550,18 @@ class SfmTask:
             if ba.init == "landmarks":
                 start = factorised_poses(inp.K, inp.uv, inp.weight, learned)
             poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, start, ba)
-        if pair_motions:
-            extra = None if extra is None else (pairs, extra)
-            return depth, poses, learned, metrics, lm_depth, extra
-        return depth, poses, learned, metrics, lm_depth
+        return depth, poses, learned, metrics, lm_depth, extra
 
     def loss(self, model, batch: SequenceSample):
         inp = self.inputs(batch)
-        depth, poses, learned, ba_metrics, lm_depth, pair_motions = self.forward(
-            model, inp, pair_motions=True)
+        pairs = None
+        k = self.cfg.sfm.pose_distill_pairs
+        if (self.use_ba and k > 0 and self.weights.pose_distill > 0
+                and self.weights.pose_distill_motion > 0):  # the pair distillation is on
+            B, Fn = inp.images.shape[:2]
+            pairs = random_pairs(B, Fn, k, device=inp.images.device)
+        depth, poses, learned, ba_metrics, lm_depth, extra = self.forward(model, inp, pairs=pairs)
+        pair_motions = None if extra is None else (pairs, extra)
         loss, metrics = sfm_losses(inp, depth, poses, learned, self.weights, lm_depth,
                                    self.cfg.sfm.checkpoint_frames, pair_motions)
         return loss, {**metrics, **ba_metrics}
@@ -575,7 +572,7 @@ class SfmTask:
         for s in samples:
             batch = _as_batch(s)
             inp = self.inputs(batch)
-            depth, poses, learned, _, _ = self.forward(model, inp, grad_ba=False)
+            depth, poses, learned, _, _, _ = self.forward(model, inp, grad_ba=False)
             rows.append(depth_errors(depth[0], batch.depth[0], batch.mask[0]))
             rot.append(relative_rotation_errors(poses[0], batch.cam_T_world[0]))
             rot_learned.append(relative_rotation_errors(learned[0], batch.cam_T_world[0]))

@@ -137,7 +137,7 @@ def test_ablation_switches(tiny_data):
         assert want <= set(m), (ablation, set(m))
         assert not (absent & set(m)), (ablation, set(m))
         if not ba:
-            _depth, poses, learned, _, _ = task.forward(task.model, inp)
+            _depth, poses, learned, _, _, _ = task.forward(task.model, inp)
             assert torch.equal(poses, learned)
 
 
@@ -321,7 +321,7 @@ def test_ba_layer_started_from_the_landmark_factorisation(tiny_data):
     # the option reaches the layer: refined poses differ by the start they were given
     lm_cfg = preset_config("tiny", {**over, "sfm": {"landmark_source": "gt", "ba": {"init": "landmarks"}}})
     with torch.no_grad():
-        _, refined, _, m, _ = SfmTask(lm_cfg).forward(task.model, inp, grad_ba=False)
+        _, refined, _, m, _, _ = SfmTask(lm_cfg).forward(task.model, inp, grad_ba=False)
     assert float(m["ba_failures"]) == 0
     assert float(relative_rotation_errors(refined[0], gt).max()) < float(err_learned.max())
     # a sequence the factorisation cannot place keeps the fallback
@@ -488,3 +488,18 @@ def test_pair_distillation_is_zero_at_the_teacher_and_pairs_are_ordered_distinct
     pred = exact.clone().requires_grad_(True)
     pair_distillation(pred, pairs, refined).backward()
     assert torch.isfinite(pred.grad).all()
+
+
+def test_pair_distillation_reaches_the_loss_only_when_on(tiny_data):
+    base = {"data": {"augment": False, "window": 4}, "sfm": {"landmark_source": "gt"}}
+    m = {}
+    for k in (0, 16):
+        seed_everything(3)
+        over = {**base, "sfm": {**base["sfm"], "pose_distill_pairs": k}}
+        cfg = preset_config("tiny", over)
+        task = SfmTask(cfg)
+        batch = collate_samples([sfm_datasets(cfg, tiny_data)[0][0]])
+        _, m[k] = task.loss(task.model, batch)
+    # same networks, same batch: only PoseNet's distillation term changes
+    assert float(m[0]["landmark"]) == float(m[16]["landmark"])
+    assert float(m[0]["pose_distill"]) != float(m[16]["pose_distill"])
