@@ -2,9 +2,10 @@
 
     python bench/visibility.py --data DIR [--checkpoint CKPT] [--subjects 20] [--threads 1]
 
-A rendered landmark is visible when it is in the image, faces the camera (its vertex normal
-``n`` has ``n . (C - X) > 0``) and nothing is more than 2 mm in front of it
-(``facesfm.render.visibility``). The facing test flips where the view grazes the surface;
+A rendered landmark is visible when it is in the image, faces the camera (``n . (C - X) > 0``
+with ``n`` the normal of the surface patch within ``facing_radius`` of it, or its vertex normal
+for sets rendered before that option, whose dataset.json lacks it) and nothing is more than
+2 mm in front of it (``facesfm.render.visibility``). The facing test flips where the view grazes the surface;
 in a sweep with one frame every 2 degrees of yaw, a landmark within about 2 degrees of grazing
 may be labelled either way by a sub-frame change of angle that the image hardly shows. This
 script detects every frame with the detector (as its training run validates it), and splits
@@ -33,24 +34,36 @@ ANGLE_BINS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 90.0)
 INNER_LIP = np.arange(60, 68)
 
 
-def grazing_angles(seq, n: int) -> np.ndarray:
+def facing_radius(data: Path) -> float:
+    """The facing test's patch radius (mm) a rendered set was made with (0: vertex normals)."""
+    import json
+
+    cfg = json.loads((Path(data) / "dataset.json").read_text()).get("config", {})
+    if "parts" in cfg:  # a merged set: its parts must agree
+        radii = {float(p.get("render", {}).get("facing_radius", 0.0)) for p in cfg["parts"]}
+        if len(radii) != 1:
+            raise ValueError(f"{data}: its parts were rendered with facing radii {radii}")
+        return radii.pop()
+    return float(cfg.get("render", {}).get("facing_radius", 0.0))
+
+
+def grazing_angles(seq, n: int, radius: float) -> np.ndarray:
     """(F, n) degrees: elevation of each camera centre over the tangent plane of the first
-    ``n`` landmark vertices (positive: the surface faces the camera)."""
+    ``n`` landmarks (positive: the surface faces the camera), with the normals the facing test
+    of a set rendered with ``radius`` used."""
     import trimesh
     from scipy.spatial import cKDTree
 
     from facesfm.geometry.camera import camera_center
-    from facesfm.geometry.mesh import outward_sign, vertex_normals
+    from facesfm.render.visibility import landmark_normals
 
     mesh = trimesh.load(seq.root / "mesh.ply", process=False)
     v = np.asarray(mesh.vertices, np.float64)
-    nrm = vertex_normals(v, np.asarray(mesh.faces, np.int64))
-    nrm *= outward_sign(v, nrm)
     xyz = seq.landmark_xyz[:n]
     dist, idx = cKDTree(v).query(xyz)
     if dist.max() > 1e-3:
         raise ValueError(f"{seq.root}: landmark vertices are not vertices of mesh.ply")
-    nl = nrm[idx]
+    nl = landmark_normals(v, np.asarray(mesh.faces, np.int64), idx, radius)
     out = np.empty((len(seq.cam_T_world), n))
     for f, T in enumerate(seq.cam_T_world):
         d = camera_center(T)[None] - xyz
@@ -95,6 +108,7 @@ def main(argv=None) -> int:
     net, cfg = load_landmark_net(ckpt)
     n = cfg.data.landmarks
     seqs = [load_sequence(p) for p in find_sequences(args.data)[: args.subjects]]
+    radius = facing_radius(args.data)
     ds = SequenceDataset(args.data, window=None, landmarks=n, load_depth=False, load_mask=False)
     logits, labels, angles, to_flip = [], [], [], []
     t0 = time.perf_counter()
@@ -105,7 +119,7 @@ def main(argv=None) -> int:
         vis = s.visible.numpy().astype(bool)
         logits.append(out.visibility_logits.numpy())
         labels.append(vis)
-        angles.append(grazing_angles(seq, n))
+        angles.append(grazing_angles(seq, n, radius))
         to_flip.append(frames_to_flip(vis))
         print(f"{i + 1}/{len(seqs)} {seq.root.name}", flush=True)
     L, T = np.concatenate(logits), np.concatenate(labels)

@@ -146,6 +146,16 @@ def find_sequences(root_or_paths) -> list[Path]:
     return subs
 
 
+def _label_rule(render: dict | None) -> tuple | None:
+    """The settings that decide a rendered set's visibility labels (a set rendered before
+    ``facing_radius`` existed used vertex normals, i.e. 0); None when unknown (a merge of
+    merges, a hand-made index)."""
+    if not render:
+        return None
+    return (render.get("occlusion", "front"), float(render.get("depth_tolerance", 2.0)),
+            float(render.get("facing_radius", 0.0)))
+
+
 def merge_datasets(out, inputs) -> dict:
     """Write ``out/dataset.json`` listing the sequences of several rendered folders (each with
     its own dataset.json), so that one training run reads them all; nothing is copied. The
@@ -188,7 +198,15 @@ def merge_datasets(out, inputs) -> dict:
         cfg = d.get("config", {})
         parts.append({"folder": str(src), "seed": cfg.get("seed"),
                       "sequences": len(seqs),
-                      "subjects": len({e.get("face_seed", e["name"]) for e in seqs})})
+                      "subjects": len({e.get("face_seed", e["name"]) for e in seqs}),
+                      "render": cfg.get("render")})
+    rules = {src: _label_rule(p["render"]) for src, p in zip(srcs, parts, strict=True)}
+    if len({r for r in rules.values() if r is not None}) > 1:
+        raise InputError("merge: the folders label visibility with different rules "
+                         "(occlusion, depth_tolerance, facing_radius): "
+                         + "; ".join(f"{s}: {r}" for s, r in rules.items() if r is not None)
+                         + ". A detector trained on the merge would learn both; re-render "
+                           "one of them with the other's rule.")
     index = {"format": "facesfm-dataset", "version": 1, "sequences": entries,
              "config": {"parts": parts}}
     out.mkdir(parents=True, exist_ok=True)

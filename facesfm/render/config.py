@@ -177,6 +177,11 @@ class RenderConfig:
                         bilinear depth at uv to equal its z within depth_tolerance (0.5 mm
                         was its default).
     depth_tolerance:    occlusion tolerance (mm) of that test.
+    facing_radius:      the facing test uses the normal of the surface patch within this
+                        radius (mm) of the landmark (facesfm.geometry.mesh.patch_normals);
+                        0 uses the landmark's vertex normal (the rule before 2026-12-06,
+                        which hid the closed-lip seam landmarks whenever their vertex normal,
+                        pointing into the mouth, turned away from the camera).
     edge_margin:        a visible landmark lies at least this many pixels inside the image.
     png_compress_level: zlib level for PNGs (1 = fast; files are larger).
     expression:         ask the face model for a random expression.
@@ -193,6 +198,7 @@ class RenderConfig:
     background_color: tuple[int, int, int] = (0, 0, 0)
     occlusion: str = "front"
     depth_tolerance: float = 2.0
+    facing_radius: float = 2.5
     edge_margin: float = 1.0
     png_compress_level: int = 1
     expression: bool = False
@@ -224,6 +230,8 @@ class RenderConfig:
         if not self.depth_tolerance > 0:
             raise InputError(f"render: depth_tolerance must be > 0 mm, got "
                              f"{self.depth_tolerance}")
+        if not self.facing_radius >= 0:
+            raise InputError(f"render: facing_radius must be >= 0 mm, got {self.facing_radius}")
         if self.edge_margin < 0:
             raise InputError(f"render: edge_margin must be >= 0, got {self.edge_margin}")
         if not 0 <= self.png_compress_level <= 9:

@@ -3,8 +3,13 @@
 A landmark is visible in a frame iff all of:
 
 (a) its projection lies inside the image with a margin (``margin`` px from every border);
-(b) its surface faces the camera: ``n . (C - X) > 0`` with ``n`` the area-weighted vertex
-    normal, ``C`` the camera centre and ``X`` the vertex (world frame);
+(b) its surface faces the camera: ``n . (C - X) > 0`` with ``C`` the camera centre, ``X`` the
+    vertex (world frame) and ``n`` the normal of the surface patch within ``facing_radius``
+    (2.5 mm) of it (:func:`landmark_normals`). The vertex normal alone (``facing_radius`` 0)
+    is the orientation of the few triangles at the vertex: on closed lips the inner-lip
+    vertices sit on the seam with normals pointing into the mouth, and the rule hid the seam,
+    which every image shows, in 29% of the frames of a frontal sweep (landmark 62 over 20 ICT
+    faces) depending on the identity's seam geometry; the patch normal gathers both lips;
 (c) it is not occluded. Two rules (``occlusion``):
 
     ``"front"`` (default): occluded only when every one of the 4 pixel centres around uv shows
@@ -29,11 +34,12 @@ from __future__ import annotations
 import numpy as np
 
 from facesfm.geometry.camera import camera_center, project, transform
-from facesfm.geometry.mesh import outward_sign, vertex_normals
+from facesfm.geometry.mesh import outward_sign, patch_normals, vertex_normals
 from facesfm.render.config import OCCLUSION_RULES
 
 __all__ = [
     "OCCLUSION_RULES",
+    "landmark_normals",
     "landmark_visibility",
     "outward_sign",
     "sample_depth",
@@ -77,6 +83,22 @@ def sample_depth(depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = 1.0 / (w / d).sum(axis=-1)
     return np.where(fg, z, np.nan)
+
+
+def landmark_normals(
+    vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray, radius: float
+) -> np.ndarray:
+    """(L, 3) outward unit normals of the facing test for the landmark vertices ``vertex_ids``:
+    the patch normal within ``radius`` (mesh units) of each, or its vertex normal when
+    ``radius`` is 0. Outward: oriented as the mesh's vertex normals are by :func:`outward_sign`
+    (for meshes wound clockwise)."""
+    normals = vertex_normals(vertices, faces)
+    sign = outward_sign(np.asarray(vertices, dtype=np.float64), normals)
+    vid = np.asarray(vertex_ids, dtype=np.int64)
+    if radius == 0:
+        return normals[vid] * sign
+    return patch_normals(vertices, faces, np.asarray(vertices, dtype=np.float64)[vid],
+                         radius) * sign
 
 
 def landmark_visibility(

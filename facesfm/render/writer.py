@@ -24,7 +24,7 @@ from facesfm.io import atomic_dir, write_json
 from facesfm.render.config import RenderConfig
 from facesfm.render.renderer import FaceRenderer, make_background, sample_lighting
 from facesfm.render.trajectory import make_trajectory
-from facesfm.render.visibility import landmark_visibility, outward_sign, vertex_normals
+from facesfm.render.visibility import landmark_normals, landmark_visibility
 
 __all__ = ["SequenceResult", "render_sequence", "sequence_streams", "vertex_albedo"]
 
@@ -123,11 +123,9 @@ def render_sequence(
         bg_kind, cfg.background_color, cfg.height, cfg.width, streams["background"]
     )
 
-    normals = vertex_normals(vertices, face.faces)
-    normals *= outward_sign(vertices, normals)
     lm_vid = np.asarray(face.landmark_vertices[:L], dtype=np.int64)
     lm_xyz = vertices[lm_vid]
-    lm_n = normals[lm_vid]
+    lm_n = landmark_normals(vertices, face.faces, lm_vid, cfg.facing_radius)
 
     own_renderer = renderer is None
     if own_renderer:

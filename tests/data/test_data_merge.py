@@ -52,3 +52,23 @@ def test_merge_refuses_bad_input(two_renders, tmp_path):
     with pytest.raises(InputError, match="face seed .* is in both"):
         merge_datasets(tmp_path / "y", [a, again])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_merge_refuses_two_visibility_label_rules(two_renders, tmp_path):
+    """A set rendered before the patch-normal facing test (no facing_radius in its config:
+    vertex normals) labels visibility differently; merging it with a new one is refused, and
+    the parts keep their render config so the rule stays readable from the merge."""
+    a, b, root = two_renders
+    old = root / "old_rule"
+    import shutil
+
+    shutil.copytree(b, old)
+    index = json.loads((old / "dataset.json").read_text())
+    del index["config"]["render"]["facing_radius"]
+    for e in index["sequences"]:  # new face seeds, so that only the rule differs
+        e["face_seed"] = e["face_seed"] + 1
+    (old / "dataset.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match="different rules"):
+        merge_datasets(tmp_path / "z", [a, old])
+    merged = merge_datasets(tmp_path / "ab", [a, b])
+    assert [p["render"]["facing_radius"] for p in merged["config"]["parts"]] == [2.5, 2.5]

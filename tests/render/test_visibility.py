@@ -114,3 +114,75 @@ def test_render_config_checks_the_occlusion_rule():
     assert RenderConfig().occlusion == "front" and RenderConfig().depth_tolerance == 2.0
     with pytest.raises(InputError, match="occlusion"):
         RenderConfig(occlusion="zbuffer")
+
+
+def _closed_lips():
+    """Two lips meeting on a seam along the x axis at the origin, the face towards +z: each
+    lip is a strip of triangles that runs from z = -4 at y = +-6 up to the seam, where the
+    last 2 mm fold into the mouth (the inner-lip surface, facing -y above and +y below).
+    Returns vertices, faces (counter-clockwise seen from outside) and the seam vertex on the
+    upper lip at x = 0."""
+    xs = np.arange(-6.0, 6.5, 1.0)
+    profile = [(6.0, -4.0), (3.0, -1.0), (1.0, 0.0), (0.0, -2.0)]  # (|y|, z) from outside in
+    verts, faces, seam = [], [], None
+    for sgn in (1.0, -1.0):
+        base = len(verts)
+        for ay, z in profile:
+            for x in xs:
+                verts.append((x, sgn * ay, z))
+        nx = len(xs)
+        for r in range(len(profile) - 1):
+            for c in range(nx - 1):
+                a, b = base + r * nx + c, base + r * nx + c + 1
+                d, e = a + nx, b + nx
+                quad = [(a, b, e), (a, e, d)] if sgn < 0 else [(a, e, b), (a, d, e)]
+                faces.extend(quad)
+        if sgn > 0:
+            seam = base + (len(profile) - 1) * nx + int(np.argmin(np.abs(xs)))
+    return np.array(verts), np.array(faces), seam
+
+
+def test_patch_normals_plane_sphere_and_seam():
+    from facesfm.geometry.mesh import patch_normals
+
+    s = trimesh.creation.icosphere(subdivisions=4, radius=50.0)
+    pts = s.vertices[::37]
+    n = patch_normals(s.vertices, s.faces, pts, 4.0)
+    radial = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+    assert np.einsum("ij,ij->i", n, radial).min() > 0.999
+    # a radius smaller than any triangle still gives the nearest triangle's normal
+    n_small = patch_normals(s.vertices, s.faces, pts, 1e-3)
+    assert np.einsum("ij,ij->i", n_small, radial).min() > 0.99
+    with pytest.raises(ValueError, match="radius"):
+        patch_normals(s.vertices, s.faces, pts, 0.0)
+    with pytest.raises(ValueError, match="points"):
+        patch_normals(s.vertices, s.faces, pts[:, :2], 1.0)
+
+    v, f, seam = _closed_lips()
+    vn = vertex_normals(v, f)[seam]
+    pn = patch_normals(v, f, v[seam][None], 2.5)[0]
+    assert vn[2] > 0 and vn[1] < -0.8  # the vertex normal points down into the mouth
+    assert pn[2] > 0.9 and abs(pn[1]) < 0.1  # both lips gathered: the seam faces forward
+
+
+def test_seam_landmark_visible_from_above_with_the_patch_rule():
+    """The closed-lip seam seen from 40 degrees above: the rule before (vertex normal) hid it,
+    the patch normal keeps it; the render config's default is the patch rule."""
+    from facesfm.render.visibility import landmark_normals
+
+    v, f, seam = _closed_lips()
+    H = W = 64
+    K = intrinsics(200.0, W, H)
+    elev = np.radians(40.0)
+    T = look_at(np.array([0.0, 300 * np.sin(elev), 300 * np.cos(elev)]), np.zeros(3))
+    depth = np.zeros((H, W))  # nothing in front: only the facing test can hide the seam
+    vis = {}
+    for r in (0.0, 2.5):
+        nrm = landmark_normals(v, f, np.array([seam]), r)
+        vis[r] = landmark_visibility(v[[seam]], nrm, K, T, depth)[2][0]
+    assert not vis[0.0] and vis[2.5]
+    assert RenderConfig().facing_radius == 2.5
+    np.testing.assert_allclose(landmark_normals(v, f, np.array([seam]), 0.0)[0],
+                               vertex_normals(v, f)[seam])
+    with pytest.raises(InputError, match="facing_radius"):
+        RenderConfig(facing_radius=-1.0)
