@@ -414,12 +414,22 @@ def sfm_losses(
     if w.landmark > 0 or w.pose_distill > 0:
         if lm_depth is None:
             lm_depth = landmark_depths(depth, inp.uv)
+        # No BA layer: eq. 2 of the learned poses is both the landmark term and PoseNet's
+        # distillation term (the latter with the depth detached). One evaluation serves both:
+        # the depth gets the landmark weight's share of the gradient, the poses all of it.
+        shared = poses is learned and w.landmark > 0 and w.pose_distill > 0
         if w.landmark > 0:
-            l, m = landmark_ba_loss(K_f, poses, inp.uv, inp.weight, lm_depth)
-            total = total + w.landmark * l
+            d = lm_depth
+            if shared:
+                share = w.landmark / (w.landmark + w.pose_distill)
+                d = lm_depth.detach() + share * (lm_depth - lm_depth.detach())
+            l, m = landmark_ba_loss(K_f, poses, inp.uv, inp.weight, d)
+            total = total + (w.landmark + w.pose_distill if shared else w.landmark) * l
             metrics["landmark"] = l.detach()
             metrics["landmark_rmse_px"] = m["rmse_px"]
-        if w.pose_distill > 0:
+            if shared:
+                metrics["pose_distill"] = l.detach()
+        if w.pose_distill > 0 and not shared:
             if poses is learned:  # no BA layer: eq. 2 of the learned poses is all there is
                 l, _ = landmark_ba_loss(K_f, learned, inp.uv, inp.weight, lm_depth.detach())
                 total = total + w.pose_distill * l

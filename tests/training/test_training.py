@@ -503,3 +503,42 @@ def test_pair_distillation_reaches_the_loss_only_when_on(tiny_data):
     # same networks, same batch: only PoseNet's distillation term changes
     assert float(m[0]["landmark"]) == float(m[16]["landmark"])
     assert float(m[0]["pose_distill"]) != float(m[16]["pose_distill"])
+
+
+def test_without_the_ba_layer_one_eq2_evaluation_serves_landmark_and_distill_terms():
+    """With the layer off, the landmark term (w_l * eq2(poses, depth)) and PoseNet's
+    distillation (w_p * eq2(poses, depth detached)) share one evaluation of eq. 2; the loss,
+    both metrics and the gradients to depth and poses equal the two-evaluation formula."""
+    from facesfm.losses import landmark_ba_loss
+    from facesfm.training.config import LossWeights
+    from facesfm.training.sfm import SfmInputs, landmark_depths, sfm_losses
+
+    g = torch.Generator().manual_seed(0)
+    B, F, N, H, W = 1, 3, 12, 16, 16
+    K = torch.tensor([[[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]], dtype=torch.float64)
+    uv = 2 + 12 * torch.rand(B, F, N, 2, generator=g, dtype=torch.float64)
+    weight = (torch.rand(B, F, N, generator=g) > 0.2).double()
+    inp = SfmInputs(images=torch.zeros(B, F, 3, H, W), mask=torch.ones(B, F, 1, H, W, dtype=bool),
+                    K=K, uv=uv, weight=weight)
+    depth0 = 400 + 20 * torch.rand(B, F, 1, H, W, generator=g, dtype=torch.float64)
+    poses0 = torch.eye(4, dtype=torch.float64).repeat(B, F, 1, 1)
+    poses0[..., :3, 3] = 5 * torch.randn(B, F, 3, generator=g, dtype=torch.float64)
+    w = LossWeights(landmark=0.02, spectral=0.0, depth=0.0, smooth=0.0, pose_distill=0.05)
+
+    depth, poses = depth0.clone().requires_grad_(), poses0.clone().requires_grad_()
+    total, metrics = sfm_losses(inp, depth, poses, poses, w)
+    total.backward()
+
+    d_ref, p_ref = depth0.clone().requires_grad_(), poses0.clone().requires_grad_()
+    K_f = K[:, None].expand(B, F, 3, 3)
+    lm = landmark_depths(d_ref, uv)
+    l1, _ = landmark_ba_loss(K_f, p_ref, uv, weight, lm)
+    l2, _ = landmark_ba_loss(K_f, p_ref, uv, weight, lm.detach())
+    ref = w.landmark * l1 + w.pose_distill * l2
+    ref.backward()
+    torch.testing.assert_close(total, ref)
+    torch.testing.assert_close(metrics["landmark"], l1.detach())
+    torch.testing.assert_close(metrics["pose_distill"], l2.detach())
+    assert depth.grad.abs().sum() > 0 and poses.grad.abs().sum() > 0
+    torch.testing.assert_close(depth.grad, d_ref.grad)
+    torch.testing.assert_close(poses.grad, p_ref.grad)
