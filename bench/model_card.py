@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from facesfm.data.dataset import label_rule
 from facesfm.eval.detector import HeldOut, detector_errors, render_held_out
 from facesfm.io import atomic_path, write_json
 from facesfm.training.checkpoint import code_version, export_weights, load_checkpoint
@@ -70,7 +71,8 @@ def _dataset_summary(folder: str | None) -> dict | None:
     seed = [p["seed"] for p in parts] if parts else cfg.get("seed")
     faces = sum(p["subjects"] for p in parts) if parts else len({s["subject"] for s in seqs})
     return {"folder": Path(folder).name, "sequences": len(seqs), "subjects": faces,
-            "frames": int(sum(s["frames"] for s in seqs)), "master_seed": seed}
+            "frames": int(sum(s["frames"] for s in seqs)), "master_seed": seed,
+            "visibility_labels": label_rule(folder)}
 
 
 def _export(run: Path, stage: str, name: str, note: dict | None = None) -> tuple[Path, dict]:

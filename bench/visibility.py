@@ -34,17 +34,18 @@ ANGLE_BINS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 90.0)
 INNER_LIP = np.arange(60, 68)
 
 
+def _name(ckpt) -> str:
+    """A checkpoint's file name, with its run folder for a run's checkpoints/last.pt."""
+    p = Path(ckpt)
+    return f"{p.parents[1].name}/{p.name}" if p.parent.name == "checkpoints" else p.name
+
+
 def facing_radius(data: Path) -> float:
     """The facing test's patch radius (mm) a rendered set was made with (0: vertex normals)."""
-    import json
+    from facesfm.data.dataset import label_rule
 
-    cfg = json.loads((Path(data) / "dataset.json").read_text()).get("config", {})
-    if "parts" in cfg:  # a merged set: its parts must agree
-        radii = {float(p.get("render", {}).get("facing_radius", 0.0)) for p in cfg["parts"]}
-        if len(radii) != 1:
-            raise ValueError(f"{data}: its parts were rendered with facing radii {radii}")
-        return radii.pop()
-    return float(cfg.get("render", {}).get("facing_radius", 0.0))
+    rule = label_rule(data)
+    return rule["facing_radius"] if rule else 0.0
 
 
 def grazing_angles(seq, n: int, radius: float) -> np.ndarray:
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
         "meta": run_meta(checkpoint=str(ckpt), data=str(args.data), subjects=len(seqs),
                          frames=len(L), landmarks=n,
                          seconds=round(time.perf_counter() - t0, 1)),
-        "f1": f1, "errors": int(err.sum()), "false_visible": int((P & ~T).sum()),
+        "facing_radius_mm": radius, "f1": f1, "errors": int(err.sum()), "false_visible": int((P & ~T).sum()),
         "false_hidden": int((~P & T).sum()), "by_grazing_angle": bins,
         "f1_without_labels_within_2_deg_of_grazing": f1_far,
         "f1_without_inner_lip_contour": f1_no_inner,
@@ -162,7 +163,8 @@ def main(argv=None) -> int:
     md = [
         (f"# Landmark visibility errors ({len(seqs)} held-out faces x {len(L) // len(seqs)} "
         f"frames, N = {n}; bench/visibility.py)"), "",
-        (f"Detector `{Path(ckpt).name}`; F1 {f1:.4f}; {err.sum()} wrong labels of {err.size} "
+        (f"Detector `{_name(ckpt)}`, labels of `{Path(args.data).name}` (facing radius "
+         f"{radius:g} mm); F1 {f1:.4f}; {err.sum()} wrong labels of {err.size} "
         f"({(P & ~T).sum()} predicted visible but hidden, {(~P & T).sum()} the other way)."), "",
         "| grazing angle (deg) | share of labels | errors | error rate |", "|---|---|---|---|",
     ]

@@ -147,13 +147,31 @@ def find_sequences(root_or_paths) -> list[Path]:
 
 
 def _label_rule(render: dict | None) -> tuple | None:
-    """The settings that decide a rendered set's visibility labels (a set rendered before
-    ``facing_radius`` existed used vertex normals, i.e. 0); None when unknown (a merge of
-    merges, a hand-made index)."""
+    """The settings that decide a rendered set's visibility labels, (occlusion,
+    depth_tolerance, facing_radius) (a set rendered before ``facing_radius`` existed used
+    vertex normals, i.e. 0); None when unknown (a hand-made index)."""
     if not render:
         return None
     return (render.get("occlusion", "front"), float(render.get("depth_tolerance", 2.0)),
             float(render.get("facing_radius", 0.0)))
+
+
+def label_rule(folder) -> dict | None:
+    """How the visibility labels of a dataset folder (``facesfm render`` or ``facesfm merge``)
+    were made: {"occlusion", "depth_tolerance", "facing_radius"}, or None when its index does
+    not say."""
+    index = Path(folder) / "dataset.json"
+    try:
+        cfg = json.loads(index.read_text()).get("config", {})
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{index}: cannot read it ({e})") from None
+    renders = [p.get("render") for p in cfg["parts"]] if "parts" in cfg else [cfg.get("render")]
+    rules = {_label_rule(r) for r in renders} - {None}
+    if len(rules) > 1:  # merge refuses this; a hand-edited index could still hold it
+        raise InputError(f"{index}: its parts label visibility with different rules {rules}")
+    if not rules:
+        return None
+    return dict(zip(("occlusion", "depth_tolerance", "facing_radius"), rules.pop(), strict=True))
 
 
 def merge_datasets(out, inputs) -> dict:

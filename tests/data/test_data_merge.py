@@ -72,3 +72,15 @@ def test_merge_refuses_two_visibility_label_rules(two_renders, tmp_path):
         merge_datasets(tmp_path / "z", [a, old])
     merged = merge_datasets(tmp_path / "ab", [a, b])
     assert [p["render"]["facing_radius"] for p in merged["config"]["parts"]] == [2.5, 2.5]
+
+
+def test_label_rule_of_renders_and_merges(two_renders, tmp_path):
+    from facesfm.data.dataset import label_rule
+
+    a, b, _ = two_renders
+    rule = {"occlusion": "front", "depth_tolerance": 2.0, "facing_radius": 2.5}
+    assert label_rule(a) == rule
+    merge_datasets(tmp_path / "ab", [a, b])
+    assert label_rule(tmp_path / "ab") == rule
+    with pytest.raises(InputError, match="cannot read"):
+        label_rule(tmp_path)
