@@ -8,7 +8,7 @@ A landmark is visible in a frame iff all of:
     (2.5 mm) of it (:func:`landmark_normals`). The vertex normal alone (``facing_radius`` 0)
     is the orientation of the few triangles at the vertex: on closed lips the inner-lip
     vertices sit on the seam with normals pointing into the mouth, and the rule hid the seam,
-    which every image shows, in 29% of the frames of a frontal sweep (landmark 62 over 20 ICT
+    which every image shows, in 27% of the frames of a frontal sweep (landmark 62 over 20 ICT
     faces) depending on the identity's seam geometry; the patch normal gathers both lips;
 (c) it is not occluded. Two rules (``occlusion``):
 
