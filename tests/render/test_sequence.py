@@ -11,7 +11,7 @@ from facesfm.errors import InputError
 from facesfm.geometry.camera import camera_center, project, transform
 from facesfm.render import writer as writer_mod
 from facesfm.render.config import RenderConfig, TrajectoryConfig
-from facesfm.render.visibility import vertex_normals
+from facesfm.render.visibility import landmark_normals
 from facesfm.render.writer import render_sequence
 
 
@@ -202,7 +202,9 @@ def test_ict_sequence(tmp_path, ict_dir):
     for i in range(3):
         err, fg = _raycast_depth_error(seq, tri, i)
         assert fg.sum() > 200 and err.max() < 0.01
-    n = vertex_normals(mesh.vertices, mesh.faces)[seq.landmark_vertex_ids]
+    # no landmark labelled visible faces away from its camera by the facing test's normal
+    # (the surface patch within cfg.facing_radius of it)
+    n = landmark_normals(mesh.vertices, mesh.faces, seq.landmark_vertex_ids, cfg.facing_radius)
     for i in (0, 2):
         C = camera_center(seq.cam_T_world[i])
         assert not (vis[i] & (np.einsum("ij,ij->i", n, C - seq.landmark_xyz) <= 0)).any()
