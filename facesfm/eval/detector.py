@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["HeldOut", "detector_errors", "render_held_out"]
+__all__ = ["HeldOut", "detector_errors", "render_held_out", "uncertainty_stats"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def detector_errors(checkpoint: str | Path, data: str | Path) -> dict:
     """Landmark errors of the stage-1 ``checkpoint`` on every frame of the sequences in
     ``data``: ``lm_mean_px``, ``lm_median_px`` (visible landmarks, frame pixels),
     ``lm_mse_px2`` (mean squared euclidean error), ``lm_p95_px``, visibility precision /
-    recall / F1, and the counts of sequences, frames and visible landmarks."""
+    recall / F1, and the counts of sequences, frames and visible landmarks; for a detector
+    that predicts its uncertainty, also :func:`uncertainty_stats` of the visible landmarks."""
     from facesfm.data.dataset import SequenceDataset
     from facesfm.eval.metrics import visibility_scores
     from facesfm.training.landmarks import detect, load_landmark_net
@@ -59,19 +60,23 @@ def detector_errors(checkpoint: str | Path, data: str | Path) -> dict:
     net, cfg = load_landmark_net(checkpoint)
     ds = SequenceDataset(data, window=None, landmarks=cfg.data.landmarks, load_depth=False,
                          load_mask=False)
-    errs, pred, true = [], [], []
+    errs, sigmas, pred, true = [], [], [], []
     frames = 0
     for i in range(len(ds)):
         s = ds[i]
         out = detect(net, cfg, s.images)
         vis = s.visible.bool()
         errs.append(torch.linalg.norm(out.uv - s.uv, dim=-1)[vis].double().numpy())
+        if out.log_sigma is not None:
+            sigmas.append(out.log_sigma.exp()[vis].double().numpy())
         pred.append((out.visibility_logits > 0).numpy())
         true.append(vis.numpy())
         frames += len(s.images)
     e = np.concatenate(errs)
     sc = visibility_scores(np.concatenate(pred), np.concatenate(true))
+    stats = uncertainty_stats(e, np.concatenate(sigmas)) if sigmas else {}
     return {
+        **stats,
         "lm_mean_px": float(e.mean()),
         "lm_median_px": float(np.median(e)),
         "lm_p95_px": float(np.percentile(e, 95)),
@@ -83,4 +88,33 @@ def detector_errors(checkpoint: str | Path, data: str | Path) -> dict:
         "frames": frames,
         "visible_landmarks": int(e.size),
         "landmarks": cfg.data.landmarks,
+    }
+
+
+def uncertainty_stats(err, sigma) -> dict:
+    """How well predicted spreads ``sigma`` rank the actual errors ``err`` (1-D arrays, one
+    entry per detected landmark, same units): ``sigma_median_px``, ``sigma_error_spearman``
+    (rank correlation; 0 = the spread says nothing about the error, 1 = it orders them
+    perfectly) and ``error_by_sigma_quartile`` (mean error of the landmarks in each quartile
+    of predicted sigma, most confident first): what the BA weight ``1 / sigma^2`` relies on."""
+    e = np.asarray(err, dtype=np.float64).ravel()
+    s = np.asarray(sigma, dtype=np.float64).ravel()
+    if e.shape != s.shape:
+        raise ValueError(f"uncertainty_stats: err {e.shape} and sigma {s.shape} differ in shape")
+    if e.size < 4:
+        raise ValueError(f"uncertainty_stats: needs at least 4 landmarks, got {e.size}")
+
+    def ranks(x):
+        r = np.empty(x.size)
+        r[np.argsort(x, kind="stable")] = np.arange(x.size)
+        return r
+
+    re, rs = ranks(e), ranks(s)
+    sd = re.std() * rs.std()
+    rho = float(((re - re.mean()) * (rs - rs.mean())).mean() / sd) if sd > 0 else 0.0
+    quart = np.array_split(np.argsort(s, kind="stable"), 4)
+    return {
+        "sigma_median_px": float(np.median(s)),
+        "sigma_error_spearman": rho,
+        "error_by_sigma_quartile": [float(e[q].mean()) for q in quart],
     }

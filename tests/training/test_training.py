@@ -542,3 +542,18 @@ def test_without_the_ba_layer_one_eq2_evaluation_serves_landmark_and_distill_ter
     assert depth.grad.abs().sum() > 0 and poses.grad.abs().sum() > 0
     torch.testing.assert_close(depth.grad, d_ref.grad)
     torch.testing.assert_close(poses.grad, p_ref.grad)
+
+
+@pytest.mark.parametrize("variant", ["heatmap", "paper"])
+def test_detector_errors_of_either_variant(tiny_data, tmp_path, variant):
+    from facesfm.eval.detector import detector_errors
+
+    cfg = preset_config("tiny", {"optim": {"max_steps": 2}, "landmarks": {"variant": variant}})
+    train_landmarks(cfg, tiny_data, tmp_path / "run", progress=False)
+    m = detector_errors(tmp_path / "run" / "checkpoints" / "last.pt", tiny_data)
+    assert m["frames"] == 18 and m["landmarks"] == 68 and m["visible_landmarks"] > 0
+    assert m["lm_median_px"] <= m["lm_p95_px"] and 0 <= m["vis_f1"] <= 1
+    # only the heatmap variant predicts a spread, and only then is it scored against the error
+    assert ("sigma_error_spearman" in m) == (variant == "heatmap")
+    if variant == "heatmap":
+        assert len(m["error_by_sigma_quartile"]) == 4 and m["sigma_median_px"] > 0
