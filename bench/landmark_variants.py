@@ -153,6 +153,10 @@ def _plot(rows: list[dict], path: Path) -> None:
             yscale="log", title="landmark error, validation faces")
     ax2.set(xlabel="training step (batch 8)", ylabel="visibility F1",
             title="visibility, validation faces")
+    from matplotlib.ticker import ScalarFormatter
+
+    ax1.yaxis.set_major_formatter(ScalarFormatter())
+    ax1.yaxis.set_minor_formatter(ScalarFormatter())
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -221,8 +225,11 @@ def main(argv=None) -> int:
 
     p, h = rows
     seqs = json.loads((Path(args.data) / "dataset.json").read_text())["sequences"]
+    n_val = len(json.loads((Path(args.val) / "dataset.json").read_text())["sequences"])
+    val_cap = yaml.safe_load((runs["heatmap"] / "config.yaml").read_text())["data"]["val_samples"]
     meta = run_meta(threads=args.threads, data=Path(args.data).name, val=Path(args.val).name,
                     data_sequences=len(seqs), data_frames=sum(q["frames"] for q in seqs),
+                    val_sequences=n_val if val_cap is None else min(n_val, val_cap),
                     held_out={**spec.to_dict(), "folder": Path(held).name, "labels": rule},
                     max_steps=args.max_steps, shared=COMMON)
     write_results(RESULTS, "landmark_variants", {"meta": meta, "rows": rows},
@@ -288,7 +295,8 @@ def _markdown(rows: list[dict], meta: dict, args) -> str:
              "weighs its landmarks by visibility only."),
             "",
         ]
-    lines += ["Validation (8 faces of the validation set) during training:", "",
+    lines += [(f"Validation during training ({meta['val_sequences']} faces of "
+               f"`{meta['val']}`, all frames, the same detection protocol):"), "",
               "| step | " + " | ".join(f"{r['variant']} mean px | {r['variant']} F1"
                                       for r in rows) + " |",
               "|---" * (1 + 2 * len(rows)) + "|"]
