@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from common import merge
 
 from facesfm.io import atomic_path, write_json
 
@@ -39,13 +40,6 @@ VARIANTS = {
     "full": ({"sfm": {"ablation": "full"}}, ("full (landmark BA + spectral + depth), "
              "200 landmarks")),
 }
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _final_val(run: Path) -> dict | None:
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
         run = args.out / name
         done = _final_val(run)
         if done is None or done["steps"] < args.max_steps:
-            cfg = _merge(_merge(COMMON, over), {"optim": {"max_steps": args.max_steps}})
+            cfg = merge(merge(COMMON, over), {"optim": {"max_steps": args.max_steps}})
             with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
                 yaml.safe_dump(cfg, f)
             train_command("sfm", args.data, str(run), preset="small", config=f.name,

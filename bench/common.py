@@ -47,3 +47,11 @@ def write_results(out: Path | str, stem: str, payload: dict, markdown: str) -> N
     with atomic_path(out / f"{stem}.md") as tmp:
         tmp.write_text(markdown)
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+
+
+def merge(a: dict, b: dict) -> dict:
+    """``a`` with ``b``'s values on top, nested dicts merged key by key (config overrides)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

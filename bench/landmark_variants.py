@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import run_meta, write_results
+from common import merge, run_meta, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,13 +55,6 @@ VARIANTS = {
     "heatmap": ({"landmarks": {"variant": "heatmap"}},
                 "heatmap: residual encoder + soft-argmax + spread"),
 }
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _differences(want: dict, have: dict, prefix: str = "") -> list[str]:
@@ -82,7 +75,7 @@ def _train(name: str, over: dict, args) -> Path:
     from facesfm.training.entry import train_command
 
     run = args.out / name
-    cfg = _merge(_merge(COMMON, over), {"optim": {"max_steps": args.max_steps}})
+    cfg = merge(merge(COMMON, over), {"optim": {"max_steps": args.max_steps}})
     stored = run / "config.yaml"
     if stored.is_file():
         diff = _differences(cfg, yaml.safe_load(stored.read_text()))
