@@ -133,6 +133,7 @@ def _throughput(runs: dict[str, Path], data: str, repeats: int) -> dict[str, flo
 def _plot(rows: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
     from facesfm.io import atomic_path
 
@@ -142,12 +143,10 @@ def _plot(rows: list[dict], path: Path) -> None:
         steps = [c["step"] for c in r["validation_curve"]]
         ax1.plot(steps, [c["lm_mean_px"] for c in r["validation_curve"]], "o-", label=r["variant"])
         ax2.plot(steps, [c["vis_f1"] for c in r["validation_curve"]], "o-", label=r["variant"])
-    ax1.set(xlabel="training step (batch 8)", ylabel="mean error (px, 384 px frames)",
+    ax1.set(xlabel=f"training step (batch {COMMON['optim']['batch_size']})", ylabel="mean error (px, 384 px frames)",
             yscale="log", title="landmark error, validation faces")
-    ax2.set(xlabel="training step (batch 8)", ylabel="visibility F1",
+    ax2.set(xlabel=f"training step (batch {COMMON['optim']['batch_size']})", ylabel="visibility F1",
             title="visibility, validation faces")
-    from matplotlib.ticker import ScalarFormatter
-
     ax1.yaxis.set_major_formatter(ScalarFormatter())
     ax1.yaxis.set_minor_formatter(ScalarFormatter())
     for ax in (ax1, ax2):
@@ -243,13 +242,15 @@ def _rule_text(rule: dict) -> str:
 def _markdown(rows: list[dict], meta: dict, args) -> str:
     p, h = rows
     ho = meta["held_out"]
+    o = COMMON["optim"]
     lines = [
         ("# LandmarkNet variants: the paper's regression CNN against the heatmap detector "
          "(bench/landmark_variants.py)"),
         "",
         (f"Both trained from scratch on `{meta['data']}` ({meta['data_frames']} frames of "
          f"{meta['data_sequences']} ICT face sequences), "
-         f"{args.max_steps} steps of batch 8 (lr 1e-3, cosine), 128 px input, 200 landmarks, "
+         f"{args.max_steps} steps of batch {o['batch_size']} (lr {o['lr']:g}, "
+         f"{o['lr_schedule']}), 128 px input, 200 landmarks, "
          "the same augmentation, face-crop samples and 7-view crop inference; they differ only "
          "in the network and the position loss (paper: squared error; heatmap: Gaussian NLL "
          f"with its spread). Held out: {h['held_out']['sequences']} ICT faces, "
@@ -275,7 +276,7 @@ def _markdown(rows: list[dict], meta: dict, args) -> str:
         (f"paper / heatmap, same run: mean error x{pm['lm_mean_px'] / hm['lm_mean_px']:.2f}, "
          f"median x{pm['lm_median_px'] / hm['lm_median_px']:.2f}, training step time "
          f"x{p['step_seconds'] / h['step_seconds']:.2f} (forward + backward of one batch of "
-         f"8, median of {args.repeats}, the two alternated)."),
+         f"{o['batch_size']}, median of {args.repeats}, the two alternated)."),
         "",
     ]
     if "sigma_error_spearman" in hm:

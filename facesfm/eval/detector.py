@@ -94,9 +94,12 @@ def detector_errors(checkpoint: str | Path, data: str | Path) -> dict:
 def uncertainty_stats(err, sigma) -> dict:
     """How well predicted spreads ``sigma`` rank the actual errors ``err`` (1-D arrays, one
     entry per detected landmark, same units): ``sigma_median_px``, ``sigma_error_spearman``
-    (rank correlation; 0 = the spread says nothing about the error, 1 = it orders them
-    perfectly) and ``error_by_sigma_quartile`` (mean error of the landmarks in each quartile
-    of predicted sigma, most confident first): what the BA weight ``1 / sigma^2`` relies on."""
+    (Spearman's rank correlation, ties at their average rank; 0 = the spread says nothing
+    about the error, 1 = it orders them perfectly; 0 when either is constant) and
+    ``error_by_sigma_quartile`` (mean error of the landmarks in each quartile of predicted
+    sigma, most confident first): what the BA weight ``1 / sigma^2`` relies on."""
+    from scipy.stats import spearmanr
+
     e = np.asarray(err, dtype=np.float64).ravel()
     s = np.asarray(sigma, dtype=np.float64).ravel()
     if e.shape != s.shape:
@@ -104,14 +107,8 @@ def uncertainty_stats(err, sigma) -> dict:
     if e.size < 4:
         raise ValueError(f"uncertainty_stats: needs at least 4 landmarks, got {e.size}")
 
-    def ranks(x):
-        r = np.empty(x.size)
-        r[np.argsort(x, kind="stable")] = np.arange(x.size)
-        return r
-
-    re, rs = ranks(e), ranks(s)
-    sd = re.std() * rs.std()
-    rho = float(((re - re.mean()) * (rs - rs.mean())).mean() / sd) if sd > 0 else 0.0
+    const = np.ptp(e) == 0 or np.ptp(s) == 0  # undefined: no order to agree with
+    rho = 0.0 if const else float(spearmanr(e, s).statistic)
     quart = np.array_split(np.argsort(s, kind="stable"), 4)
     return {
         "sigma_median_px": float(np.median(s)),

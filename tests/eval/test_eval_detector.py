@@ -29,6 +29,19 @@ def test_spreads_unrelated_to_the_errors_score_about_zero():
     assert max(q) - min(q) < 0.15  # every quartile near the mean error, 2.0
 
 
+def test_tied_errors_take_their_average_rank():
+    # errors in two levels, split exactly at the median spread: with average ranks for the
+    # ties the rank correlation of a balanced step with a uniform ranking is sqrt(3) / 2;
+    # breaking the ties in any order other than sigma's would give a different figure
+    sigma = np.random.default_rng(2).permutation(np.linspace(0.5, 4.0, 1000))
+    err = np.where(sigma > np.median(sigma), 2.0, 1.0)
+    st = uncertainty_stats(err, sigma)
+    assert st["sigma_error_spearman"] == pytest.approx(np.sqrt(3) / 2, abs=2e-3)
+    assert st["error_by_sigma_quartile"] == [1.0, 1.0, 2.0, 2.0]
+    # no order to agree with: 0, not NaN
+    assert uncertainty_stats(np.ones(10), sigma[:10])["sigma_error_spearman"] == 0.0
+
+
 def test_bad_shapes_are_errors():
     with pytest.raises(ValueError, match="differ in shape"):
         uncertainty_stats(np.ones(5), np.ones(6))
