@@ -83,18 +83,32 @@ def code_version() -> dict:
 
 
 def get_rng_state() -> dict:
-    """The global RNG states of torch, numpy and python."""
+    """The global RNG states of torch, numpy and python, as tensors and plain values only (so
+    that a checkpoint loads with ``torch.load(weights_only=True)``)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss),
+                  float(gauss)),
         "python": random.getstate(),
     }
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+    np.random.set_state((name, key.astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
+
+
+# What a checkpoint may contain beyond tensors and plain containers: the numpy array that
+# checkpoints written before the tensor RNG state hold (numpy's uint32 RNG key). Rebuilding an
+# array runs no code of the file's choosing; any other class or function is refused.
+_reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+_SAFE_NUMPY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                       (_reconstruct, "numpy._core.multiarray._reconstruct"),
+                       (_reconstruct, "numpy.core.multiarray._reconstruct")]  # numpy 1 files
 
 
 def save_checkpoint(
@@ -135,10 +149,14 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     try:
-        # our own files: they hold numpy/python RNG states, which weights_only rejects
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a pickle may name any callable, and unpickling calls it; only tensors,
+        # plain containers and the allow-listed numpy types are rebuilt, anything else refused
+        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{path}: not a readable facesfm checkpoint, not loaded "
+                         f"({type(e).__name__}: {first})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a facesfm checkpoint")
     if stage is not None and ck["stage"] != stage:
