@@ -63,10 +63,11 @@ DEFAULT_METHODS = ("full", "no_ba", "detector", "tk68")
 
 
 def _methods(ckpt: Path, sfm: Path | None, keys) -> dict:
+    from facesfm.solve.config import SolveConfig
     from facesfm.solve.fusion import FusionConfig
-    from facesfm.solve.pipeline import BAConfig, SolveConfig
     from facesfm.solve.stereo import StereoConfig
     from facesfm.solve.tracks import TrackConfig
+    from facesfm.solvers.landmark_ba import BAConfig
 
     base = SolveConfig(landmark_checkpoint=str(ckpt), poses_init="landmarks", depth="landmarks")
     photo = {"tracks": TrackConfig(enabled=True), "stereo": StereoConfig(enabled=True)}
@@ -104,9 +105,9 @@ def main(argv=None) -> int:
 
     from facesfm.data.dataset import find_sequences
     from facesfm.errors import InputError
-    from facesfm.eval.baselines import run_baseline
     from facesfm.eval.metrics import pose_errors
     from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.baselines import run_baseline
     from facesfm.weights import shipped_landmark_checkpoint, shipped_sfm_checkpoint
 
     spec = HeldOut(args.face, args.seed, args.subjects, 61)

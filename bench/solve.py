@@ -72,7 +72,8 @@ def render(tmp: Path, face: str = "builtin") -> Path | None:
 
 def run_case(name: str, seq: Path, tmp: Path, repeats: int, photometric: bool = False,
              **cfg_kwargs) -> dict:
-    from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
     from facesfm.solve.stereo import StereoConfig
     from facesfm.solve.tracks import TrackConfig
 

@@ -30,7 +30,7 @@ def cli():
 def demo(out, seed, overwrite, no_solve):
     """Render a built-in face sequence (no shared data needed), solve it with the shipped
     detector and print its accuracy against the ground truth."""
-    from facesfm.render.demo import run_demo
+    from facesfm.demo import run_demo
 
     run_demo(out=out, seed=seed, overwrite=overwrite, solve=not no_solve, echo=click.echo)
 
@@ -213,7 +213,8 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--no-html", is_flag=True, help="Skip report.html.")
 def solve(input_path, out, overwrite, focal, intrinsics, config, no_html, **options):
     """Reconstruct a face from a sequence folder, a folder of images or a video file."""
-    from facesfm.solve.pipeline import build_solve_config, run_solve
+    from facesfm.solve.config import build_solve_config
+    from facesfm.solve.pipeline import run_solve
 
     cfg = build_solve_config(config, **options)
     res = run_solve(input_path, out, cfg, overwrite=overwrite, focal=focal,

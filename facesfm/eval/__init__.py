@@ -11,19 +11,6 @@ from facesfm.eval.align import (
     icp_to_mesh,
     umeyama,
 )
-from facesfm.eval.baselines import (
-    BaselineResult,
-    colmap_ba,
-    factorization_baseline,
-    template_landmarks,
-)
-from facesfm.eval.factorization import (
-    FactorizationConfig,
-    FactorizationResult,
-    factorize,
-    resolve_reflection,
-    weak_perspective_poses,
-)
 from facesfm.eval.metrics import (
     ClassificationScores,
     DepthMetrics,
@@ -59,6 +46,19 @@ from facesfm.eval.tables import (
     plot_landmark_sweep,
     plot_pose_errors,
     write_table,
+)
+from facesfm.solvers.baselines import (
+    BaselineResult,
+    colmap_ba,
+    factorization_baseline,
+    template_landmarks,
+)
+from facesfm.solvers.factorization import (
+    FactorizationConfig,
+    FactorizationResult,
+    factorize,
+    resolve_reflection,
+    weak_perspective_poses,
 )
 
 __all__ = [

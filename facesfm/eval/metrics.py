@@ -22,7 +22,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from facesfm.eval.align import Sim3, umeyama
+from facesfm.geometry.similarity import Sim3, umeyama
+from facesfm.stats import (
+    ClassificationScores,
+    ErrorStats,
+    check_tail,
+    error_stats,
+    landmark_errors,
+    scores_from_counts,
+    to_numpy,
+    visibility_scores,
+)
 
 __all__ = [
     "GAUGES",
@@ -50,63 +60,6 @@ __all__ = [
 ]
 
 
-def _np(x, dtype=np.float64) -> np.ndarray:
-    """A numpy copy/view of an array or (detached) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-def _check(a: np.ndarray, tail: tuple, name: str) -> None:
-    """Raise a ValueError naming ``name`` unless ``a.shape`` ends with ``tail`` (None = any)."""
-    if a.ndim < len(tail) or any(
-        t is not None and s != t for s, t in zip(a.shape[-len(tail) :], tail)
-    ):
-        want = "(..., " + ", ".join("*" if t is None else str(t) for t in tail) + ")"
-        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class ErrorStats:
-    """Summary of non-negative errors (one unit: mm or px).
-
-    mean, median, rmse, max, p90 in the errors' unit; mse is the mean of squares (unit^2);
-    count is the number of errors summarised (all NaN when it is 0).
-    """
-
-    mean: float
-    median: float
-    rmse: float
-    mse: float
-    max: float
-    p90: float
-    count: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def error_stats(errors) -> ErrorStats:
-    """:class:`ErrorStats` of a flat array of errors (any shape; flattened)."""
-    e = _np(errors).ravel()
-    if e.size == 0:
-        nan = float("nan")
-        return ErrorStats(nan, nan, nan, nan, nan, nan, 0)
-    mse = float(np.mean(e * e))
-    return ErrorStats(
-        float(e.mean()),
-        float(np.median(e)),
-        float(np.sqrt(mse)),
-        mse,
-        float(e.max()),
-        float(np.percentile(e, 90)),
-        int(e.size),
-    )
-
-
 # ----------------------------------------------------------------------------- 3D geometry
 
 
@@ -116,9 +69,9 @@ def nearest_vertex_distances(points, gt_vertices):
     points: (N, 3), gt_vertices: (V, 3), both in the GT world frame (mm).
     Returns ``(distance (N,) mm, vertex index (N,) int64)``.
     """
-    p, v = _np(points), _np(gt_vertices)
-    _check(p, (None, 3), "points")
-    _check(v, (None, 3), "gt_vertices")
+    p, v = to_numpy(points), to_numpy(gt_vertices)
+    check_tail(p, (None, 3), "points")
+    check_tail(v, (None, 3), "gt_vertices")
     if p.ndim != 2 or v.ndim != 2 or len(v) == 0:
         raise ValueError("points and gt_vertices must be (N, 3) and non-empty (V, 3)")
     d, j = cKDTree(v).query(p)
@@ -182,16 +135,16 @@ def reconstruction_metrics(
                  (their point-to-surface distance is still to the whole mesh).
     threshold_mm: distance for precision and completeness.
     """
-    p, v = _np(points), _np(gt_vertices)
-    _check(p, (None, 3), "points")
-    _check(v, (None, 3), "gt_vertices")
+    p, v = to_numpy(points), to_numpy(gt_vertices)
+    check_tail(p, (None, 3), "points")
+    check_tail(v, (None, 3), "gt_vertices")
     if p.ndim != 2 or len(p) == 0:
         raise ValueError(f"points must be a non-empty (N, 3) array, got {p.shape}")
     d_pp, j = nearest_vertex_distances(p, v)
     keep = np.ones(len(p), dtype=bool)
     gt_keep = np.ones(len(v), dtype=bool)
     if gt_region is not None:
-        gt_keep = _np(gt_region, bool)
+        gt_keep = to_numpy(gt_region, bool)
         if gt_keep.shape != (len(v),):
             raise ValueError(f"gt_region must be ({len(v)},) bool, got {gt_keep.shape}")
         keep = gt_keep[j]
@@ -263,14 +216,14 @@ def depth_metrics(pred, gt, valid=None) -> DepthMetrics:
               is finite and > 0 and the prediction is finite (> 0 as well for delta1 and the
               median scale). Metrics pool all valid pixels of the batch.
     """
-    p, g = _np(pred), _np(gt)
+    p, g = to_numpy(pred), to_numpy(gt)
     if p.shape != g.shape or p.ndim not in (2, 3):
         raise ValueError(
             f"pred and gt must both be (H, W) or (B, H, W); got {p.shape} and {g.shape}"
         )
     m = np.isfinite(g) & (g > 0) & np.isfinite(p)
     if valid is not None:
-        vm = _np(valid, bool)
+        vm = to_numpy(valid, bool)
         if vm.shape != g.shape:
             raise ValueError(f"valid must have the depth maps' shape {g.shape}, got {vm.shape}")
         m &= vm
@@ -314,8 +267,8 @@ GAUGES = ("sim3", "se3", "first_frame", "first_frame_scaled")
 def rotation_angle_deg(R) -> np.ndarray:
     """Rotation angles (...) in degrees of rotation matrices (..., 3, 3); atan2 form, accurate
     near 0 and 180 degrees."""
-    R = _np(R)
-    _check(R, (3, 3), "R")
+    R = to_numpy(R)
+    check_tail(R, (3, 3), "R")
     w = np.stack(
         [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]],
         axis=-1,
@@ -332,7 +285,7 @@ def _centres(cam_T_world: np.ndarray) -> np.ndarray:
 
 
 def _poses(x, name: str) -> np.ndarray:
-    a = _np(x)
+    a = to_numpy(x)
     if a.ndim != 3 or a.shape[1:] != (4, 4):
         raise ValueError(f"{name} must be (F, 4, 4) cam_T_world poses, got {a.shape}")
     return a
@@ -399,7 +352,7 @@ def poses_in_frame(S: Sim3, cam_T_world) -> np.ndarray:
 def ate(est_centres, gt_centres, with_scale: bool = True) -> float:
     """Absolute trajectory error: RMSE (mm) of camera centres (F, 3) after the best Sim3
     (SE3 without scale) alignment of the estimate onto the GT (Umeyama)."""
-    e, g = _np(est_centres), _np(gt_centres)
+    e, g = to_numpy(est_centres), to_numpy(gt_centres)
     if e.shape != g.shape or e.ndim != 2 or e.shape[1] != 3:
         raise ValueError(f"centres must be matching (F, 3) arrays, got {e.shape} and {g.shape}")
     S = umeyama(e, g, with_scale=with_scale)
@@ -507,84 +460,6 @@ def pose_errors(est_cam_T_world, gt_cam_T_world, gauge: str = "sim3") -> PoseErr
     return PoseErrors(rot, tr, S, gauge, float(np.sqrt(np.mean(tr**2))), r)
 
 
-# ----------------------------------------------------------------------------- landmarks
-
-
-def landmark_errors(pred_uv, gt_uv, gt_visible=None) -> ErrorStats:
-    """Pixel distance between predicted and GT landmarks, over GT-visible ones.
-
-    pred_uv, gt_uv: (..., L, 2) pixel coordinates (u right, v down).
-    gt_visible:     (..., L) bool, or None for all.
-    """
-    p, g = _np(pred_uv), _np(gt_uv)
-    _check(p, (None, 2), "pred_uv")
-    if p.shape != g.shape:
-        raise ValueError(f"pred_uv {p.shape} and gt_uv {g.shape} differ in shape")
-    d = np.linalg.norm(p - g, axis=-1)
-    if gt_visible is not None:
-        vis = _np(gt_visible, bool)
-        if vis.shape != d.shape:
-            raise ValueError(f"gt_visible must be {d.shape}, got {vis.shape}")
-        d = d[vis]
-    return error_stats(d)
-
-
-@dataclass(frozen=True)
-class ClassificationScores:
-    """Binary classification counts and scores (positive = visible).
-
-    precision = tp / (tp + fp), recall = tp / (tp + fn), f1 = their harmonic mean,
-    accuracy = (tp + tn) / all. An empty ratio (0 / 0) counts as 1 when there was nothing to
-    get wrong (e.g. precision with no predicted and no actual positives) and as 0 otherwise.
-    """
-
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-    precision: float
-    recall: float
-    f1: float
-    accuracy: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def scores_from_counts(tp: int, fp: int, fn: int, tn: int = 0) -> ClassificationScores:
-    """Precision, recall, F1 and accuracy from confusion counts."""
-    if min(tp, fp, fn, tn) < 0:
-        raise ValueError("confusion counts must be non-negative")
-    nothing = tp + fp + fn == 0
-    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
-    recall = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
-    f1 = 1.0 if nothing else (2 * tp / (2 * tp + fp + fn))
-    total = tp + fp + fn + tn
-    accuracy = (tp + tn) / total if total else 1.0
-    return ClassificationScores(
-        int(tp),
-        int(fp),
-        int(fn),
-        int(tn),
-        float(precision),
-        float(recall),
-        float(f1),
-        float(accuracy),
-    )
-
-
-def visibility_scores(pred_visible, gt_visible) -> ClassificationScores:
-    """Scores of predicted landmark visibility (any shape, bool) against the GT visibility."""
-    p, g = _np(pred_visible, bool), _np(gt_visible, bool)
-    if p.shape != g.shape:
-        raise ValueError(f"pred_visible {p.shape} and gt_visible {g.shape} differ in shape")
-    tp = int(np.sum(p & g))
-    fp = int(np.sum(p & ~g))
-    fn = int(np.sum(~p & g))
-    tn = int(np.sum(~p & ~g))
-    return scores_from_counts(tp, fp, fn, tn)
-
-
 # ----------------------------------------------------------------------------- composition
 
 
@@ -614,8 +489,8 @@ def evaluate_reconstruction(
     config = AlignConfig() if config is None else config
     pairs = None
     if recon_landmarks is not None:
-        lm = _np(recon_landmarks)
-        _check(lm, (None, 3), "recon_landmarks")
+        lm = to_numpy(recon_landmarks)
+        check_tail(lm, (None, 3), "recon_landmarks")
         ids = (
             np.arange(len(lm)) if landmark_ids is None else np.asarray(landmark_ids, dtype=np.int64)
         )

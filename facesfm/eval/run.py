@@ -7,9 +7,9 @@ For every sequence and landmark count N, the landmark TRACKS (ids 0..N-1) come f
   noise of ``noise_px`` per coordinate (seeded per sequence, drawn once for all stored
   landmarks so that every N sees the same noise), or
 * a landmark detector checkpoint (``landmark_checkpoint``; stage-1 network through
-  :mod:`facesfm.solve.learned`), visible where its visibility probability is >= 0.5.
+  :mod:`facesfm.training.inference`), visible where its visibility probability is >= 0.5.
 
-Each method in ``methods`` (:data:`facesfm.eval.baselines.METHODS`) reconstructs the landmarks
+Each method in ``methods`` (:data:`facesfm.solvers.baselines.METHODS`) reconstructs the landmarks
 (and cameras) from them. Measured per run:
 
 * landmark error (mm): after a Sim3 (Umeyama with scale) alignment of the reconstructed
@@ -95,7 +95,7 @@ class EvalReport:
 
 def parse_methods(text) -> list[str]:
     """"colmap_ba,factorization" -> list; InputError naming an unknown method."""
-    from facesfm.eval.baselines import METHODS
+    from facesfm.solvers.baselines import METHODS
 
     items = text if isinstance(text, (list, tuple)) else str(text).split(",")
     out = [m.strip() for m in items if m.strip()]
@@ -148,7 +148,7 @@ def landmark_tracks(seq, noise_px: float = 0.0, seed: int = 0, index: int = 0):
 
 
 def _detected_tracks(seq, nets):
-    from facesfm.solve.learned import run_landmarks
+    from facesfm.training.inference import run_landmarks
 
     images = np.stack([seq.image(i) for i in range(len(seq))])
     uv, w = run_landmarks(nets, images)
@@ -242,7 +242,7 @@ def _pose_metrics(est, gt) -> tuple[dict, np.ndarray]:
 
 
 def _evaluate_baseline(method, seq, uv, vis, n, gt: _GroundTruth):
-    from facesfm.eval.baselines import run_baseline
+    from facesfm.solvers.baselines import run_baseline
 
     res = run_baseline(method, uv[:, :n], vis[:, :n], seq.K)
     gt_xyz = seq.landmark_xyz[:n]
@@ -282,8 +282,8 @@ def _solve_sequence(solve_dir: Path, seqs: dict):
 def _evaluate_solve(solve_dir: Path, seq, gt: _GroundTruth):
     import trimesh
 
+    from facesfm.data.cameras import read_cameras
     from facesfm.eval.metrics import pose_errors
-    from facesfm.solve.outputs import read_cameras
 
     cams = read_cameras(solve_dir)
     cloud = solve_dir / "cloud.ply"
@@ -414,7 +414,7 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
         loaded[Path(p).resolve()] = s
     nets = None
     if landmark_checkpoint is not None and methods:
-        from facesfm.solve.learned import load_networks
+        from facesfm.training.inference import load_networks
 
         nets = load_networks(landmark_checkpoint=landmark_checkpoint)
         caption = (f"Landmark tracks detected by {landmark_checkpoint} (visibility >= 0.5).")

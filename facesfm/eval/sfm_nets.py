@@ -1,8 +1,8 @@
 """Held-out accuracy of the stage-2 depth and pose networks, the way ``facesfm solve`` runs them.
 
-Each frame goes through :func:`facesfm.solve.learned.run_depth` (the network at its training
+Each frame goes through :func:`facesfm.training.inference.run_depth` (the network at its training
 resolution, resized back to the frame) and every consecutive pair through
-:func:`facesfm.solve.learned.run_poses`. Errors are measured against the rendered ground truth:
+:func:`facesfm.training.inference.run_poses`. Errors are measured against the rendered ground truth:
 
 * depth: per-frame median-scaled error on the face pixels of the GT mask (the monocular scale
   is unobservable), in mm and relative, averaged over frames
@@ -50,7 +50,7 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
     """
     from facesfm.data.dataset import find_sequences
     from facesfm.data.format import load_sequence
-    from facesfm.solve.learned import load_networks, run_depth, run_poses
+    from facesfm.training.inference import load_networks, run_depth, run_poses
     from facesfm.training.metrics import depth_errors, relative_rotation_errors
 
     nets = load_networks(checkpoint=checkpoint)

@@ -18,6 +18,9 @@ from itertools import chain
 import numpy as np
 from scipy.spatial import cKDTree
 
+from facesfm.geometry.similarity import as_points
+from facesfm.optional import have_open3d, require_open3d
+
 __all__ = [
     "SURFACE_BACKENDS",
     "MeshClosestPoint",
@@ -76,9 +79,7 @@ class MeshClosestPoint:
     """
 
     def __init__(self, vertices, faces, backend: str = "auto"):
-        from facesfm.eval.align import _points, have_open3d
-
-        v = _points(vertices, "vertices")
+        v = as_points(vertices, "vertices")
         f = np.asarray(faces, dtype=np.int64)
         if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
             raise ValueError(f"faces must be a non-empty (T, 3) array, got {f.shape}")
@@ -90,8 +91,6 @@ class MeshClosestPoint:
             backend = "open3d" if have_open3d() else "numpy"
         self.backend = backend
         if backend == "open3d":
-            from facesfm.eval.align import require_open3d
-
             o3d = require_open3d()
             self._o3d = o3d
             self._scene = o3d.t.geometry.RaycastingScene()
@@ -138,9 +137,7 @@ class MeshClosestPoint:
         """Closest points of ``points`` (N, 3): ``(closest (N, 3) float64, distance (N,)
         float64, triangle index (N,) int64)``. On exact ties the lowest triangle index wins
         (numpy backend)."""
-        from facesfm.eval.align import _points
-
-        p = _points(points, "points")
+        p = as_points(points, "points")
         if len(p) == 0:
             return np.zeros((0, 3)), np.zeros(0), np.zeros(0, dtype=np.int64)
         if self.backend == "open3d":

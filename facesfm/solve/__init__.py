@@ -1,13 +1,16 @@
 """facesfm.solve: the test-time pipeline behind ``facesfm solve`` and ``facesfm compare``.
 
-frames (:mod:`~facesfm.solve.inputs`) -> landmarks -> depth and poses (networks from training
-checkpoints, :mod:`~facesfm.solve.learned`, or oracle stand-ins from a sequence's ground
-truth) -> the BA layer -> fusion into a cloud and a coloured mesh (:mod:`~facesfm.solve.fusion`)
--> files (:mod:`~facesfm.solve.outputs`); :mod:`~facesfm.solve.compare` reports learned vs
-optimised poses.
+frames (:mod:`~facesfm.solve.inputs`) -> the stages of :mod:`~facesfm.solve.stages` (landmarks
+-> depth and poses from networks, :mod:`~facesfm.training.inference`, or oracle stand-ins from
+a sequence's ground truth -> the BA, :mod:`~facesfm.solvers.landmark_ba` -> fusion into a cloud
+and a coloured mesh, :mod:`~facesfm.solve.fusion`), driven by :mod:`~facesfm.solve.pipeline`
+with the options of :mod:`~facesfm.solve.config` -> files (:mod:`~facesfm.solve.outputs`);
+:mod:`~facesfm.solve.compare` reports learned vs optimised poses.
 """
 
+from facesfm.data.cameras import Cameras, read_cameras, write_cameras
 from facesfm.solve.compare import Comparison, compare_cameras, format_comparison, plot_comparison
+from facesfm.solve.config import SolveConfig, build_solve_config
 from facesfm.solve.fusion import (
     FusionConfig,
     PointCloud,
@@ -17,15 +20,9 @@ from facesfm.solve.fusion import (
     sample_depth,
 )
 from facesfm.solve.inputs import FrameSet, default_intrinsics, load_input
-from facesfm.solve.outputs import Cameras, read_cameras, write_cameras
-from facesfm.solve.pipeline import (
-    BAConfig,
-    SolveConfig,
-    SolveResult,
-    build_solve_config,
-    run_solve,
-    solve_frames,
-)
+from facesfm.solve.pipeline import run_solve, solve_frames
+from facesfm.solve.stages import SolveResult
+from facesfm.solvers.landmark_ba import BAConfig
 
 __all__ = [
     "BAConfig",

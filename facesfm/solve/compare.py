@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facesfm.data.cameras import Cameras, read_cameras
 from facesfm.errors import InputError
-from facesfm.solve.outputs import Cameras, read_cameras
 
 __all__ = ["Comparison", "compare_cameras", "format_comparison", "plot_comparison"]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from facesfm.geometry.se3 import rotation_angle
+from facesfm.stats import landmark_errors as errors
+from facesfm.stats import visibility_scores
 
 __all__ = ["depth_errors", "landmark_errors", "relative_rotation_errors"]
 
@@ -18,9 +20,6 @@ def landmark_errors(
     Returns ``lm_mean_px`` / ``lm_median_px`` (visible landmarks only), and the visibility
     classifier's ``vis_precision``, ``vis_recall``, ``vis_f1`` (prediction: logit > 0).
     """
-    from facesfm.eval.metrics import landmark_errors as errors
-    from facesfm.eval.metrics import visibility_scores
-
     err = errors(uv, uv_gt, visible.bool())
     sc = visibility_scores(vis_logits > 0, visible.bool())
     return {

@@ -39,6 +39,9 @@ from facesfm.losses import (
 )
 from facesfm.networks import DepthNet, DepthNetConfig, LandmarkNet, PoseNet, PoseNetConfig
 from facesfm.networks.landmark import ba_weights
+from facesfm.solvers.initial_poses import landmark_poses
+from facesfm.solvers.landmark_ba import BAConfig as SolveBA
+from facesfm.solvers.landmark_ba import Landmarks, classical_bundle_adjust
 from facesfm.training.config import BAConfig, LossWeights, TrainConfig
 from facesfm.training.distributed import DistInfo
 from facesfm.training.loop import TrainResult, run_training, seed_everything
@@ -263,7 +266,6 @@ def _tracks(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor, b: int):
     """Sequence ``b`` of a batch as the solve pipeline's float64 numpy (K, Landmarks)."""
     import numpy as np
 
-    from facesfm.solve.pipeline import Landmarks
 
     def f64(x):
         return x[b].detach().double().cpu().numpy()
@@ -278,8 +280,6 @@ def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
     the network depth's scale; ``k`` is the layer's only differentiable path (to the depth)."""
     import numpy as np
 
-    from facesfm.solve.pipeline import BAConfig as SolveBA
-    from facesfm.solve.pipeline import classical_bundle_adjust
     from facesfm.solvers import SolverError
 
     cfg = SolveBA(parameterization="classical", max_iterations=ba.max_iterations,
@@ -320,12 +320,11 @@ def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
 def factorised_poses(K: torch.Tensor, uv: torch.Tensor, weight: torch.Tensor,
                      fallback: torch.Tensor) -> torch.Tensor:
     """(B, F, 4, 4) ``cam_T_world`` with frame 0 = identity from a factorisation of each
-    sequence's landmark tracks (:func:`facesfm.solve.pipeline.landmark_poses`), in the dtype
-    of ``fallback`` (B, F, 4, 4). Sequences the factorisation cannot place entirely keep
+    sequence's landmark tracks (:func:`facesfm.solvers.initial_poses.landmark_poses`), in the
+    dtype of ``fallback`` (B, F, 4, 4). Sequences the factorisation cannot place entirely keep
     their ``fallback`` poses (detached). Not differentiable: it only chooses the start."""
     import numpy as np
 
-    from facesfm.solve.pipeline import landmark_poses
 
     out = fallback.detach().clone()
     for b in range(weight.shape[0]):

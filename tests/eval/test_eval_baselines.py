@@ -1,4 +1,4 @@
-"""Classical landmark-track baselines (facesfm.eval.baselines) on small rendered sequences:
+"""Classical landmark-track baselines (facesfm.solvers.baselines) on small rendered sequences:
 15 frames, 128x128, f = 170 px, 200 landmarks, two built-in faces (seeds 1 and 2)."""
 
 import numpy as np
@@ -7,13 +7,13 @@ import torch
 
 from facesfm.errors import InputError
 from facesfm.eval.align import umeyama
-from facesfm.eval.baselines import (
+from facesfm.eval.metrics import pose_errors
+from facesfm.solvers.baselines import (
     colmap_ba,
     factorization_baseline,
     run_baseline,
     template_landmarks,
 )
-from facesfm.eval.metrics import pose_errors
 from facesfm.solvers.colmap_baseline import ColmapBaseline
 from facesfm.solvers.problem import BAProblem, BAState
 

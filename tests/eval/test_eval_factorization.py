@@ -3,15 +3,15 @@ import pytest
 from eval_shapes import face_like_mesh
 
 from facesfm.eval.align import umeyama
-from facesfm.eval.factorization import (
+from facesfm.eval.metrics import pose_errors
+from facesfm.geometry.camera import intrinsics, look_at, project, transform
+from facesfm.geometry.mesh import vertex_normals
+from facesfm.solvers.factorization import (
     FactorizationConfig,
     factorize,
     resolve_reflection,
     weak_perspective_poses,
 )
-from facesfm.eval.metrics import pose_errors
-from facesfm.geometry.camera import intrinsics, look_at, project, transform
-from facesfm.geometry.mesh import vertex_normals
 
 FLIP = np.diag([1.0, -1.0, -1.0])  # world (+y up, face looks down +z) -> OpenCV camera facing it
 YAWS = np.radians(np.linspace(-50, 50, 15))

@@ -34,7 +34,9 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def solved(data, tmp_path_factory):
     """Oracle landmarks, GT depth and GT poses, BA off: pure fusion of the GT depth maps."""
-    from facesfm.solve.pipeline import BAConfig, SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.landmark_ba import BAConfig
 
     cfg = SolveConfig(oracle_landmarks=True, oracle_depth=True, poses_init="gt",
                       ba=BAConfig(enabled=False))

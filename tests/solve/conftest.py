@@ -23,7 +23,9 @@ def seq9(tmp_path_factory):
 @pytest.fixture(scope="session")
 def solved_gt(seq9, tmp_path_factory):
     """run_solve with oracle landmarks, GT depth and GT poses, BA off (pure fusion)."""
-    from facesfm.solve.pipeline import BAConfig, SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.landmark_ba import BAConfig
 
     cfg = SolveConfig(oracle_landmarks=True, oracle_depth=True, poses_init="gt",
                       ba=BAConfig(enabled=False))
@@ -34,7 +36,8 @@ def solved_gt(seq9, tmp_path_factory):
 @pytest.fixture(scope="session")
 def solved_perturbed(seq9, tmp_path_factory):
     """run_solve from GT poses perturbed by 3 deg / 10 mm, with the BA layer."""
-    from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
 
     cfg = SolveConfig(oracle_landmarks=True, oracle_depth=True, poses_init="gt-perturbed",
                       perturb_rot_deg=3.0, perturb_trans_mm=10.0, perturb_seed=1)

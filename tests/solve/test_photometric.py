@@ -128,7 +128,7 @@ def test_tracks_correct_the_poses_in_the_joint_bundle_adjustment(wide):
     from the landmark-only solution) lowers the error (measured 2.06 -> 1.65 deg; 3.02 -> 1.68
     when the jaw-line and lid-margin landmarks were still labelled hidden, which left the
     landmark-only solution fewer points)."""
-    from facesfm.solve.pipeline import (
+    from facesfm.solvers.landmark_ba import (
         BAConfig,
         Landmarks,
         classical_bundle_adjust,
@@ -196,9 +196,10 @@ def test_template_poses_start_near_the_truth(sweep):
     to the camera centres would be ill-conditioned here: 9 centres on a 16-degree arc leave
     the rotation about the arc's chord free, and it reported 12 degrees for these poses.)"""
     from facesfm.eval.align import umeyama
-    from facesfm.eval.baselines import SEMANTIC_LANDMARKS, template_landmarks
     from facesfm.eval.metrics import rotation_angle_deg
-    from facesfm.solve.pipeline import Landmarks, template_poses
+    from facesfm.solvers.baselines import SEMANTIC_LANDMARKS, template_landmarks
+    from facesfm.solvers.initial_poses import template_poses
+    from facesfm.solvers.landmark_ba import Landmarks
 
     seq, *_ = sweep
     lm = Landmarks(seq.uv, seq.visible.astype(np.float64), np.arange(seq.uv.shape[1]), "gt")
@@ -237,7 +238,7 @@ def test_tracks_without_texture_is_a_clear_error():
 
 
 def test_solve_options_switch_the_photometric_stages():
-    from facesfm.solve.pipeline import build_solve_config
+    from facesfm.solve.config import build_solve_config
 
     cfg = build_solve_config(None, tracks=True, stereo=True, poses_init="landmarks",
                              depth="landmarks", landmark_checkpoint="builtin")
@@ -253,8 +254,9 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
     the unrefined depth maps in place, with a warning each and the reason in the report."""
     import json
 
-    from facesfm.solve import stereo, tracks
-    from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve import stages, stereo
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
 
     def no_tracks(*a, **k):
         raise InputError("tracks: no keypoint could be matched between neighbouring frames")
@@ -264,8 +266,8 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
         return stereo.StereoResult(z, np.zeros(z.shape, bool), z * np.nan, z * np.nan,
                                    np.ones(len(z), bool))
 
-    monkeypatch.setattr(tracks, "patch_tracks", no_tracks)
-    monkeypatch.setattr(stereo, "refine_depth", no_pixels)
+    monkeypatch.setattr(stages, "patch_tracks", no_tracks)
+    monkeypatch.setattr(stages, "refine_depth", no_pixels)
     said = []
     cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
                       tracks=TrackConfig(enabled=True), stereo=StereoConfig(enabled=True))

@@ -136,7 +136,9 @@ def test_missing_and_incompatible_checkpoints(seq9, tmp_path, capsys):
 
 def test_no_face_frames_skipped_or_too_few(seq9, tmp_path, capsys):
     """Frames without a face are skipped with a warning; too few left is an error."""
-    from facesfm.solve.pipeline import BAConfig, SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.landmark_ba import BAConfig
 
     seq = tmp_path / "seq"
     shutil.copytree(seq9, seq)

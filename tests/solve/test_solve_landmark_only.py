@@ -28,7 +28,8 @@ def _copy_with_landmarks(seq9, dest, noise_px=0.0, seed=0, visible=None):
 
 @pytest.fixture(scope="module")
 def noisy_solve(seq9, tmp_path_factory):
-    from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
 
     seq = _copy_with_landmarks(seq9, tmp_path_factory.mktemp("lmonly") / "seq", NOISE_PX)
     cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks")
@@ -43,7 +44,7 @@ def test_factorisation_init_and_classical_ba(noisy_solve):
     of 9 frames leaves the common tilt weakly determined; seed 0 is used here, bound 1.5.)"""
     from facesfm.eval.align import umeyama
     from facesfm.eval.metrics import pose_errors
-    from facesfm.solve.pipeline import BAConfig, classical_bundle_adjust
+    from facesfm.solvers.landmark_ba import BAConfig, classical_bundle_adjust
 
     res = noisy_solve
     ev = res.evaluation
@@ -96,7 +97,8 @@ def test_landmark_depth_fusion_is_on_the_gt_surface(noisy_solve):
 def test_landmark_depth_maps_of_a_square():
     """Four landmarks of a fronto-parallel square at z = 500 mm: depth 500 exactly inside the
     projected square, nothing outside."""
-    from facesfm.solve.pipeline import Landmarks, landmark_depth_maps
+    from facesfm.solve.stages import landmark_depth_maps
+    from facesfm.solvers.landmark_ba import Landmarks
 
     K = np.array([[100.0, 0, 31.5], [0, 100.0, 31.5], [0, 0, 1]])
     X = np.array([[-50.0, -50, 500], [50, -50, 500], [50, 50, 500], [-50, 50, 500]])
@@ -145,8 +147,9 @@ def _only_first(k: int, frame: int):
 
 
 def test_factorisation_skips_frames_it_cannot_place(seq9, tmp_path):
+    from facesfm.solve.config import SolveConfig
     from facesfm.solve.inputs import load_input
-    from facesfm.solve.pipeline import SolveConfig, solve_frames
+    from facesfm.solve.pipeline import solve_frames
 
     seq = _copy_with_landmarks(seq9, tmp_path / "seq", visible=_only_first(3, frame=4))
     lines = []
@@ -161,8 +164,10 @@ def test_factorisation_skips_frames_it_cannot_place(seq9, tmp_path):
 
 def test_depth_landmarks_without_enough_landmarks(seq9, tmp_path, capsys):
     from facesfm.cli import main
+    from facesfm.solve.config import SolveConfig
     from facesfm.solve.inputs import load_input
-    from facesfm.solve.pipeline import BAConfig, SolveConfig, solve_frames
+    from facesfm.solve.pipeline import solve_frames
+    from facesfm.solvers.landmark_ba import BAConfig
 
     with pytest.raises(SystemExit) as e:
         main(["solve", str(seq9), "--out", str(tmp_path / "o"), "--oracle-landmarks",

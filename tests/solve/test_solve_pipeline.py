@@ -59,12 +59,12 @@ def test_oracle_fusion_lies_on_the_gt_surface(solved_gt, seq9):
     assert ev["mean"] < 0.005
     # GT depth in the GT masks: the cloud covers the surface the cameras saw; keeping only the
     # cloud's left half (world x < median) leaves about half of it covered
-    from facesfm.solve.pipeline import gt_completeness
+    from facesfm.eval.ground_truth import gt_completeness
 
     comp = res.evaluation["completeness"]
     assert comp["fraction"] > 0.98 and comp["gt_points"] > 1000
     half = al.aligned[al.aligned[:, 0] < np.median(al.aligned[:, 0])]
-    part = gt_completeness(res, half)["fraction"]
+    part = gt_completeness(res.frames.sequence, res.kept, half)["fraction"]
     assert 0.3 < part < 0.7
 
 
@@ -132,7 +132,7 @@ def test_output_files(solved_perturbed):
 
 
 def test_cameras_json_round_trips(solved_perturbed):
-    from facesfm.solve.outputs import Cameras, read_cameras, write_cameras
+    from facesfm.data.cameras import Cameras, read_cameras, write_cameras
 
     res = solved_perturbed
     cams = read_cameras(res.out)  # the folder works as well as the file
@@ -205,8 +205,8 @@ def test_compare_learned_vs_optimised(solved_perturbed, seq9, capsys):
 
 
 def test_compare_without_gt_uses_the_optimised_poses(solved_perturbed, tmp_path):
+    from facesfm.data.cameras import Cameras, read_cameras, write_cameras
     from facesfm.solve.compare import compare_cameras
-    from facesfm.solve.outputs import Cameras, read_cameras, write_cameras
 
     cams = read_cameras(solved_perturbed.out)
     p = tmp_path / "cameras.json"
@@ -224,7 +224,10 @@ def test_learned_depth_and_poses_run_end_to_end(seq9, tmp_path):
     import torch
 
     from facesfm.config import to_dict
-    from facesfm.solve.pipeline import BAConfig, SolveConfig, hull_masks, run_solve
+    from facesfm.geometry.multiview import hull_masks
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.landmark_ba import BAConfig
     from facesfm.training import TrainState, preset_config, save_checkpoint
     from facesfm.training.sfm import build_sfm_nets
 

@@ -6,9 +6,11 @@ import pytest
 
 from facesfm.errors import InputError
 from facesfm.geometry.camera import intrinsics, look_at
+from facesfm.geometry.multiview import hull_masks
+from facesfm.solve.config import build_solve_config
 from facesfm.solve.fusion import depth_to_points, fuse_depth_maps, sample_depth
 from facesfm.solve.inputs import default_intrinsics, parse_intrinsics
-from facesfm.solve.pipeline import build_solve_config, hull_masks, perturbed_poses
+from facesfm.solvers.initial_poses import perturbed_poses
 
 
 def test_sample_depth_is_bilinear_and_refuses_silhouettes():
@@ -165,14 +167,14 @@ def test_learned_stages_plumbing(tmp_path, seq9):
 
     from facesfm.config import to_dict
     from facesfm.data.format import load_sequence
-    from facesfm.solve.learned import (
+    from facesfm.training import TrainState, preset_config, save_checkpoint
+    from facesfm.training.inference import (
         load_networks,
         recorded_detector,
         run_depth,
         run_landmarks,
         run_poses,
     )
-    from facesfm.training import TrainState, preset_config, save_checkpoint
     from facesfm.training.landmarks import build_landmark_net
     from facesfm.training.sfm import build_sfm_nets
 

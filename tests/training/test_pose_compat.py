@@ -3,9 +3,9 @@ encoder, and new ones round-trip with both."""
 import torch
 
 from facesfm.config import to_dict
-from facesfm.solve.learned import load_networks
 from facesfm.training.checkpoint import TrainState, save_checkpoint
 from facesfm.training.config import preset_config, upgrade_checkpoint_config
+from facesfm.training.inference import load_networks
 from facesfm.training.sfm import build_sfm_nets
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from facesfm.eval.align import umeyama
+from facesfm.geometry.similarity import umeyama
 
 __all__ = [
     "FactorizationConfig",

@@ -60,7 +60,8 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, overwrite: bool = True
 
 def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     from facesfm.eval.metrics import landmark_errors
-    from facesfm.solve.pipeline import SolveConfig, run_solve
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
     from facesfm.solve.stereo import StereoConfig
     from facesfm.solve.tracks import TrackConfig
     from facesfm.weights import shipped_landmark_checkpoint

@@ -1,4 +1,5 @@
-"""The learned stages of ``facesfm solve``: networks from training checkpoints, run on frames.
+"""Trained networks at inference: load them from training checkpoints and run them on frames
+(the learned stages of ``facesfm solve``, and the evaluation of detectors and depth).
 
 Checkpoints are the ones ``facesfm train`` writes (:mod:`facesfm.training.checkpoint`):
 

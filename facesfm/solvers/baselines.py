@@ -2,12 +2,12 @@
 TRACKS only (no networks), for ``facesfm eval``.
 
 ``factorization``
-    Tomasi-Kanade factorisation with missing data (:func:`facesfm.eval.factorization.factorize`,
+    Tomasi-Kanade factorisation with missing data (:func:`facesfm.solvers.factorization.factorize`,
     the paper's related work [14]) on the tracks, scaled-orthographic cameras. Its depth
     reflection (Necker ambiguity) is resolved against a *template*: the landmarks of the
     built-in model's neutral shape (``BuiltinFaceModel().template``), never the evaluated face.
     Shape units are pixels of an average frame (scale unknown); the cameras are turned into
-    perspective poses by :func:`facesfm.eval.factorization.weak_perspective_poses`.
+    perspective poses by :func:`facesfm.solvers.factorization.weak_perspective_poses`.
 ``colmap_ba``
     A COLMAP user's pipeline on the same tracks: the factorisation poses above as the
     initialisation, DLT triangulation of every landmark from its widest baseline, then Ceres
@@ -104,7 +104,7 @@ def factorization_baseline(uv, visible, K, template=None) -> BaselineResult:
     :func:`template_landmarks`). Returns points (L, 3) in pixel-of-an-average-frame units and
     weak-perspective cam_T_world (F, 4, 4).
     """
-    from facesfm.eval.factorization import factorize, resolve_reflection, weak_perspective_poses
+    from facesfm.solvers.factorization import factorize, resolve_reflection, weak_perspective_poses
 
     uv, vis, K = _check_tracks(uv, visible, K)
     t0 = time.perf_counter()

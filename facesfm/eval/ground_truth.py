@@ -1,0 +1,108 @@
+"""A solve's accuracy against the ground truth of the sequence it was run on.
+
+``facesfm solve`` calls :func:`evaluate_against_gt` when its input is a sequence folder with
+ground truth (``report.json``'s ``evaluation``). Inputs are the solve's plain arrays, in the
+solve's world frame (mm): poses (F, 4, 4) ``cam_T_world`` of the frames it kept, landmark
+points (N, 3), the fused cloud (P, 3) and the mesh vertices (V, 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
+from facesfm.eval.metrics import point_to_surface_distances, pose_errors
+from facesfm.geometry.multiview import depth_to_points
+
+__all__ = ["evaluate_against_gt", "gt_completeness"]
+
+
+def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
+                        poses_optimised: np.ndarray, landmarks_xyz: np.ndarray,
+                        landmark_ids: np.ndarray, cloud_points: np.ndarray,
+                        mesh_vertices: np.ndarray, max_points: int = 5000) -> dict:
+    """Pose errors (initial and optimised vs GT) and cloud / mesh accuracy after Umeyama
+    (landmarks) + point-to-surface ICP alignment to the GT mesh (mm); the cloud's accuracy
+    also at the landmarks' scale with rigid ICP (``*_landmark_scale``).
+
+    seq: the :class:`facesfm.data.format.Sequence` solved; kept: (F_in,) bool, its frames the
+    solve used (the poses' rows); landmark_ids: (N,) the sequence's landmark ID of each row of
+    ``landmarks_xyz`` (NaN rows: not reconstructed).
+    """
+    out: dict = {}
+    gt = seq.cam_T_world[kept]
+    if len(gt) >= 3:
+        for name, P in (("initial", poses_initial), ("optimised", poses_optimised)):
+            try:
+                out[f"poses_{name}"] = pose_errors(P, gt, "sim3").summary()
+            except ValueError as e:
+                out[f"poses_{name}"] = {"error": str(e)}
+    mesh_path = seq.root / "mesh.ply"
+    if not mesh_path.is_file():
+        return out
+    gm = trimesh.load(mesh_path, process=False)
+    gv, gf = np.asarray(gm.vertices, dtype=np.float64), np.asarray(gm.faces, dtype=np.int64)
+    X = landmarks_xyz
+    ok = np.all(np.isfinite(X), 1)
+    init = None
+    if ok.sum() >= 3:
+        init = (X[ok], seq.landmark_xyz[landmark_ids[ok]])
+    if init is not None:
+        # Second protocol: the scale of the landmarks, rigid ICP. It cannot shrink a noisy
+        # cloud (a free ICP scale does, which flatters it; down to a collapse).
+        try:
+            al_lm = align_reconstruction(
+                cloud_points, gv, gf, init,
+                AlignConfig(max_points=max_points, max_correspondence_mm=10.0, icp_scale=False))
+        except AlignmentError as e:
+            out["alignment_landmark_scale"] = {"error": str(e)}
+        else:
+            out["alignment_landmark_scale"] = {"scale": float(al_lm.transform.s),
+                                               "fitness": al_lm.fitness,
+                                               "inlier_rmse_mm": al_lm.inlier_rmse}
+            out["cloud_to_gt_surface_mm_landmark_scale"] = _distance_stats(
+                point_to_surface_distances(al_lm.aligned, gv, gf))
+    try:
+        al = align_reconstruction(cloud_points, gv, gf, init,
+                                  AlignConfig(max_points=max_points, max_correspondence_mm=10.0))
+    except AlignmentError as e:
+        out["alignment"] = {"error": str(e)}
+        return out
+    d_cloud = point_to_surface_distances(al.aligned, gv, gf)
+    d_mesh = point_to_surface_distances(al.transform.apply(mesh_vertices), gv, gf)
+    S = al.transform
+    out["alignment"] = {"scale": float(S.s), "fitness": al.fitness,
+                        "inlier_rmse_mm": al.inlier_rmse}
+    for name, d in (("cloud", d_cloud), ("mesh", d_mesh)):
+        out[f"{name}_to_gt_surface_mm"] = _distance_stats(d)
+    out["completeness"] = gt_completeness(seq, kept, al.aligned)
+    return out
+
+
+def _distance_stats(d: np.ndarray) -> dict:
+    return {"mean": float(d.mean()), "median": float(np.median(d)),
+            "p95": float(np.percentile(d, 95)), "max": float(d.max()), "n": len(d)}
+
+
+def gt_completeness(seq, kept: np.ndarray, aligned: np.ndarray, threshold_mm: float = 2.0,
+                    stride: int = 4) -> dict:
+    """How much of the face the cameras saw the cloud covers: the GT surface points of every
+    used frame (``kept``: GT depth inside the GT face mask, every ``stride``-th pixel, placed
+    with the GT poses) that have an ``aligned`` cloud point (P, 3, GT world) within
+    ``threshold_mm``. The counterpart of the cloud's accuracy: a cloud that drops points gains
+    accuracy and loses completeness."""
+    K = seq.K
+    pts = []
+    for i in np.flatnonzero(kept):
+        d = seq.depth(i)
+        X, _, _ = depth_to_points(d, K, seq.mask(i) & (d > 0), stride)
+        R, t = seq.cam_T_world[i, :3, :3], seq.cam_T_world[i, :3, 3]
+        pts.append((X - t) @ R)
+    P = np.concatenate(pts) if pts else np.zeros((0, 3))
+    if len(P) == 0:
+        return {"threshold_mm": threshold_mm, "fraction": float("nan"), "gt_points": 0}
+    dist, _ = cKDTree(aligned).query(P)
+    return {"threshold_mm": threshold_mm, "fraction": float((dist < threshold_mm).mean()),
+            "gt_points": len(P)}

@@ -1,0 +1,117 @@
+"""Multi-view geometry on depth maps and pixel observations (numpy, float64, mm).
+
+Frames: depth maps are camera-frame z in mm at pixel centres (OpenCV, pixel (r, c) at
+uv = (c, r)); uv arrays are (F, N, 2) OpenCV pixels of N points in F frames, with a (F, N)
+weight per observation (0 = not observed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.path import Path as MplPath
+from scipy.spatial import ConvexHull, QhullError
+
+__all__ = ["depth_to_points", "hull_masks", "sample_depth"]
+
+
+def sample_depth(depth: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear depth at sub-pixel positions.
+
+    depth: (F, H, W) mm, 0 = no depth; uv: (F, N, 2) OpenCV pixels (NaN allowed).
+    Returns (z (F, N) mm, valid (F, N) bool); valid needs all four neighbours > 0 (no
+    blending with the background across a silhouette). Invalid entries have z = 0.
+    """
+    depth = np.asarray(depth)
+    uv = np.asarray(uv, dtype=np.float64)
+    if depth.ndim != 3 or uv.ndim != 3 or uv.shape[-1] != 2 or uv.shape[0] != depth.shape[0]:
+        raise ValueError(f"sample_depth: depth (F, H, W) and uv (F, N, 2) expected, got "
+                         f"{depth.shape} and {uv.shape}")
+    F, H, W = depth.shape
+    u, v = uv[..., 0], uv[..., 1]
+    ok = np.isfinite(u) & np.isfinite(v) & (u >= 0) & (v >= 0) & (u <= W - 1) & (v <= H - 1)
+    u = np.where(ok, u, 0.0)
+    v = np.where(ok, v, 0.0)
+    c0 = np.clip(np.floor(u).astype(np.int64), 0, max(W - 2, 0))
+    r0 = np.clip(np.floor(v).astype(np.int64), 0, max(H - 2, 0))
+    c1, r1 = np.minimum(c0 + 1, W - 1), np.minimum(r0 + 1, H - 1)
+    a, b = u - c0, v - r0
+    f = np.arange(F)[:, None]
+    d00, d01 = depth[f, r0, c0], depth[f, r0, c1]
+    d10, d11 = depth[f, r1, c0], depth[f, r1, c1]
+    z = (1 - b) * ((1 - a) * d00 + a * d01) + b * ((1 - a) * d10 + a * d11)
+    valid = ok & (d00 > 0) & (d01 > 0) & (d10 > 0) & (d11 > 0)
+    return np.where(valid, z, 0.0), valid
+
+
+def depth_to_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None,
+                    stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera-frame points of one depth map and their normals.
+
+    depth: (H, W) mm (0 = none); K: (3, 3); mask: (H, W) bool or None (depth > 0).
+    Returns (X (P, 3) camera mm, n (P, 3) unit normals facing the camera, rc (P, 2) int
+    (row, col) of each point). Normals come from central differences of the back-projected
+    map (one-sided at holes); pixels without a usable neighbour pair get the ray direction.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    H, W = depth.shape
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    c = np.arange(W, dtype=np.float64)
+    r = np.arange(H, dtype=np.float64)
+    X = np.empty((H, W, 3))
+    X[..., 0] = (c[None, :] - cx) / fx * depth
+    X[..., 1] = (r[:, None] - cy) / fy * depth
+    X[..., 2] = depth
+    have = depth > 0
+
+    def diff(axis):
+        fwd = np.roll(X, -1, axis) - X
+        bwd = X - np.roll(X, 1, axis)
+        hf = np.roll(have, -1, axis)
+        hb = np.roll(have, 1, axis)
+        n = H if axis == 0 else W
+        idx = np.arange(n)
+        if axis == 0:
+            hf[idx == n - 1, :] = False
+            hb[idx == 0, :] = False
+        else:
+            hf[:, idx == n - 1] = False
+            hb[:, idx == 0] = False
+        d = np.where((hf & hb)[..., None], 0.5 * (fwd + bwd),
+                     np.where(hf[..., None], fwd, np.where(hb[..., None], bwd, 0.0)))
+        return d, hf | hb
+
+    du, okc = diff(1)
+    dv, okr = diff(0)
+    n = np.cross(du, dv)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    good = (okc & okr)[..., None] & (norm > 1e-12)
+    ray = X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-12)
+    n = np.where(good, n / np.maximum(norm, 1e-300), -ray)
+    flip = np.sum(n * X, axis=-1) > 0  # face the camera (at the origin)
+    n[flip] *= -1
+    sel = have if mask is None else (have & mask)
+    if stride > 1:
+        sub = np.zeros_like(sel)
+        sub[::stride, ::stride] = True
+        sel = sel & sub
+    rr, cc = np.nonzero(sel)
+    return X[rr, cc], n[rr, cc], np.stack([rr, cc], 1)
+
+
+def hull_masks(uv: np.ndarray, weight: np.ndarray, height: int, width: int,
+               dilate_px: float = 0.0) -> np.ndarray:
+    """(F, H, W) bool: pixels inside the convex hull of each frame's observed landmarks
+    (the face region for a network depth map, which has no mask of its own)."""
+    rr, cc = np.mgrid[0:height, 0:width]
+    pix = np.stack([cc.ravel(), rr.ravel()], 1).astype(np.float64)
+    out = np.zeros((len(uv), height, width), dtype=bool)
+    for f in range(len(uv)):
+        p = uv[f][weight[f] > 0]
+        if len(p) < 3:
+            continue
+        try:
+            hull = p[ConvexHull(p).vertices]
+        except QhullError:
+            continue
+        out[f] = MplPath(hull).contains_points(pix, radius=dilate_px).reshape(height, width)
+    return out

@@ -1,0 +1,181 @@
+"""Options of ``facesfm solve``: :class:`SolveConfig` (its stages' sources, the BA, tracks,
+stereo and fusion settings) and :func:`build_solve_config` (defaults, then a YAML file, then
+command-line options).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from facesfm.config import from_dict, load_yaml, to_dict
+from facesfm.errors import InputError
+from facesfm.solve.fusion import FusionConfig
+from facesfm.solve.stereo import StereoConfig
+from facesfm.solve.tracks import TrackConfig
+from facesfm.solvers.landmark_ba import BAConfig
+
+__all__ = ["DEPTH_SOURCES", "POSE_INITS", "SolveConfig", "build_solve_config"]
+
+POSE_INITS = ("network", "gt", "gt-perturbed", "landmarks")
+DEPTH_SOURCES = ("network", "oracle", "landmarks")
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    """Options of ``facesfm solve``.
+
+    checkpoint:        stage-2 ("sfm") training checkpoint: depth and pose networks
+                       (:mod:`facesfm.solve.learned`); needed unless depth and poses are oracle.
+    landmark_checkpoint: stage-1 ("landmarks") training checkpoint; needed unless
+                       ``oracle_landmarks`` (default: the one recorded in ``checkpoint``).
+    oracle_landmarks:  landmarks from the sequence's landmarks.npz (sequence input only).
+    depth:             where the depth maps come from: "network" (DepthNet of ``checkpoint``),
+                       "oracle" (GT depth maps and masks; sequence input only; an analysis
+                       switch) or "landmarks" (interpolated from the bundle-adjusted landmark
+                       points, masks = landmark hulls; no depth network; needs the "classical"
+                       BA parameterisation). None: "oracle" if ``oracle_depth`` else "network".
+    oracle_depth:      the same as ``depth="oracle"`` (kept in step with ``depth``).
+    poses_init:        "network", "landmarks" (Tomasi-Kanade factorisation of the landmark
+                       tracks, weak-perspective poses scaled to about mm by the mean-face
+                       template; frames it cannot place are skipped; with the BA on it also
+                       runs from :func:`template_poses` and keeps the lower cost), "gt" or
+                       "gt-perturbed" (GT
+                       poses moved by a random rotation of ``perturb_rot_deg`` and translation
+                       of ``perturb_trans_mm`` per frame, except the first, seeded by
+                       ``perturb_seed``).
+    landmarks:         use landmark IDs 0..landmarks-1 (None: all the source has).
+    min_face_landmarks: a frame with fewer observed landmarks has no face: skipped.
+    min_frames:        fewer usable frames than this is an error.
+    evaluate:          with GT (sequence input): pose errors and cloud/mesh accuracy.
+    ba, fusion:        :class:`BAConfig`, :class:`FusionConfig`.
+    tracks:            :class:`TrackConfig`: photometric point tracks re-run the classical BA
+                       with the landmarks (``--tracks``).
+    stereo:            :class:`StereoConfig`: photometric refinement of the depth maps before
+                       fusion (``--stereo``).
+    """
+
+    checkpoint: str | None = None
+    landmark_checkpoint: str | None = None
+    oracle_landmarks: bool = False
+    oracle_depth: bool = False
+    depth: str | None = None
+    poses_init: str = "network"
+    perturb_rot_deg: float = 3.0
+    perturb_trans_mm: float = 10.0
+    perturb_seed: int = 0
+    landmarks: int | None = None
+    min_face_landmarks: int = 8
+    min_frames: int = 2
+    device: str = "cpu"
+    evaluate: bool = True
+    ba: BAConfig = field(default_factory=BAConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    stereo: StereoConfig = field(default_factory=StereoConfig)
+    tracks: TrackConfig = field(default_factory=TrackConfig)
+
+    def __post_init__(self):
+        if self.tracks.enabled and not (self.ba.enabled
+                                        and self.ba.parameterization == "classical"):
+            raise InputError("--tracks adds photometric tracks to the classical bundle "
+                             "adjustment: it needs the BA on and --ba-parameterization "
+                             "classical")
+        if self.poses_init not in POSE_INITS:
+            raise InputError(f"--poses-init {self.poses_init}: choose one of {list(POSE_INITS)}")
+        if self.depth is not None and self.depth not in DEPTH_SOURCES:
+            raise InputError(f"--depth {self.depth}: choose one of {list(DEPTH_SOURCES)}")
+        if self.oracle_depth and self.depth not in (None, "oracle"):
+            raise InputError(f"--oracle-depth and --depth {self.depth} disagree")
+        depth = self.depth or ("oracle" if self.oracle_depth else "network")
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "oracle_depth", depth == "oracle")
+        if (depth == "landmarks" and self.ba.enabled
+                and self.ba.parameterization != "classical"):
+            raise InputError("--depth landmarks builds the depth maps from the BA's landmark "
+                             "points: it needs --ba-parameterization classical")
+        if depth == "landmarks" and self.landmarks is not None and self.landmarks < 4:
+            raise InputError(f"--depth landmarks needs >= 4 landmarks (depth maps are "
+                             f"interpolated between them), got --landmarks {self.landmarks}")
+        if self.min_frames < 2:
+            raise InputError(f"min_frames must be >= 2, got {self.min_frames}")
+        if self.landmarks is not None and self.landmarks < 1:
+            raise InputError(f"--landmarks must be >= 1, got {self.landmarks}")
+
+    @property
+    def needs_sfm_networks(self) -> bool:
+        return self.depth == "network" or self.poses_init == "network"
+
+    def stage_sources(self) -> dict:
+        """Where each stage's values come from (for reports and the benchmark)."""
+        return {
+            "landmarks": "oracle (GT landmarks.npz)" if self.oracle_landmarks else "network",
+            "depth": {"network": "network",
+                      "oracle": "oracle (GT depth maps, masks)",
+                      "landmarks": "landmarks (linear interpolation of the BA landmark points' "
+                                   "depths, landmark-hull masks)"}[self.depth],
+            "initial_poses": {"network": "network (PoseNet)", "gt": "oracle (GT poses)",
+                              "gt-perturbed": f"oracle (GT poses perturbed by "
+                              f"{self.perturb_rot_deg} deg / {self.perturb_trans_mm} mm)",
+                              "landmarks": "landmarks (Tomasi-Kanade factorisation of the "
+                                           "landmark tracks, weak-perspective poses, or the "
+                                           "mean face's per-frame poses where the BA reaches "
+                                           "a lower cost from them: see ba.start)",
+                              }[self.poses_init],
+            "ba": (f"LMSolver ({self.ba.parameterization} parameterisation)"
+                   if self.ba.enabled else "off")
+                  + (", then again with photometric point tracks" if self.tracks.enabled
+                     else ""),
+            "depth_refinement": ("photometric plane sweep (NCC) around the depth maps"
+                                 if self.stereo.enabled else "none"),
+        }
+
+
+def build_solve_config(config=None, **options) -> SolveConfig:
+    """SolveConfig from defaults, then the YAML file ``config``, then the command-line
+    ``options`` that are not None/False: checkpoint, landmark_checkpoint, oracle_landmarks,
+    oracle_depth, depth, oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool),
+    ba_parameterization, mesh_method, consistent_views, tracks (bool), stereo (bool)."""
+    base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
+    d = to_dict(base)
+    o = {k: v for k, v in options.items() if v is not None and v is not False}
+    allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
+               "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
+               "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
+    if set(o) - allowed:
+        raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
+    for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks"):
+        if k in o:
+            d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
+    if o.get("oracle_depth"):
+        if o.get("depth", "oracle") != "oracle":
+            raise InputError(f"--oracle-depth and --depth {o['depth']} disagree")
+        d["depth"], d["oracle_depth"] = "oracle", True
+    elif "depth" in o:
+        d["depth"], d["oracle_depth"] = o["depth"], o["depth"] == "oracle"
+    if "ba_parameterization" in o:
+        d["ba"]["parameterization"] = o["ba_parameterization"]
+    if o.get("oracle_poses"):
+        if o.get("poses_init", "gt") != "gt":
+            raise InputError(f"--oracle-poses and --poses-init {o['poses_init']} disagree")
+        d["poses_init"] = "gt"
+    elif "poses_init" in o:
+        d["poses_init"] = o["poses_init"]
+    if "perturb" in o:
+        try:
+            deg, mm = (float(x) for x in str(o["perturb"]).split(","))
+        except ValueError:
+            raise InputError(f"--perturb {o['perturb']}: expected DEG,MM, e.g. 3,10") from None
+        if not (deg >= 0 and mm >= 0):
+            raise InputError(f"--perturb {o['perturb']}: must be >= 0")
+        d["perturb_rot_deg"], d["perturb_trans_mm"] = deg, mm
+    if "seed" in o:
+        d["perturb_seed"] = o["seed"]
+    if "ba" in options and options["ba"] is not None:
+        d["ba"]["enabled"] = bool(options["ba"])
+    if "mesh_method" in o:
+        d["fusion"]["mesh_method"] = o["mesh_method"]
+    if "consistent_views" in o:
+        d["fusion"]["consistent_views"] = o["consistent_views"]
+    for k in ("tracks", "stereo"):
+        if options.get(k) is not None:
+            d[k]["enabled"] = bool(options[k])
+    return from_dict(SolveConfig, d, str(config) if config is not None else "options")

@@ -1,0 +1,402 @@
+"""The stages of ``facesfm solve`` and the values they pass: each stage is a function of plain
+values (:class:`~facesfm.solvers.landmark_ba.Landmarks`,
+:class:`~facesfm.solvers.landmark_ba.DepthMaps`, poses, :class:`~facesfm.solvers.landmark_ba.BAOutcome`)
+that :func:`facesfm.solve.pipeline.solve_frames` calls in order; the run ends in a
+:class:`SolveResult`.
+
+Each learned stage has an *oracle* stand-in read from a sequence folder's ground truth
+(:func:`oracle_landmarks`, :func:`oracle_depth`, ``--poses-init gt``), so the pipeline runs end
+to end before the networks are trained. Two stages also run without any network beyond the
+landmark detector: initial poses from a factorisation of the landmark tracks
+(:func:`facesfm.solvers.initial_poses.landmark_poses`) and depth maps interpolated from the
+bundle-adjusted landmark points (:func:`landmark_depth_maps`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.interpolate import griddata
+from scipy.spatial import QhullError
+
+from facesfm.errors import InputError
+from facesfm.geometry.camera import project, transform
+from facesfm.geometry.multiview import hull_masks
+from facesfm.solve.config import SolveConfig
+from facesfm.solve.fusion import (
+    PointCloud,
+    SurfaceMesh,
+    consistent_masks,
+    fuse_depth_maps,
+    mesh_from_depth,
+)
+from facesfm.solve.inputs import FrameSet
+from facesfm.solve.stereo import refine_depth
+from facesfm.solve.tracks import patch_tracks
+from facesfm.solvers.initial_poses import landmark_poses, perturbed_poses, template_poses
+from facesfm.solvers.landmark_ba import (
+    BAOutcome,
+    DepthMaps,
+    Landmarks,
+    bundle_adjust,
+    classical_bundle_adjust,
+    landmark_points,
+    reprojection_errors,
+    track_bundle_adjust,
+)
+from facesfm.training.inference import (
+    Networks,
+    load_networks,
+    recorded_detector,
+    run_depth,
+    run_landmarks,
+    run_poses,
+)
+from facesfm.weights import resolve_weights
+
+__all__ = [
+    "SolveResult",
+    "adjust",
+    "detect_landmarks",
+    "face_frames",
+    "factorised_start",
+    "fuse",
+    "initial_poses",
+    "landmark_depth_maps",
+    "landmark_reprojection",
+    "load_stage_networks",
+    "make_depth_maps",
+    "need_sequence",
+    "oracle_depth",
+    "oracle_landmarks",
+    "refine_with_stereo",
+    "refine_with_tracks",
+    "select_face_frames",
+]
+
+
+@dataclass
+class SolveResult:
+    """Everything ``facesfm solve`` produced (the output folder holds the files).
+
+    frames:         the usable frames (FrameSet after skipping frames without a face).
+    kept:           (F_in,) bool, which input frames were used.
+    landmarks, depth: stage outputs for the kept frames.
+    poses_initial:  (F, 4, 4) learned (or factorised, oracle, perturbed) cam_T_world.
+    poses_gt:       (F, 4, 4) GT cam_T_world or None.
+    ba:             :class:`BAOutcome`.
+    landmarks_xyz:  (N, 3) world landmark points (classical BA: its points; depth BA: the
+                    median of their scaled lifts), NaN if not reconstructed.
+    reproj_initial_px, reproj_final_px: (F,) per-frame RMS reprojection error of those points.
+    cloud, mesh:    the fused :class:`PointCloud` and :class:`SurfaceMesh`.
+    timings:        seconds per stage.
+    evaluation:     metrics against the ground truth (empty without GT).
+    photometric:    summaries of the photometric stages that ran: "tracks"
+                    (:meth:`Tracks.summary`) and "stereo" (:meth:`StereoResult.summary`).
+    """
+
+    frames: FrameSet
+    kept: np.ndarray
+    landmarks: Landmarks
+    depth: DepthMaps
+    poses_initial: np.ndarray
+    poses_gt: np.ndarray | None
+    ba: BAOutcome
+    landmarks_xyz: np.ndarray
+    reproj_initial_px: np.ndarray
+    reproj_final_px: np.ndarray
+    cloud: PointCloud
+    mesh: SurfaceMesh
+    timings: dict
+    evaluation: dict
+    config: SolveConfig
+    out: Path | None = None
+    photometric: dict = field(default_factory=dict)
+
+
+def oracle_landmarks(frames: FrameSet, count: int | None = None) -> Landmarks:
+    """GT landmarks of a sequence input: uv and weight = visible (F, N)."""
+    seq = need_sequence(frames, "--oracle-landmarks")
+    n = len(seq.landmark_ids) if count is None else int(count)
+    if n > len(seq.landmark_ids):
+        raise InputError(f"--landmarks {n}: {seq.root} stores only {len(seq.landmark_ids)}")
+    return Landmarks(seq.uv[:, :n].copy(), seq.visible[:, :n].astype(np.float64),
+                     seq.landmark_ids[:n].copy(), "oracle")
+
+
+def oracle_depth(frames: FrameSet) -> DepthMaps:
+    """GT depth maps and face masks of a sequence input."""
+    seq = need_sequence(frames, "--oracle-depth")
+    depth = np.stack([seq.depth(i) for i in range(len(seq))])
+    mask = np.stack([seq.mask(i) for i in range(len(seq))])
+    return DepthMaps(depth, mask & (depth > 0), "oracle")
+
+
+def select_face_frames(lm: Landmarks, min_landmarks: int) -> np.ndarray:
+    """(F,) bool: frames with at least ``min_landmarks`` observed landmarks (a face)."""
+    return (lm.weight > 0).sum(1) >= min_landmarks
+
+
+def landmark_depth_maps(K: np.ndarray, lm: Landmarks, points: np.ndarray, poses: np.ndarray,
+                        height: int, width: int, names=None) -> DepthMaps:
+    """Sparse-to-dense depth without a network: each frame's depth map linearly interpolates
+    (scipy ``griddata``) the camera depths of the landmark points it observes, at their
+    projections, inside the convex hull of those projections (the mask, :func:`hull_masks`).
+
+    points: (N, 3) world (NaN rows unused); poses: (F, 4, 4) cam_T_world. Raises InputError
+    naming a frame with fewer than 3 usable landmarks (or all on one line).
+    """
+    F = len(poses)
+    fin = np.all(np.isfinite(points), 1)
+    depth = np.zeros((F, height, width), dtype=np.float32)
+    mask = np.zeros((F, height, width), dtype=bool)
+    for f in range(F):
+        sel = (lm.weight[f] > 0) & fin
+        Xc = transform(poses[f], points[sel])
+        sel_z = Xc[:, 2] > 0
+        Xc = Xc[sel_z]
+        uv = project(K, Xc) if len(Xc) else np.zeros((0, 2))
+        name = names[f] if names is not None else f"frame {f}"
+        hull = (hull_masks(uv[None], np.ones((1, len(uv))), height, width)[0]
+                if len(uv) >= 3 else np.zeros((height, width), dtype=bool))
+        if not hull.any():
+            raise InputError(
+                f"--depth landmarks: {name} has {len(uv)} triangulated landmark(s) in view, "
+                f"not enough for a depth map (>= 3, not all on a line)")
+        rr, cc = np.nonzero(hull)
+        try:
+            z = griddata(uv, Xc[:, 2], np.stack([cc, rr], 1).astype(np.float64),
+                         method="linear")
+        except QhullError:
+            raise InputError(f"--depth landmarks: the landmarks of {name} are degenerate "
+                             f"(all on a line)") from None
+        z = np.where(np.isfinite(z), z, 0.0)
+        depth[f, rr, cc] = z
+        mask[f] = hull & (depth[f] > 0)
+    return DepthMaps(depth, mask, "landmarks")
+
+
+
+def need_sequence(frames: FrameSet, option: str):
+    """The input's :class:`~facesfm.data.format.Sequence`, or an InputError saying that
+    ``option`` needs a sequence folder."""
+    if frames.sequence is None:
+        raise InputError(f"{option} needs a facesfm sequence folder as input, got {frames.path} "
+                         f"({frames.source})")
+    return frames.sequence
+
+
+def warn(echo, msg: str) -> None:
+    """A warning line through ``echo`` (the CLI's), else a Python warning."""
+    if echo is not None:
+        echo(f"warning: {msg}")
+    else:
+        warnings.warn(msg, stacklevel=3)
+
+
+def _names(frames: FrameSet, idx) -> str:
+    bad = [frames.names[i] for i in idx]
+    return f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
+
+
+def load_stage_networks(frames: FrameSet, cfg: SolveConfig) -> Networks | None:
+    """Check that every oracle stage has a sequence to read, and load the networks the other
+    stages need (None when every stage is an oracle); InputError when one is missing."""
+    if cfg.oracle_landmarks:
+        need_sequence(frames, "--oracle-landmarks")
+    if cfg.depth == "oracle":
+        need_sequence(frames, "--oracle-depth")
+    if cfg.poses_init in ("gt", "gt-perturbed"):
+        need_sequence(frames, f"--poses-init {cfg.poses_init}")
+    sfm_ckpt = resolve_weights(cfg.checkpoint, "sfm")  # a path, or "ict" = shipped
+    lm_ckpt = resolve_weights(cfg.landmark_checkpoint, "landmarks")
+    if not cfg.oracle_landmarks and lm_ckpt is None and sfm_ckpt is not None:
+        lm_ckpt = recorded_detector(sfm_ckpt)  # the detector the sfm stage used
+    if not cfg.oracle_landmarks and lm_ckpt is None:
+        raise InputError("no --landmark-checkpoint given: the landmark detector needs a trained "
+                         "network (or use --oracle-landmarks with a sequence folder)")
+    if cfg.needs_sfm_networks and sfm_ckpt is None:
+        raise InputError("no --checkpoint given: the depth/pose networks need a trained sfm "
+                         "checkpoint (or use --depth landmarks and --poses-init landmarks; "
+                         "or --oracle-depth and --poses-init gt|gt-perturbed with a sequence "
+                         "folder)")
+    if sfm_ckpt is None and lm_ckpt is None:
+        return None
+    return load_networks(sfm_ckpt if cfg.needs_sfm_networks else None,
+                         None if cfg.oracle_landmarks else lm_ckpt, cfg.device)
+
+
+def detect_landmarks(frames: FrameSet, cfg: SolveConfig, nets: Networks | None) -> Landmarks:
+    """Every frame's landmarks: the detector's, or the sequence's own (``oracle_landmarks``);
+    the first ``cfg.landmarks`` IDs."""
+    if cfg.oracle_landmarks:
+        return oracle_landmarks(frames, cfg.landmarks)
+    uv, w = run_landmarks(nets, frames.images)
+    n = uv.shape[1] if cfg.landmarks is None else min(cfg.landmarks, uv.shape[1])
+    return Landmarks(uv[:, :n], w[:, :n], np.arange(n, dtype=np.int64), "network")
+
+
+def face_frames(frames: FrameSet, lm: Landmarks, cfg: SolveConfig, echo) -> np.ndarray:
+    """(F,) bool: the frames with a face (:func:`select_face_frames`); the others are named
+    in a warning; InputError when fewer than ``cfg.min_frames`` have one."""
+    keep = select_face_frames(lm, cfg.min_face_landmarks)
+    if not keep.all():
+        idx = np.flatnonzero(~keep)
+        warn(echo, f"no face found in {len(idx)} frame(s), skipped: {_names(frames, idx)}")
+    if keep.sum() < cfg.min_frames:
+        raise InputError(
+            f"{frames.path}: a face was found in only {int(keep.sum())} of {len(keep)} frames "
+            f"(>= {cfg.min_face_landmarks} landmarks each); at least {cfg.min_frames} needed")
+    return keep
+
+
+def factorised_start(frames: FrameSet, keep: np.ndarray, lm: Landmarks, cfg: SolveConfig,
+                     echo) -> tuple[np.ndarray, np.ndarray]:
+    """``--poses-init landmarks``: (F_kept', 4, 4) poses from the factorisation of the kept
+    frames' landmark tracks, and ``keep`` without the frames it could not place (warned)."""
+    factorised = landmark_poses(frames.K, lm.select(keep))
+    placed = np.all(np.isfinite(factorised.reshape(len(factorised), -1)), 1)
+    if placed.all():
+        return factorised, keep
+    idx = np.flatnonzero(keep)[~placed]
+    warn(echo, f"the landmark factorisation could not place {len(idx)} frame(s), "
+               f"skipped: {_names(frames, idx)}")
+    keep = keep.copy()
+    keep[idx] = False
+    if keep.sum() < cfg.min_frames:
+        raise InputError(f"{frames.path}: the landmark factorisation placed only "
+                         f"{int(keep.sum())} frames; at least {cfg.min_frames} needed")
+    return factorised[placed], keep
+
+
+def make_depth_maps(frames: FrameSet, keep: np.ndarray, used: FrameSet, lm: Landmarks,
+                    cfg: SolveConfig, nets: Networks | None) -> DepthMaps | None:
+    """The kept frames' depth maps before the BA: ground truth (``depth="oracle"``), or the
+    depth network's with the landmark hulls as masks; None for ``depth="landmarks"`` (built
+    from the BA's points afterwards)."""
+    if cfg.depth == "oracle":
+        dm = oracle_depth(frames)
+        return DepthMaps(dm.depth[keep], dm.mask[keep], dm.source)
+    if cfg.depth == "network":
+        d = run_depth(nets, used.images)
+        return DepthMaps(d, hull_masks(lm.uv, lm.weight, used.height, used.width), "network")
+    return None
+
+
+def initial_poses(used: FrameSet, cfg: SolveConfig, nets: Networks | None,
+                  gt: np.ndarray | None, factorised: np.ndarray | None) -> np.ndarray:
+    """(F, 4, 4) start of the BA: PoseNet's chain, the landmark factorisation (computed
+    before, since it may drop frames), ground truth or perturbed ground truth."""
+    if cfg.poses_init == "network":
+        return run_poses(nets, used.images)
+    if cfg.poses_init == "landmarks":
+        return factorised
+    if cfg.poses_init == "gt":
+        return gt.copy()
+    return perturbed_poses(gt, cfg.perturb_rot_deg, cfg.perturb_trans_mm, cfg.perturb_seed)
+
+
+def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarray,
+           cfg: SolveConfig) -> tuple[BAOutcome, np.ndarray, bool]:
+    """The bundle adjustment from ``poses0``: returns (outcome, the start it kept, whether it
+    was the classical parameterisation). With the BA off it is pure fusion (depth scale 1)
+    unless the depth maps are to be built from triangulated landmarks."""
+    classical = cfg.ba.parameterization == "classical" and (cfg.ba.enabled or dm is None)
+    if classical:
+        ba = classical_bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
+        ba.start = "factorisation" if cfg.poses_init == "landmarks" else cfg.poses_init
+        if cfg.poses_init == "landmarks" and cfg.ba.enabled:
+            # the factorisation can land in the wrong basin (a depth reflection it resolved
+            # the wrong way, a bad scale); the mean face's per-frame poses cannot: the BA runs
+            # from both and keeps the lower cost
+            tp = template_poses(used.K, lm)
+            if np.all(np.isfinite(tp)):
+                alt = classical_bundle_adjust(used.K, lm, dm, tp, cfg.ba)
+                if alt.final_cost < ba.final_cost:
+                    ba, poses0 = alt, tp
+                    ba.start = "template"
+    elif cfg.ba.enabled:
+        ba = bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
+    else:
+        ba = BAOutcome(poses0.copy(), np.zeros(len(poses0)), None)
+    return ba, poses0, classical
+
+
+def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,
+                       cfg: SolveConfig, photometric: dict, echo, lap) -> tuple[BAOutcome, bool]:
+    """``--tracks``: match skin patches between neighbouring frames and run the classical BA
+    again with them beside the landmarks; returns (outcome, whether it ran again). When
+    nothing matches the BA is kept as it was, with a warning. Records the tracks' summary in
+    ``photometric``."""
+    try:
+        tracks = patch_tracks(used.images, dm.depth, dm.mask, used.K, ba.poses,
+                              np.exp(ba.log_scale), cfg.tracks)
+    except InputError as e:  # nothing to match: the landmark-only BA stands
+        photometric["tracks"] = {"skipped": str(e)}
+        warn(echo, f"{e}; kept the landmark-only bundle adjustment")
+        lap("tracks")
+        return ba, False
+    lap("tracks")
+    photometric["tracks"] = tracks.summary()
+    start = ba.start
+    ba = track_bundle_adjust(used.K, lm, tracks, None if cfg.depth == "landmarks" else dm,
+                             ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),
+                             cfg.tracks.landmark_weight)
+    ba.start = f"{start} + tracks"
+    lap("ba")
+    return ba, True
+
+
+def refine_with_stereo(used: FrameSet, dm: DepthMaps, ba: BAOutcome, cfg: SolveConfig,
+                       photometric: dict, echo) -> DepthMaps:
+    """``--stereo``: the depth maps refined by a photometric plane sweep (the unrefined ones,
+    with a warning, when no pixel finds a match). Records its summary in ``photometric``."""
+    st = refine_depth(used.images, dm.depth, dm.mask, used.K, ba.poses, np.exp(ba.log_scale),
+                      cfg.stereo)
+    if st.mask.any():
+        photometric["stereo"] = st.summary(dm.mask)
+        return DepthMaps(st.depth.astype(np.float32), st.mask, dm.source + "+stereo")
+    msg = ("stereo: no pixel found a photometric match (the frames may be too far "
+           "apart, the face too flat in texture, or the poses wrong)")
+    photometric["stereo"] = {"skipped": msg}
+    warn(echo, f"{msg}; fused the unrefined depth maps")
+    return dm
+
+
+def fuse(used: FrameSet, dm: DepthMaps, ba: BAOutcome, cfg: SolveConfig, lap
+         ) -> tuple[PointCloud, SurfaceMesh]:
+    """The scaled depth maps fused with the optimised poses into a cloud and a mesh (only
+    pixels seen consistently by ``consistent_views`` frames, when set)."""
+    scale = np.exp(ba.log_scale)
+    fmask = dm.mask
+    if cfg.fusion.consistent_views > 0:
+        fmask = consistent_masks(dm.depth, dm.mask, used.K, ba.poses, scale,
+                                 cfg.fusion.consistent_views, cfg.fusion.consistency_window,
+                                 cfg.fusion.consistency_mm)
+        if not fmask.any():
+            raise InputError(f"fusion: no pixel is seen consistently by "
+                             f"{cfg.fusion.consistent_views} frames (--consistent-views)")
+    cloud = fuse_depth_maps(used.images, dm.depth, fmask, used.K, ba.poses, scale, cfg.fusion)
+    lap("fusion")
+    mesh = mesh_from_depth(used.images, dm.depth, fmask, used.K, ba.poses, scale, cloud,
+                           cfg.fusion)
+    lap("mesh")
+    return cloud, mesh
+
+
+def landmark_reprojection(used: FrameSet, lm: Landmarks, dm: DepthMaps,
+                                 poses0: np.ndarray, X0: np.ndarray | None, ba: BAOutcome,
+                                 classical: bool):
+    """(landmark points (N, 3), per-frame RMS reprojection error at the start, after the BA):
+    the classical BA's own points, or for the depth parameterisation the median lift of each
+    landmark with its (scaled) depth."""
+    if classical:
+        X1 = ba.points
+    else:
+        X0 = landmark_points(used.K, lm, dm.depth, poses0)
+        X1 = landmark_points(used.K, lm, dm.depth, ba.poses, np.exp(ba.log_scale))
+    return (X1, reprojection_errors(used.K, lm, X0, poses0),
+            reprojection_errors(used.K, lm, X1, ba.poses))

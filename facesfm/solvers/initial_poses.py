@@ -1,0 +1,133 @@
+"""Initial camera poses for the bundle adjustment without a pose network: a factorisation of
+the landmark tracks (:func:`landmark_poses`), the built-in mean face posed per frame
+(:func:`template_poses`), or ground truth moved by a known amount (:func:`perturbed_poses`).
+
+Poses are (F, 4, 4) float64 ``cam_T_world`` (mm); NaN poses mark frames a method cannot place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
+
+from facesfm.errors import InputError
+from facesfm.geometry.similarity import rms_radius, umeyama
+from facesfm.solvers.baselines import (
+    SEMANTIC_LANDMARKS,
+    factorization_baseline,
+    template_landmarks,
+)
+from facesfm.solvers.landmark_ba import Landmarks
+from facesfm.solvers.problem import BAState
+from facesfm.solvers.synthetic import perturb_state
+
+__all__ = ["landmark_poses", "perturbed_poses", "template_poses"]
+
+
+def perturbed_poses(poses: np.ndarray, rot_deg: float, trans_mm: float, seed: int,
+                    fixed_frame: int = 0) -> np.ndarray:
+    """Every pose but ``fixed_frame`` moved by a random rotation of exactly ``rot_deg`` and a
+    translation of ``trans_mm`` (camera frame), seeded (facesfm.solvers.synthetic)."""
+    st = perturb_state(BAState(torch.as_tensor(poses, dtype=torch.float64)), seed=seed,
+                       rot_deg=rot_deg, trans_mm=trans_mm, point_mm=0.0,
+                       fixed_frame=fixed_frame)
+    return st.poses.numpy()
+
+
+def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
+    """(F, 4, 4) initial cam_T_world from the landmark tracks alone: Tomasi-Kanade
+    factorisation (scaled orthographic, :func:`facesfm.solvers.baselines.factorization_baseline`)
+    turned into weak-perspective poses, scaled to about mm.
+
+    Both the depth reflection and the scale are taken from the built-in model's mean face
+    (:func:`facesfm.solvers.baselines.template_landmarks`) over the 68 semantic landmarks (IDs
+    below 68 mark the same facial point on every model; the dense IDs after them do not: on
+    an ICT face a similarity fit over all 200 gave a scale of 0.21, over the 68 1.00). With
+    fewer than 6 semantic landmarks factorised, the first N template landmarks resolve the
+    reflection and the ratio of RMS radii gives the scale. The true scale is unknown; about
+    mm is what fusion's voxel sizes assume.
+
+    Frames the factorisation cannot place (too few landmarks shared with the others) get NaN
+    poses. World frame: frame 0's camera axes, landmark centroid at the origin. Raises
+    InputError when too few frames or landmarks are usable at all.
+    """
+    ids = np.asarray(lm.ids, dtype=np.int64)
+    vis = lm.weight > 0
+    try:
+        semantic = template_landmarks(int(ids.max()) + 1)[ids]
+    except ValueError:  # IDs beyond the template's
+        semantic = np.full((len(ids), 3), np.nan)
+    semantic[ids >= SEMANTIC_LANDMARKS] = np.nan
+    sem_seen = np.isfinite(semantic).all(1) & (vis.sum(0) >= 2)
+    use_sem = sem_seen.sum() >= 6
+    try:
+        fallback = template_landmarks(len(ids))
+    except ValueError as e:
+        raise InputError(f"--poses-init landmarks: {e}") from None
+    base = factorization_baseline(lm.uv, vis, K, semantic if use_sem else fallback)
+    X = base.points
+    ok = np.all(np.isfinite(X), 1)
+    if ok.sum() < 4:
+        raise InputError(f"--poses-init landmarks: only {int(ok.sum())} landmarks were "
+                         f"factorised (>= 4 needed)")
+    sel = ok & np.isfinite(semantic).all(1)
+    if use_sem and sel.sum() >= 6:
+        s = umeyama(X[sel], semantic[sel]).s
+    else:
+        s = rms_radius(fallback[ok]) / rms_radius(X[ok])
+    poses = base.cam_T_world.copy()
+    poses[:, :3, 3] *= s
+    return poses
+
+
+def template_poses(K: np.ndarray, lm: Landmarks, min_points: int = 6) -> np.ndarray:
+    """(F, 4, 4) initial cam_T_world of each frame on its own: the pose of the built-in mean
+    face (:func:`facesfm.solvers.baselines.template_landmarks`) that best explains the frame's
+    semantic landmarks (IDs below 68, the same facial point on every face model).
+
+    Per frame: an affine camera fitted to the template by least squares gives a
+    weak-perspective pose (its rotation's first two rows, the third their cross product, so
+    there is no depth reflection to resolve), refined by a robust perspective least squares
+    (soft-L1, 3 px). The world is the mean face's frame, mm; the face's true shape differs, so
+    these poses are a start for the BA, a few degrees off. Frames with fewer than
+    ``min_points`` semantic landmarks get NaN poses.
+    """
+    ids = np.asarray(lm.ids, dtype=np.int64)
+    sem = np.flatnonzero(ids < SEMANTIC_LANDMARKS)
+    F = lm.uv.shape[0]
+    out = np.full((F, 4, 4), np.nan)
+    if len(sem) < min_points:
+        return out
+    tmpl = template_landmarks(SEMANTIC_LANDMARKS)[ids[sem]]
+    f_, c = K[0, 0], K[:2, 2]
+    for f in range(F):
+        vis = lm.weight[f, sem] > 0
+        if vis.sum() < min_points:
+            continue
+        X, uv = tmpl[vis], lm.uv[f, sem[vis]]
+        P, *_ = np.linalg.lstsq(np.c_[X, np.ones(len(X))], uv, rcond=None)
+        A, b = P[:3].T, P[3]
+        U, S, Vt = np.linalg.svd(A, full_matrices=False)
+        R2 = U @ Vt
+        R = np.vstack([R2, np.cross(R2[0], R2[1])])
+        scl = S.mean()
+        if not scl > 0:
+            continue
+        t0 = np.r_[(b - c) / scl, f_ / scl]
+
+        def resid(x, X, uv):
+            Xc = Rotation.from_rotvec(x[:3]).apply(X) + x[3:]
+            z = np.maximum(Xc[:, 2], 1e-6)
+            return (np.c_[K[0, 0] * Xc[:, 0] / z + c[0], K[1, 1] * Xc[:, 1] / z + c[1]]
+                    - uv).ravel()
+
+        x0 = np.r_[Rotation.from_matrix(R).as_rotvec(), t0]
+        sol = least_squares(resid, x0, loss="soft_l1", f_scale=3.0, max_nfev=50, args=(X, uv))
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec(sol.x[:3]).as_matrix()
+        T[:3, 3] = sol.x[3:]
+        if T[2, 3] > 0:
+            out[f] = T
+    return out
