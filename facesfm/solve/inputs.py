@@ -14,7 +14,7 @@ Bad input raises :class:`facesfm.errors.InputError` with one line naming the cul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from facesfm.data.format import Sequence, load_sequence, read_image
 from facesfm.errors import InputError
 from facesfm.geometry.camera import intrinsics as centred_intrinsics
+from facesfm.solve.frontend import Crop
 
 __all__ = [
     "DEFAULT_FOCAL_FACTOR",
@@ -54,6 +55,10 @@ class FrameSet:
     path:     the input path.
     sequence: the facesfm :class:`Sequence` (ground truth) for a sequence folder, else None.
     K_source: where K came from: "option", "sequence" or "default".
+    crop:     the :class:`~facesfm.solve.frontend.Crop` the images and K were taken through
+              from the original frames (None: the frames as read).
+    face_mesh: (F, 468, 3) the face MediaPipe found in each frame, in these images' pixels
+              (u, v, relative depth z; None where the front end did not run).
     """
 
     images: np.ndarray
@@ -63,6 +68,8 @@ class FrameSet:
     path: Path
     sequence: Sequence | None = None
     K_source: str = "default"
+    crop: Crop | None = None
+    face_mesh: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -80,8 +87,20 @@ class FrameSet:
         """The frames where ``keep`` (F,) bool is true (names and images only; the sequence
         stays whole: callers index its ground truth with the same mask)."""
         keep = np.asarray(keep, dtype=bool)
-        return FrameSet(self.images[keep], tuple(n for n, k in zip(self.names, keep) if k),
-                        self.K, self.source, self.path, self.sequence, self.K_source)
+        return replace(self, images=self.images[keep],
+                       names=tuple(n for n, k in zip(self.names, keep) if k),
+                       face_mesh=None if self.face_mesh is None else self.face_mesh[keep])
+
+    @property
+    def K_original(self) -> np.ndarray:
+        """K in the original frames' pixels (the frames as read, before any crop)."""
+        return self.K if self.crop is None else self.crop.K_to_original(self.K)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(width, height) of the original frames."""
+        return (self.width, self.height) if self.crop is None else (self.crop.width,
+                                                                     self.crop.height)
 
 
 def default_intrinsics(width: int, height: int,

@@ -62,7 +62,7 @@ def _write_mesh(folder: Path, mesh) -> None:
 def cameras_of(res) -> Cameras:
     """The :class:`Cameras` of a :class:`facesfm.solve.pipeline.SolveResult`."""
     fr = res.frames
-    return Cameras(fr.K, fr.width, fr.height, fr.names, np.flatnonzero(res.kept),
+    return Cameras(fr.K_original, *fr.original_size, fr.names, np.flatnonzero(res.kept),
                    res.poses_initial, res.ba.poses, res.poses_gt, np.exp(res.ba.log_scale),
                    res.config.stage_sources()["initial_poses"])
 
@@ -79,9 +79,11 @@ def report_dict(res) -> dict:
     skipped = [i for i in range(len(res.kept)) if not res.kept[i]]
     return {
         "format": "facesfm-solve-report", "version": 1,
+        "status": res.status, "problems": list(res.problems),
         "input": {"path": str(fr.path), "kind": fr.source, "frames": len(res.kept),
-                  "width": fr.width, "height": fr.height},
-        "intrinsics": {"K": fr.K.tolist(), "source": fr.K_source},
+                  "width": fr.original_size[0], "height": fr.original_size[1]},
+        "intrinsics": {"K": fr.K_original.tolist(), "source": fr.K_source},
+        "face_crop": None if fr.crop is None else fr.crop.summary(),
         "stages": res.config.stage_sources(),
         "frames_used": list(fr.names),
         "frames_skipped": skipped,
@@ -125,10 +127,11 @@ def write_outputs(folder, res, html: bool = True, before_reports=None) -> None:
     fin = np.all(np.isfinite(X), 1)
     vis = (res.landmarks.weight > 0) & fin[None]
     colors = _landmark_colors(res, vis)
-    write_colmap_text(folder / "colmap", res.frames.K, res.frames.width, res.frames.height,
-                      res.ba.poses, list(res.frames.names), res.landmarks.ids,
-                      np.where(fin[:, None], X, 0.0), np.where(vis[..., None], res.landmarks.uv,
-                                                               0.0), vis, colors)
+    fr = res.frames
+    uv = res.landmarks.uv if fr.crop is None else fr.crop.uv_to_original(res.landmarks.uv)
+    write_colmap_text(folder / "colmap", fr.K_original, *fr.original_size, res.ba.poses,
+                      list(fr.names), res.landmarks.ids, np.where(fin[:, None], X, 0.0),
+                      np.where(vis[..., None], uv, 0.0), vis, colors)
     if before_reports is not None:
         before_reports()
     write_report_json(folder / "report.json", res)

@@ -1,6 +1,9 @@
 """``facesfm solve``: frames -> landmarks -> depth and poses -> BA -> fusion -> outputs.
 
-:func:`solve_frames` runs the stages of :mod:`facesfm.solve.stages` in order:
+:func:`solve_frames` runs the stages of :mod:`facesfm.solve.stages` in order. Photo folders
+and videos first pass the face front end (:mod:`facesfm.solve.frontend`): frames without a
+face are skipped, the others cropped to the face (never squashed); outputs are in the
+original frames' pixels.
 
 =================  ==========================================  ===============================
 stage              learned                                      oracle
@@ -45,9 +48,11 @@ from facesfm.solve.outputs import write_outputs
 from facesfm.solve.stages import (
     SolveResult,
     adjust,
+    check_result,
     detect_landmarks,
     face_frames,
     factorised_start,
+    find_faces_and_crop,
     fuse,
     initial_poses,
     landmark_depth_maps,
@@ -56,6 +61,7 @@ from facesfm.solve.stages import (
     make_depth_maps,
     refine_with_stereo,
     refine_with_tracks,
+    warn,
 )
 
 __all__ = ["run_solve", "solve_frames"]
@@ -72,8 +78,10 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         timings[name] = timings.get(name, 0.0) + now - t
         t = now
 
-    nets = load_stage_networks(frames, cfg)
+    nets = load_stage_networks(frames, cfg)  # first: option errors before any work
     lap("load")
+    frames, with_face = find_faces_and_crop(frames, cfg, echo)
+    lap("faces")
     lm = detect_landmarks(frames, cfg, nets)
     keep = face_frames(frames, lm, cfg, echo)
     lap("landmarks")
@@ -108,10 +116,18 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         dm = refine_with_stereo(used, dm, ba, cfg, photometric, echo)
         lap("stereo")
     cloud, mesh = fuse(used, dm, ba, cfg, lap)
-    res = SolveResult(used, keep, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
-                      timings, {}, cfg, photometric=photometric)
+    problems = check_result(used, ba, cloud, mesh, cfg)
+    if problems and not cfg.keep_unreliable:
+        raise InputError(f"{frames.path}: the result is not reliable, nothing written: "
+                         f"{'; '.join(problems)} (--keep-unreliable writes it, marked)")
+    for p in problems:
+        warn(echo, f"unreliable result: {p}")
+    kept = with_face.copy()  # of the input frames
+    kept[with_face] = keep
+    res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
+                      timings, {}, cfg, photometric=photometric, problems=problems)
     if cfg.evaluate and frames.sequence is not None:
-        res.evaluation = evaluate_against_gt(frames.sequence, keep, poses0, ba.poses, X1,
+        res.evaluation = evaluate_against_gt(frames.sequence, kept, poses0, ba.poses, X1,
                                              lm.ids, cloud.points, mesh.vertices)
         lap("evaluate")
     return res

