@@ -49,10 +49,61 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         sub = _dataclass_in(tp)
         if sub is not None and isinstance(v, dict):
             v = from_dict(sub, v, f"{where}.{k}")
-        elif isinstance(v, list) and _is_tuple(tp):
-            v = tuple(v)
+        else:
+            if isinstance(v, list) and _is_tuple(tp):
+                v = tuple(v)
+            if not _fits(v, tp):
+                raise InputError(f"{where}.{k}: expected {_type_name(tp)}, got {v!r} "
+                                 f"({type(v).__name__})")
         kwargs[k] = v
     return cls(**kwargs)
+
+
+def _fits(v, tp) -> bool:
+    """Whether the value ``v`` (as YAML/JSON gives it) has the annotated type ``tp``: no
+    quietly truthy strings for a bool, no strings for a number. An int fits a float."""
+    if tp is typing.Any or tp is object:
+        return True
+    origin = typing.get_origin(tp)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        return any(_fits(v, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return v is None
+    if origin is typing.Literal:
+        return v in typing.get_args(tp)
+    if tp is bool:
+        return isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is str:
+        return isinstance(v, str)
+    if tp is Path:
+        return isinstance(v, (str, Path))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(v, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(x, args[0]) for x in v)
+        return not args or (len(args) == len(v) and all(map(_fits, v, args)))
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (typing.Any,)
+        return isinstance(v, list) and all(_fits(x, arg) for x in v)
+    if origin is dict or tp is dict:
+        return isinstance(v, dict)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(v, tp)
+    if isinstance(tp, type):
+        return isinstance(v, tp)
+    return True  # an annotation this check does not know: left to the class
+
+
+def _type_name(tp) -> str:
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
 
 
 def _dataclass_in(tp):

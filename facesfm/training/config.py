@@ -334,6 +334,11 @@ class TrainConfig:
     landmarks: LandmarkStageConfig = field(default_factory=LandmarkStageConfig)
     sfm: SfmStageConfig = field(default_factory=SfmStageConfig)
 
+    def __post_init__(self):
+        if self.log_every < 1 or self.ckpt_every < 1:
+            raise InputError(f"log_every and ckpt_every must be >= 1 step, got "
+                             f"{self.log_every} and {self.ckpt_every}")
+
 
 PRESETS: dict[str, dict] = {
     "paper": {
