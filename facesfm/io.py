@@ -64,6 +64,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False):
     from facesfm.errors import InputError
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output path is a file, not a folder: {path}")
     if path.exists() and not overwrite:
         raise InputError(f"output folder exists: {path} (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)

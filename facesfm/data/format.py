@@ -200,10 +200,25 @@ def _array(value, shape_tail: tuple, where: str, dtype=np.float64) -> np.ndarray
         a = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
         raise InputError(f"{where}: not a numeric array") from None
-    if a.shape[a.ndim - len(shape_tail):] != shape_tail or not np.all(np.isfinite(a)):
-        raise InputError(f"{where}: expected shape (..., {shape_tail}) of finite numbers, "
-                         f"got {a.shape}")
+    if a.shape[a.ndim - len(shape_tail):] != shape_tail:
+        raise InputError(f"{where}: expected shape (..., {shape_tail}), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{where}: not finite (NaN or inf)")
     return a
+
+
+def check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
+    """``K`` (3, 3) if it is a pinhole camera (finite, fx and fy > 0, last row 0 0 1), else an
+    InputError naming ``where``."""
+    K = _array(K, (3, 3), where)
+    if K.shape != (3, 3):
+        raise InputError(f"{where}: expected a 3x3 matrix, got {K.shape}")
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise InputError(f"{where}: focal lengths must be > 0 px, got fx={K[0, 0]:g}, "
+                         f"fy={K[1, 1]:g}")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
+        raise InputError(f"{where}: the last row must be 0 0 1, got {K[2].tolist()}")
+    return K
 
 
 def load_sequence(path: str | Path, check_files: bool = True) -> Sequence:
@@ -236,7 +251,7 @@ def load_sequence(path: str | Path, check_files: bool = True) -> Sequence:
         )
     try:
         width, height = int(meta["width"]), int(meta["height"])
-        K = _array(meta["K"], (3, 3), f"{meta_path}: K")
+        K = check_intrinsics(meta["K"], f"{meta_path}: K")
         frames = meta["frames"]
         if not isinstance(frames, list) or not frames:
             raise InputError(f"{meta_path}: 'frames' must be a non-empty list")

@@ -89,6 +89,9 @@ def load_textured_mesh(
     key = "none" if orient is None else str(orient)
     if key not in ORIENTATIONS:
         raise InputError(f"orient={orient!r}: choose one of {list(ORIENTATIONS)}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; --mesh takes a mesh file "
+                         f"({', '.join(SUFFIXES)})")
     if not path.is_file():
         raise InputError(f"mesh file not found: {path}")
     if path.suffix.lower() not in SUFFIXES:

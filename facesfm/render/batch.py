@@ -115,8 +115,8 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     if "size" in opts:
         r["width"], r["height"] = _parse_size(opts["size"])
     if "focal" in opts:
-        if not opts["focal"] > 0:
-            raise InputError(f"--focal must be > 0 px, got {opts['focal']}")
+        if not (np.isfinite(opts["focal"]) and opts["focal"] > 0):
+            raise InputError(f"--focal must be a finite number > 0 px, got {opts['focal']}")
         r["focal"] = opts["focal"]
     return from_dict(BatchConfig, d, str(config) if config is not None else "options")
 

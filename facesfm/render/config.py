@@ -7,6 +7,7 @@ value is a range with equal ends.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from facesfm.errors import InputError
@@ -212,8 +213,8 @@ class RenderConfig:
         if not (8 <= self.width <= 8192 and 8 <= self.height <= 8192):
             raise InputError(f"render: image size must be 8..8192 px, got "
                              f"{self.width}x{self.height}")
-        if not self.focal > 0:
-            raise InputError(f"render: focal must be > 0 px, got {self.focal}")
+        if not (math.isfinite(self.focal) and self.focal > 0):
+            raise InputError(f"render: focal must be a finite number > 0 px, got {self.focal}")
         if self.landmarks not in LANDMARK_COUNTS:
             raise InputError(
                 f"render: landmarks={self.landmarks} is not one of {list(LANDMARK_COUNTS)}"

@@ -128,6 +128,8 @@ def parse_intrinsics(text: str, width: int, height: int) -> np.ndarray:
         fx, fy, cx, cy = vals
     if not (fx > 0 and fy > 0):
         raise InputError(f"--intrinsics {text}: focal lengths must be > 0 px")
+    if not (np.isfinite(cx) and np.isfinite(cy)):
+        raise InputError(f"--intrinsics {text}: the principal point must be finite")
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
@@ -199,8 +201,8 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
     path = Path(path)
     if focal is not None and intrinsics is not None:
         raise InputError("--focal and --intrinsics both given: use one of them")
-    if focal is not None and not focal > 0:
-        raise InputError(f"--focal must be > 0 px, got {focal}")
+    if focal is not None and not (np.isfinite(focal) and focal > 0):
+        raise InputError(f"--focal must be a finite number > 0 px, got {focal}")
     if not path.exists():
         raise InputError(f"input not found: {path}")
     seq = None

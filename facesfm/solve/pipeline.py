@@ -142,6 +142,8 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
     :class:`SolveConfig`."""
     cfg = SolveConfig() if cfg is None else cfg
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path is a file, not a folder: {out}")
     if out.exists() and not overwrite:
         raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
     t0 = time.perf_counter()

@@ -1,0 +1,110 @@
+"""What the user can rely on: bad intrinsics and paths are one-line errors, a degenerate or
+implausible result is refused (or written marked unreliable), never reported as success."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from facesfm.cli import main
+
+ORACLE = ["--oracle-landmarks", "--oracle-depth", "--oracle-poses", "--no-html"]
+
+
+def _error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
+    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and "RuntimeWarning" not in err
+    return lines[0]
+
+
+def _with_K(seq9, tmp_path, K):
+    seq = tmp_path / "seq"
+    shutil.copytree(seq9, seq)
+    meta = json.loads((seq / "sequence.json").read_text())
+    meta["K"] = K
+    (seq / "sequence.json").write_text(json.dumps(meta))
+    return seq
+
+
+@pytest.mark.parametrize(("K", "says"), [
+    ([[0, 0, 80], [0, 220, 80], [0, 0, 1]], "focal lengths must be > 0"),
+    ([[-220, 0, 80], [0, 220, 80], [0, 0, 1]], "focal lengths must be > 0"),
+    ([[float("nan"), 0, 80], [0, 220, 80], [0, 0, 1]], "not finite"),
+    ([[220, 0, 80], [0, 220, 80], [0, 1, 1]], "last row"),
+    ([[220, 0, 80], [0, 220, 80]], "expected shape"),
+])
+def test_bad_intrinsics_in_a_sequence_are_named(seq9, tmp_path, capsys, K, says):
+    seq = _with_K(seq9, tmp_path, K)
+    line = _error(["solve", seq, *ORACLE, "--out", tmp_path / "out"], capsys)
+    assert "sequence.json: K" in line and says in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_infinite_focal_options_are_refused(seq9, tmp_path, capsys):
+    line = _error(["solve", seq9, *ORACLE, "--focal", "inf", "--out", tmp_path / "o"], capsys)
+    assert "--focal" in line and "finite" in line
+    line = _error(["render", "--out", tmp_path / "r", "--focal", "inf"], capsys)
+    assert "--focal" in line and "finite" in line
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+
+
+def test_paths_of_the_wrong_kind_are_named(seq9, tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    line = _error(["solve", seq9, *ORACLE, "--out", f], capsys)
+    assert "is a file, not a folder" in line and f.read_text() == "x"
+    line = _error(["render", "--faces", "mesh", "--mesh", tmp_path, "--out", tmp_path / "r"],
+                  capsys)
+    assert "is a folder" in line and "mesh file" in line
+
+
+def test_a_degenerate_mesh_is_refused_or_marked(seq9, tmp_path, capsys, monkeypatch):
+    """A fused surface of 3 triangles: exit 2 with nothing written; --keep-unreliable
+    writes it with status "unreliable"."""
+    from facesfm.solve import stages
+    from facesfm.solve.fusion import SurfaceMesh
+
+    def three_triangles(*a, **k):
+        v = np.array([[0, 0, 500], [10, 0, 500], [0, 10, 500], [10, 10, 500], [5, 5, 490]],
+                     dtype=np.float64)
+        return SurfaceMesh(v, np.array([[0, 1, 2], [1, 3, 2], [0, 4, 1]]), np.ones((5, 3)) / 2)
+
+    monkeypatch.setattr(stages, "mesh_from_depth", three_triangles)
+    out = tmp_path / "out"
+    line = _error(["solve", seq9, *ORACLE, "--out", out], capsys)
+    assert "not reliable" in line and "mesh is degenerate (3 triangles" in line
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    main([str(a) for a in ["solve", seq9, *ORACLE, "--out", out, "--keep-unreliable"]])
+    cap = capsys.readouterr()
+    assert "UNRELIABLE" in cap.out and "warning: unreliable result" in cap.err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "unreliable" and "degenerate" in rep["problems"][0]
+
+
+def test_a_cloud_no_face_could_be_is_refused(seq9, tmp_path, capsys, monkeypatch):
+    """A cloud metres across (poses gone wrong) is refused; the exact one passes."""
+    from facesfm.solve import stages
+    from facesfm.solve.fusion import PointCloud
+
+    real, real_mesh = stages.fuse_depth_maps, stages.mesh_from_depth
+
+    def blown_up(*a, **k):
+        c = real(*a, **k)
+        return PointCloud(c.points * 40.0, c.colors, c.normals)
+
+    def mesh_of_the_real_cloud(images, depth, mask, K, poses, scale, cloud, cfg):
+        c = PointCloud(cloud.points / 40.0, cloud.colors, cloud.normals)
+        return real_mesh(images, depth, mask, K, poses, scale, c, cfg)
+
+    main([str(a) for a in ["solve", seq9, *ORACLE, "--out", tmp_path / "ok"]])
+    assert json.loads((tmp_path / "ok" / "report.json").read_text())["status"] == "ok"
+    capsys.readouterr()
+    monkeypatch.setattr(stages, "fuse_depth_maps", blown_up)
+    monkeypatch.setattr(stages, "mesh_from_depth", mesh_of_the_real_cloud)
+    line = _error(["solve", seq9, *ORACLE, "--out", tmp_path / "out"], capsys)
+    assert "not reliable" in line and "mm across, not a face" in line
