@@ -7,11 +7,13 @@ User-facing errors (:class:`facesfm.errors.FacesfmError`) are printed as one lin
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import click
 
-from facesfm.errors import FacesfmError
+from facesfm.errors import FacesfmError, Terminated
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
@@ -290,7 +292,16 @@ def eval_cmd(inputs, out, methods, solve_dirs, landmarks, landmark_noise, landma
     click.echo(f"wrote {out}")
 
 
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv=None):
+    # SIGTERM unwinds like Ctrl-C (atomic writes remove their temporaries) instead of killing
+    # the process where it stands; only the main thread may set a handler
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, standalone_mode=False)
     except FacesfmError as e:
@@ -299,9 +310,15 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

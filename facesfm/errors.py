@@ -7,3 +7,8 @@ class FacesfmError(Exception):
 
 class InputError(FacesfmError):
     """A file, folder or option given by the user cannot be used."""
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM): raised like KeyboardInterrupt for SIGINT, so
+    that every atomic write on the way out removes its temporary files."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -17,17 +18,50 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """Remove the temporaries that a killed writer of ``path`` left beside it: our own names
+    (``.<name>.tmp-<pid>-*``, ``.<name>.partial-<pid>-*``, ``.<name>.old-<pid>``) whose
+    process no longer runs. Returns what was removed."""
+    pat = re.compile(rf"^\.{re.escape(path.name)}\.(?:tmp|partial|old)-(\d+)(?:-.*)?$")
+    gone = []
+    if not path.parent.is_dir():
+        return gone
+    for p in path.parent.iterdir():
+        m = pat.match(p.name)
+        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
 
     The temporary name keeps the target's suffix so that writers choosing a format from the
-    extension (PIL, trimesh, numpy) behave the same.
+    extension (PIL, trimesh, numpy) behave the same, and carries the process id, so that the
+    next writer of ``path`` removes what a killed one left (:func:`remove_stale`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path)
     fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes)
+        dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-",
+        suffix=suffix or "".join(path.suffixes)
     )
     os.close(fd)
     try:
@@ -59,7 +93,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False):
     """Build a folder under a temporary name and rename it into place when complete.
 
     An existing ``path`` is an error unless ``overwrite``; then it is replaced only after
-    the new folder is complete.
+    the new folder is complete. What a killed writer of ``path`` left is removed first
+    (:func:`remove_stale`).
     """
     from facesfm.errors import InputError
 
@@ -69,7 +104,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False):
     if path.exists() and not overwrite:
         raise InputError(f"output folder exists: {path} (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-{os.getpid()}-"))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
