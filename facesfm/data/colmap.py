@@ -9,7 +9,8 @@ Written files (one shared PINHOLE camera, CAMERA_ID 1):
 
 * ``cameras.txt``:  ``1 PINHOLE W H fx fy cx+0.5 cy+0.5``
 * ``images.txt``:   per frame ``IMAGE_ID QW QX QY QZ TX TY TZ 1 NAME`` (IMAGE_ID = frame
-  position + 1, NAME = the file name in ``rgb/``), then its visible landmarks as
+  position + 1, NAME = the file name in ``rgb/``; COLMAP splits the line at white space, so
+  a name's white space is written as ``_``: :func:`colmap_name`), then its visible landmarks as
   ``X Y POINT3D_ID`` with POINT3D_ID = landmark ID + 1.
 * ``points3D.txt``: every landmark visible in at least one frame: ``POINT3D_ID X Y Z R G B
   0 TRACK[]`` with TRACK = (IMAGE_ID, POINT2D_IDX) pairs.
@@ -17,11 +18,19 @@ Written files (one shared PINHOLE camera, CAMERA_ID 1):
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["rotation_to_quaternion", "write_colmap_text"]
+__all__ = ["colmap_name", "rotation_to_quaternion", "write_colmap_text"]
+
+
+def colmap_name(name: str) -> str:
+    """``name`` as COLMAP's text format can hold it: each white-space character as ``_``
+    (COLMAP reads a line's fields up to the next space, so "img 1.png" would come back as
+    "img")."""
+    return re.sub(r"\s", "_", name)
 
 
 def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
@@ -103,7 +112,7 @@ def write_colmap_text(
         q = rotation_to_quaternion(cam_T_world[i, :3, :3])
         t = cam_T_world[i, :3, 3]
         vals = " ".join(repr(float(a)) for a in (*q, *t))
-        lines.append(f"{i + 1} {vals} 1 {image_names[i]}")
+        lines.append(f"{i + 1} {vals} 1 {colmap_name(image_names[i])}")
         idx = np.flatnonzero(visible[i])
         if len(idx) == 0:  # a frame that sees no landmark: an empty POINTS2D line
             lines.append("")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from facesfm.data.colmap import colmap_name
 from facesfm.errors import InputError
 from facesfm.eval.ground_truth import evaluate_against_gt
 from facesfm.io import atomic_dir
@@ -148,6 +149,11 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
         raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
     t0 = time.perf_counter()
     frames = load_input(input_path, focal=focal, intrinsics=intrinsics)
+    spaced = [n for n in frames.names if colmap_name(n) != n]
+    if spaced:
+        warn(echo, f"COLMAP's text format cannot hold white space in image names: colmap/ "
+                   f"names {len(spaced)} frame(s) with '_' instead (e.g. {spaced[0]!r} -> "
+                   f"{colmap_name(spaced[0])!r}); cameras.json keeps the names")
     t_in = time.perf_counter() - t0
     res = solve_frames(frames, cfg, echo=echo)
     res.timings = {"input": t_in, **res.timings}

@@ -88,3 +88,23 @@ def test_frame_without_visible_landmarks_exports_and_reads_back(tmp_path):
     assert len(rec.images[2].points2D) == 0 and len(rec.images[1].points2D) == 5
     for p in rec.points3D.values():
         assert p.track.length() == 2
+
+
+def test_names_with_spaces_read_back_whole(tmp_path):
+    """COLMAP splits images.txt lines at spaces: a name with one is written with '_', and
+    pycolmap reads every image back under its own name (it read all as 'frame' before)."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from facesfm.data.colmap import colmap_name, write_colmap_text
+    from facesfm.geometry.camera import intrinsics, look_at, project, transform
+
+    K = intrinsics(100.0, 64, 64)
+    T = np.stack([look_at(np.array([x, 0.0, 300.0]), np.zeros(3)) for x in (-20.0, 0.0, 20.0)])
+    xyz = np.random.default_rng(0).normal(scale=10.0, size=(5, 3))
+    uv = np.stack([project(K, transform(t, xyz)) for t in T])
+    names = ["frame 1.png", "frame\t2.png", "frame_3.png"]
+    write_colmap_text(tmp_path, K, 64, 64, T, names, np.arange(5), xyz, uv,
+                      np.ones((3, 5), bool))
+    rec = pycolmap.Reconstruction(str(tmp_path))
+    assert sorted(rec.images[i].name for i in (1, 2, 3)) == ["frame_1.png", "frame_2.png",
+                                                              "frame_3.png"]
+    assert [colmap_name(n) for n in names] == ["frame_1.png", "frame_2.png", "frame_3.png"]
