@@ -24,7 +24,14 @@ import numpy as np
 from facesfm.errors import InputError
 from facesfm.io import write_json
 
-__all__ = ["CAMERAS_FORMAT", "CONVENTION", "Cameras", "read_cameras", "write_cameras"]
+__all__ = [
+    "CAMERAS_FORMAT",
+    "CONVENTION",
+    "Cameras",
+    "check_solved_from",
+    "read_cameras",
+    "write_cameras",
+]
 
 CAMERAS_FORMAT = "facesfm-cameras"
 CAMERAS_VERSION = 1
@@ -107,3 +114,20 @@ def read_cameras(path) -> Cameras:
                        str(d.get("initial_source", "")), path)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed cameras file ({type(e).__name__}: {e})") from None
+
+
+def check_solved_from(solve_dir: Path, seq, what: str) -> None:
+    """InputError unless the solve in ``solve_dir`` ran on the frames of ``seq``: the digest
+    of its input that report.json records (:func:`facesfm.data.format.frames_digest`) must
+    be the sequence's. A folder without report.json, or a report from before the digest, is
+    accepted as it is (nothing to check)."""
+    rep = Path(solve_dir) / "report.json"
+    if not rep.is_file():
+        return
+    try:
+        recorded = json.loads(rep.read_text())["input"].get("sha256")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"{rep}: malformed ({type(e).__name__}: {e})") from None
+    if recorded and recorded != seq.digest():
+        raise InputError(f"{what}: its frames are not the ones {solve_dir} was solved from "
+                         f"(the images differ from those recorded in {rep.name})")

@@ -46,6 +46,7 @@ World frame: the face model's, mm, +y up, the face looks down +z.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +60,25 @@ __all__ = [
     "FORMAT_VERSION",
     "Sequence",
     "frame_files",
+    "frames_digest",
     "load_sequence",
     "read_depth",
     "read_image",
     "read_mask",
     "write_png",
 ]
+
+def frames_digest(images) -> str:
+    """SHA-256 (hex) of a sequence of frames' decoded pixels (each (H, W, 3) uint8, in order):
+    what a solve records of its input, so that ground truth given later can be checked to be
+    of the same frames (another face's sequence has the same file names)."""
+    h = hashlib.sha256()
+    for im in images:
+        a = np.ascontiguousarray(im, dtype=np.uint8)
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
 
 FORMAT_NAME = "facesfm-sequence"
 FORMAT_VERSION = 1
@@ -168,6 +182,10 @@ class Sequence:
 
     def __len__(self) -> int:
         return len(self.cam_T_world)
+
+    def digest(self) -> str:
+        """:func:`frames_digest` of all frames' images."""
+        return frames_digest(self.image(i) for i in range(len(self)))
 
     def image(self, i: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB of frame i."""

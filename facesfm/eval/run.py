@@ -260,8 +260,9 @@ def _evaluate_baseline(method, seq, uv, vis, n, gt: _GroundTruth):
 
 
 def _solve_sequence(solve_dir: Path, seqs: dict):
-    """The sequence a solve folder was run on (from report.json), loaded if not given."""
-    from facesfm.data.format import load_sequence
+    """The sequence a solve folder was run on (from report.json): one of the given ones
+    (``seqs``, by resolved path), with the frames the solve recorded; else InputError."""
+    from facesfm.data.cameras import check_solved_from
 
     rep = solve_dir / "report.json"
     if not rep.is_file():
@@ -275,7 +276,10 @@ def _solve_sequence(solve_dir: Path, seqs: dict):
         if not (src / "sequence.json").is_file():
             raise InputError(f"--solve-dir {solve_dir}: its input {src} is not a sequence with "
                              f"ground truth")
-        seqs[key] = load_sequence(src, check_files=False)
+        given = ", ".join(str(p) for p in list(seqs)[:3]) + (" ..." if len(seqs) > 3 else "")
+        raise InputError(f"--solve-dir {solve_dir} was solved from {src}, which is not among "
+                         f"the sequences given ({given})")
+    check_solved_from(solve_dir, seqs[key], f"--solve-dir {solve_dir}: {src}")
     return seqs[key]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesfm.data.cameras import Cameras, read_cameras
+from facesfm.data.cameras import Cameras, check_solved_from, read_cameras
 from facesfm.errors import InputError
 
 __all__ = ["Comparison", "compare_cameras", "format_comparison", "plot_comparison"]
@@ -46,7 +46,9 @@ def _gt_poses(gt, cams: Cameras) -> np.ndarray:
     names = [p.name for p in seq.image_paths]
     if [names[i] for i in idx] != list(cams.names):
         raise InputError(f"--gt {gt}: frame names do not match {cams.path}")
+    check_solved_from(cams.path.parent, seq, f"--gt {gt}")
     return seq.cam_T_world[idx]
+
 
 
 def compare_cameras(path, gt=None, gauge: str | None = None) -> Comparison:

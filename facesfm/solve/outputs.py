@@ -81,6 +81,7 @@ def report_dict(res) -> dict:
         "format": "facesfm-solve-report", "version": 1,
         "status": res.status, "problems": list(res.problems),
         "input": {"path": str(fr.path), "kind": fr.source, "frames": len(res.kept),
+                  "sha256": res.input_sha256 or None,
                   "width": fr.original_size[0], "height": fr.original_size[1]},
         "intrinsics": {"K": fr.K_original.tolist(), "source": fr.K_source},
         "face_crop": None if fr.crop is None else fr.crop.summary(),

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from facesfm.data.colmap import colmap_name
+from facesfm.data.format import frames_digest
 from facesfm.errors import InputError
 from facesfm.eval.ground_truth import evaluate_against_gt
 from facesfm.io import atomic_dir
@@ -156,6 +157,7 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
                    f"{colmap_name(spaced[0])!r}); cameras.json keeps the names")
     t_in = time.perf_counter() - t0
     res = solve_frames(frames, cfg, echo=echo)
+    res.input_sha256 = frames_digest(frames.images)
     res.timings = {"input": t_in, **res.timings}
     t1 = time.perf_counter()
 

@@ -107,6 +107,8 @@ class SolveResult:
                     (:meth:`Tracks.summary`) and "stereo" (:meth:`StereoResult.summary`).
     problems:       what :func:`check_result` found wrong with the result (a solve with any
                     is written only with ``--keep-unreliable``, marked unreliable).
+    input_sha256:   :func:`facesfm.data.format.frames_digest` of the input frames as read
+                    (set by :func:`facesfm.solve.pipeline.run_solve`).
     """
 
     frames: FrameSet
@@ -127,6 +129,7 @@ class SolveResult:
     out: Path | None = None
     photometric: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    input_sha256: str = ""
 
     @property
     def status(self) -> str:

@@ -1,0 +1,62 @@
+"""Ground truth given to compare and eval must be of the frames the solve ran on: every render
+names its frames 000000.png ..., so names alone cannot tell two faces apart."""
+
+import shutil
+
+import pytest
+
+from facesfm.cli import main
+
+ORACLE = ["--oracle-landmarks", "--oracle-depth", "--oracle-poses", "--no-html"]
+
+
+@pytest.fixture(scope="module")
+def other9(tmp_path_factory):
+    """Another face on the same path as seq9: same size, frame count and names."""
+    from facesfm.faces.builtin import BuiltinFaceModel
+    from facesfm.render.config import RenderConfig, TrajectoryConfig
+    from facesfm.render.writer import render_sequence
+
+    mesh, coeffs = BuiltinFaceModel().sample(7)
+    out = tmp_path_factory.mktemp("other") / "seq9"
+    cfg = RenderConfig(width=160, height=160, focal=220.0, landmarks=200,
+                       trajectory=TrajectoryConfig(frames=9))
+    render_sequence(mesh, out, cfg, seed=0,
+                    face_info={"source": "builtin", "seed": 7, "coeffs": coeffs})
+    return out
+
+
+def _error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
+    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_compare_and_eval_refuse_another_faces_ground_truth(seq9, other9, tmp_path, capsys):
+    seq = tmp_path / "seq9"
+    shutil.copytree(seq9, seq)
+    solved = tmp_path / "solved"
+    main([str(a) for a in ["solve", seq, *ORACLE, "--out", solved]])
+    capsys.readouterr()
+    # the right ground truth is accepted
+    main(["compare", str(solved), "--gt", str(seq)])
+    assert "rotation" in capsys.readouterr().out
+    main(["eval", str(seq), "--solve-dir", str(solved), "--methods", "", "--out",
+          str(tmp_path / "ev_ok"), "--quiet"])
+    capsys.readouterr()
+    # another face's sequence: same names, other frames
+    line = _error(["compare", solved, "--gt", other9], capsys)
+    assert "not the ones" in line and str(other9) in line
+    line = _error(["eval", other9, "--solve-dir", solved, "--methods", "", "--out",
+                   tmp_path / "ev", "--quiet"], capsys)
+    assert "not among the sequences given" in line and str(seq) in line
+    assert not (tmp_path / "ev").exists()
+    # the solved folder's frames replaced by another face's: its path matches, its frames not
+    shutil.rmtree(seq)
+    shutil.copytree(other9, seq)
+    line = _error(["eval", seq, "--solve-dir", solved, "--methods", "", "--out",
+                   tmp_path / "ev2", "--quiet"], capsys)
+    assert "not the ones" in line
