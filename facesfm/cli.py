@@ -313,6 +313,10 @@ def main(argv=None):
     except Terminated:
         click.echo("terminated", err=True)
         sys.exit(128 + signal.SIGTERM)
+    except OSError as e:  # the disk is full, a folder read-only: the system's words, one line
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -73,6 +73,26 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         raise
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """InputError unless ``path`` could be created: its nearest existing ancestor is a folder
+    that accepts a new entry (tried with a temporary file, removed at once). For commands
+    that work long before they write: they fail at the start, and leave nothing."""
+    from facesfm.errors import InputError
+
+    path = Path(path).absolute()
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise InputError(f"cannot write {path}: {anc} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=anc, prefix=f".{path.name}.tmp-{os.getpid()}-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def write_json(path, obj, indent: int = 2) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, default=_json_default) + "\n")

@@ -132,6 +132,8 @@ def find_sequences(root_or_paths) -> list[Path]:
     root = Path(root_or_paths)
     if not root.exists():
         raise InputError(f"dataset path not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"{root} is a file; give a sequence folder or a dataset folder")
     if (root / "sequence.json").is_file():
         return [root]
     if (root / "dataset.json").is_file():

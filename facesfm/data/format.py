@@ -299,8 +299,10 @@ def load_sequence(path: str | Path, check_files: bool = True) -> Sequence:
             if missing:
                 raise InputError(f"{lm_file}: missing array(s) {missing}")
             lm = {k: z[k] for k in LANDMARK_KEYS}
-    except (OSError, ValueError) as e:
-        raise InputError(f"{lm_file}: unreadable ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, ...
+        raise InputError(f"{lm_file}: unreadable ({type(e).__name__}: {e})") from None
     F, L = len(frames), len(lm["ids"])
     expected = {
         "ids": (L,), "vertex_ids": (L,), "xyz": (L, 3), "uv": (F, L, 2), "visible": (F, L),
@@ -310,6 +312,8 @@ def load_sequence(path: str | Path, check_files: bool = True) -> Sequence:
         if lm[k].shape != shp:
             raise InputError(f"{lm_file}: {k} has shape {lm[k].shape}, expected {shp} "
                              f"({F} frames, {L} landmarks)")
+        if lm[k].dtype.kind in "fc" and not np.all(np.isfinite(lm[k])):
+            raise InputError(f"{lm_file}: {k} holds NaN or inf")
     return Sequence(
         root=path,
         width=width,

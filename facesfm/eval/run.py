@@ -390,6 +390,7 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
     """
     from facesfm.data.dataset import find_sequences
     from facesfm.data.format import load_sequence
+    from facesfm.io import check_writable
 
     methods = parse_methods(methods)
     counts = parse_landmark_counts(landmarks_n)
@@ -402,6 +403,7 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
+    check_writable(out)
     if landmark_checkpoint is not None and not Path(landmark_checkpoint).is_file():
         raise InputError(f"--landmark-checkpoint: file not found: {landmark_checkpoint}")
     if noise_px < 0 or not np.isfinite(noise_px):

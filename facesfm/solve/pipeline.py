@@ -43,7 +43,7 @@ from facesfm.data.colmap import colmap_name
 from facesfm.data.format import frames_digest
 from facesfm.errors import InputError
 from facesfm.eval.ground_truth import evaluate_against_gt
-from facesfm.io import atomic_dir
+from facesfm.io import atomic_dir, check_writable
 from facesfm.solve.config import SolveConfig
 from facesfm.solve.inputs import FrameSet, load_input
 from facesfm.solve.outputs import write_outputs
@@ -148,6 +148,7 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
         raise InputError(f"output path is a file, not a folder: {out}")
     if out.exists() and not overwrite:
         raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
+    check_writable(out)
     t0 = time.perf_counter()
     frames = load_input(input_path, focal=focal, intrinsics=intrinsics)
     spaced = [n for n in frames.names if colmap_name(n) != n]

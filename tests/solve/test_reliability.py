@@ -108,3 +108,42 @@ def test_a_cloud_no_face_could_be_is_refused(seq9, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(stages, "mesh_from_depth", mesh_of_the_real_cloud)
     line = _error(["solve", seq9, *ORACLE, "--out", tmp_path / "out"], capsys)
     assert "not reliable" in line and "mm across, not a face" in line
+
+
+def _copy(seq9, tmp_path):
+    seq = tmp_path / "seq"
+    shutil.copytree(seq9, seq)
+    return seq
+
+
+def test_damaged_landmark_files_are_named_by_every_command(seq9, tmp_path, capsys):
+    seq = _copy(seq9, tmp_path)
+    lm = seq / "landmarks.npz"
+    lm.write_bytes(lm.read_bytes()[:200])  # truncated
+    for argv in (["solve", seq, *ORACLE, "--out", tmp_path / "o"],
+                 ["eval", seq, "--out", tmp_path / "e", "--quiet"],
+                 ["train", "landmarks", seq, "--out", tmp_path / "t", "--preset", "tiny"]):
+        line = _error(argv, capsys)
+        assert "landmarks.npz" in line and "unreadable" in line
+    assert not any((tmp_path / n).exists() for n in ("o", "e"))
+
+
+def test_nan_landmarks_are_named(seq9, tmp_path, capsys):
+    seq = _copy(seq9, tmp_path)
+    z = dict(np.load(seq / "landmarks.npz"))
+    z["uv"][3, 5, 0] = np.nan
+    np.savez_compressed(seq / "landmarks.npz", **z)
+    line = _error(["solve", seq, *ORACLE, "--out", tmp_path / "o"], capsys)
+    assert "landmarks.npz: uv holds NaN or inf" in line
+
+
+def test_unwritable_outputs_fail_before_the_work(seq9, tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    line = _error(["solve", seq9, *ORACLE, "--out", f / "out"], capsys)
+    assert "cannot write" in line and "is a file" in line
+    line = _error(["eval", seq9, "--out", f / "ev", "--quiet"], capsys)
+    assert "cannot write" in line and "is a file" in line
+    line = _error(["train", "landmarks", f, "--out", tmp_path / "t", "--preset", "tiny"],
+                  capsys)
+    assert "is a file" in line and not (tmp_path / "t").exists()

@@ -183,8 +183,11 @@ def test_existing_output_and_failure_inside_leave_nothing(seq9, tmp_path, capsys
 
     monkeypatch.setattr(outputs, "write_report_json", boom)
     out2 = tmp_path / "out2"
-    with pytest.raises(OSError, match="report.json"):
+    with pytest.raises(SystemExit) as e:
         main(["solve", str(seq9), *ORACLE, "--no-ba", "--no-html", "--out", str(out2)])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "error: disk full while writing report.json" in err
+    assert "Traceback" not in err
     assert not out2.exists() and not list(tmp_path.glob(".out2*"))
 
 
