@@ -153,6 +153,9 @@ def run_training(
         raise InputError(
             f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out"
         )
+    if resume and not ckpt_path.is_file() and dist.is_main:
+        # a restart script may always pass --resume: start, but say so
+        echo(f"warning: --resume: no checkpoint at {ckpt_path}; starting a new run")
     if resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path, stage=task.stage)
         diff = _config_diff(ck["config"], cfg_dict)

@@ -159,3 +159,12 @@ def test_both_stages_from_the_cli(tiny_data, tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "68" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_data, tmp_path, capsys):
+    main(["train", "landmarks", str(tiny_data), "--out", str(tmp_path / "run"), "--preset",
+          "tiny", "--max-steps", "1", "--resume", "--quiet"])
+    cap = capsys.readouterr()
+    said = cap.out + cap.err
+    assert "--resume: no checkpoint at" in said and "starting a new run" in said
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
