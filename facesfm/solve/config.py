@@ -46,6 +46,9 @@ class SolveConfig:
                        ``perturb_seed``).
     landmarks:         use landmark IDs 0..landmarks-1 (None: all the source has).
     min_face_landmarks: a frame with fewer observed landmarks has no face: skipped.
+    min_relative_confidence: a frame whose detected landmarks' mean BA weight (the detector's
+                       confidence) is below this share of the median frame's has no face
+                       (:func:`facesfm.solve.stages.select_face_frames`): skipped.
     min_frames:        fewer usable frames than this is an error.
     face_crop:         find the face in each frame (MediaPipe), skip frames without one and
                        crop the frames to it (:mod:`facesfm.solve.frontend`): "on", "off",
@@ -80,6 +83,7 @@ class SolveConfig:
     perturb_seed: int = 0
     landmarks: int | None = None
     min_face_landmarks: int = 8
+    min_relative_confidence: float = 0.3
     min_frames: int = 2
     face_crop: str = "auto"
     crop_size: int = 384
@@ -127,6 +131,9 @@ class SolveConfig:
             raise InputError(f"face_agreement must be in (0, 1), got {self.face_agreement}")
         if self.crop_size < 32:
             raise InputError(f"crop_size must be >= 32 px, got {self.crop_size}")
+        if not 0 <= self.min_relative_confidence < 1:
+            raise InputError(f"min_relative_confidence must be in [0, 1), got "
+                             f"{self.min_relative_confidence}")
         if self.min_frames < 2:
             raise InputError(f"min_frames must be >= 2, got {self.min_frames}")
         if self.landmarks is not None and self.landmarks < 1:

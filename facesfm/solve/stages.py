@@ -156,9 +156,19 @@ def oracle_depth(frames: FrameSet) -> DepthMaps:
     return DepthMaps(depth, mask & (depth > 0), "oracle")
 
 
-def select_face_frames(lm: Landmarks, min_landmarks: int) -> np.ndarray:
-    """(F,) bool: frames with at least ``min_landmarks`` observed landmarks (a face)."""
-    return (lm.weight > 0).sum(1) >= min_landmarks
+def select_face_frames(lm: Landmarks, min_landmarks: int,
+                       min_relative_confidence: float = 0.0) -> np.ndarray:
+    """(F,) bool: frames with at least ``min_landmarks`` observed landmarks (a face) and,
+    for a detector's landmarks, a mean BA weight of them (the detector's confidence: visibility
+    over predicted spread) of at least ``min_relative_confidence`` times the median frame's.
+    Measured with both shipped detectors on the demo render: face frames 0.135-0.17, a blank
+    frame 0.000, noise 0.001-0.002, a photograph of coffee cups 0.005-0.026."""
+    seen = lm.weight > 0
+    keep = seen.sum(1) >= min_landmarks
+    if min_relative_confidence > 0 and lm.source == "network" and keep.any():
+        conf = np.where(seen.any(1), (lm.weight * seen).sum(1) / np.maximum(seen.sum(1), 1), 0)
+        keep &= conf >= min_relative_confidence * np.median(conf[keep])
+    return keep
 
 
 def landmark_depth_maps(K: np.ndarray, lm: Landmarks, points: np.ndarray, poses: np.ndarray,
@@ -290,10 +300,12 @@ def face_frames(frames: FrameSet, lm: Landmarks, cfg: SolveConfig, echo) -> np.n
     agree with the face the front end found, where it ran (within ``cfg.face_agreement`` of
     the face's size, :func:`facesfm.solve.frontend.face_agreement`); the others are named
     in a warning; InputError when fewer than ``cfg.min_frames`` are left."""
-    keep = select_face_frames(lm, cfg.min_face_landmarks)
+    keep = select_face_frames(lm, cfg.min_face_landmarks, cfg.min_relative_confidence)
     if not keep.all():
         idx = np.flatnonzero(~keep)
-        warn(echo, f"no face found in {len(idx)} frame(s), skipped: {_names(frames, idx)}")
+        what = ("the landmark detector is not confident of the face in"
+                if frames.face_mesh is not None else "no face found in")  # (the finder saw one)
+        warn(echo, f"{what} {len(idx)} frame(s), skipped: {_names(frames, idx)}")
     if frames.face_mesh is not None:
         off = face_agreement(lm.uv, lm.weight, lm.ids, frames.face_mesh)
         bad = keep & (off > cfg.face_agreement)  # NaN (too few semantic points): no verdict

@@ -171,7 +171,11 @@ def test_a_solve_in_the_wrong_basin_is_refused(seq256, tmp_path, capsys):
     cap = composite_capture(seq256, tmp_path / "cap", 300, 420, (30, 140),
                             skimage_data.coffee(), head_only=True)
     K = cap.K
-    intr = ["--intrinsics", f"{K[0, 0]},{K[0, 2]},{K[1, 2]}"]
+    # keep the frames the detector is unsure of (two here, skipped by default, after which
+    # fusion finds nothing to fuse): this test is about the check after the BA
+    cfg = tmp_path / "keep_all.yaml"
+    cfg.write_text("min_relative_confidence: 0.0\n")
+    intr = ["--intrinsics", f"{K[0, 0]},{K[0, 2]},{K[1, 2]}", "--config", cfg]
     out = tmp_path / "out"
     code, err = _run(["solve", cap.path, "--out", out, *intr, *SOLVE], capsys)
     lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]

@@ -147,3 +147,24 @@ def test_unwritable_outputs_fail_before_the_work(seq9, tmp_path, capsys):
     line = _error(["train", "landmarks", f, "--out", tmp_path / "t", "--preset", "tiny"],
                   capsys)
     assert "is a file" in line and not (tmp_path / "t").exists()
+
+
+def test_a_blank_frame_in_a_sequence_is_skipped_by_the_detectors_confidence(seq9, tmp_path,
+                                                                            capsys):
+    """Without the face front end (a sequence folder), a blank frame among face frames: the
+    detector still flags landmarks visible there (80 of 200 measured), but with next to no
+    confidence; the frame is skipped and named, not used."""
+    from PIL import Image
+
+    seq = _copy(seq9, tmp_path)
+    Image.new("RGB", (160, 160), (128, 128, 128)).save(seq / "rgb" / "000004.png")
+    noise = np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(seq / "rgb" / "000006.png")
+    main([str(a) for a in ["solve", seq, "--landmark-checkpoint", "builtin", "--oracle-depth",
+                           "--poses-init", "gt", "--no-html", "--out", tmp_path / "out"]])
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("warning: no face found"))
+    assert "000004.png" in line and "000006.png" in line
+    cams = json.loads((tmp_path / "out" / "cameras.json").read_text())
+    idx = [f["input_index"] for f in cams["frames"]]
+    assert 4 not in idx and 6 not in idx and len(idx) == 7
