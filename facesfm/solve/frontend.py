@@ -18,6 +18,9 @@ Pixel convention: OpenCV, the centre of pixel (row r, col c) at uv = (c, r), in 
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,6 +53,22 @@ CAPTURE_HINT = ("finding faces in photos and videos needs MediaPipe: pip install
 # crop side / face size: on the 61 frames of the demo render (384 px, yaw -60..60 deg) the
 # MediaPipe face box's larger side is 187 px on average, 0.487 of the frame
 CROP_FACTOR = 2.05
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ side logs set-up chatter (XNNPACK, "feedback manager", NORM_RECT) to
+    file descriptor 2, past Python and any log level; the user sees our one-line messages
+    only. Python-level errors still propagate (they are printed after this block)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _mediapipe_face_mesh():
@@ -88,8 +107,9 @@ def find_faces(images: np.ndarray, min_confidence: float = 0.5) -> FaceTrack:
     F, H, W = images.shape[:3]
     mesh = np.full((F, 468, 3), np.nan)
     found = np.zeros(F, dtype=bool)
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                            min_detection_confidence=min_confidence) as fm:
+    with _native_stderr_silenced(), face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+            min_detection_confidence=min_confidence) as fm:
         for f in range(F):
             r = fm.process(np.ascontiguousarray(images[f]))
             if not r.multi_face_landmarks:
