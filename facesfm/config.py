@@ -131,7 +131,10 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{path}: not valid YAML{where} ({what})") from None
     return from_dict(cls, data, str(path))
 
 

@@ -141,6 +141,10 @@ def read_depth(path: str | Path) -> np.ndarray:
         raise InputError(f"unreadable depth map: {path} ({e})") from None
     if d.ndim != 2:
         raise InputError(f"depth map {path} must be 2-D, got shape {d.shape}")
+    if d.dtype.kind not in "fiu":
+        raise InputError(f"depth map {path} must be numeric, got {d.dtype}")
+    if not np.all(np.isfinite(d)) or (d < 0).any():
+        raise InputError(f"depth map {path} holds NaN, inf or negative depths (0 = none)")
     return d.astype(np.float32, copy=False)
 
 
