@@ -144,11 +144,13 @@ def _check_sizes(images: list[np.ndarray], names: list[str], where: Path) -> np.
     return np.stack(images)
 
 
-def _check_count(n: int, where: Path, what: str) -> None:
+def _check_count(n: int, where: Path, what: str, one: str) -> None:
+    """``what``: the plural as the error names it ("images (.png, .jpg, ...)"); ``one``: the
+    singular ("image")."""
     if n == 0:
         raise InputError(f"{where}: no {what} found")
     if n < 2:
-        raise InputError(f"{where}: only 1 {what.removesuffix('s')}; "
+        raise InputError(f"{where}: only 1 {one}; "
                          "structure from motion needs at least 2 frames")
 
 
@@ -156,7 +158,7 @@ def read_image_folder(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     """(F, H, W, 3) uint8 frames of the images in ``path`` sorted by name, and their names."""
     files = sorted(p for p in path.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    _check_count(len(files), path, "images (.png, .jpg, ...)")
+    _check_count(len(files), path, "images (.png, .jpg, ...)", "image")
     images = [read_image(p) for p in files]
     names = [p.name for p in files]
     return _check_sizes(images, names, path), tuple(names)
@@ -185,7 +187,7 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, t
             raise InputError(f"{path}: cannot decode this video here (no imageio backend for "
                              f"{path.suffix}); {VIDEO_HINT}") from None
         raise InputError(f"{path}: undecodable video ({msg})") from None
-    _check_count(len(frames), path, "video frames")
+    _check_count(len(frames), path, "video frames", "video frame")
     names = [f"frame_{i:06d}.png" for i in range(len(frames))]
     return _check_sizes(frames, names, path), tuple(names)
 
@@ -208,7 +210,7 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
     seq = None
     if path.is_dir() and (path / "sequence.json").is_file():
         seq = load_sequence(path)
-        _check_count(len(seq), path, "frames")
+        _check_count(len(seq), path, "frames", "frame")
         images = [seq.image(i) for i in range(len(seq))]
         images = np.stack(images)
         names = tuple(p.name for p in seq.image_paths)

@@ -63,7 +63,7 @@ def test_single_frame(tmp_path, capsys):
     d.mkdir()
     _png(d / "a.png")
     msg = _run_error([d], capsys, tmp_path / "out")
-    assert "only 1 image" in msg and "at least 2" in msg
+    assert "only 1 image;" in msg and "at least 2" in msg  # not "1 images"
     msg = _run_error([d / "a.png"], capsys, tmp_path / "out")
     assert "a single image" in msg and "a.png" in msg
 
