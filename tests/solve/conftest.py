@@ -1,7 +1,25 @@
-"""Shared fixtures: one small rendered sequence (9 frames, 160x160, 200 landmarks, yaw -60..+60)
+"""Shared fixtures: a CLI runner that expects a one-line refusal, one small rendered sequence (9 frames, 160x160, 200 landmarks, yaw -60..+60)
 and two oracle solves of it, computed once per test session."""
 
 import pytest
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """Run the CLI expecting a refusal: exit 2 and one ``error:`` line (warnings may precede
+    it), no traceback; returns the line."""
+    from facesfm.cli import main
+
+    def run(argv):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
+        assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+        assert "Traceback" not in err and "RuntimeWarning" not in err
+        return lines[0]
+
+    return run
 
 
 @pytest.fixture(scope="session")

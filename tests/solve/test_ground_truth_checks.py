@@ -26,16 +26,8 @@ def other9(tmp_path_factory):
     return out
 
 
-def _error(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
-    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
-def test_compare_and_eval_refuse_another_faces_ground_truth(seq9, other9, tmp_path, capsys):
+def test_compare_and_eval_refuse_another_faces_ground_truth(seq9, other9, tmp_path, capsys,
+                                                           cli_error):
     seq = tmp_path / "seq9"
     shutil.copytree(seq9, seq)
     solved = tmp_path / "solved"
@@ -48,15 +40,15 @@ def test_compare_and_eval_refuse_another_faces_ground_truth(seq9, other9, tmp_pa
           str(tmp_path / "ev_ok"), "--quiet"])
     capsys.readouterr()
     # another face's sequence: same names, other frames
-    line = _error(["compare", solved, "--gt", other9], capsys)
+    line = cli_error(["compare", solved, "--gt", other9])
     assert "not the ones" in line and str(other9) in line
-    line = _error(["eval", other9, "--solve-dir", solved, "--methods", "", "--out",
-                   tmp_path / "ev", "--quiet"], capsys)
+    line = cli_error(["eval", other9, "--solve-dir", solved, "--methods", "", "--out",
+                   tmp_path / "ev", "--quiet"])
     assert "not among the sequences given" in line and str(seq) in line
     assert not (tmp_path / "ev").exists()
     # the solved folder's frames replaced by another face's: its path matches, its frames not
     shutil.rmtree(seq)
     shutil.copytree(other9, seq)
-    line = _error(["eval", seq, "--solve-dir", solved, "--methods", "", "--out",
-                   tmp_path / "ev2", "--quiet"], capsys)
+    line = cli_error(["eval", seq, "--solve-dir", solved, "--methods", "", "--out",
+                   tmp_path / "ev2", "--quiet"])
     assert "not the ones" in line

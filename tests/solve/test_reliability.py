@@ -12,16 +12,6 @@ from facesfm.cli import main
 ORACLE = ["--oracle-landmarks", "--oracle-depth", "--oracle-poses", "--no-html"]
 
 
-def _error(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
-    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err and "RuntimeWarning" not in err
-    return lines[0]
-
-
 def _with_K(seq9, tmp_path, K):
     seq = tmp_path / "seq"
     shutil.copytree(seq9, seq)
@@ -38,32 +28,31 @@ def _with_K(seq9, tmp_path, K):
     ([[220, 0, 80], [0, 220, 80], [0, 1, 1]], "last row"),
     ([[220, 0, 80], [0, 220, 80]], "expected shape"),
 ])
-def test_bad_intrinsics_in_a_sequence_are_named(seq9, tmp_path, capsys, K, says):
+def test_bad_intrinsics_in_a_sequence_are_named(seq9, tmp_path, capsys, K, says, cli_error):
     seq = _with_K(seq9, tmp_path, K)
-    line = _error(["solve", seq, *ORACLE, "--out", tmp_path / "out"], capsys)
+    line = cli_error(["solve", seq, *ORACLE, "--out", tmp_path / "out"])
     assert "sequence.json: K" in line and says in line
     assert not (tmp_path / "out").exists()
 
 
-def test_infinite_focal_options_are_refused(seq9, tmp_path, capsys):
-    line = _error(["solve", seq9, *ORACLE, "--focal", "inf", "--out", tmp_path / "o"], capsys)
+def test_infinite_focal_options_are_refused(seq9, tmp_path, cli_error):
+    line = cli_error(["solve", seq9, *ORACLE, "--focal", "inf", "--out", tmp_path / "o"])
     assert "--focal" in line and "finite" in line
-    line = _error(["render", "--out", tmp_path / "r", "--focal", "inf"], capsys)
+    line = cli_error(["render", "--out", tmp_path / "r", "--focal", "inf"])
     assert "--focal" in line and "finite" in line
     assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
 
 
-def test_paths_of_the_wrong_kind_are_named(seq9, tmp_path, capsys):
+def test_paths_of_the_wrong_kind_are_named(seq9, tmp_path, cli_error):
     f = tmp_path / "a_file"
     f.write_text("x")
-    line = _error(["solve", seq9, *ORACLE, "--out", f], capsys)
+    line = cli_error(["solve", seq9, *ORACLE, "--out", f])
     assert "is a file, not a folder" in line and f.read_text() == "x"
-    line = _error(["render", "--faces", "mesh", "--mesh", tmp_path, "--out", tmp_path / "r"],
-                  capsys)
+    line = cli_error(["render", "--faces", "mesh", "--mesh", tmp_path, "--out", tmp_path / "r"])
     assert "is a folder" in line and "mesh file" in line
 
 
-def test_a_degenerate_mesh_is_refused_or_marked(seq9, tmp_path, capsys, monkeypatch):
+def test_a_degenerate_mesh_is_refused_or_marked(seq9, tmp_path, capsys, monkeypatch, cli_error):
     """A fused surface of 3 triangles: exit 2 with nothing written; --keep-unreliable
     writes it with status "unreliable"."""
     from facesfm.solve import stages
@@ -76,7 +65,7 @@ def test_a_degenerate_mesh_is_refused_or_marked(seq9, tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(stages, "mesh_from_depth", three_triangles)
     out = tmp_path / "out"
-    line = _error(["solve", seq9, *ORACLE, "--out", out], capsys)
+    line = cli_error(["solve", seq9, *ORACLE, "--out", out])
     assert "not reliable" in line and "mesh is degenerate (3 triangles" in line
     assert not out.exists() and not list(tmp_path.glob(".out*"))
     main([str(a) for a in ["solve", seq9, *ORACLE, "--out", out, "--keep-unreliable"]])
@@ -86,7 +75,7 @@ def test_a_degenerate_mesh_is_refused_or_marked(seq9, tmp_path, capsys, monkeypa
     assert rep["status"] == "unreliable" and "degenerate" in rep["problems"][0]
 
 
-def test_a_cloud_no_face_could_be_is_refused(seq9, tmp_path, capsys, monkeypatch):
+def test_a_cloud_no_face_could_be_is_refused(seq9, tmp_path, capsys, monkeypatch, cli_error):
     """A cloud metres across (poses gone wrong) is refused; the exact one passes."""
     from facesfm.solve import stages
     from facesfm.solve.fusion import PointCloud
@@ -106,7 +95,7 @@ def test_a_cloud_no_face_could_be_is_refused(seq9, tmp_path, capsys, monkeypatch
     capsys.readouterr()
     monkeypatch.setattr(stages, "fuse_depth_maps", blown_up)
     monkeypatch.setattr(stages, "mesh_from_depth", mesh_of_the_real_cloud)
-    line = _error(["solve", seq9, *ORACLE, "--out", tmp_path / "out"], capsys)
+    line = cli_error(["solve", seq9, *ORACLE, "--out", tmp_path / "out"])
     assert "not reliable" in line and "mm across, not a face" in line
 
 
@@ -116,36 +105,35 @@ def _copy(seq9, tmp_path):
     return seq
 
 
-def test_damaged_landmark_files_are_named_by_every_command(seq9, tmp_path, capsys):
+def test_damaged_landmark_files_are_named_by_every_command(seq9, tmp_path, cli_error):
     seq = _copy(seq9, tmp_path)
     lm = seq / "landmarks.npz"
     lm.write_bytes(lm.read_bytes()[:200])  # truncated
     for argv in (["solve", seq, *ORACLE, "--out", tmp_path / "o"],
                  ["eval", seq, "--out", tmp_path / "e", "--quiet"],
                  ["train", "landmarks", seq, "--out", tmp_path / "t", "--preset", "tiny"]):
-        line = _error(argv, capsys)
+        line = cli_error(argv)
         assert "landmarks.npz" in line and "unreadable" in line
     assert not any((tmp_path / n).exists() for n in ("o", "e"))
 
 
-def test_nan_landmarks_are_named(seq9, tmp_path, capsys):
+def test_nan_landmarks_are_named(seq9, tmp_path, cli_error):
     seq = _copy(seq9, tmp_path)
     z = dict(np.load(seq / "landmarks.npz"))
     z["uv"][3, 5, 0] = np.nan
     np.savez_compressed(seq / "landmarks.npz", **z)
-    line = _error(["solve", seq, *ORACLE, "--out", tmp_path / "o"], capsys)
+    line = cli_error(["solve", seq, *ORACLE, "--out", tmp_path / "o"])
     assert "landmarks.npz: uv holds NaN or inf" in line
 
 
-def test_unwritable_outputs_fail_before_the_work(seq9, tmp_path, capsys):
+def test_unwritable_outputs_fail_before_the_work(seq9, tmp_path, cli_error):
     f = tmp_path / "a_file"
     f.write_text("x")
-    line = _error(["solve", seq9, *ORACLE, "--out", f / "out"], capsys)
+    line = cli_error(["solve", seq9, *ORACLE, "--out", f / "out"])
     assert "cannot write" in line and "is a file" in line
-    line = _error(["eval", seq9, "--out", f / "ev", "--quiet"], capsys)
+    line = cli_error(["eval", seq9, "--out", f / "ev", "--quiet"])
     assert "cannot write" in line and "is a file" in line
-    line = _error(["train", "landmarks", f, "--out", tmp_path / "t", "--preset", "tiny"],
-                  capsys)
+    line = cli_error(["train", "landmarks", f, "--out", tmp_path / "t", "--preset", "tiny"])
     assert "is a file" in line and not (tmp_path / "t").exists()
 
 
