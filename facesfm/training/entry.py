@@ -89,6 +89,12 @@ def train_command(
     if init is not None and not Path(init).is_file():
         raise InputError(f"--init checkpoint not found: {init}")
     cfg = build_train_config(preset, config, cli_overrides(**options))
+    for folder in {Path(data), *([Path(val)] if val is not None else [])}:
+        if folder.is_dir() and not (folder / "dataset.json").is_file() \
+                and not (folder / "sequence.json").is_file():
+            # facesfm render writes dataset.json last: without it the render may have stopped
+            echo(f"warning: {folder} has no dataset.json (an interrupted `facesfm render` "
+                 f"writes none): training on the sequence folders found in it")
     dist = init_distributed()
     if threads is None and dist.enabled:
         # one process per core share: oversubscribed threads slow small convolutions ~10x

@@ -168,3 +168,21 @@ def test_resume_without_a_checkpoint_says_so(tiny_data, tmp_path, capsys):
     said = cap.out + cap.err
     assert "--resume: no checkpoint at" in said and "starting a new run" in said
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_training_on_a_render_without_its_index_says_so(tiny_data, tmp_path, capsys):
+    """An interrupted render leaves its finished sequences but no dataset.json (written last):
+    training on such a folder warns."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "dataset.json").unlink()
+    main(["train", "landmarks", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny",
+          "--max-steps", "1", "--quiet"])
+    cap = capsys.readouterr()
+    assert "has no dataset.json" in cap.out + cap.err
+    main(["train", "landmarks", str(tiny_data), "--out", str(tmp_path / "run2"), "--preset",
+          "tiny", "--max-steps", "1", "--quiet"])
+    cap = capsys.readouterr()
+    assert "dataset.json" not in cap.out + cap.err
