@@ -65,15 +65,19 @@ def demo(out, seed, overwrite, no_solve):
 @click.option("--landmarks", type=int, default=None,
               help="Landmark count: 68, 200, 300, 400, 500, 568 or 800 [default: 800].")
 @click.option("--overwrite", is_flag=True, help="Replace existing sequences in --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted render in --out: keep its finished sequences "
+                   "(refused if they were rendered with other settings), render the rest.")
 @click.option("--config", "config", type=click.Path(), default=None,
               help="YAML BatchConfig; options given here override it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(out, overwrite, config, quiet, **options):
+def render(out, overwrite, resume, config, quiet, **options):
     """Render synthetic face sequences with ground truth (images, depth, masks, landmarks)."""
     from facesfm.render.batch import build_batch_config, render_batch
 
     cfg = build_batch_config(config, **options)
-    render_batch(cfg, out, overwrite=overwrite, progress=not quiet, echo=click.echo)
+    render_batch(cfg, out, overwrite=overwrite, resume=resume, progress=not quiet,
+                 echo=click.echo)
 
 
 @cli.command()

@@ -248,3 +248,28 @@ def test_vary_trajectory_gives_each_sequence_its_own_path(tmp_path, capsys):
     assert np.abs(a.cam_T_world - b.cam_T_world).max() > 1.0
     traj = json.loads((out / "dataset.json").read_text())["config"]["render"]["trajectory"]
     assert traj["direction"] == "random" and traj["pitch_spread"] > 0
+
+
+def test_resume_keeps_finished_sequences_and_renders_the_rest(tmp_path, capsys):
+    """An interrupted render (its finished sequences, no dataset.json) continued with
+    --resume: the finished ones are kept as they are, the rest rendered, and the result is
+    the render an uninterrupted run makes; other settings are refused, nothing touched."""
+    import shutil
+
+    args = ["--subjects", "3", "--seed", "5", *SMALL]
+    full = tmp_path / "full"
+    assert _run(["render", "--out", str(full), *args], capsys)[0] == 0
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    (part / "dataset.json").unlink()
+    shutil.rmtree(part / "00002_00")
+    kept = _snapshot(part / "00000_00")
+    code, _, err = _run(["render", "--out", str(part), "--seed", "6", "--resume", *SMALL],
+                        capsys)
+    assert code == 2 and "other settings" in _one_line_error(err)
+    assert not (part / "00002_00").exists() and _snapshot(part / "00000_00") == kept
+    code, stdout, err = _run(["render", "--out", str(part), "--resume", *args], capsys)
+    assert code == 0, err
+    assert "2 finished sequence(s) kept, 1 to render" in stdout
+    assert _snapshot(part / "00000_00") == kept
+    assert _snapshot(part) == _snapshot(full)

@@ -16,6 +16,7 @@ written atomically; dataset.json is written last.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from facesfm.config import from_dict, load_yaml, to_dict
+from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 from facesfm.io import write_json
@@ -222,24 +224,60 @@ def _close_worker() -> None:
     _STATE.clear()
 
 
+def _finished(out: Path, cfg: BatchConfig, subject: int, seq: int) -> dict | None:
+    """The dataset entry of sequence (subject, seq) if ``out`` already holds it complete (a
+    sequence folder is renamed into place only when complete) and rendered with ``cfg``;
+    None if it is not there; InputError if it was rendered with other settings."""
+    name = sequence_name(subject, seq)
+    meta_path = out / name / "sequence.json"
+    if not meta_path.is_file():
+        return None
+    face_seed, seed = derive_seed(cfg.seed, 1, subject), derive_seed(cfg.seed, 2, subject, seq)
+    try:
+        meta = json.loads(meta_path.read_text())
+        same = (meta["seed"] == seed and meta["face"]["seed"] == face_seed
+                and meta["face"]["source"] == cfg.faces and meta["config"] == to_dict(cfg.render))
+    except (json.JSONDecodeError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise InputError(f"--resume: {out / name} was rendered with other settings or seeds; "
+                         f"render into another folder, or --overwrite")
+    vis = load_sequence(out / name, check_files=True).visible
+    return {"name": name, "path": name, "subject": subject, "sequence": seq,
+            "face_seed": face_seed, "seed": seed, "frames": int(vis.shape[0]),
+            "mean_visible": float(np.mean(vis.sum(1))), "seconds": 0.0}
+
+
 def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
-                 progress: bool = True, echo=print) -> BatchResult:
+                 progress: bool = True, echo=print, resume: bool = False) -> BatchResult:
     """Render ``cfg.subjects x cfg.sequences_per_subject`` sequences into ``out``.
 
     An existing non-empty ``out`` is an InputError unless ``overwrite`` (then sequences of
-    the same name are replaced, each atomically). Prints a summary through ``echo``.
+    the same name are replaced, each atomically) or ``resume`` (then the sequences already
+    there, complete and of the same settings, are kept and only the others rendered).
+    Prints a summary through ``echo``.
     """
     from tqdm import tqdm
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if overwrite and resume:
+        raise InputError("--overwrite and --resume: choose one")
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
         raise InputError(f"output folder exists and is not empty: {out} "
-                         "(pass --overwrite to replace its sequences)")
+                         "(pass --resume to continue it, --overwrite to replace its sequences)")
     jobs = [(s, q, str(out), overwrite) for s in range(cfg.subjects)
             for q in range(cfg.sequences_per_subject)]
-    workers = min(cfg.workers, len(jobs))
+    kept = []
+    if resume and out.is_dir():
+        for job in list(jobs):
+            e = _finished(out, cfg, job[0], job[1])
+            if e is not None:
+                kept.append(e)
+                jobs.remove(job)
+        echo(f"resuming {out}: {len(kept)} finished sequence(s) kept, {len(jobs)} to render")
+    workers = max(1, min(cfg.workers, len(jobs)))
     # fail early, in this process, on unusable face data; workers build their own model
     model = make_face_model(cfg) if workers == 1 or cfg.faces == "mesh" else None
     if model is None and cfg.faces == "ict":
@@ -250,7 +288,7 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    entries = []
+    entries = list(kept)
     bar = tqdm(total=len(jobs), unit="seq", desc="render", disable=not progress,
                file=sys.stderr)
     try:
