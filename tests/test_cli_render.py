@@ -213,6 +213,7 @@ def test_untextured_mesh_is_refused_and_leaves_no_output(tmp_path, capsys):
     code, _, err = _run(["render", "--out", str(out), "--faces", "mesh", "--mesh", str(plain),
                          *SMALL], capsys)
     assert code == 2 and "plain.ply" in _one_line_error(err) and "texture" in err
+    assert "--allow-untextured" in err  # the way out is named
     assert not out.exists()
     # allowed explicitly: rendered in a plain skin tone
     code, _, err = _run(["render", "--out", str(out), "--faces", "mesh", "--mesh", str(plain),

@@ -125,8 +125,8 @@ def load_textured_mesh(
     if texture is None and colors is None:
         if require_texture:
             raise InputError(
-                f"{path}: no texture image (UV + material image) or vertex colours, "
-                "and a textured mesh is required"
+                f"{path}: no texture image (UV + material image) or vertex colours; the "
+                "photometric losses need one (--allow-untextured renders it in a plain skin tone)"
             )
         colors = np.tile(np.asarray(_PLAIN_RGB, np.float32), (len(v), 1))
 
