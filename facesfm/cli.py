@@ -44,6 +44,8 @@ def demo(out, seed, overwrite, no_solve):
 @click.option("--mesh", type=click.Path(), default=None, help="Mesh file for --faces mesh.")
 @click.option("--units", type=click.Choice(["mm", "cm", "m"]), default=None,
               help="Length unit of --mesh [default: mm].")
+@click.option("--scale", type=float, default=None,
+              help="A further factor to mm for a mesh in arbitrary units (after --units).")
 @click.option("--orient", default=None, help="Axis the --mesh face looks down, e.g. +z.")
 @click.option("--allow-untextured", is_flag=True, default=None,
               help="Render a --mesh without texture or vertex colours in a plain skin tone.")

@@ -274,3 +274,22 @@ def test_resume_keeps_finished_sequences_and_renders_the_rest(tmp_path, capsys):
     assert "2 finished sequence(s) kept, 1 to render" in stdout
     assert _snapshot(part / "00000_00") == kept
     assert _snapshot(part) == _snapshot(full)
+
+
+def test_a_mesh_of_implausible_size_is_refused_with_the_way_out(tmp_path, capsys):
+    """A scan in arbitrary units that fits none of mm/cm/m (it rendered 45 mm tall without a
+    word): refused, naming --units and --scale; --scale brings it to a head's size."""
+    import trimesh
+
+    small = tmp_path / "small.ply"
+    trimesh.creation.icosphere(subdivisions=4, radius=22.5).export(small)  # 45 mm across
+    base = ["render", "--faces", "mesh", "--mesh", str(small), "--allow-untextured", *SMALL]
+    code, _, err = _run([*base, "--out", str(tmp_path / "o")], capsys)
+    line = _one_line_error(err)
+    assert code == 2 and "45 mm across" in line and "--scale" in line and "--units" in line
+    assert not (tmp_path / "o").exists()
+    code, _, err = _run([*base, "--scale", "4", "--out", str(tmp_path / "o2")], capsys)
+    assert code == 0, err
+    mesh = np.asarray(__import__("trimesh").load(tmp_path / "o2" / "00000_00" / "mesh.ply",
+                                                 process=False).vertices)
+    assert abs(np.ptp(mesh, axis=0).max() - 180.0) < 2.0

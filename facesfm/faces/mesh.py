@@ -64,11 +64,13 @@ def load_textured_mesh(
     orient: str | None = None,
     require_texture: bool = False,
     n_landmarks: int = 800,
+    scale: float = 1.0,
 ) -> FaceMesh:
     """Read a face mesh into the world frame.
 
     path:            OBJ (with MTL + image), PLY (vertex colours) or GLB/glTF.
     units:           the file's length unit, "mm", "cm" or "m"; vertices come out in mm.
+    scale:           a further factor (a scan in arbitrary units: the factor to mm).
     center:          move the bounding-box centre (after rotation) to the origin.
     orient:          which axis the face looks down in the file: "+z" (or None/"none": no
                      rotation), "-z", "+x", "-x"; it is turned to +z about the y axis (+y up).
@@ -130,7 +132,9 @@ def load_textured_mesh(
             )
         colors = np.tile(np.asarray(_PLAIN_RGB, np.float32), (len(v), 1))
 
-    scale = UNITS_TO_MM[units]
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"--scale must be a finite number > 0, got {scale}")
+    scale = UNITS_TO_MM[units] * scale
     v = v * scale
     rot = ORIENTATIONS[key]
     if key not in ("none", "+z"):
@@ -186,11 +190,13 @@ class MeshFaceModel:
         orient: str | None = None,
         require_texture: bool = False,
         n_landmarks: int = 800,
+        scale: float = 1.0,
     ):
         self.path = Path(path)
         self.face = load_textured_mesh(
             self.path,
             units=units,
+            scale=scale,
             center=center,
             orient=orient,
             require_texture=require_texture,

@@ -83,12 +83,13 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     r, t = d["render"], d["render"]["trajectory"]
     opts = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(opts) - {
-        "faces", "mesh", "units", "orient", "ict_dir", "subjects", "sequences_per_subject",
+        "faces", "mesh", "units", "scale", "orient", "ict_dir", "subjects",
+        "sequences_per_subject",
         "seed", "workers", "landmarks", "frames", "yaw_range", "step", "size", "focal",
         "allow_untextured", "vary_trajectory"})
     if unknown:
         raise TypeError(f"build_batch_config: unknown options {unknown}")
-    for k in ("faces", "mesh", "units", "orient", "ict_dir", "subjects",
+    for k in ("faces", "mesh", "units", "scale", "orient", "ict_dir", "subjects",
               "sequences_per_subject", "seed", "workers", "allow_untextured"):
         if k in opts:
             d[k] = str(opts[k]) if k in ("mesh", "ict_dir") else opts[k]
@@ -128,6 +129,9 @@ def _check_ict_dir(cfg: BatchConfig) -> None:
         raise InputError(f"--ict-dir {cfg.ict_dir}: folder not found")
 
 
+HEAD_SIZE_MM = (80.0, 600.0)  # a face-only scan to a head with neck and shoulders
+
+
 def make_face_model(cfg: BatchConfig):
     """The FaceModel named by ``cfg.faces`` (checks its data now: InputError if unusable)."""
     if cfg.faces == "builtin":
@@ -142,9 +146,16 @@ def make_face_model(cfg: BatchConfig):
         return ICTFaceModel(find_ict_dir(cfg.ict_dir))
     from facesfm.faces.mesh import MeshFaceModel
 
-    model = MeshFaceModel(cfg.mesh, units=cfg.units, orient=cfg.orient,
+    model = MeshFaceModel(cfg.mesh, units=cfg.units, orient=cfg.orient, scale=cfg.scale,
                           require_texture=not cfg.allow_untextured)
     mesh, _ = model.sample(0)
+    size = float(np.ptp(np.asarray(mesh.vertices), axis=0).max())
+    lo, hi = HEAD_SIZE_MM
+    if not lo <= size <= hi:
+        raise InputError(
+            f"{cfg.mesh}: read in {cfg.units}" + (f" x {cfg.scale:g}" if cfg.scale != 1 else "")
+            + f", it is {size:.0f} mm across, not a head's size ({lo:g}-{hi:g} mm); give the "
+            f"file's unit with --units or a factor to mm with --scale")
     if len(mesh.landmark_vertices) < cfg.render.landmarks:
         raise InputError(
             f"{cfg.mesh}: {len(mesh.landmark_vertices)} usable vertices, fewer than "

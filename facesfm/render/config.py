@@ -266,6 +266,7 @@ class BatchConfig:
     faces: str = "builtin"
     mesh: str | None = None
     units: str = "mm"
+    scale: float = 1.0
     orient: str | None = None
     allow_untextured: bool = False
     ict_dir: str | None = None
@@ -280,6 +281,8 @@ class BatchConfig:
             raise InputError(f"--faces {self.faces}: choose one of {list(FACE_SOURCES)}")
         if self.faces == "mesh" and not self.mesh:
             raise InputError("--faces mesh needs --mesh PATH")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise InputError(f"--scale must be a finite number > 0, got {self.scale}")
         if self.units not in ("mm", "cm", "m"):
             raise InputError(f"--units {self.units}: choose one of ['mm', 'cm', 'm']")
         if self.subjects < 1:
