@@ -15,6 +15,7 @@ from scipy.spatial import cKDTree
 from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
 from facesfm.eval.metrics import point_to_surface_distances, pose_errors
 from facesfm.geometry.multiview import depth_to_points
+from facesfm.geometry.similarity import rms_radius, umeyama
 
 __all__ = ["evaluate_against_gt", "gt_completeness"]
 
@@ -25,7 +26,10 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
                         mesh_vertices: np.ndarray, max_points: int = 5000) -> dict:
     """Pose errors (initial and optimised vs GT) and cloud / mesh accuracy after Umeyama
     (landmarks) + point-to-surface ICP alignment to the GT mesh (mm); the cloud's accuracy
-    also at the landmarks' scale with rigid ICP (``*_landmark_scale``).
+    also at the landmarks' scale with rigid ICP (``*_landmark_scale``). When the landmark IDs
+    do not mark the sequence's points (a user mesh, the other model's detector: see
+    ``alignment_start``), the alignment starts from the cameras' similarity to the GT
+    cameras instead, and ``*_landmark_scale`` is at that similarity's scale.
 
     seq: the :class:`facesfm.data.format.Sequence` solved; kept: (F_in,) bool, its frames the
     solve used (the poses' rows); landmark_ids: (N,) the sequence's landmark ID of each row of
@@ -44,11 +48,18 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
         return out
     gm = trimesh.load(mesh_path, process=False)
     gv, gf = np.asarray(gm.vertices, dtype=np.float64), np.asarray(gm.faces, dtype=np.int64)
-    X = landmarks_xyz
-    ok = np.all(np.isfinite(X), 1)
-    init = None
-    if ok.sum() >= 3:
-        init = (X[ok], seq.landmark_xyz[landmark_ids[ok]])
+    init = _landmark_init(seq, landmarks_xyz, landmark_ids)
+    if init is None or _ids_disagree(init):
+        # the detector's landmark IDs are not the sequence's (a user mesh's farthest-point
+        # samples, the other face model's detector): start from the cameras instead
+        why = ("no landmark pairs" if init is None else
+               f"the landmark IDs do not mark the sequence's points (RMS {_pair_rms(init):.1f} "
+               f"mm after a similarity fit)")
+        init = _camera_init(cloud_points, poses_optimised, gt)
+        out["alignment_start"] = {"from": "cameras" if init is not None else "centroids",
+                                  "why": why}
+    else:
+        out["alignment_start"] = {"from": "landmarks"}
     if init is not None:
         # Second protocol: the scale of the landmarks, rigid ICP. It cannot shrink a noisy
         # cloud (a free ICP scale does, which flatters it; down to a collapse).
@@ -79,6 +90,39 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
         out[f"{name}_to_gt_surface_mm"] = _distance_stats(d)
     out["completeness"] = gt_completeness(seq, kept, al.aligned)
     return out
+
+
+def _landmark_init(seq, X: np.ndarray, ids: np.ndarray):
+    """(reconstructed, GT) landmark pairs, or None with fewer than 3 (IDs the sequence does
+    not store are left out)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    ok = np.all(np.isfinite(X), 1) & (ids >= 0) & (ids < len(seq.landmark_xyz))
+    return (X[ok], seq.landmark_xyz[ids[ok]]) if ok.sum() >= 3 else None
+
+
+def _pair_rms(pairs) -> float:
+    S = umeyama(*pairs)
+    return float(np.sqrt(np.mean(np.sum((S.apply(pairs[0]) - pairs[1]) ** 2, 1))))
+
+
+def _ids_disagree(pairs) -> bool:
+    """Whether landmark pairs cannot be the same points: after their best similarity their
+    RMS distance is above 5 mm and a fifth of the GT landmarks' spread (detected landmarks
+    of the right model: 1-3 mm; another model's IDs: tens of mm)."""
+    return _pair_rms(pairs) > max(5.0, 0.2 * rms_radius(pairs[1]))
+
+
+def _camera_init(points: np.ndarray, poses: np.ndarray, gt: np.ndarray, n: int = 2000):
+    """Point pairs that carry the similarity aligning the solve's cameras to the GT ones
+    (None with fewer than 3 frames or a degenerate trajectory)."""
+    if len(gt) < 3 or len(points) < 3:
+        return None
+    try:
+        S = pose_errors(poses, gt, "sim3").gauge
+    except ValueError:
+        return None
+    P = points[np.linspace(0, len(points) - 1, min(n, len(points))).astype(int)]
+    return P, S.apply(P)
 
 
 def _distance_stats(d: np.ndarray) -> dict:
