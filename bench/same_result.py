@@ -152,7 +152,9 @@ def main():
     for c, r in rows.items():
         def pair(k, fmt="{:.4f}", r=r):
             v = r.get(k)
-            return "-" if not v or v[0] is None else " / ".join(fmt.format(x) for x in v)
+            if not v or all(x is None for x in v):
+                return "-"
+            return " / ".join("failed" if x is None else fmt.format(x) for x in v)
         md.append(f"| {c} | {r['initial_max_abs_diff']:.1e} / {r['optimised_max_abs_diff']:.1e}"
                   f" | {r['optimised_max_rotation_diff_deg']:.1e} | "
                   f"{pair('cloud_to_gt_surface_mm')} | "
