@@ -220,6 +220,9 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
               help="Find the face in each frame (MediaPipe), skip frames without one and crop "
                    "the frames to it; outputs stay in the original pixels [default: auto = "
                    "on for photo folders and videos, off for sequence folders].")
+@click.option("--max-frames", type=int, default=None,
+              help="A video is solved from keyframes, one every 2 degrees of head turn: at "
+                   "most this many [default: 150].")
 @click.option("--keep-unreliable", is_flag=True, default=None,
               help="Write a result that fails the checks (cameras that disagree with the "
                    "head's turning, a degenerate mesh, a cloud no face could be), marked "

@@ -56,6 +56,10 @@ class SolveConfig:
                        whose frames are framed already and whose ground truth is in their
                        pixels).
     crop_size:         side in px of the square crop the frames are resampled to.
+    keyframe_deg, max_frames: a video is solved from keyframes: a new one each time the head
+                       has turned ``keyframe_deg`` more (MediaPipe's face meshes; 0: every
+                       frame), at most ``max_frames`` of them, evenly spread
+                       (:func:`facesfm.solve.frontend.keyframes`).
     face_agreement:    with the front end: a frame whose semantic landmarks lie further than
                        this share of the face's size (box diagonal) from the face MediaPipe
                        found is skipped. Median agreement of the shipped detectors on our
@@ -88,6 +92,8 @@ class SolveConfig:
     face_crop: str = "auto"
     crop_size: int = 384
     face_agreement: float = 0.08
+    keyframe_deg: float = 2.0
+    max_frames: int | None = 150
     max_motion_disagreement_deg: float = 15.0
     min_mesh_faces: int = 100
     face_extent_mm: tuple[float, float] = (40.0, 800.0)
@@ -129,6 +135,8 @@ class SolveConfig:
                              "and face_extent_mm (lo, hi) with 0 <= lo < hi")
         if not 0 < self.face_agreement < 1:
             raise InputError(f"face_agreement must be in (0, 1), got {self.face_agreement}")
+        if self.keyframe_deg < 0 or (self.max_frames is not None and self.max_frames < 2):
+            raise InputError("keyframe_deg must be >= 0 and max_frames >= 2")
         if self.crop_size < 32:
             raise InputError(f"crop_size must be >= 32 px, got {self.crop_size}")
         if not 0 <= self.min_relative_confidence < 1:
@@ -182,12 +190,12 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
                "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
-               "face_crop", "keep_unreliable",
+               "face_crop", "keep_unreliable", "max_frames",
                "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
     for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks",
-              "face_crop", "keep_unreliable"):
+              "face_crop", "keep_unreliable", "max_frames"):
         if k in o:
             d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
     if o.get("oracle_depth"):

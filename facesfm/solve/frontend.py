@@ -39,6 +39,7 @@ __all__ = [
     "face_agreement",
     "face_crop",
     "find_faces",
+    "keyframes",
     "motion_agreement",
 ]
 
@@ -258,3 +259,25 @@ def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray) -> np.ndarr
         posed = R[f] @ R[r].T
         out[f] = Sim3(seen.T @ posed, np.zeros(3)).rotation_angle_deg()
     return out
+
+
+def keyframes(face_mesh: np.ndarray, step_deg: float = 2.0,
+              max_frames: int | None = None) -> np.ndarray:
+    """(F,) bool: the frames of a video to solve from. A frame is kept when the head has
+    turned at least ``step_deg`` since the last kept one, as the face meshes show it (the
+    rotation of the Umeyama similarity between the two 3D meshes); the first is always kept.
+    More than ``max_frames`` kept: that many, evenly spread over them. face_mesh: (F, 468, 3)
+    of frames that all have a face."""
+    F = len(face_mesh)
+    keep = np.zeros(F, dtype=bool)
+    if F == 0:
+        return keep
+    keep[0], last = True, 0
+    for f in range(1, F):
+        if umeyama(face_mesh[last], face_mesh[f]).rotation_angle_deg() >= step_deg:
+            keep[f], last = True, f
+    idx = np.flatnonzero(keep)
+    if max_frames is not None and len(idx) > max_frames:
+        keep[:] = False
+        keep[idx[np.round(np.linspace(0, len(idx) - 1, max_frames)).astype(int)]] = True
+    return keep

@@ -31,6 +31,7 @@ from facesfm.solve.frontend import (
     face_agreement,
     face_crop,
     find_faces,
+    keyframes,
     motion_agreement,
 )
 from facesfm.solve.fusion import (
@@ -254,6 +255,19 @@ def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo
         raise InputError(f"{frames.path}: a face was found in only {int(found.sum())} of "
                          f"{len(found)} frames; at least {cfg.min_frames} needed")
     track = track.select(found)
+    if frames.source == "video" and cfg.keyframe_deg > 0:
+        key = keyframes(track.mesh, cfg.keyframe_deg, cfg.max_frames)
+        if echo is not None:
+            echo(f"video: {int(key.sum())} keyframe(s) of the {len(key)} frames with a face "
+                 f"(a new one every {cfg.keyframe_deg:g} deg of head turn"
+                 + (f", at most {cfg.max_frames}" if cfg.max_frames else "") + ")")
+        if key.sum() < cfg.min_frames:
+            raise InputError(f"{frames.path}: the head turns too little for structure from "
+                             f"motion: {int(key.sum())} keyframe(s) {cfg.keyframe_deg:g} deg "
+                             f"apart; at least {cfg.min_frames} needed")
+        found = found.copy()
+        found[np.flatnonzero(found)[~key]] = False
+        track = track.select(key)
     crop = face_crop(track, frames.width, frames.height, cfg.crop_size)
     return crop_frames(frames.select(found), crop, track), found
 

@@ -259,3 +259,33 @@ def test_video_of_a_capture_is_solved(seq256, tmp_path, capsys):
     seq = load_sequence(seq256)
     rot = pose_errors(cams.optimised, seq.cam_T_world[cams.input_index], "sim3").summary()
     assert rot["rotation_mean_deg"] < 2.5  # the plain sequence: 1.77 deg
+
+
+def test_a_video_is_solved_from_keyframes(seq256, tmp_path, capsys):
+    """Each of the 9 views held for 4 frames (a slow turn): the solve keeps one keyframe per
+    2 degrees of head turn, i.e. one per view (the views are 10 degrees apart), and lists
+    them; --max-frames caps them, evenly spread; a head that does not turn is refused."""
+    iio = pytest.importorskip("imageio.v3", reason="video needs imageio")
+    pytest.importorskip("imageio_ffmpeg", reason="video needs imageio-ffmpeg")
+    from facesfm.render.composite import composite_capture
+
+    cap = composite_capture(seq256, tmp_path / "cap", 432, 304, (150, 24),
+                            skimage_data.rocket(), head_only=False)
+    frames = np.stack([np.asarray(Image.open(cap.path / n)) for n in cap.names])
+    clip = tmp_path / "slow.mp4"
+    iio.imwrite(clip, np.repeat(frames, 4, axis=0), fps=10, codec="libx264", quality=8)
+    K = cap.K
+    intr = ["--intrinsics", f"{K[0, 0]},{K[0, 2]},{K[1, 2]}"]
+    err = _ok(["solve", clip, "--out", tmp_path / "out", *intr, *SOLVE], capsys)
+    assert "video: 9 keyframe(s) of the 36 frames with a face" in err
+    cams = json.loads((tmp_path / "out" / "cameras.json").read_text())
+    idx = [f["input_index"] for f in cams["frames"]]
+    assert len(idx) == 9 and len({i // 4 for i in idx}) == 9  # one frame of each view
+    err = _ok(["solve", clip, "--out", tmp_path / "out5", *intr, *SOLVE, "--max-frames", "5"],
+              capsys)
+    assert "video: 5 keyframe(s)" in err
+    still = tmp_path / "still.mp4"
+    iio.imwrite(still, np.repeat(frames[4:5], 12, axis=0), fps=10, codec="libx264",
+                quality=8)
+    code, err = _run(["solve", still, "--out", tmp_path / "o3", *intr, *SOLVE], capsys)
+    assert code == 2 and "the head turns too little" in err
