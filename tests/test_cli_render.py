@@ -55,6 +55,11 @@ def test_render_batch_writes_dataset(tmp_path, capsys):
     assert np.abs(a - c).max() > 1.0
     assert "4 sequence(s), 12 frames" in stdout and str(out) in stdout
     assert "mean visible landmarks per frame" in stdout
+    # a picture of what was rendered: the first sequence's frames side by side
+    from PIL import Image
+
+    assert f"preview {out / 'preview.png'}" in stdout
+    assert Image.open(out / "preview.png").size == (3 * 256, 256)
 
 
 def test_existing_output_is_refused_unchanged(tmp_path, capsys):

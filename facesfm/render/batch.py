@@ -31,6 +31,7 @@ from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 from facesfm.io import write_json
 from facesfm.render.config import BatchConfig
+from facesfm.render.preview import contact_sheet
 
 __all__ = [
     "BatchResult",
@@ -331,6 +332,8 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
     entries.sort(key=lambda e: (e["subject"], e["sequence"]))
     for e in entries:
         e.pop("seconds")
+    # a look at what was rendered: the first sequence's frames with their landmarks
+    preview = contact_sheet(out / entries[0]["path"], out / "preview.png") if entries else None
     write_json(out / "dataset.json", {
         "format": "facesfm-dataset",
         "version": 1,
@@ -345,5 +348,6 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
     echo(f"rendered {res.sequences} sequence(s), {res.frames} frames in {seconds:.1f} s "
          f"({res.fps:.1f} frames/s, {workers} worker(s)); "
          f"mean visible landmarks per frame {mean_vis:.1f} of {cfg.render.landmarks}")
-    echo(f"output: {out} (dataset.json lists the sequences)")
+    echo(f"output: {out} (dataset.json lists the sequences)"
+         + (f"; preview {preview}" if preview is not None else ""))
     return res
