@@ -244,6 +244,14 @@ def _pose_metrics(est, gt) -> tuple[dict, np.ndarray]:
 def _evaluate_baseline(method, seq, uv, vis, n, gt: _GroundTruth):
     from facesfm.solvers.baselines import run_baseline
 
+    if (seq.meta.get("face") or {}).get("source") == "mesh":
+        # the baselines fix the depth flip of the factorisation against the mean face over the
+        # 68 semantic landmarks; a user mesh's landmarks are samples of that mesh (measured: 179
+        # degrees off on one such head, right on another). Resolving it by perspective instead
+        # was wrong as often on 9-frame 128 px renders, so the baselines say they cannot.
+        raise InputError(f"{method} cannot resolve the depth reflection of {seq.root.name}: "
+                         f"its landmarks are samples of a user mesh, not the 68 semantic face "
+                         f"points it needs")
     res = run_baseline(method, uv[:, :n], vis[:, :n], seq.K)
     gt_xyz = seq.landmark_xyz[:n]
     rec = _landmark_metrics(res.points, gt_xyz)

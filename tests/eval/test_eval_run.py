@@ -185,3 +185,35 @@ def test_cli_runs_and_prints_summary(data, tmp_path, capsys):
     with pytest.raises(SystemExit):  # exists: one-line error, not overwritten
         main(["eval", str(data / "seq2"), "--out", str(out), "--quiet"])
     assert "output folder exists" in capsys.readouterr().err
+
+
+def test_baselines_say_they_cannot_on_a_user_mesh(tmp_path, capsys):
+    """A `--faces mesh` render: its landmark IDs are samples of that mesh, not the semantic
+    face points the baselines fix the depth flip with; on this head they came out 179 degrees
+    off from exact tracks. Now each baseline's record says it cannot, and the command says so
+    on one line per method, instead of scoring a mirrored result."""
+    import json
+
+    import trimesh
+    from eval_shapes import face_like_mesh
+
+    from facesfm.cli import main
+
+    v, f = face_like_mesh()
+    m = trimesh.Trimesh(v * [1.0, 1.0, 0.6], f, process=False)  # a flatter face
+    m.visual.vertex_colors = np.tile([200, 150, 120, 255], (len(v), 1))
+    mesh = tmp_path / "head.ply"
+    m.export(mesh)
+    main(["render", "--out", str(tmp_path / "ds"), "--faces", "mesh", "--mesh", str(mesh),
+          "--frames", "9", "--size", "128", "--focal", "167", "--landmarks", "68",
+          "--yaw-range", "-40,40", "--quiet"])
+    main(["eval", str(tmp_path / "ds"), "--out", str(tmp_path / "ev"), "--landmarks", "68",
+          "--quiet"])
+    err = capsys.readouterr().err
+    recs = json.loads((tmp_path / "ev" / "results.json").read_text())["records"]
+    assert {r["method"] for r in recs} == {"colmap_ba", "factorization"}
+    for r in recs:
+        assert "rot_mean_deg" not in r
+        assert "cannot resolve the depth reflection" in r["error"]
+        assert "68 semantic face points" in r["error"]
+    assert err.count("cannot resolve the depth reflection") == 2
