@@ -175,3 +175,25 @@ def test_the_other_models_detector_is_scored_from_the_cameras(seq9, tmp_path, ca
     main([str(a) for a in ["solve", seq9, *ORACLE, "--out", tmp_path / "o2"]])
     ev = json.loads((tmp_path / "o2" / "report.json").read_text())["evaluation"]
     assert ev["alignment_start"] == {"from": "landmarks"}
+
+
+def test_image_names_with_spaces_survive_the_colmap_export(seq9, tmp_path, capsys):
+    """A photo folder with spaces in its names: the solve warns, cameras.json keeps the
+    names, and COLMAP reads every image of colmap/ back under its own ('_' for ' ') name
+    (all came back as 'frame' before)."""
+    pycolmap = pytest.importorskip("pycolmap")
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i, p in enumerate(sorted((seq9 / "rgb").iterdir())):
+        shutil.copy(p, d / f"frame {i}.png")
+    main([str(a) for a in ["solve", d, "--face-crop", "off", "--landmark-checkpoint",
+                           "builtin", "--poses-init", "landmarks", "--depth", "landmarks",
+                           "--focal", "220", "--no-html", "--out", tmp_path / "out"]])
+    err = capsys.readouterr().err
+    assert "COLMAP's text format cannot hold white space" in err
+    names = [f["name"] for f in json.loads((tmp_path / "out" / "cameras.json").read_text())
+             ["frames"]]
+    assert all(n.startswith("frame ") for n in names)
+    rec = pycolmap.Reconstruction(str(tmp_path / "out" / "colmap"))
+    assert sorted(im.name for im in rec.images.values()) == sorted(
+        n.replace(" ", "_") for n in names)
