@@ -22,20 +22,30 @@ def cli_error(capsys):
     return run
 
 
-@pytest.fixture(scope="session")
-def seq9(tmp_path_factory):
-    """Path of a 9-frame 160x160 built-in face sequence (f = 220 px, 500 mm away)."""
+def _render9(folder, face_seed: int):
+    """A 9-frame 160x160 built-in face sequence (f = 220 px, 500 mm away) in ``folder``."""
     from facesfm.faces.builtin import BuiltinFaceModel
     from facesfm.render.config import RenderConfig, TrajectoryConfig
     from facesfm.render.writer import render_sequence
 
-    mesh, coeffs = BuiltinFaceModel().sample(0)
-    out = tmp_path_factory.mktemp("solve") / "seq9"
+    mesh, coeffs = BuiltinFaceModel().sample(face_seed)
     cfg = RenderConfig(width=160, height=160, focal=220.0, landmarks=200,
                        trajectory=TrajectoryConfig(frames=9))
-    render_sequence(mesh, out, cfg, seed=0,
-                    face_info={"source": "builtin", "seed": 0, "coeffs": coeffs})
-    return out
+    render_sequence(mesh, folder, cfg, seed=0,
+                    face_info={"source": "builtin", "seed": face_seed, "coeffs": coeffs})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def seq9(tmp_path_factory):
+    """Path of a 9-frame 160x160 built-in face sequence (f = 220 px, 500 mm away)."""
+    return _render9(tmp_path_factory.mktemp("solve") / "seq9", 0)
+
+
+@pytest.fixture(scope="session")
+def other9(tmp_path_factory):
+    """Another face (seed 7) rendered like seq9: same size, frame count and frame names."""
+    return _render9(tmp_path_factory.mktemp("other") / "seq9", 7)
 
 
 @pytest.fixture(scope="session")

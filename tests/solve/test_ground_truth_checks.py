@@ -3,27 +3,9 @@ names its frames 000000.png ..., so names alone cannot tell two faces apart."""
 
 import shutil
 
-import pytest
-
 from facesfm.cli import main
 
 ORACLE = ["--oracle-landmarks", "--oracle-depth", "--oracle-poses", "--no-html"]
-
-
-@pytest.fixture(scope="module")
-def other9(tmp_path_factory):
-    """Another face on the same path as seq9: same size, frame count and names."""
-    from facesfm.faces.builtin import BuiltinFaceModel
-    from facesfm.render.config import RenderConfig, TrajectoryConfig
-    from facesfm.render.writer import render_sequence
-
-    mesh, coeffs = BuiltinFaceModel().sample(7)
-    out = tmp_path_factory.mktemp("other") / "seq9"
-    cfg = RenderConfig(width=160, height=160, focal=220.0, landmarks=200,
-                       trajectory=TrajectoryConfig(frames=9))
-    render_sequence(mesh, out, cfg, seed=0,
-                    face_info={"source": "builtin", "seed": 7, "coeffs": coeffs})
-    return out
 
 
 def test_compare_and_eval_refuse_another_faces_ground_truth(seq9, other9, tmp_path, capsys,
