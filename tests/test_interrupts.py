@@ -20,7 +20,9 @@ def test_sigterm_during_render_leaves_no_partial_sequence(tmp_path):
     out = tmp_path / "data"
     env = {**os.environ, "PYOPENGL_PLATFORM": "osmesa"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facesfm.cli", "render", "--out", str(out), "--subjects", "3",
+        # 20 sequences: far more work than the test waits for, so the signal lands mid-render
+        # however fast or loaded the machine is
+        [sys.executable, "-m", "facesfm.cli", "render", "--out", str(out), "--subjects", "20",
          "--frames", "61", "--size", "256", "--quiet"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -30,6 +32,7 @@ def test_sigterm_during_render_leaves_no_partial_sequence(tmp_path):
             assert time.monotonic() - t0 < 120, "no sequence was started"
             time.sleep(0.05)
         time.sleep(0.3)  # inside the first sequence's frames
+        assert proc.poll() is None, "the render ended before it could be interrupted"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -39,6 +42,7 @@ def test_sigterm_during_render_leaves_no_partial_sequence(tmp_path):
     assert "terminated" in err and "Traceback" not in err
     left = [p.name for p in out.iterdir()] if out.exists() else []
     assert not [n for n in left if n.startswith(".")], left
+    assert "dataset.json" not in left  # it was stopped, not finished
 
 
 def test_what_a_killed_writer_left_is_removed_by_the_next(tmp_path):
