@@ -49,12 +49,14 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
     gm = trimesh.load(mesh_path, process=False)
     gv, gf = np.asarray(gm.vertices, dtype=np.float64), np.asarray(gm.faces, dtype=np.int64)
     init = _landmark_init(seq, landmarks_xyz, landmark_ids)
-    if init is None or _ids_disagree(init):
-        # the detector's landmark IDs are not the sequence's (a user mesh's farthest-point
-        # samples, the other face model's detector): start from the cameras instead
+    rms = None if init is None else _pair_rms(init)
+    # pairs that no similarity brings within 5 mm and a fifth of the GT landmarks' spread
+    # cannot be the same points (the right model's detections: 1-3 mm; another model's IDs or
+    # a user mesh's farthest-point samples: tens of mm): start from the cameras instead
+    if init is None or rms > max(5.0, 0.2 * rms_radius(init[1])):
         why = ("no landmark pairs" if init is None else
-               f"the landmark IDs do not mark the sequence's points (RMS {_pair_rms(init):.1f} "
-               f"mm after a similarity fit)")
+               f"the landmark IDs do not mark the sequence's points (RMS {rms:.1f} mm after a "
+               f"similarity fit)")
         init = _camera_init(cloud_points, poses_optimised, gt)
         out["alignment_start"] = {"from": "cameras" if init is not None else "centroids",
                                   "why": why}
@@ -103,13 +105,6 @@ def _landmark_init(seq, X: np.ndarray, ids: np.ndarray):
 def _pair_rms(pairs) -> float:
     S = umeyama(*pairs)
     return float(np.sqrt(np.mean(np.sum((S.apply(pairs[0]) - pairs[1]) ** 2, 1))))
-
-
-def _ids_disagree(pairs) -> bool:
-    """Whether landmark pairs cannot be the same points: after their best similarity their
-    RMS distance is above 5 mm and a fifth of the GT landmarks' spread (detected landmarks
-    of the right model: 1-3 mm; another model's IDs: tens of mm)."""
-    return _pair_rms(pairs) > max(5.0, 0.2 * rms_radius(pairs[1]))
 
 
 def _camera_init(points: np.ndarray, poses: np.ndarray, gt: np.ndarray, n: int = 2000):

@@ -93,10 +93,10 @@ class FaceTrack:
 
     @property
     def box(self) -> np.ndarray:
-        uv = self.mesh[..., :2]
-        with np.errstate(invalid="ignore"):
-            return np.concatenate([np.nanmin(uv, 1), np.nanmax(uv, 1)], 1) \
-                if self.found.any() else np.full((len(self.found), 4), np.nan)
+        out = np.full((len(self.found), 4), np.nan)
+        uv = self.mesh[self.found, :, :2]  # frames with a face: no all-NaN reductions
+        out[self.found] = np.concatenate([uv.min(1), uv.max(1)], 1)
+        return out
 
     def select(self, keep: np.ndarray) -> FaceTrack:
         return FaceTrack(self.found[keep], self.mesh[keep])

@@ -167,7 +167,7 @@ def select_face_frames(lm: Landmarks, min_landmarks: int,
     seen = lm.weight > 0
     keep = seen.sum(1) >= min_landmarks
     if min_relative_confidence > 0 and lm.source == "network" and keep.any():
-        conf = np.where(seen.any(1), (lm.weight * seen).sum(1) / np.maximum(seen.sum(1), 1), 0)
+        conf = (lm.weight * seen).sum(1) / np.maximum(seen.sum(1), 1)  # 0 where none seen
         keep &= conf >= min_relative_confidence * np.median(conf[keep])
     return keep
 
@@ -209,7 +209,6 @@ def landmark_depth_maps(K: np.ndarray, lm: Landmarks, points: np.ndarray, poses:
         depth[f, rr, cc] = z
         mask[f] = hull & (depth[f] > 0)
     return DepthMaps(depth, mask, "landmarks")
-
 
 
 def need_sequence(frames: FrameSet, option: str):
