@@ -292,6 +292,8 @@ class FaceRenderer:
         color[:, 3] = corners[:, 3]
         kwargs = {}
         if mesh.texture is not None:
+            # face_uv is v up with the image's row 0 at the top; pyrender uploads the rows
+            # bottom first (GL's t = 0 is the first row uploaded), so both go in as they are
             tex = pyrender.Texture(
                 source=np.ascontiguousarray(mesh.texture[..., :3], dtype=np.uint8),
                 source_channels="RGB",
