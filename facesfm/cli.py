@@ -180,6 +180,12 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--landmark-checkpoint", type=click.Path(), default=None,
               help="Stage-1 (landmarks) training checkpoint: the landmark detector; 'ict' or "
                    "'builtin' = a shipped one [default: the one recorded in --checkpoint].")
+@click.option("--landmarks-from", type=click.Choice(["detector", "mediapipe", "oracle"]),
+              default=None,
+              help="Landmarks: our detector (--landmark-checkpoint), MediaPipe's face mesh "
+                   "(its inner points where the mesh faces the camera; no detector needed) or "
+                   "the sequence's landmarks.npz (same as --oracle-landmarks) "
+                   "[default: detector].")
 @click.option("--oracle-landmarks", is_flag=True,
               help="Landmarks from the sequence's landmarks.npz instead of the network.")
 @click.option("--oracle-depth", is_flag=True,

@@ -14,11 +14,13 @@ from facesfm.solve.stereo import StereoConfig
 from facesfm.solve.tracks import TrackConfig
 from facesfm.solvers.landmark_ba import BAConfig
 
-__all__ = ["DEPTH_SOURCES", "FACE_CROPS", "POSE_INITS", "SolveConfig", "build_solve_config"]
+__all__ = ["DEPTH_SOURCES", "FACE_CROPS", "LANDMARK_SOURCES", "POSE_INITS", "SolveConfig",
+           "build_solve_config"]
 
 POSE_INITS = ("network", "gt", "gt-perturbed", "landmarks")
 DEPTH_SOURCES = ("network", "oracle", "landmarks")
 FACE_CROPS = ("auto", "on", "off")
+LANDMARK_SOURCES = ("detector", "mediapipe", "oracle")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,13 @@ class SolveConfig:
                        (:mod:`facesfm.solve.learned`); needed unless depth and poses are oracle.
     landmark_checkpoint: stage-1 ("landmarks") training checkpoint; needed unless
                        ``oracle_landmarks`` (default: the one recorded in ``checkpoint``).
-    oracle_landmarks:  landmarks from the sequence's landmarks.npz (sequence input only).
+    landmarks_from:    where the landmarks come from: "detector" (our landmark CNN,
+                       ``landmark_checkpoint``), "mediapipe" (the 432 inner points of
+                       MediaPipe's face mesh, seen where the mesh faces the camera:
+                       :func:`facesfm.solve.frontend.mediapipe_landmarks`; no detector needed)
+                       or "oracle" (the sequence's landmarks.npz; sequence input only). None:
+                       "oracle" if ``oracle_landmarks`` else "detector".
+    oracle_landmarks:  the same as ``landmarks_from="oracle"`` (kept in step with it).
     depth:             where the depth maps come from: "network" (DepthNet of ``checkpoint``),
                        "oracle" (GT depth maps and masks; sequence input only; an analysis
                        switch) or "landmarks" (interpolated from the bundle-adjusted landmark
@@ -78,6 +86,7 @@ class SolveConfig:
 
     checkpoint: str | None = None
     landmark_checkpoint: str | None = None
+    landmarks_from: str | None = None
     oracle_landmarks: bool = False
     oracle_depth: bool = False
     depth: str | None = None
@@ -117,6 +126,18 @@ class SolveConfig:
             raise InputError(f"--depth {self.depth}: choose one of {list(DEPTH_SOURCES)}")
         if self.oracle_depth and self.depth not in (None, "oracle"):
             raise InputError(f"--oracle-depth and --depth {self.depth} disagree")
+        if self.landmarks_from is not None and self.landmarks_from not in LANDMARK_SOURCES:
+            raise InputError(f"--landmarks-from {self.landmarks_from}: choose one of "
+                             f"{list(LANDMARK_SOURCES)}")
+        if self.oracle_landmarks and self.landmarks_from not in (None, "oracle"):
+            raise InputError(f"--oracle-landmarks and --landmarks-from {self.landmarks_from} "
+                             f"disagree")
+        source = self.landmarks_from or ("oracle" if self.oracle_landmarks else "detector")
+        object.__setattr__(self, "landmarks_from", source)
+        object.__setattr__(self, "oracle_landmarks", source == "oracle")
+        if source == "mediapipe" and self.landmarks is not None:
+            raise InputError("--landmarks N counts the IDs of our landmark sets; "
+                             "--landmarks-from mediapipe uses the face mesh's own points")
         depth = self.depth or ("oracle" if self.oracle_depth else "network")
         object.__setattr__(self, "depth", depth)
         object.__setattr__(self, "oracle_depth", depth == "oracle")
@@ -158,7 +179,9 @@ class SolveConfig:
                               "videos; none for sequence folders",
                       "on": "MediaPipe FaceMesh, one square crop",
                       "off": "none (the frames as read)"}[self.face_crop],
-            "landmarks": "oracle (GT landmarks.npz)" if self.oracle_landmarks else "network",
+            "landmarks": {"oracle": "oracle (GT landmarks.npz)", "detector": "network",
+                          "mediapipe": "MediaPipe FaceMesh (inner points where the mesh "
+                                       "faces the camera)"}[self.landmarks_from],
             "depth": {"network": "network",
                       "oracle": "oracle (GT depth maps, masks)",
                       "landmarks": "landmarks (linear interpolation of the BA landmark points' "
@@ -182,20 +205,22 @@ class SolveConfig:
 
 def build_solve_config(config=None, **options) -> SolveConfig:
     """SolveConfig from defaults, then the YAML file ``config``, then the command-line
-    ``options`` that are not None/False: checkpoint, landmark_checkpoint, oracle_landmarks,
+    ``options`` that are not None/False: checkpoint, landmark_checkpoint, landmarks_from,
+    oracle_landmarks,
     oracle_depth, depth, oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool),
     ba_parameterization, mesh_method, consistent_views, tracks (bool), stereo (bool)."""
     base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
     d = to_dict(base)
     o = {k: v for k, v in options.items() if v is not None and v is not False}
-    allowed = {"checkpoint", "landmark_checkpoint", "oracle_landmarks", "oracle_depth",
+    allowed = {"checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
+               "oracle_depth",
                "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
                "face_crop", "keep_unreliable", "max_frames",
                "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
-    for k in ("checkpoint", "landmark_checkpoint", "oracle_landmarks", "landmarks",
-              "face_crop", "keep_unreliable", "max_frames"):
+    for k in ("checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
+              "landmarks", "face_crop", "keep_unreliable", "max_frames"):
         if k in o:
             d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
     if o.get("oracle_depth"):

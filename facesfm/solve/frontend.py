@@ -18,6 +18,7 @@ Pixel convention: OpenCV, the centre of pixel (row r, col c) at uv = (c, r), in 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from contextlib import contextmanager
@@ -28,10 +29,12 @@ from PIL import Image
 
 from facesfm.errors import InputError
 from facesfm.geometry.similarity import Sim3, umeyama
+from facesfm.solvers.landmark_ba import Landmarks
 
 __all__ = [
     "CAPTURE_HINT",
     "CROP_FACTOR",
+    "MEDIAPIPE_ID_BASE",
     "SEMANTIC_PAIRS",
     "Crop",
     "FaceTrack",
@@ -40,6 +43,8 @@ __all__ = [
     "face_crop",
     "find_faces",
     "keyframes",
+    "mediapipe_landmarks",
+    "mesh_triangles",
     "motion_agreement",
 ]
 
@@ -70,6 +75,12 @@ def _native_stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+# ``--landmarks-from mediapipe``: the face-mesh points as landmark IDs. A point of
+# SEMANTIC_PAIRS takes our semantic ID (so the mean-face template places and scales the start
+# poses); every other point i is MEDIAPIPE_ID_BASE + i, an ID no face model of ours uses.
+MEDIAPIPE_ID_BASE = 1_000_000
 
 
 def _mediapipe_face_mesh():
@@ -281,3 +292,98 @@ def keyframes(face_mesh: np.ndarray, step_deg: float = 2.0,
         keep[:] = False
         keep[idx[np.round(np.linspace(0, len(idx) - 1, max_frames)).astype(int)]] = True
     return keep
+
+
+def _connections():
+    try:
+        from mediapipe.python.solutions import face_mesh_connections
+    except ImportError:
+        raise InputError(CAPTURE_HINT) from None
+    return face_mesh_connections
+
+
+@functools.cache
+def mesh_triangles() -> np.ndarray:
+    """(T, 3) the face mesh's triangles, wound consistently (each shared edge runs opposite
+    ways in its two triangles): the 3-cliques of MediaPipe's tessellation edges (854 of them),
+    oriented by a walk over neighbouring triangles. Which side the winding's normal points to
+    is fixed per capture (:func:`mediapipe_landmarks`)."""
+    edges = _connections().FACEMESH_TESSELATION
+    nb: dict[int, set[int]] = {}
+    for a, b in edges:
+        nb.setdefault(a, set()).add(b)
+        nb.setdefault(b, set()).add(a)
+    tris = sorted({tuple(sorted((a, b, c))) for a in nb for b in nb[a] for c in nb[a] & nb[b]})
+    by_edge: dict[tuple[int, int], list[int]] = {}
+    for t, (a, b, c) in enumerate(tris):
+        for e in ((a, b), (b, c), (a, c)):
+            by_edge.setdefault(e, []).append(t)
+    out = [list(t) for t in tris]
+    done = np.zeros(len(tris), dtype=bool)
+    for seed in range(len(tris)):
+        if done[seed]:
+            continue
+        done[seed], todo = True, [seed]
+        while todo:
+            t = todo.pop()
+            w = out[t]
+            for i in range(3):
+                a, b = w[i], w[(i + 1) % 3]  # directed edge of t
+                # an edge of 3 triangles: one is a 3-cycle, not a face; no walk across it
+                owners = by_edge[(min(a, b), max(a, b))]
+                if len(owners) != 2:
+                    continue
+                u = owners[0] if owners[1] == t else owners[1]
+                if done[u]:
+                    continue
+                x = out[u]
+                j = x.index(a)
+                if x[(j + 1) % 3] == b:  # same direction: flip u
+                    out[u] = [x[0], x[2], x[1]]
+                done[u] = True
+                todo.append(u)
+    return np.array(out, dtype=np.int64)
+
+
+def _vertex_normals(mesh: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """(F, V, 3) unit area-weighted vertex normals of meshes (F, V, 3) (NaN rows stay NaN)."""
+    a, b, c = (mesh[:, tris[:, i]] for i in range(3))
+    n_t = np.cross(b - a, c - a)  # (F, T, 3), length = twice the area
+    n = np.zeros_like(mesh)
+    for i in range(3):
+        np.add.at(n, (slice(None), tris[:, i]), n_t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
+def mediapipe_landmarks(face_mesh: np.ndarray, sigma_px: float = 2.5,
+                        min_facing: float = 0.3) -> Landmarks:
+    """MediaPipe's face-mesh points as landmarks of the bundle adjustment
+    (``--landmarks-from mediapipe``): the same point of the face in every frame, IDs as
+    :data:`MEDIAPIPE_ID_BASE` says.
+
+    MediaPipe places all 468 points, hidden ones too; a point counts as seen where its mesh
+    normal faces the camera (z component below ``-min_facing``; MediaPipe's z points away
+    from the camera). The 36 points of the face's outline (``FACEMESH_FACE_OVAL``) are left
+    out: they follow the silhouette, which slides over the head as it turns. Weight (the
+    BA's inverse variance per px^2): 1 / ``sigma_px`` ^ 2 where seen, 0 elsewhere and in
+    frames without a face (NaN rows).
+
+    face_mesh: (F, 468, 3) u, v, z in the frames' pixels (:class:`FaceTrack`.mesh)."""
+    face_mesh = np.asarray(face_mesh, dtype=np.float64)
+    if face_mesh.ndim != 3 or face_mesh.shape[1:] != (468, 3):
+        raise ValueError(f"face_mesh must be (F, 468, 3), got {face_mesh.shape}")
+    oval = {i for e in _connections().FACEMESH_FACE_OVAL for i in e}
+    cols = np.array([i for i in range(468) if i not in oval])
+    to_ours = {b: a for a, b in SEMANTIC_PAIRS}
+    ids = np.array([to_ours.get(int(i), MEDIAPIPE_ID_BASE + int(i)) for i in cols])
+    n = _vertex_normals(face_mesh, mesh_triangles())
+    nz = n[..., 2]
+    # the winding's side: most of the face faces the camera in most frames
+    if np.nanmedian(nz) > 0:
+        nz = -nz
+    found = np.isfinite(face_mesh).all((1, 2))
+    seen = found[:, None] & (np.nan_to_num(nz, nan=1.0)[:, cols] < -min_facing)
+    uv = np.where(found[:, None, None], face_mesh[:, cols, :2], 0.0)
+    weight = np.where(seen, 1.0 / sigma_px ** 2, 0.0)
+    return Landmarks(uv, weight, ids, "mediapipe")

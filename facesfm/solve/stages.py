@@ -32,6 +32,7 @@ from facesfm.solve.frontend import (
     face_crop,
     find_faces,
     keyframes,
+    mediapipe_landmarks,
     motion_agreement,
 )
 from facesfm.solve.fusion import (
@@ -282,27 +283,34 @@ def load_stage_networks(frames: FrameSet, cfg: SolveConfig) -> Networks | None:
         need_sequence(frames, f"--poses-init {cfg.poses_init}")
     sfm_ckpt = resolve_weights(cfg.checkpoint, "sfm")  # a path, or "ict" = shipped
     lm_ckpt = resolve_weights(cfg.landmark_checkpoint, "landmarks")
-    if not cfg.oracle_landmarks and lm_ckpt is None and sfm_ckpt is not None:
+    detector = cfg.landmarks_from == "detector"
+    if detector and lm_ckpt is None and sfm_ckpt is not None:
         lm_ckpt = recorded_detector(sfm_ckpt)  # the detector the sfm stage used
-    if not cfg.oracle_landmarks and lm_ckpt is None:
+    if detector and lm_ckpt is None:
         raise InputError("no --landmark-checkpoint given: the landmark detector needs a trained "
-                         "network (or use --oracle-landmarks with a sequence folder)")
+                         "network (or use --landmarks-from mediapipe, or --oracle-landmarks "
+                         "with a sequence folder)")
     if cfg.needs_sfm_networks and sfm_ckpt is None:
         raise InputError("no --checkpoint given: the depth/pose networks need a trained sfm "
                          "checkpoint (or use --depth landmarks and --poses-init landmarks; "
                          "or --oracle-depth and --poses-init gt|gt-perturbed with a sequence "
                          "folder)")
+    lm_ckpt = lm_ckpt if detector else None
+    sfm_ckpt = sfm_ckpt if cfg.needs_sfm_networks else None
     if sfm_ckpt is None and lm_ckpt is None:
         return None
-    return load_networks(sfm_ckpt if cfg.needs_sfm_networks else None,
-                         None if cfg.oracle_landmarks else lm_ckpt, cfg.device)
+    return load_networks(sfm_ckpt, lm_ckpt, cfg.device)
 
 
 def detect_landmarks(frames: FrameSet, cfg: SolveConfig, nets: Networks | None) -> Landmarks:
-    """Every frame's landmarks: the detector's, or the sequence's own (``oracle_landmarks``);
-    the first ``cfg.landmarks`` IDs."""
-    if cfg.oracle_landmarks:
+    """Every frame's landmarks: the detector's (the first ``cfg.landmarks`` IDs), the face
+    mesh's (``landmarks_from="mediapipe"``: the front end's meshes, else MediaPipe run on the
+    frames as they are) or the sequence's own (``"oracle"``)."""
+    if cfg.landmarks_from == "oracle":
         return oracle_landmarks(frames, cfg.landmarks)
+    if cfg.landmarks_from == "mediapipe":
+        mesh = frames.face_mesh if frames.face_mesh is not None else find_faces(frames.images).mesh
+        return mediapipe_landmarks(mesh)
     uv, w = run_landmarks(nets, frames.images)
     n = uv.shape[1] if cfg.landmarks is None else min(cfg.landmarks, uv.shape[1])
     return Landmarks(uv[:, :n], w[:, :n], np.arange(n, dtype=np.int64), "network")
@@ -319,7 +327,7 @@ def face_frames(frames: FrameSet, lm: Landmarks, cfg: SolveConfig, echo) -> np.n
         what = ("the landmark detector is not confident of the face in"
                 if frames.face_mesh is not None else "no face found in")  # (the finder saw one)
         warn(echo, f"{what} {len(idx)} frame(s), skipped: {_names(frames, idx)}")
-    if frames.face_mesh is not None:
+    if frames.face_mesh is not None and lm.source != "mediapipe":  # (not against itself)
         off = face_agreement(lm.uv, lm.weight, lm.ids, frames.face_mesh)
         bad = keep & (off > cfg.face_agreement)  # NaN (too few semantic points): no verdict
         if bad.any():

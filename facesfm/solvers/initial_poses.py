@@ -46,7 +46,8 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     below 68 mark the same facial point on every model; the dense IDs after them do not: on
     an ICT face a similarity fit over all 200 gave a scale of 0.21, over the 68 1.00). With
     fewer than 6 semantic landmarks factorised, the first N template landmarks resolve the
-    reflection and the ratio of RMS radii gives the scale. The true scale is unknown; about
+    reflection and the ratio of RMS radii gives the scale (only for IDs of the template; others,
+    e.g. MediaPipe's, raise InputError then). The true scale is unknown; about
     mm is what fusion's voxel sizes assume.
 
     Frames the factorisation cannot place (too few landmarks shared with the others) get NaN
@@ -55,18 +56,22 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     """
     ids = np.asarray(lm.ids, dtype=np.int64)
     vis = lm.weight > 0
-    try:
-        semantic = template_landmarks(int(ids.max()) + 1)[ids]
-    except ValueError:  # IDs beyond the template's
-        semantic = np.full((len(ids), 3), np.nan)
-    semantic[ids >= SEMANTIC_LANDMARKS] = np.nan
+    semantic = np.full((len(ids), 3), np.nan)
+    is_sem = (ids >= 0) & (ids < SEMANTIC_LANDMARKS)  # other IDs may lie beyond the template
+    semantic[is_sem] = template_landmarks(SEMANTIC_LANDMARKS)[ids[is_sem]]
     sem_seen = np.isfinite(semantic).all(1) & (vis.sum(0) >= 2)
     use_sem = sem_seen.sum() >= 6
-    try:
-        fallback = template_landmarks(len(ids))
-    except ValueError as e:
-        raise InputError(f"--poses-init landmarks: {e}") from None
-    base = factorization_baseline(lm.uv, vis, K, semantic if use_sem else fallback)
+
+    def by_id():
+        try:
+            return template_landmarks(int(ids.max()) + 1)[ids]
+        except ValueError:
+            raise InputError(f"--poses-init landmarks: {int(sem_seen.sum())} semantic landmarks "
+                             f"(IDs below {SEMANTIC_LANDMARKS}) seen twice or more, 6 needed, "
+                             f"and the other IDs are not on the built-in model's template"
+                             ) from None
+
+    base = factorization_baseline(lm.uv, vis, K, semantic if use_sem else by_id())
     X = base.points
     ok = np.all(np.isfinite(X), 1)
     if ok.sum() < 4:
@@ -76,7 +81,7 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     if use_sem and sel.sum() >= 6:
         s = umeyama(X[sel], semantic[sel]).s
     else:
-        s = rms_radius(fallback[ok]) / rms_radius(X[ok])
+        s = rms_radius(by_id()[ok]) / rms_radius(X[ok])
     poses = base.cam_T_world.copy()
     poses[:, :3, 3] *= s
     return poses
