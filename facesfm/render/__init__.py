@@ -1,14 +1,25 @@
 """facesfm.render: camera trajectories, offscreen rendering and writing sequences with ground
 truth (images, depth, face masks, landmark tracks, COLMAP model)."""
 
-from facesfm.render.config import BatchConfig, LightingConfig, RenderConfig, TrajectoryConfig
+from facesfm.render.config import (
+    AppearanceConfig,
+    BatchConfig,
+    CameraEffectsConfig,
+    LightingConfig,
+    PhotoBackgroundConfig,
+    RenderConfig,
+    TrajectoryConfig,
+)
 from facesfm.render.trajectory import Trajectory, make_trajectory
 from facesfm.render.visibility import landmark_visibility, sample_depth, vertex_normals
 
 __all__ = [
+    "AppearanceConfig",
     "BatchConfig",
+    "CameraEffectsConfig",
     "FaceRenderer",
     "LightingConfig",
+    "PhotoBackgroundConfig",
     "RenderConfig",
     "Trajectory",
     "TrajectoryConfig",

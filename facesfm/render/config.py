@@ -19,8 +19,13 @@ OCCLUSION_RULES = ("front", "bilinear")
 __all__ = [
     "BACKGROUNDS",
     "FACE_SOURCES",
+    "PHOTOS",
+    "VARIED_APPEARANCE",
+    "AppearanceConfig",
     "BatchConfig",
+    "CameraEffectsConfig",
     "LightingConfig",
+    "PhotoBackgroundConfig",
     "RenderConfig",
     "TrajectoryConfig",
 ]
@@ -162,6 +167,152 @@ class LightingConfig:
             raise InputError("lighting: intensities must be >= 0")
 
 
+#: Photographs of scikit-image's data module used as backgrounds: scenes and textures with no
+#: person or face in them (left out: astronaut and camera show people, coins carries heads,
+#: chelsea is a close-up of a cat's eyes and nose, retina looks like an eye).
+PHOTOS = ("coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "brick", "grass",
+          "gravel", "moon", "clock", "text")
+
+
+def _check_range(where: str, lo_hi, low: float = -math.inf, high: float = math.inf) -> None:
+    """InputError unless ``lo_hi`` is a finite (low, high) pair with low <= high inside
+    [low, high]."""
+    if (len(lo_hi) != 2 or not all(math.isfinite(v) for v in lo_hi)
+            or not low <= lo_hi[0] <= lo_hi[1] <= high):
+        raise InputError(f"{where}: expected a (low, high) range within [{low:g}, {high:g}], "
+                         f"got {lo_hi}")
+
+
+@dataclass(frozen=True)
+class PhotoBackgroundConfig:
+    """Photographs behind the head instead of ``RenderConfig.background`` (issue 20: detectors
+    trained on our own backgrounds put landmarks on the background of a real photograph).
+
+    Drawn once per sequence from its seed: whether it gets a photograph, which one, its crop,
+    flip and colour. The camera circles a still head, which is the same as a head turning in
+    front of a still camera (the capture ``facesfm solve`` takes), so the background stays
+    the same in every frame of a sequence.
+
+    probability: share of sequences with a photograph (0, the default: none; the others keep
+                 ``RenderConfig.background``).
+    photos:      names from PHOTOS (scikit-image's data module), chosen uniformly.
+    zoom:        the crop is the largest window of the image's aspect ratio in the photo,
+                 shrunk by a factor drawn from this range (>= 1), at a uniform position.
+    flip:        mirror the crop left-right with probability 1/2.
+    brightness:  gain on the photograph (sRGB).
+    contrast:    scale about the photograph's mean.
+    saturation:  blend with its grey image (0 grey, 1 unchanged).
+    tint:        each channel's gain is exp(u), u uniform in [-tint, tint] (a colour cast;
+                 it also colours the grey photographs).
+    blur:        Gaussian sigma in px: the background lies behind the plane in focus.
+    """
+
+    probability: float = 0.0
+    photos: tuple[str, ...] = PHOTOS
+    zoom: tuple[float, float] = (1.0, 3.0)
+    flip: bool = True
+    brightness: tuple[float, float] = (0.6, 1.3)
+    contrast: tuple[float, float] = (0.6, 1.3)
+    saturation: tuple[float, float] = (0.3, 1.3)
+    tint: float = 0.15
+    blur: tuple[float, float] = (0.0, 2.0)
+
+    def __post_init__(self):
+        w = "appearance.background"
+        if not 0 <= self.probability <= 1:
+            raise InputError(f"{w}.probability must be in [0, 1], got {self.probability}")
+        unknown = sorted(set(self.photos) - set(PHOTOS))
+        if not self.photos or unknown:
+            raise InputError(f"{w}.photos: {unknown or 'none given'}; choose from {list(PHOTOS)}")
+        _check_range(f"{w}.zoom", self.zoom, 1.0, 100.0)
+        _check_range(f"{w}.brightness", self.brightness, 0.0, 10.0)
+        _check_range(f"{w}.contrast", self.contrast, 0.0, 10.0)
+        _check_range(f"{w}.saturation", self.saturation, 0.0, 10.0)
+        if not 0 <= self.tint <= 2:
+            raise InputError(f"{w}.tint must be in [0, 2], got {self.tint}")
+        _check_range(f"{w}.blur", self.blur, 0.0, 100.0)
+
+
+@dataclass(frozen=True)
+class CameraEffectsConfig:
+    """An imperfect camera: effects applied to the rendered RGB image only (depth, masks,
+    landmarks, K and poses stay exact), in the order light meets them, in linear light
+    (sRGB taken as gamma 2.2, as the renderer writes it).
+
+    Drawn once per sequence from its seed, since one camera shoots a whole sequence: focus,
+    vignetting, exposure, sensor noise level, white balance and JPEG quality. Motion blur is
+    the world moving during the exposure and is drawn per frame. Each field is a (low, high)
+    range (px, stops or linear-light units as said); (0, 0) turns that effect off.
+
+    probability:   share of sequences shot through this camera (0, the default: none; the
+                   others are written as rendered).
+    motion_blur:   per frame, a line blur of this length in px at a uniform direction.
+    defocus:       radius in px of the lens's disk blur.
+    vignetting:    light lost in the image corners (fraction; falls off with r^2 from the
+                   centre).
+    exposure:      exposure error in stops (gain 2**stops; highlights clip).
+    noise:         read noise: Gaussian sigma in linear light (1 = white).
+    shot_noise:    signal-dependent noise: its variance is this times the linear intensity.
+    white_balance: the red and the blue gain relative to green are each 2**stops, stops
+                   drawn from this range.
+    jpeg_quality:  the image is JPEG-compressed at a quality drawn from this range (1..100)
+                   and decoded again; None: no compression.
+    """
+
+    probability: float = 0.0
+    motion_blur: tuple[float, float] = (0.0, 3.0)
+    defocus: tuple[float, float] = (0.0, 1.5)
+    vignetting: tuple[float, float] = (0.0, 0.4)
+    exposure: tuple[float, float] = (-0.5, 0.5)
+    noise: tuple[float, float] = (0.0, 0.006)
+    shot_noise: tuple[float, float] = (0.0, 0.002)
+    white_balance: tuple[float, float] = (-0.2, 0.2)
+    jpeg_quality: tuple[int, int] | None = (40, 95)
+
+    def __post_init__(self):
+        w = "appearance.camera"
+        if not 0 <= self.probability <= 1:
+            raise InputError(f"{w}.probability must be in [0, 1], got {self.probability}")
+        _check_range(f"{w}.motion_blur", self.motion_blur, 0.0, 100.0)
+        _check_range(f"{w}.defocus", self.defocus, 0.0, 50.0)
+        _check_range(f"{w}.vignetting", self.vignetting, 0.0, 1.0)
+        _check_range(f"{w}.exposure", self.exposure, -5.0, 5.0)
+        _check_range(f"{w}.noise", self.noise, 0.0, 1.0)
+        _check_range(f"{w}.shot_noise", self.shot_noise, 0.0, 1.0)
+        _check_range(f"{w}.white_balance", self.white_balance, -3.0, 3.0)
+        if self.jpeg_quality is not None:
+            _check_range(f"{w}.jpeg_quality", self.jpeg_quality, 1, 100)
+
+
+@dataclass(frozen=True)
+class AppearanceConfig:
+    """Randomised appearance of the rendered images (issue 20), drawn from the sequence seed
+    and recorded in sequence.json ("appearance"). Off by default: a render without it is
+    byte for byte what it was before it existed. Light, skin and occluders are to become
+    sibling sections.
+
+    background: photographs behind the head (PhotoBackgroundConfig).
+    camera:     an imperfect camera (CameraEffectsConfig).
+    """
+
+    background: PhotoBackgroundConfig = field(default_factory=PhotoBackgroundConfig)
+    camera: CameraEffectsConfig = field(default_factory=CameraEffectsConfig)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any sequence can be changed by it."""
+        return self.background.probability > 0 or self.camera.probability > 0
+
+
+#: The appearance randomisation ``build_batch_config(vary_appearance=True)`` turns on: a
+#: photograph behind 70% of the sequences, 80% shot through a randomised camera (the rest
+#: stay clean, as an ideal camera is one of the cameras a detector meets).
+VARIED_APPEARANCE: dict[str, dict] = {
+    "background": {"probability": 0.7},
+    "camera": {"probability": 0.8},
+}
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """Everything that decides how one sequence is rendered and written.
@@ -189,6 +340,10 @@ class RenderConfig:
     write_mesh:         write mesh.ply (ground-truth mesh, world frame, mm).
     write_colmap:       write colmap/*.txt.
     znear_margin:       clip planes: the head's bounding sphere +- this margin (mm).
+    trajectory:         the camera path (TrajectoryConfig).
+    lighting:           the light ranges (LightingConfig).
+    appearance:         photographs behind the head and camera effects (AppearanceConfig,
+                        off by default).
     """
 
     width: int = 384
@@ -208,6 +363,7 @@ class RenderConfig:
     znear_margin: float = 10.0
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     lighting: LightingConfig = field(default_factory=LightingConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
 
     def __post_init__(self):
         if not (8 <= self.width <= 8192 and 8 <= self.height <= 8192):
