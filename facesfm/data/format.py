@@ -25,7 +25,9 @@ complete), holding::
                  "yaw_deg", "pitch_deg", "roll_deg"}, ...],
      "face": {"source", "name", "seed", "coeffs"},
      "landmarks": {"count": L, "file": "landmarks.npz"},
-     "lighting": {...}, "background": kind,
+     "lighting": {...}, "background": kind ("photo": a photograph),
+     "appearance": {"background", "camera"}: what the appearance randomisation drew (only
+                   when config.appearance is on; it changes the RGB images only),
      "config": the full RenderConfig, "seed": the sequence seed}
 
 ``landmarks.npz`` (F frames, L landmarks):

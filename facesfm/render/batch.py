@@ -30,7 +30,7 @@ from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 from facesfm.io import write_json
-from facesfm.render.config import BatchConfig
+from facesfm.render.config import VARIED_APPEARANCE, AppearanceConfig, BatchConfig
 from facesfm.render.preview import contact_sheet
 
 __all__ = [
@@ -78,7 +78,10 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     ``options`` that are not None (faces, mesh, units, orient, ict_dir, subjects,
     sequences_per_subject, seed, workers, landmarks, frames, yaw_range "MIN,MAX", step,
     size "N" or "WxH", focal, vary_trajectory: True turns on the per-sequence trajectory
-    variation :data:`facesfm.render.trajectory.VARIED`). Raises InputError naming the option or file."""
+    variation :data:`facesfm.render.trajectory.VARIED`, vary_appearance: True turns on the
+    photograph backgrounds and camera effects of
+    :data:`facesfm.render.config.VARIED_APPEARANCE`). Raises InputError naming the option or
+    file."""
     base = load_yaml(BatchConfig, config) if config is not None else BatchConfig()
     d = to_dict(base)
     r, t = d["render"], d["render"]["trajectory"]
@@ -87,7 +90,7 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
         "faces", "mesh", "units", "scale", "orient", "ict_dir", "subjects",
         "sequences_per_subject",
         "seed", "workers", "landmarks", "frames", "yaw_range", "step", "size", "focal",
-        "allow_untextured", "vary_trajectory"})
+        "allow_untextured", "vary_trajectory", "vary_appearance"})
     if unknown:
         raise TypeError(f"build_batch_config: unknown options {unknown}")
     for k in ("faces", "mesh", "units", "scale", "orient", "ict_dir", "subjects",
@@ -116,6 +119,9 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
         from facesfm.render.trajectory import VARIED
 
         t.update(VARIED)
+    if opts.get("vary_appearance"):
+        for section, values in VARIED_APPEARANCE.items():
+            r["appearance"][section].update(values)
     if "size" in opts:
         r["width"], r["height"] = _parse_size(opts["size"])
     if "focal" in opts:
@@ -247,8 +253,10 @@ def _finished(out: Path, cfg: BatchConfig, subject: int, seq: int) -> dict | Non
     face_seed, seed = derive_seed(cfg.seed, 1, subject), derive_seed(cfg.seed, 2, subject, seq)
     try:
         meta = json.loads(meta_path.read_text())
+        # a sequence rendered before appearance randomisation existed was rendered without it
+        recorded = {"appearance": to_dict(AppearanceConfig()), **meta["config"]}
         same = (meta["seed"] == seed and meta["face"]["seed"] == face_seed
-                and meta["face"]["source"] == cfg.faces and meta["config"] == to_dict(cfg.render))
+                and meta["face"]["source"] == cfg.faces and recorded == to_dict(cfg.render))
     except (json.JSONDecodeError, KeyError, TypeError):
         same = False
     if not same:

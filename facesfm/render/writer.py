@@ -21,12 +21,15 @@ from facesfm.errors import InputError
 from facesfm.faces.types import FaceMesh
 from facesfm.geometry.camera import intrinsics
 from facesfm.io import atomic_dir, write_json
+from facesfm.render.camera_effects import apply_camera, sample_camera, sample_motion
 from facesfm.render.config import RenderConfig
+from facesfm.render.photos import photo_background, sample_photo_background
 from facesfm.render.renderer import FaceRenderer, make_background, sample_lighting
 from facesfm.render.trajectory import make_trajectory
 from facesfm.render.visibility import landmark_normals, landmark_visibility
 
-__all__ = ["SequenceResult", "render_sequence", "sequence_streams", "vertex_albedo"]
+__all__ = ["SequenceResult", "frame_stream", "render_sequence", "sequence_streams",
+           "vertex_albedo"]
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,21 @@ class SequenceResult:
 
 
 def sequence_streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent random streams of one sequence (lighting, background)."""
+    """Independent random streams of one sequence (lighting, background, and the appearance
+    randomisation: photo background, camera)."""
     s = int(seed) & 0xFFFFFFFF
     return {
         "lighting": np.random.default_rng([s, 0x1197]),
         "background": np.random.default_rng([s, 0xB6]),
+        "photo": np.random.default_rng([s, 0xF070]),
+        "camera": np.random.default_rng([s, 0xCA3E]),
     }
+
+
+def frame_stream(seed: int, position: int) -> np.random.Generator:
+    """The random stream of frame ``position`` of a sequence (its motion blur and noise): a
+    frame's draws do not depend on how many frames came before it."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xF4A3E, int(position)])
 
 
 def vertex_albedo(mesh: FaceMesh) -> np.ndarray | None:
@@ -93,8 +105,8 @@ def render_sequence(
 
     face:      the mesh (world frame, mm).
     cfg:       render options (default RenderConfig()).
-    seed:      seeds trajectory jitter, lighting and background; same seed and config give
-               identical files.
+    seed:      seeds trajectory jitter, lighting, background and appearance; same seed and
+               config give identical files.
     face_info: stored as sequence.json "face" (source, seed, coeffs of the face model).
     overwrite: replace an existing ``out``; otherwise an existing folder is an InputError.
     renderer:  a FaceRenderer of the same size and intrinsics to reuse (batch rendering).
@@ -116,12 +128,22 @@ def render_sequence(
     traj = make_trajectory(cfg.trajectory, seed, target)
     streams = sequence_streams(seed)
     lighting = sample_lighting(cfg.lighting, streams["lighting"])
-    bg_kind = cfg.background
-    if bg_kind == "random":
-        bg_kind = "noise" if streams["background"].random() < 0.5 else "gradient"
-    background = make_background(
-        bg_kind, cfg.background_color, cfg.height, cfg.width, streams["background"]
-    )
+    # appearance (off by default) draws from streams of its own: a render without it is
+    # what it was before it existed
+    photo = sample_photo_background(cfg.appearance.background, streams["photo"], cfg.height,
+                                    cfg.width)
+    camera = sample_camera(cfg.appearance.camera, streams["camera"])
+    if photo is not None:
+        bg_kind = "photo"
+        background = photo_background(photo, cfg.height, cfg.width)
+    else:
+        bg_kind = cfg.background
+        if bg_kind == "random":
+            bg_kind = "noise" if streams["background"].random() < 0.5 else "gradient"
+        background = make_background(
+            bg_kind, cfg.background_color, cfg.height, cfg.width, streams["background"]
+        )
+    motion = []
 
     lm_vid = np.asarray(face.landmark_vertices[:L], dtype=np.int64)
     lm_xyz = vertices[lm_vid]
@@ -152,10 +174,15 @@ def render_sequence(
                     lm_xyz, lm_n, K, T, fr.depth, cfg.depth_tolerance, cfg.edge_margin,
                     cfg.occlusion,
                 )
+                rgb = fr.rgb
+                if camera is not None:  # the image only: the ground truth stays exact
+                    frame_rng = frame_stream(seed, i)
+                    motion.append(sample_motion(cfg.appearance.camera, frame_rng))
+                    rgb = apply_camera(rgb, camera, motion[-1], frame_rng)
                 files = frame_files(i)
                 # PNG compression releases the GIL: overlap it with the next render.
                 pending.append(pool.submit(
-                    write_png, tmp / files["image"], fr.rgb, cfg.png_compress_level))
+                    write_png, tmp / files["image"], rgb, cfg.png_compress_level))
                 pending.append(pool.submit(
                     write_png, tmp / files["mask"], fr.mask.astype(np.uint8) * 255,
                     cfg.png_compress_level))
@@ -190,6 +217,13 @@ def render_sequence(
                     [Path(fm["image"]).name for fm in frames_meta], np.arange(L), lm_xyz, uv,
                     visible, None if albedo is None else albedo[lm_vid],
                 )
+            appearance = {}
+            if cfg.appearance.enabled:  # the drawn values; absent when off (as before it)
+                appearance["appearance"] = {
+                    "background": None if photo is None else photo.to_dict(),
+                    "camera": None if camera is None else {
+                        **camera.to_dict(), "motion_blur": [m.to_dict() for m in motion]},
+                }
             write_json(tmp / "sequence.json", {
                 "format": FORMAT_NAME,
                 "version": FORMAT_VERSION,
@@ -202,6 +236,7 @@ def render_sequence(
                 "landmarks": {"count": L, "file": "landmarks.npz"},
                 "lighting": lighting.to_dict(),
                 "background": bg_kind,
+                **appearance,
                 "target": traj.target.tolist(),
                 "config": to_dict(cfg),
                 "seed": int(seed),
