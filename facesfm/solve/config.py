@@ -103,7 +103,7 @@ class SolveConfig:
     face_agreement: float = 0.08
     keyframe_deg: float = 2.0
     max_frames: int | None = 150
-    max_motion_disagreement_deg: float = 15.0
+    max_motion_disagreement_deg: float = 10.0
     min_mesh_faces: int = 100
     face_extent_mm: tuple[float, float] = (40.0, 800.0)
     keep_unreliable: bool = False

@@ -334,10 +334,12 @@ def test_mediapipe_landmarks_see_the_side_facing_the_camera(seq256):
     assert not lm.weight[2].any()  # no face: nothing seen
 
 
-def test_mediapipe_landmarks_solve_a_head_on_a_photo(seq256, tmp_path, capsys):
+def test_mediapipe_landmarks_solve_a_head_on_a_photo(seq256, tmp_path, capsys, cli_error):
     """``--landmarks-from mediapipe`` needs no detector: the rendered head pasted over a
-    photograph is solved, its cameras in the capture's pixels; the points paired with our
-    semantic IDs lie where the ground truth's landmarks project (within 3% of the face)."""
+    photograph is solved, its cameras in the capture's pixels, but not vouched for (its
+    points slide as the head turns): refused, or with --keep-unreliable written and marked.
+    The points paired with our semantic IDs lie where the ground truth's landmarks project
+    (within 3% of the face)."""
     from facesfm.data.cameras import read_cameras
     from facesfm.data.format import load_sequence
     from facesfm.eval.metrics import pose_errors
@@ -349,12 +351,15 @@ def test_mediapipe_landmarks_solve_a_head_on_a_photo(seq256, tmp_path, capsys):
                             skimage_data.coffee(), head_only=True)
     K = cap.K
     out = tmp_path / "out"
-    err = _ok(["solve", cap.path, "--out", out, "--intrinsics", f"{K[0, 0]},{K[0, 2]},{K[1, 2]}",
-               "--landmarks-from", "mediapipe", "--poses-init", "landmarks", "--depth",
-               "landmarks", "--no-html"], capsys)
+    argv = ["solve", cap.path, "--out", out, "--intrinsics", f"{K[0, 0]},{K[0, 2]},{K[1, 2]}",
+            "--landmarks-from", "mediapipe", "--poses-init", "landmarks", "--depth",
+            "landmarks", "--no-html"]
+    assert "MediaPipe's face-mesh points" in cli_error(argv)
+    assert not out.exists()
+    err = _ok([*argv, "--keep-unreliable"], capsys)
     cams = read_cameras(out)
     rep = json.loads((out / "report.json").read_text())
-    assert rep["status"] == "ok" and "MediaPipe" in rep["stages"]["landmarks"], err
+    assert rep["status"] == "unreliable" and "MediaPipe" in rep["stages"]["landmarks"], err
     assert (cams.width, cams.height) == (300, 420) and np.allclose(cams.K, K)
     rot = pose_errors(cams.optimised, seq.cam_T_world[cams.input_index], "sim3").summary()
     assert rot["rotation_mean_deg"] < 15.0  # measured 9.7 (the detector: 1.8 on plain frames)
@@ -366,3 +371,4 @@ def test_mediapipe_landmarks_solve_a_head_on_a_photo(seq256, tmp_path, capsys):
     size = np.linalg.norm(np.ptp(seq.uv[:, :68], axis=1), axis=1)[:, None]
     d = np.linalg.norm(lm.uv[:, sem] - gt, axis=2) / size
     assert np.median(d[seen]) < 0.03, np.median(d[seen])
+
