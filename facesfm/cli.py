@@ -61,6 +61,11 @@ def demo(out, seed, overwrite, no_solve):
 @click.option("--vary-trajectory", is_flag=True, default=None,
               help="Give each sequence its own path: direction, yaw range and speed, easing, "
                    "pitch, roll and distance drawn from its seed.")
+@click.option("--vary-appearance", is_flag=True, default=None,
+              help="Photographs behind 70% of the sequences (scikit-image's, cropped, "
+                   "flipped, recoloured) and a randomised camera on 80% (noise, defocus and "
+                   "motion blur, exposure, white balance, vignetting, JPEG), drawn from each "
+                   "sequence's seed and recorded in its sequence.json.")
 @click.option("--size", default=None, help="Image size N or WxH [default: 384].")
 @click.option("--focal", type=float, default=None, help="Focal length in px [default: 500].")
 @click.option("--workers", type=int, default=None, help="Processes [default: 1].")

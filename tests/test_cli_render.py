@@ -298,3 +298,25 @@ def test_a_mesh_of_implausible_size_is_refused_with_the_way_out(tmp_path, capsys
     mesh = np.asarray(__import__("trimesh").load(tmp_path / "o2" / "00000_00" / "mesh.ply",
                                                  process=False).vertices)
     assert abs(np.ptp(mesh, axis=0).max() - 180.0) < 2.0
+
+
+def test_vary_appearance_puts_photographs_and_a_camera_in_the_sequences(tmp_path, capsys):
+    """--vary-appearance: of 4 sequences some stand before a recorded photograph and some
+    went through a recorded camera; the dataset records the settings; the geometry is the
+    same as without it (same seed)."""
+    pytest.importorskip("skimage.data", reason="photograph backgrounds need scikit-image")
+    argv = ["render", "--subjects", "4", "--seed", "3", *SMALL]
+    code, _, err = _run([*argv, "--out", str(tmp_path / "plain")], capsys)
+    assert code == 0, err
+    code, _, err = _run([*argv, "--out", str(tmp_path / "varied"), "--vary-appearance"], capsys)
+    assert code == 0, err
+    recs = []
+    for n in (f"{i:05d}_00" for i in range(4)):
+        meta = json.loads((tmp_path / "varied" / n / "sequence.json").read_text())
+        recs.append(meta.get("appearance") or {})
+        a, b = load_sequence(tmp_path / "plain" / n), load_sequence(tmp_path / "varied" / n)
+        assert np.array_equal(a.cam_T_world, b.cam_T_world) and np.array_equal(a.uv, b.uv)
+    assert any(r.get("background") for r in recs) and any(r.get("camera") for r in recs)
+    app = json.loads((tmp_path / "varied" / "dataset.json").read_text())["config"]["render"][
+        "appearance"]
+    assert app["background"]["probability"] > 0 and app["camera"]["probability"] > 0
