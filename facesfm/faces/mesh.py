@@ -118,7 +118,7 @@ def load_textured_mesh(
         if uv is not None and img is not None and len(uv) == len(v):
             texture = img
             # trimesh's uv is v up (OBJ's convention) for every format: it flips glTF's v-down
-            # TEXCOORD_0 on reading, so it is FaceMesh.face_uv as it is (issue 20)
+            # TEXCOORD_0 on reading, so it is FaceMesh.face_uv as it is
             face_uv = np.asarray(uv, dtype=np.float32)[faces]
             appearance = "texture"
     if texture is None and getattr(visual, "kind", None) == "vertex":

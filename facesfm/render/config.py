@@ -185,7 +185,7 @@ def _check_range(where: str, lo_hi, low: float = -math.inf, high: float = math.i
 
 @dataclass(frozen=True)
 class PhotoBackgroundConfig:
-    """Photographs behind the head instead of ``RenderConfig.background`` (issue 20: detectors
+    """Photographs behind the head instead of ``RenderConfig.background`` (detectors
     trained on our own backgrounds put landmarks on the background of a real photograph).
 
     Drawn once per sequence from its seed: whether it gets a photograph, which one, its crop,
@@ -286,7 +286,7 @@ class CameraEffectsConfig:
 
 @dataclass(frozen=True)
 class AppearanceConfig:
-    """Randomised appearance of the rendered images (issue 20), drawn from the sequence seed
+    """Randomised appearance of the rendered images, drawn from the sequence seed
     and recorded in sequence.json ("appearance"). Off by default: a render without it is
     byte for byte what it was before it existed. Light, skin and occluders are to become
     sibling sections.

@@ -1,4 +1,4 @@
-"""Appearance randomisation (issue 20): photograph backgrounds and camera effects change the
+"""Appearance randomisation: photograph backgrounds and camera effects change the
 RGB image only, are drawn from the sequence seed, and are recorded in sequence.json."""
 
 import json

@@ -1,4 +1,4 @@
-"""Texture orientation of user meshes (issue 20): a texture with a red marker in the top-left
+"""Texture orientation of user meshes: a texture with a red marker in the top-left
 of its image, on a plane whose top-left has uv in that marker, renders red at the top-left.
 
 UV conventions: OBJ ``vt`` and trimesh's in-memory ``TextureVisuals.uv`` put (0, 0) at the
