@@ -219,10 +219,18 @@ def build_solve_config(config=None, **options) -> SolveConfig:
                "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
-    for k in ("checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
-              "landmarks", "face_crop", "keep_unreliable", "max_frames"):
+    for k in ("checkpoint", "landmark_checkpoint", "landmarks", "face_crop",
+              "keep_unreliable", "max_frames"):
         if k in o:
             d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
+    if o.get("oracle_landmarks"):
+        if o.get("landmarks_from", "oracle") != "oracle":
+            raise InputError(f"--oracle-landmarks and --landmarks-from {o['landmarks_from']} "
+                             f"disagree")
+        d["landmarks_from"], d["oracle_landmarks"] = "oracle", True
+    elif "landmarks_from" in o:
+        d["landmarks_from"] = o["landmarks_from"]
+        d["oracle_landmarks"] = o["landmarks_from"] == "oracle"
     if o.get("oracle_depth"):
         if o.get("depth", "oracle") != "oracle":
             raise InputError(f"--oracle-depth and --depth {o['depth']} disagree")
