@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesfm.render.config import CameraEffectsConfig
+from facesfm.render.config import CameraEffectsConfig, draw_range
 
 __all__ = [
     "CameraModel",
@@ -72,22 +72,17 @@ class FrameMotion:
         return {"length": self.length, "angle": self.angle}
 
 
-def _uniform(rng: np.random.Generator, lo_hi) -> float:
-    lo, hi = lo_hi
-    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
-
-
 def sample_camera(cfg: CameraEffectsConfig, rng: np.random.Generator) -> CameraModel | None:
     """Draw one sequence's camera: None (an ideal camera, images as rendered) with
     probability ``1 - cfg.probability``."""
     if not rng.random() < cfg.probability:
         return None
-    defocus = _uniform(rng, cfg.defocus)
-    vignetting = _uniform(rng, cfg.vignetting)
-    exposure = _uniform(rng, cfg.exposure)
-    noise = _uniform(rng, cfg.noise)
-    shot = _uniform(rng, cfg.shot_noise)
-    red, blue = (2.0 ** _uniform(rng, cfg.white_balance) for _ in range(2))
+    defocus = draw_range(rng, cfg.defocus)
+    vignetting = draw_range(rng, cfg.vignetting)
+    exposure = draw_range(rng, cfg.exposure)
+    noise = draw_range(rng, cfg.noise)
+    shot = draw_range(rng, cfg.shot_noise)
+    red, blue = (2.0 ** draw_range(rng, cfg.white_balance) for _ in range(2))
     quality = (None if cfg.jpeg_quality is None
                else int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
     return CameraModel(defocus=defocus, vignetting=vignetting, exposure=exposure, noise=noise,
@@ -96,7 +91,7 @@ def sample_camera(cfg: CameraEffectsConfig, rng: np.random.Generator) -> CameraM
 
 def sample_motion(cfg: CameraEffectsConfig, rng: np.random.Generator) -> FrameMotion:
     """Draw one frame's motion blur."""
-    length = _uniform(rng, cfg.motion_blur)
+    length = draw_range(rng, cfg.motion_blur)
     return FrameMotion(length=length, angle=float(rng.uniform(0.0, 180.0)) if length else 0.0)
 
 

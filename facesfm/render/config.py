@@ -28,6 +28,7 @@ __all__ = [
     "PhotoBackgroundConfig",
     "RenderConfig",
     "TrajectoryConfig",
+    "draw_range",
 ]
 
 #: Background kinds: a constant colour, seeded per-pixel noise (smoothed), a seeded linear
@@ -158,9 +159,7 @@ class LightingConfig:
 
     def __post_init__(self):
         for name in ("ambient", "key", "key_azimuth", "key_elevation", "fill", "temperature"):
-            lo_hi = getattr(self, name)
-            if len(lo_hi) != 2 or not lo_hi[0] <= lo_hi[1]:
-                raise InputError(f"lighting.{name}: expected a (low, high) range, got {lo_hi}")
+            _check_range(f"lighting.{name}", getattr(self, name))
         if self.temperature[0] < 1000 or self.temperature[1] > 40000:
             raise InputError(f"lighting.temperature: outside 1000..40000 K: {self.temperature}")
         if min(self.ambient[0], self.key[0], self.fill[0]) < 0:
@@ -172,6 +171,14 @@ class LightingConfig:
 #: chelsea is a close-up of a cat's eyes and nose, retina looks like an eye).
 PHOTOS = ("coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "brick", "grass",
           "gravel", "moon", "clock", "text")
+
+
+def draw_range(rng, lo_hi) -> float:
+    """A value drawn uniformly from the config range ``lo_hi`` (low, high) with the numpy
+    Generator ``rng``; ``low`` itself, drawing nothing, when the range is one value (so an
+    effect turned off does not shift the stream's later draws)."""
+    lo, hi = lo_hi
+    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
 
 
 def _check_range(where: str, lo_hi, low: float = -math.inf, high: float = math.inf) -> None:

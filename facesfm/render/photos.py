@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesfm.render.config import PhotoBackgroundConfig
+from facesfm.render.config import PhotoBackgroundConfig, draw_range
 
 __all__ = [
     "SKIMAGE_HINT",
@@ -77,11 +77,6 @@ class PhotoBackground:
                 "saturation": self.saturation, "tint": list(self.tint), "blur": self.blur}
 
 
-def _uniform(rng: np.random.Generator, lo_hi) -> float:
-    lo, hi = lo_hi
-    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
-
-
 def sample_photo_background(cfg: PhotoBackgroundConfig, rng: np.random.Generator,
                             height: int, width: int) -> PhotoBackground | None:
     """Draw one sequence's background for an image of ``height`` x ``width`` px: None (keep
@@ -92,15 +87,15 @@ def sample_photo_background(cfg: PhotoBackgroundConfig, rng: np.random.Generator
     ph, pw = load_photo(name).shape[:2]
     aspect = width / height
     w, h = (ph * aspect, float(ph)) if pw / ph > aspect else (float(pw), pw / aspect)
-    zoom = _uniform(rng, cfg.zoom)
+    zoom = draw_range(rng, cfg.zoom)
     w, h = w / zoom, h / zoom
     x, y = float(rng.uniform(0, pw - w)), float(rng.uniform(0, ph - h))
     flip = bool(cfg.flip and rng.random() < 0.5)
-    brightness = _uniform(rng, cfg.brightness)
-    contrast = _uniform(rng, cfg.contrast)
-    saturation = _uniform(rng, cfg.saturation)
+    brightness = draw_range(rng, cfg.brightness)
+    contrast = draw_range(rng, cfg.contrast)
+    saturation = draw_range(rng, cfg.saturation)
     tint = tuple(float(g) for g in np.exp(rng.uniform(-cfg.tint, cfg.tint, 3)))
-    blur = _uniform(rng, cfg.blur)
+    blur = draw_range(rng, cfg.blur)
     return PhotoBackground(photo=name, crop=(x, y, w, h), flip=flip, brightness=brightness,
                            contrast=contrast, saturation=saturation, tint=tint, blur=blur)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from facesfm.faces.types import FaceMesh
 from facesfm.geometry.camera import invert_pose, transform
-from facesfm.render.config import LightingConfig
+from facesfm.render.config import LightingConfig, draw_range
 from facesfm.render.visibility import outward_sign, vertex_normals
 
 __all__ = [
@@ -109,17 +109,12 @@ class Lighting:
 
 def sample_lighting(cfg: LightingConfig, rng: np.random.Generator) -> Lighting:
     """Draw one lighting from the configured ranges."""
-
-    def draw(lo_hi):
-        lo, hi = lo_hi
-        return float(lo) if lo == hi else float(rng.uniform(lo, hi))
-
-    ambient = draw(cfg.ambient)
-    key = draw(cfg.key)
-    az = draw(cfg.key_azimuth)
-    el = draw(cfg.key_elevation)
-    fill = draw(cfg.fill)
-    temp = draw(cfg.temperature)
+    ambient = draw_range(rng, cfg.ambient)
+    key = draw_range(rng, cfg.key)
+    az = draw_range(rng, cfg.key_azimuth)
+    el = draw_range(rng, cfg.key_elevation)
+    fill = draw_range(rng, cfg.fill)
+    temp = draw_range(rng, cfg.temperature)
     return Lighting(
         ambient=ambient,
         key=key,
