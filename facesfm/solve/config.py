@@ -223,14 +223,10 @@ def build_solve_config(config=None, **options) -> SolveConfig:
               "keep_unreliable", "max_frames"):
         if k in o:
             d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]
-    if o.get("oracle_landmarks"):
-        if o.get("landmarks_from", "oracle") != "oracle":
-            raise InputError(f"--oracle-landmarks and --landmarks-from {o['landmarks_from']} "
-                             f"disagree")
-        d["landmarks_from"], d["oracle_landmarks"] = "oracle", True
-    elif "landmarks_from" in o:
-        d["landmarks_from"] = o["landmarks_from"]
-        d["oracle_landmarks"] = o["landmarks_from"] == "oracle"
+    if o.get("oracle_landmarks") or "landmarks_from" in o:
+        # the options replace the file's choice; SolveConfig refuses the two disagreeing
+        d["landmarks_from"] = o.get("landmarks_from")
+        d["oracle_landmarks"] = bool(o.get("oracle_landmarks"))
     if o.get("oracle_depth"):
         if o.get("depth", "oracle") != "oracle":
             raise InputError(f"--oracle-depth and --depth {o['depth']} disagree")

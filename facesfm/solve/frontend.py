@@ -19,6 +19,7 @@ Pixel convention: OpenCV, the centre of pixel (row r, col c) at uv = (c, r), in 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from contextlib import contextmanager
@@ -83,12 +84,13 @@ def _native_stderr_silenced():
 MEDIAPIPE_ID_BASE = 1_000_000
 
 
-def _mediapipe_face_mesh():
+def _mediapipe(module: str):
+    """``mediapipe.python.solutions.<module>`` (face_mesh, face_mesh_connections), or an
+    InputError with the install hint."""
     try:
-        from mediapipe.python.solutions import face_mesh
+        return importlib.import_module(f"mediapipe.python.solutions.{module}")
     except ImportError:
         raise InputError(CAPTURE_HINT) from None
-    return face_mesh
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class FaceTrack:
 
 def find_faces(images: np.ndarray, min_confidence: float = 0.5) -> FaceTrack:
     """The largest face of each frame (F, H, W, 3) uint8 RGB by MediaPipe FaceMesh."""
-    face_mesh = _mediapipe_face_mesh()
+    face_mesh = _mediapipe("face_mesh")
     F, H, W = images.shape[:3]
     mesh = np.full((F, 468, 3), np.nan)
     found = np.zeros(F, dtype=bool)
@@ -294,21 +296,13 @@ def keyframes(face_mesh: np.ndarray, step_deg: float = 2.0,
     return keep
 
 
-def _connections():
-    try:
-        from mediapipe.python.solutions import face_mesh_connections
-    except ImportError:
-        raise InputError(CAPTURE_HINT) from None
-    return face_mesh_connections
-
-
 @functools.cache
 def mesh_triangles() -> np.ndarray:
     """(T, 3) the face mesh's triangles, wound consistently (each shared edge runs opposite
     ways in its two triangles): the 3-cliques of MediaPipe's tessellation edges (854 of them),
     oriented by a walk over neighbouring triangles. Which side the winding's normal points to
     is fixed per capture (:func:`mediapipe_landmarks`)."""
-    edges = _connections().FACEMESH_TESSELATION
+    edges = _mediapipe("face_mesh_connections").FACEMESH_TESSELATION
     nb: dict[int, set[int]] = {}
     for a, b in edges:
         nb.setdefault(a, set()).add(b)
@@ -373,7 +367,7 @@ def mediapipe_landmarks(face_mesh: np.ndarray, sigma_px: float = 2.5,
     face_mesh = np.asarray(face_mesh, dtype=np.float64)
     if face_mesh.ndim != 3 or face_mesh.shape[1:] != (468, 3):
         raise ValueError(f"face_mesh must be (F, 468, 3), got {face_mesh.shape}")
-    oval = {i for e in _connections().FACEMESH_FACE_OVAL for i in e}
+    oval = {i for e in _mediapipe("face_mesh_connections").FACEMESH_FACE_OVAL for i in e}
     cols = np.array([i for i in range(468) if i not in oval])
     to_ours = {b: a for a, b in SEMANTIC_PAIRS}
     ids = np.array([to_ours.get(int(i), MEDIAPIPE_ID_BASE + int(i)) for i in cols])

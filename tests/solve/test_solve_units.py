@@ -161,6 +161,25 @@ def test_build_solve_config(tmp_path):
         build_solve_config(y)
 
 
+def test_landmark_source_options(tmp_path):
+    """--oracle-landmarks is --landmarks-from oracle; the two disagreeing are refused; an
+    option replaces the YAML file's source, and the file's own choice stands otherwise."""
+    assert build_solve_config().landmarks_from == "detector"
+    cfg = build_solve_config(None, oracle_landmarks=True)
+    assert cfg.landmarks_from == "oracle" and cfg.oracle_landmarks
+    cfg = build_solve_config(None, landmarks_from="oracle")
+    assert cfg.landmarks_from == "oracle" and cfg.oracle_landmarks
+    with pytest.raises(InputError, match="disagree"):
+        build_solve_config(None, oracle_landmarks=True, landmarks_from="mediapipe")
+    with pytest.raises(InputError, match="--landmarks N"):
+        build_solve_config(None, landmarks_from="mediapipe", landmarks=68)
+    y = tmp_path / "solve.yaml"
+    y.write_text("oracle_landmarks: true\n")
+    assert build_solve_config(y).landmarks_from == "oracle"
+    cfg = build_solve_config(y, landmarks_from="mediapipe")
+    assert cfg.landmarks_from == "mediapipe" and not cfg.oracle_landmarks
+
+
 def test_learned_stages_plumbing(tmp_path, seq9):
     """Untrained tiny networks saved as training checkpoints: load, run, shapes and frames."""
     import torch
