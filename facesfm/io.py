@@ -1,4 +1,5 @@
-"""Atomic file writes: write beside the target, then rename, so nothing is half-written."""
+"""Atomic file writes: write beside the target, then rename, so nothing is half-written; and
+reading the JSON files they write back, with a one-line error for a damaged one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from facesfm.errors import InputError
 
 # mkstemp/mkdtemp create private (0600/0700) entries; what we publish gets the usual
 # permissions under the process umask instead (read once: os.umask can only be read by setting).
@@ -96,6 +99,15 @@ def check_writable(path: str | os.PathLike) -> None:
 def write_json(path, obj, indent: int = 2) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def read_json(path):
+    """The JSON value in the file ``path``; InputError naming the file when it is not valid
+    JSON (or not text)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def write_npy(path, array: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facesfm.errors import InputError
-from facesfm.io import write_json
+from facesfm.io import read_json, write_json
 
 __all__ = [
     "CAMERAS_FORMAT",
@@ -85,10 +85,7 @@ def read_cameras(path) -> Cameras:
         path = path / "cameras.json"
     if not path.is_file():
         raise InputError(f"cameras file not found: {path}")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    d = read_json(path)
     if not isinstance(d, dict) or d.get("format") != CAMERAS_FORMAT:
         raise InputError(f"{path}: not a {CAMERAS_FORMAT} file")
     if d.get("version") != CAMERAS_VERSION:

@@ -49,13 +49,13 @@ World frame: the face model's, mm, +y up, the face looks down +z.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from facesfm.errors import InputError
+from facesfm.io import read_json
 
 __all__ = [
     "FORMAT_NAME",
@@ -261,10 +261,7 @@ def load_sequence(path: str | Path, check_files: bool = True) -> Sequence:
         raise InputError(f"sequence folder not found: {path}")
     if not meta_path.is_file():
         raise InputError(f"not a facesfm sequence (no sequence.json): {path}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{meta_path}: not valid JSON ({e})") from None
+    meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise InputError(f"{meta_path}: format is {got!r}, expected {FORMAT_NAME!r}")
