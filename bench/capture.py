@@ -32,7 +32,6 @@ between the written and the true cameras), seconds; the rotation ratio to the sa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -50,6 +49,7 @@ from facesfm.errors import InputError
 from facesfm.eval.ground_truth import evaluate_against_gt
 from facesfm.eval.metrics import pose_errors
 from facesfm.faces.builtin import BuiltinFaceModel
+from facesfm.io import read_json
 from facesfm.render.composite import composite_capture
 from facesfm.render.config import RenderConfig
 from facesfm.render.writer import render_sequence
@@ -63,27 +63,29 @@ FRAME = (480, 640)  # portrait
 OFFSET = (60, 200)  # the 384 px render's top-left: off-centre
 
 
-def _case(seq: Path, tmp: Path, case: str, source: str) -> dict:
+def _inputs(seq: Path, tmp: Path) -> dict[str, tuple[Path, str | None]]:
+    """Each case's input folder and ``--intrinsics`` (None: the sequence's own K, or the
+    default guess for an image folder); the two composites are written once per face."""
     from skimage import data
 
+    whole = composite_capture(seq, tmp / "pasted", *FRAME, OFFSET, data.coffee(),
+                              head_only=False)
+    head = composite_capture(seq, tmp / "head", *FRAME, OFFSET, data.coffee(), head_only=True)
+
+    def given(K):
+        return f"{K[0, 0]},{K[0, 2]},{K[1, 2]}"
+
+    return {"plain": (seq, None), "pasted": (whole.path, given(whole.K)),
+            "head on photo": (head.path, given(head.K)),
+            "head on photo, focal unknown": (head.path, None)}
+
+
+def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str) -> dict:
     gt = load_sequence(seq)
     lm = ({"landmark_checkpoint": "builtin"} if source == "detector"
           else {"landmarks_from": "mediapipe"})
     # written even when a check fails, so that the table shows what a refusal kept back
     cfg = SolveConfig(poses_init="landmarks", depth="landmarks", keep_unreliable=True, **lm)
-    slug = case.replace(" ", "_").replace(",", "")
-    if case == "plain":
-        src, intr = seq, None
-    else:
-        cap = tmp / slug
-        if not cap.exists():
-            composite_capture(seq, cap, *FRAME, OFFSET, data.coffee(),
-                              head_only=case != "pasted")
-        K = gt.K.copy()
-        K[:2, 2] += OFFSET
-        src = cap
-        intr = None if "unknown" in case else f"{K[0, 0]},{K[0, 2]},{K[1, 2]}"
-    out = tmp / f"out_{slug}_{source}"
     said: list[str] = []
     t0 = time.perf_counter()
     try:
@@ -101,7 +103,7 @@ def _case(seq: Path, tmp: Path, case: str, source: str) -> dict:
     mesh = np.asarray(trimesh.load(out / "mesh.ply", process=False).vertices, dtype=np.float64)
     ev = evaluate_against_gt(gt, kept, cams.initial, cams.optimised, np.full((1, 3), np.nan),
                              np.zeros(1, dtype=np.int64), cloud, mesh)
-    rep = json.loads((out / "report.json").read_text())
+    rep = read_json(out / "report.json")
     return {"status": "written" if rep["status"] == "ok" else "unreliable",
             "problems": rep.get("problems", []), "frames": len(cams.names),
             "rotation_mean_deg": rot["rotation_mean_deg"], "focal_px": float(cams.K[0, 0]),
@@ -174,10 +176,13 @@ def main():
             seq = tmp / f"face{seed}" / "sequence"
             render_sequence(mesh, seq, RenderConfig(), seed=seed,
                             face_info={"source": "builtin", "seed": seed, "coeffs": coeffs})
+            inputs = _inputs(seq, tmp / f"face{seed}")
             for source in a.sources.split(","):
                 for case in CASES:
+                    src, intr = inputs[case]
+                    out = tmp / f"face{seed}" / f"out_{case}_{source}".replace(" ", "_")
                     r = {"face": seed, "source": source, "case": case,
-                         **_case(seq, tmp / f"face{seed}", case, source)}
+                         **_case(seq, src, intr, out, source)}
                     rows.append(r)
                     print(f"face {seed} | {source} | {case}: {r['status']}",
                           r.get("rotation_mean_deg"), r.get("cloud_mm"), r.get("why", ""),
