@@ -2,8 +2,9 @@
 
 Target (the project's): 61 frames in under 10 s on 2 CPU cores. Prints the time per
 sequence, frames per second and the ratio to the target (> 1 = faster than the target),
-plus a breakdown (GL draw, visibility, PNG encoding), for the built-in face and, when
-../shared/ict-facekit exists, for an ICT-FaceKit face. Writes bench/results/render.json and
+plus a breakdown (GL draw, visibility, PNG encoding) and the cost of the appearance
+randomisation (the same sequence with a photograph and a randomised camera, interleaved), for
+the built-in face and, when ../shared/ict-facekit exists, for an ICT-FaceKit face. Writes bench/results/render.json and
 bench/results/render.md.
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/render.py [--repeats 3]
@@ -46,7 +47,12 @@ def _gl_renderer() -> str:
 def bench_face(label: str, model, repeats: int, tmp: Path) -> dict:
     from facesfm.data.format import write_png
     from facesfm.geometry.camera import intrinsics
-    from facesfm.render.config import RenderConfig
+    from facesfm.render.config import (
+        AppearanceConfig,
+        CameraEffectsConfig,
+        PhotoBackgroundConfig,
+        RenderConfig,
+    )
     from facesfm.render.renderer import FaceRenderer, sample_lighting
     from facesfm.render.trajectory import make_trajectory
     from facesfm.render.visibility import landmark_visibility, vertex_normals
@@ -56,10 +62,16 @@ def bench_face(label: str, model, repeats: int, tmp: Path) -> dict:
     mesh, _ = model.sample(0)
     t_face = time.perf_counter() - t
     cfg = RenderConfig()
-    runs = []
+    # the same sequence with every appearance effect on (a photograph behind the head and a
+    # randomised camera on each sequence), interleaved with the plain runs
+    varied = RenderConfig(appearance=AppearanceConfig(PhotoBackgroundConfig(probability=1.0),
+                                                      CameraEffectsConfig(probability=1.0)))
+    runs, runs_varied = [], []
     for k in range(repeats):
         res = render_sequence(mesh, tmp / f"{label}_{k}", cfg, seed=k)
         runs.append(res.seconds)
+        res = render_sequence(mesh, tmp / f"{label}_varied_{k}", varied, seed=k)
+        runs_varied.append(res.seconds)
     size = sum(p.stat().st_size for p in (tmp / f"{label}_0").rglob("*") if p.is_file())
 
     # breakdown on the same frames, one stage at a time
@@ -97,6 +109,9 @@ def bench_face(label: str, model, repeats: int, tmp: Path) -> dict:
         "sequence_s_median": round(med, 3),
         "fps_median": round(len(traj) / med, 2),
         "ratio_to_target": round(TARGET_S / med, 2),
+        "appearance_s_runs": [round(x, 3) for x in runs_varied],
+        "appearance_s_median": round(float(np.median(runs_varied)), 3),
+        "appearance_over_plain": round(float(np.median(runs_varied)) / med, 2),
         "breakdown_s": {
             "mesh_upload": round(t_upload, 3),
             "gl_draw_and_read_61": round(t_draw, 3),
@@ -156,11 +171,16 @@ def main(argv=None) -> int:
         "",
         ("One 61-frame 384x384 sequence (yaw -60..+60 every 2 degrees) written with all ground "
          "truth (PNG images and masks, depth .npy, landmarks.npz, mesh.ply, COLMAP text). "
-         f"Target: < {TARGET_S:.0f} s per sequence; ratio = target / measured (> 1 is faster)."),
+         f"Target: < {TARGET_S:.0f} s per sequence; ratio = target / measured (> 1 is faster). "
+         "With appearance: the same sequence with a photograph behind the head and a "
+         "randomised camera (every effect; `--vary-appearance` puts them on 70% and 80% of "
+         "the sequences), its runs interleaved with the plain ones; x plain = its median over "
+         "the plain median."),
         "",
         ("| face | vertices | triangles | s / sequence (median) | frames/s | ratio to target "
-         "| GL draw (61) | visibility (61) | PNG (61) | MB on disk |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+         "| GL draw (61) | visibility (61) | PNG (61) | MB on disk | s with appearance "
+         "| x plain |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         b = r["breakdown_s"]
@@ -168,7 +188,8 @@ def main(argv=None) -> int:
             f"| {r['face']} | {r['vertices']} | {r['triangles']} | {r['sequence_s_median']:.2f} "
             f"| {r['fps_median']:.1f} | {r['ratio_to_target']:.2f}x "
             f"| {b['gl_draw_and_read_61']:.2f} s | {b['visibility_61']:.2f} s "
-            f"| {b['png_encode_61_rgb_and_mask']:.2f} s | {r['bytes_on_disk'] / 1e6:.1f} |"
+            f"| {b['png_encode_61_rgb_and_mask']:.2f} s | {r['bytes_on_disk'] / 1e6:.1f} "
+            f"| {r['appearance_s_median']:.2f} | {r['appearance_over_plain']:.2f} |"
         )
     with atomic_path(out / "render.md") as tmpf:
         tmpf.write_text("\n".join(lines) + "\n")
