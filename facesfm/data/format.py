@@ -105,13 +105,15 @@ def write_png(path: Path, array: np.ndarray, compress_level: int = 1) -> None:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image; InputError naming the file if missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 RGB image, turned upright where its EXIF orientation says so (a phone's
+    portrait photo is often stored sideways); InputError naming the file if missing or
+    unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except FileNotFoundError:
         raise InputError(f"missing frame file: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:

@@ -6,8 +6,10 @@ sequence folder in our format (:mod:`facesfm.data.format`), the :class:`Sequence
 ground truth (used by the oracle switches and for evaluation).
 
 Intrinsics, first that applies: ``intrinsics`` (fx, fy, cx, cy) or ``focal`` given by the user,
-the sequence's K, else the documented default guess :func:`default_intrinsics`
-(focal = 1.2 * max(W, H) px, principal point at the image centre ((W - 1) / 2, (H - 1) / 2)).
+the sequence's K, the 35 mm equivalent focal length in the photos' EXIF
+(:func:`exif_focal_35mm`), else the documented default guess :func:`default_intrinsics`
+(focal = 1.2 * max(W, H) px, principal point at the image centre ((W - 1) / 2, (H - 1) / 2)),
+which ``facesfm solve`` then refines (:mod:`facesfm.solvers.focal`).
 
 Bad input raises :class:`facesfm.errors.InputError` with one line naming the culprit.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "FrameSet",
     "default_intrinsics",
+    "exif_focal_35mm",
     "load_input",
     "parse_intrinsics",
     "read_image_folder",
@@ -54,7 +57,8 @@ class FrameSet:
     source:   "sequence", "images" or "video".
     path:     the input path.
     sequence: the facesfm :class:`Sequence` (ground truth) for a sequence folder, else None.
-    K_source: where K came from: "option", "sequence" or "default".
+    K_source: where K came from: "option", "sequence", "exif", "default" (the guess) or
+              "estimated" (by the solve, from the guess).
     crop:     the :class:`~facesfm.solve.frontend.Crop` the images and K were taken through
               from the original frames (None: the frames as read).
     face_mesh: (F, 468, 3) the face MediaPipe found in each frame, in these images' pixels
@@ -154,6 +158,43 @@ def _check_count(n: int, where: Path, what: str, one: str) -> None:
                          "structure from motion needs at least 2 frames")
 
 
+FULL_FRAME_DIAGONAL_MM = float(np.hypot(36.0, 24.0))
+
+
+def exif_focal_35mm(path: Path) -> float | None:
+    """The 35 mm equivalent focal length (mm) an image file's EXIF gives, or None."""
+    from PIL import ExifTags, Image
+
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get_ifd(ExifTags.IFD.Exif).get(
+                ExifTags.Base.FocalLengthIn35mmFilm)
+    except (OSError, ValueError, SyntaxError):  # no or damaged EXIF: as if absent
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def exif_intrinsics(files: list[Path], width: int, height: int) -> np.ndarray | None:
+    """K from the photos' 35 mm equivalent focal length: f px = f35 x the image diagonal /
+    the 43.3 mm diagonal of a 36 x 24 mm frame, principal point at the centre. None where no
+    photo gives one; InputError where two give different ones (one K is solved for all)."""
+    found = {p.name: f for p in files if (f := exif_focal_35mm(p)) is not None}
+    if not found:
+        return None
+    lo, hi = min(found, key=found.get), max(found, key=found.get)
+    if found[hi] > 1.01 * found[lo]:
+        raise InputError(f"the photos' EXIF give different focal lengths ({lo}: {found[lo]:g} "
+                         f"mm, {hi}: {found[hi]:g} mm, 35 mm equivalent); one K is solved "
+                         f"for all frames: give photos of one zoom setting, or --focal")
+    f35 = float(np.median(list(found.values())))
+    return centred_intrinsics(f35 * float(np.hypot(width, height)) / FULL_FRAME_DIAGONAL_MM,
+                              width, height)
+
+
 def read_image_folder(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     """(F, H, W, 3) uint8 frames of the images in ``path`` sorted by name, and their names."""
     files = sorted(p for p in path.iterdir()
@@ -234,6 +275,9 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
         K, K_source = centred_intrinsics(float(focal), W, H), "option"
     elif seq is not None:
         K, K_source = np.asarray(seq.K, dtype=np.float64), "sequence"
+    elif source == "images" and (K := exif_intrinsics([path / n for n in names], W, H)) \
+            is not None:
+        K_source = "exif"
     else:
         K, K_source = default_intrinsics(W, H), "default"
     return FrameSet(images, names, K, source, path, seq, K_source)

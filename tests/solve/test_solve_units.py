@@ -9,7 +9,7 @@ from facesfm.geometry.camera import intrinsics, look_at
 from facesfm.geometry.multiview import hull_masks
 from facesfm.solve.config import build_solve_config
 from facesfm.solve.fusion import depth_to_points, fuse_depth_maps, sample_depth
-from facesfm.solve.inputs import default_intrinsics, parse_intrinsics
+from facesfm.solve.inputs import default_intrinsics, load_input, parse_intrinsics
 from facesfm.solvers.initial_poses import perturbed_poses
 
 
@@ -143,6 +143,54 @@ def test_intrinsics_options():
     for bad in ("", "a,b", "1,2", "0,1,1", "-5"):
         with pytest.raises(InputError, match="--intrinsics"):
             parse_intrinsics(bad, 100, 80)
+
+
+def _photo(path, focal_35mm=None, orientation=None, size=(60, 40)):
+    """A JPEG with a white square in its stored top-left corner and the given EXIF tags."""
+    from PIL import ExifTags, Image
+
+    a = np.zeros((size[1], size[0], 3), np.uint8)
+    a[:10, :10] = 255
+    ex = Image.Exif()
+    if orientation is not None:
+        ex[ExifTags.Base.Orientation] = orientation
+    if focal_35mm is not None:
+        ex.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.FocalLengthIn35mmFilm] = focal_35mm
+    Image.fromarray(a).save(path, exif=ex)
+
+
+def test_exif_focal_length_gives_k(tmp_path):
+    for i in range(3):  # the third photo without EXIF: the others speak for the camera
+        _photo(tmp_path / f"p{i}.jpg", focal_35mm=26 if i < 2 else None)
+    fr = load_input(tmp_path)
+    assert fr.K_source == "exif"
+    f = 26 * np.hypot(60, 40) / np.hypot(36, 24)  # the diagonal's share of a 36x24 frame
+    np.testing.assert_allclose(fr.K, [[f, 0, 29.5], [0, f, 19.5], [0, 0, 1]])
+    np.testing.assert_allclose(load_input(tmp_path, focal=300.0).K[0, 0], 300.0)  # option wins
+
+
+def test_photos_of_two_zoom_settings_are_refused(tmp_path):
+    _photo(tmp_path / "a.jpg", focal_35mm=26)
+    _photo(tmp_path / "b.jpg", focal_35mm=52)
+    with pytest.raises(InputError, match=r"different focal lengths \(a.jpg: 26 mm, b.jpg: 52"):
+        load_input(tmp_path)
+    assert load_input(tmp_path, focal=500.0).K_source == "option"
+
+
+def test_photos_without_exif_get_the_guess(tmp_path):
+    for i in range(2):
+        _photo(tmp_path / f"p{i}.jpg")
+    fr = load_input(tmp_path)
+    assert fr.K_source == "default" and fr.K[0, 0] == pytest.approx(1.2 * 60)
+
+
+def test_exif_orientation_turns_photos_upright(tmp_path):
+    for i in range(2):  # 6: stored turned 90 degrees anticlockwise; shown turned clockwise
+        _photo(tmp_path / f"p{i}.jpg", orientation=6)
+    fr = load_input(tmp_path)
+    assert fr.images.shape[1:3] == (60, 40)  # H, W of the upright photo
+    corner = fr.images[0, :10, -10:].mean()  # the stored top-left is now top-right
+    assert corner > 200 and fr.images[0, :10, :10].mean() < 50
 
 
 def test_build_solve_config(tmp_path):
