@@ -12,6 +12,7 @@ from facesfm.errors import InputError
 from facesfm.solve.fusion import FusionConfig
 from facesfm.solve.stereo import StereoConfig
 from facesfm.solve.tracks import TrackConfig
+from facesfm.solvers.focal import FocalConfig
 from facesfm.solvers.landmark_ba import BAConfig
 
 __all__ = ["DEPTH_SOURCES", "FACE_CROPS", "LANDMARK_SOURCES", "POSE_INITS", "SolveConfig",
@@ -82,6 +83,9 @@ class SolveConfig:
                        with the landmarks (``--tracks``).
     stereo:            :class:`StereoConfig`: photometric refinement of the depth maps before
                        fusion (``--stereo``).
+    focal:             :class:`FocalConfig`: where K is only the default guess, one focal
+                       length for all frames is estimated from photometric point tracks
+                       (:mod:`facesfm.solvers.focal`).
     """
 
     checkpoint: str | None = None
@@ -113,6 +117,7 @@ class SolveConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     stereo: StereoConfig = field(default_factory=StereoConfig)
     tracks: TrackConfig = field(default_factory=TrackConfig)
+    focal: FocalConfig = field(default_factory=FocalConfig)
 
     def __post_init__(self):
         if self.tracks.enabled and not (self.ba.enabled

@@ -52,6 +52,7 @@ from facesfm.solve.stages import (
     adjust,
     check_result,
     detect_landmarks,
+    estimate_focal_length,
     face_frames,
     factorised_start,
     find_faces_and_crop,
@@ -99,8 +100,19 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     if cfg.poses_init != "landmarks":
         lap("poses")
     ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
-    X0 = ba.points_initial if classical else None
     lap("ba")
+    focal = None
+    if used.K_source == "default" and cfg.focal.enabled and cfg.ba.enabled:
+        # the bundle adjustment again from the same start with the estimated K, so that the
+        # rest runs as with a K given
+        dm0 = dm if dm is not None else landmark_depth_maps(
+            used.K, lm, ba.points, ba.poses, used.height, used.width, used.names)
+        used, focal = estimate_focal_length(used, lm, dm0, ba, cfg, echo)
+        lap("focal")
+        if used.K_source == "estimated":
+            ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
+            lap("ba")
+    X0 = ba.points_initial if classical else None
     from_points = dm is None  # --depth landmarks: from the BA's points, again after tracks
     if from_points:
         dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height, used.width,
@@ -127,7 +139,8 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     kept = with_face.copy()  # of the input frames
     kept[with_face] = keep
     res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
-                      timings, {}, cfg, photometric=photometric, problems=problems)
+                      timings, {}, cfg, photometric=photometric, problems=problems,
+                      focal=focal)
     if cfg.evaluate and frames.sequence is not None:
         res.evaluation = evaluate_against_gt(frames.sequence, kept, poses0, ba.poses, X1,
                                              lm.ids, cloud.points, mesh.vertices)

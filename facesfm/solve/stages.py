@@ -45,6 +45,7 @@ from facesfm.solve.fusion import (
 from facesfm.solve.inputs import FrameSet
 from facesfm.solve.stereo import refine_depth
 from facesfm.solve.tracks import patch_tracks
+from facesfm.solvers.focal import FocalEstimate, estimate_focal, scaled_focal
 from facesfm.solvers.initial_poses import landmark_poses, perturbed_poses, template_poses
 from facesfm.solvers.landmark_ba import (
     BAOutcome,
@@ -71,6 +72,7 @@ __all__ = [
     "adjust",
     "check_result",
     "detect_landmarks",
+    "estimate_focal_length",
     "face_frames",
     "factorised_start",
     "find_faces_and_crop",
@@ -111,6 +113,8 @@ class SolveResult:
                     is written only with ``--keep-unreliable``, marked unreliable).
     input_sha256:   :func:`facesfm.data.format.frames_digest` of the input frames as read
                     (set by :func:`facesfm.solve.pipeline.run_solve`).
+    focal:          the focal-length estimate where K was only a guess (None: K was given,
+                    or the estimate did not run).
     """
 
     frames: FrameSet
@@ -132,6 +136,7 @@ class SolveResult:
     photometric: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     input_sha256: str = ""
+    focal: FocalEstimate | None = None
 
     @property
     def status(self) -> str:
@@ -417,6 +422,35 @@ def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarr
     return ba, poses0, classical
 
 
+def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,
+                          cfg: SolveConfig, echo) -> tuple[FrameSet, FocalEstimate | None]:
+    """Where K is only the default guess: one focal length for all frames from photometric
+    point tracks matched with the guessed K and the landmark BA's poses
+    (:func:`facesfm.solvers.focal.estimate_focal`). Returns the frames with the estimated K
+    (``K_source`` "estimated") and the estimate; the frames unchanged, with a warning, where
+    no estimate could be made (no tracks, the cost lowest at the search's end, or flat)."""
+    guess = float(used.K_original[0, 0])
+    keep = (f"kept the guess {guess:.0f} px (1.2 x the longer side); give --focal or "
+            f"--intrinsics if you know it")
+    try:
+        tracks = patch_tracks(used.images, dm.depth, dm.mask, used.K, ba.poses,
+                              np.exp(ba.log_scale), cfg.tracks)
+        est = estimate_focal(used.K, lm, tracks, ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),
+                             cfg.focal)
+    except InputError as e:
+        warn(echo, f"focal length not estimated ({e}); {keep}")
+        return used, None
+    if not est.ok:
+        why = {"at bound": f"the cost is lowest at the end of the searched range "
+                           f"({cfg.focal.low:g}-{cfg.focal.high:g} x the guess)",
+               "flat": "the cost hardly changes with it"}[est.status]
+        warn(echo, f"focal length not estimated: {why}; {keep}")
+        return used, est
+    out = replace(used, K=scaled_focal(used.K, est.focal / est.start), K_source="estimated")
+    est.focal, est.start = float(out.K_original[0, 0]), guess  # in the original pixels
+    return out, est
+
+
 def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,
                        cfg: SolveConfig, photometric: dict, echo, lap) -> tuple[BAOutcome, bool]:
     """``--tracks``: match skin patches between neighbouring frames and run the classical BA
@@ -491,9 +525,15 @@ def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: Surface
       ``cfg.face_extent_mm``: no face is that small or that large;
     * the landmarks came from MediaPipe's face mesh, whose points slide over the face as the
       head turns (bench/results/capture.md: 4.5-23 deg mean rotation error on our renders,
-      against 0.8-2.1 with the detector).
+      against 0.8-2.1 with the detector);
+    * the focal length is still the default guess (none given or read, and none estimated):
+      a guess 2.6x too long gave a cloud 23 mm from the surface (bench/results/focal.md).
     """
     problems = []
+    if used.K_source == "default":
+        problems.append(f"the focal length is a guess ({used.K_original[0, 0]:.0f} px, 1.2 x "
+                        f"the longer side; none given, read from EXIF or estimated): give "
+                        f"--focal or --intrinsics")
     if cfg.landmarks_from == "mediapipe":
         problems.append("the landmarks are MediaPipe's face-mesh points, which slide over the "
                         "face as the head turns: such solves of our renders were 4.5-23 deg "
