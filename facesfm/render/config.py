@@ -326,6 +326,12 @@ class RenderConfig:
 
     width, height:      image size in pixels.
     focal:              focal length in pixels (square pixels, principal point at the centre).
+    focal_spread:       per-sequence lens: where > 1, each sequence's focal length is
+                        ``focal`` times a factor drawn log-uniformly in [1 / spread, spread]
+                        from its seed, and the camera's distance (with its jitter) times the
+                        same factor, so the head fills the frame as at ``focal`` and only the
+                        perspective differs (a phone at arm's length to a longer lens further
+                        away). 1: every sequence at ``focal`` (no draw: renders as before it).
     landmarks:          number of landmark IDs stored (one of LANDMARK_COUNTS).
     background:         one of BACKGROUNDS.
     background_color:   RGB 0..255 used by "color".
@@ -356,6 +362,7 @@ class RenderConfig:
     width: int = 384
     height: int = 384
     focal: float = 500.0
+    focal_spread: float = 1.0
     landmarks: int = 800
     background: str = "random"
     background_color: tuple[int, int, int] = (0, 0, 0)
@@ -378,6 +385,9 @@ class RenderConfig:
                              f"{self.width}x{self.height}")
         if not (math.isfinite(self.focal) and self.focal > 0):
             raise InputError(f"render: focal must be a finite number > 0 px, got {self.focal}")
+        if not (math.isfinite(self.focal_spread) and self.focal_spread >= 1):
+            raise InputError(f"render: focal_spread must be a finite number >= 1, got "
+                             f"{self.focal_spread}")
         if self.landmarks not in LANDMARK_COUNTS:
             raise InputError(
                 f"render: landmarks={self.landmarks} is not one of {list(LANDMARK_COUNTS)}"

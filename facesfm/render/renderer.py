@@ -248,6 +248,15 @@ class FaceRenderer:
         self._vertices = None
         self._msaa_checked = False
 
+    def set_intrinsics(self, K: np.ndarray) -> None:
+        """Render through ``K`` (3, 3) from now on (same image size)."""
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape != (3, 3):
+            raise ValueError(f"FaceRenderer: K must be (3, 3), got {K.shape}")
+        self.K = K
+        self._camera.fx, self._camera.fy = K[0, 0], K[1, 1]
+        self._camera.cx, self._camera.cy = K[0, 2] + 0.5, K[1, 2] + 0.5
+
     # -- scene -------------------------------------------------------------------------
     def set_mesh(self, mesh: FaceMesh, lighting: Lighting) -> None:
         """Upload ``mesh`` shaded by ``lighting``, replacing the previous one."""

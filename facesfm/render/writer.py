@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,16 @@ def sequence_streams(seed: int) -> dict[str, np.random.Generator]:
         "background": np.random.default_rng([s, 0xB6]),
         "photo": np.random.default_rng([s, 0xF070]),
         "camera": np.random.default_rng([s, 0xCA3E]),
+        "lens": np.random.default_rng([s, 0x1E25]),
     }
+
+
+def sequence_lens(cfg: RenderConfig, stream: np.random.Generator) -> float:
+    """The factor on ``cfg.focal`` and on the camera's distance of one sequence: 1 where
+    ``cfg.focal_spread`` is 1 (nothing drawn), else log-uniform in [1 / spread, spread]."""
+    if cfg.focal_spread == 1.0:
+        return 1.0
+    return float(np.exp(stream.uniform(-1.0, 1.0) * np.log(cfg.focal_spread)))
 
 
 def frame_stream(seed: int, position: int) -> np.random.Generator:
@@ -122,11 +131,15 @@ def render_sequence(
             f"{face.name} has {len(face.landmark_vertices)} landmarks, "
             f"--landmarks {L} asked for more"
         )
-    K = intrinsics(cfg.focal, cfg.width, cfg.height)
+    streams = sequence_streams(seed)
+    lens = sequence_lens(cfg, streams["lens"])
+    K = intrinsics(cfg.focal * lens, cfg.width, cfg.height)
     vertices = np.asarray(face.vertices, dtype=np.float64)
     target = 0.5 * (vertices.min(0) + vertices.max(0))
-    traj = make_trajectory(cfg.trajectory, seed, target)
-    streams = sequence_streams(seed)
+    path = cfg.trajectory if lens == 1.0 else replace(
+        cfg.trajectory, distance=cfg.trajectory.distance * lens,
+        distance_jitter=cfg.trajectory.distance_jitter * lens)
+    traj = make_trajectory(path, seed, target)
     lighting = sample_lighting(cfg.lighting, streams["lighting"])
     # appearance (off by default) draws from streams of its own: a render without it is
     # what it was before it existed
@@ -152,10 +165,10 @@ def render_sequence(
     own_renderer = renderer is None
     if own_renderer:
         renderer = FaceRenderer(cfg.width, cfg.height, K)
-    elif (renderer.width, renderer.height) != (cfg.width, cfg.height) or not np.allclose(
-        renderer.K, K
-    ):
-        raise ValueError("render_sequence: the renderer's size/intrinsics differ from cfg")
+    elif (renderer.width, renderer.height) != (cfg.width, cfg.height):
+        raise ValueError("render_sequence: the renderer's size differs from cfg")
+    else:
+        renderer.set_intrinsics(K)  # a sequence's own lens (focal_spread)
     F = len(traj)
     uv = np.zeros((F, L, 2))
     z = np.zeros((F, L))
@@ -231,6 +244,8 @@ def render_sequence(
                 "width": cfg.width,
                 "height": cfg.height,
                 "K": K.tolist(),
+                **({} if lens == 1.0 else {"lens": {"focal_factor": lens,
+                                                     "distance_factor": lens}}),
                 "frames": frames_meta,
                 "face": face_info if face_info is not None else {"name": face.name},
                 "landmarks": {"count": L, "file": "landmarks.npz"},
