@@ -39,6 +39,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from facesfm.data.colmap import colmap_name
 from facesfm.data.format import frames_digest
 from facesfm.errors import InputError
@@ -164,6 +166,13 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
     check_writable(out)
     t0 = time.perf_counter()
     frames = load_input(input_path, focal=focal, intrinsics=intrinsics)
+    if frames.sequence is not None and frames.K_source == "option" and \
+            not np.allclose(frames.K, frames.sequence.K):
+        warn(echo, f"--focal/--intrinsics replace the sequence's own K (focal "
+                   f"{frames.sequence.K[0, 0]:g} px, principal point "
+                   f"{frames.sequence.K[0, 2]:g}, {frames.sequence.K[1, 2]:g}) with focal "
+                   f"{frames.K[0, 0]:g} px, principal point {frames.K[0, 2]:g}, "
+                   f"{frames.K[1, 2]:g}")
     spaced = [n for n in frames.names if colmap_name(n) != n]
     if spaced:
         warn(echo, f"COLMAP's text format cannot hold white space in image names: colmap/ "

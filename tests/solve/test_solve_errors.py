@@ -166,6 +166,24 @@ def test_no_face_frames_skipped_or_too_few(seq9, tmp_path, capsys):
     assert err[0].startswith("warning: no face found in 8 frame(s), skipped: 000001.png")
 
 
+def test_focal_option_over_a_sequence_says_it_replaces_its_k(seq9, tmp_path):
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.landmark_ba import BAConfig
+
+    cfg = SolveConfig(oracle_landmarks=True, oracle_depth=True, poses_init="gt",
+                      ba=BAConfig(enabled=False), evaluate=False)
+    lines = []
+    K = np.asarray(json.loads((seq9 / "sequence.json").read_text())["K"])
+    res = run_solve(seq9, tmp_path / "same", cfg, echo=lines.append, html=False,
+                    focal=float(K[0, 0]))  # the same K: nothing to say
+    assert lines == [] and res.frames.K_source == "option"
+    run_solve(seq9, tmp_path / "other", cfg, echo=lines.append, html=False, focal=300.0)
+    assert lines == [(f"warning: --focal/--intrinsics replace the sequence's own K (focal "
+                     f"{K[0, 0]:g} px, principal point {K[0, 2]:g}, {K[1, 2]:g}) with focal "
+                     f"300 px, principal point {K[0, 2]:g}, {K[1, 2]:g}")]
+
+
 def test_existing_output_and_failure_inside_leave_nothing(seq9, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
