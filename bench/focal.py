@@ -7,8 +7,9 @@ as the focal length in px is in mm, so that the head fills the frame alike and o
 perspective differs (300 px at 300 mm: a phone at arm's length; 900 px at 900 mm: a longer
 lens further away). Each render is pasted whole, centred, into a 480x640 portrait frame over
 a photograph (scikit-image's ``coffee``), so that the front end finds, crops and converts K as
-for a real capture. Each capture is solved (shipped built-in detector, ``--poses-init
-landmarks --depth landmarks``) three ways:
+for a real capture. Each capture is solved (the shipped built-in detector unless
+``--landmark-checkpoint`` names another, ``--poses-init landmarks --depth landmarks``) three
+ways (``--ways`` picks some):
 
 * ``given``: the true K (``--intrinsics``);
 * ``guessed``: no K and the estimate off (the default guess, 1.2 x 640 = 768 px);
@@ -60,9 +61,9 @@ FRAME = (480, 640)  # portrait
 OFFSET = ((FRAME[0] - 384) // 2, (FRAME[1] - 384) // 2)
 
 
-def _solve(seq: Path, capture, way: str, out: Path) -> dict:
+def _solve(seq: Path, capture, way: str, out: Path, detector: str = "builtin") -> dict:
     gt = load_sequence(seq)
-    cfg = SolveConfig(landmark_checkpoint="builtin", poses_init="landmarks", depth="landmarks",
+    cfg = SolveConfig(landmark_checkpoint=detector, poses_init="landmarks", depth="landmarks",
                       keep_unreliable=True, focal=FocalConfig(enabled=way == "estimated"))
     K = capture.K
     intr = f"{K[0, 0]},{K[0, 2]},{K[1, 2]}" if way == "given" else None
@@ -99,11 +100,12 @@ def _num(x, fmt):
 
 def markdown(rows: list, meta: dict, note: str = "") -> str:
     given = {(r["face"], r["focal_true"]): r for r in rows if r["way"] == "given"}
+    detector = meta.get("detector", "builtin")
     md = ["# The focal length: given, guessed, estimated", "",
           (f"Built-in faces {meta['faces']}, the paper's sweep (61 frames, 384 px) rendered at "
            f"each true focal length with the camera as many mm away as the focal length has "
            f"px, pasted whole into {FRAME[0]}x{FRAME[1]} portrait frames over scikit-image's "
-           f"`coffee` (the front end crops and converts K); shipped built-in detector, "
+           f"`coffee` (the front end crops and converts K); detector `{detector}`, "
            f"`--poses-init landmarks --depth landmarks`. Rotation: mean error after a "
            f"similarity alignment; cloud: mean distance to the true surface after ICP with "
            f"scale (`cloud mm`) and at the cameras' scale (`fixed`). `x given`: ratio to the "
@@ -121,14 +123,16 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
             md.append(f"| {r['face']} | {r['focal_true']:.0f} | {r['way']} | refused: "
                       f"{r['why']} | | | | | | | | {r['seconds']:.1f} |")
             continue
-        g = given[(r["face"], r["focal_true"])]
-        rr = r["rotation_mean_deg"] / g["rotation_mean_deg"]
-        cr = (r["cloud_mm"] / g["cloud_mm"]) if r["cloud_mm"] and g["cloud_mm"] else None
+        g = given.get((r["face"], r["focal_true"]), {})
+        rr = r["rotation_mean_deg"] / g["rotation_mean_deg"] if g.get("rotation_mean_deg") \
+            else None
+        cr = (r["cloud_mm"] / g["cloud_mm"]) if r["cloud_mm"] and g.get("cloud_mm") else None
         ferr = r["focal_px"] / r["focal_true"] - 1
         mark = "" if r["focal_source"] == "estimated" or r["way"] != "estimated" else \
             f" ({r['focal_source']})"
         md.append(f"{head} {r['focal_px']:.0f}{mark} | {ferr:+.0%} | "
-                  f"{r['rotation_mean_deg']:.2f} | {rr:.2f} | {_num(r['cloud_mm'], '.2f')} | "
+                  f"{r['rotation_mean_deg']:.2f} | {_num(rr, '.2f')} | "
+                  f"{_num(r['cloud_mm'], '.2f')} | "
                   f"{_num(cr, '.2f')} | {_num(r['cloud_mm_fixed_scale'], '.2f')} | "
                   f"{r['seconds']:.1f} |")
     est = [r for r in rows if r.get("focal_source") == "estimated"]
@@ -150,6 +154,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--faces", default="0,1,2", help="built-in face seeds")
     ap.add_argument("--focals", default="300,500,900", help="true focal lengths, px")
+    ap.add_argument("--ways", default=",".join(WAYS), help="which of " + ", ".join(WAYS))
+    ap.add_argument("--landmark-checkpoint", default="builtin",
+                    help="the detector (a checkpoint path, or builtin / ict)")
     ap.add_argument("--note", default="", help="a sentence for the table's foot")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     a = ap.parse_args()
@@ -170,15 +177,15 @@ def main():
                                 face_info={"source": "builtin", "seed": seed, "coeffs": coeffs})
                 cap = composite_capture(seq, case / "capture", *FRAME, OFFSET, data.coffee(),
                                         head_only=False)
-                for way in WAYS:
+                for way in a.ways.split(","):
                     r = {"face": seed, "focal_true": f, "way": way,
-                         **_solve(seq, cap, way, case / f"out_{way}")}
+                         **_solve(seq, cap, way, case / f"out_{way}", a.landmark_checkpoint)}
                     rows.append(r)
                     print(f"face {seed} | f {f:.0f} | {way}: {r['status']} "
                           f"f {r.get('focal_px', float('nan')):.0f} "
                           f"rot {r.get('rotation_mean_deg', float('nan')):.2f} "
                           f"cloud {r.get('cloud_mm')} {r['seconds']:.1f} s", flush=True)
-    meta = run_meta(faces=seeds, focals=focals)
+    meta = run_meta(faces=seeds, focals=focals, detector=a.landmark_checkpoint)
     write_results(a.out, "focal", {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
 
 
