@@ -48,6 +48,9 @@ class FocalConfig:
                       so that the detector's learned camera does not pull the estimate.
     max_tracks:       at most this many tracks (evenly picked), for speed: each trial is a
                       whole bundle adjustment.
+    max_frames:       at most this many frames (evenly picked) take part in the trials (None:
+                      all). On our 61-frame captures 31 frames halved the estimate's time
+                      (about 26 to 13 s) at the same median error (21%).
     min_rise:         least relative cost rise at the steeper of the lowest trial's grid
                       neighbours for an estimate to count (on renders: 1.1-7%).
     """
@@ -59,13 +62,16 @@ class FocalConfig:
     tolerance: float = 0.03
     landmark_weight: float = 0.01
     max_tracks: int = 800
+    max_frames: int | None = 31
     min_rise: float = 1e-3
 
     def __post_init__(self):
         if not 0 < self.low < 1 < self.high or self.grid < 3 or not 0 < self.tolerance < 0.5 \
-                or self.landmark_weight < 0 or self.min_rise < 0 or self.max_tracks < 1:
+                or self.landmark_weight < 0 or self.min_rise < 0 or self.max_tracks < 1 \
+                or (self.max_frames is not None and self.max_frames < 3):
             raise InputError("focal: 0 < low < 1 < high, grid >= 3, 0 < tolerance < 0.5, "
-                             "landmark_weight >= 0, min_rise >= 0 and max_tracks >= 1 required")
+                             "landmark_weight >= 0, min_rise >= 0, max_tracks >= 1 and "
+                             "max_frames >= 3 required")
 
 
 @dataclass
@@ -115,6 +121,12 @@ def estimate_focal(K: np.ndarray, lm: Landmarks, tracks, poses: np.ndarray, ba: 
     cfg = FocalConfig() if cfg is None else cfg
     if not np.asarray(tracks.weight).any():
         raise InputError("focal: no photometric tracks to estimate the focal length from")
+    F = len(poses)
+    if cfg.max_frames is not None and F > cfg.max_frames:
+        keep = np.linspace(0, F - 1, cfg.max_frames).round().astype(int)
+        lm = lm.select(keep)
+        tracks = _Picked(np.asarray(tracks.uv)[keep], np.asarray(tracks.weight)[keep])
+        poses = poses[keep]
     T = tracks.weight.shape[1]
     if T > cfg.max_tracks:
         pick = np.linspace(0, T - 1, cfg.max_tracks).round().astype(int)

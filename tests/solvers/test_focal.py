@@ -35,6 +35,15 @@ def test_recovers_the_focal_length_from_a_guess_far_off(true_f):
     assert min(trials, key=lambda t: t[1])[0] == pytest.approx(est.focal)
 
 
+def test_a_subset_of_the_frames_finds_it_too():
+    lm, tracks, poses = _scene(500.0, 500.0)
+    est = estimate_focal(intrinsics(1.2 * 384, 384, 384), lm, tracks, poses, BAConfig(),
+                         FocalConfig(max_frames=9))
+    assert est.status == "estimated" and est.focal == pytest.approx(500.0, rel=0.05)
+    with pytest.raises(InputError):
+        FocalConfig(max_frames=2)
+
+
 def test_a_minimum_beyond_the_searched_range_is_not_an_estimate():
     lm, tracks, poses = _scene(900.0, 900.0)
     est = estimate_focal(intrinsics(100.0, 384, 384), lm, tracks, poses, BAConfig())
