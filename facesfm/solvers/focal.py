@@ -4,11 +4,12 @@ The estimate is the focal length at which the joint bundle adjustment of photome
 tracks (with the landmarks at a small weight) reaches its lowest cost: a 1-D search over a
 factor on a start K (principal point held), each trial a full BA from the same poses.
 
-Why tracks and not landmarks: a landmark detector learns where a vertex lands in images of
-one camera. On renders at 300, 500 and 900 px (the head's image size held fixed by the
-distance) the landmark-only BA cost was lowest near 450 px in all three, the focal length
-the shipped detectors were trained at, while the oracle landmarks put the minimum exactly at
-the truth. Matched skin patches carry no such prior; their cost is lowest near the truth.
+Why tracks and not landmarks: on renders at 300, 500 and 900 px (the head's image size held
+fixed by the distance) the landmark-only BA cost with the shipped detector's landmarks was
+lowest near 450 px in all three (the detectors were trained at 500 px), while the true
+landmarks put the minimum exactly at the truth: the detector's errors, not the geometry,
+decide it. Matched skin patches are measurements of the images alone; their cost is lowest
+near the truth (bench/results/focal.md: median error 21%, always long).
 
 The search: ``grid`` factors spaced evenly in log between ``low`` and ``high``; where the
 lowest cost lies at either end the focal length is not estimated (``status`` "at bound");
