@@ -28,6 +28,7 @@ import numpy as np
 
 from facesfm.errors import InputError
 from facesfm.solvers.landmark_ba import BAConfig, BAOutcome, Landmarks, track_bundle_adjust
+from facesfm.solvers.problem import SolverError
 
 __all__ = ["FocalConfig", "FocalEstimate", "estimate_focal", "scaled_focal"]
 
@@ -79,8 +80,8 @@ class FocalConfig:
 class FocalEstimate:
     """focal: the estimate in the start K's pixels (NaN when ``status`` is not "estimated");
     start: the start K's focal length; factors / costs: every trial (factor on ``start``, final
-    BA cost), in the order run; status: "estimated", "at bound" or "flat"; ba: the BA at the
-    estimate (None when not estimated)."""
+    BA cost; inf where that trial's bundle adjustment failed), in the order run; status:
+    "estimated", "at bound" or "flat"; ba: the BA at the estimate (None when not estimated)."""
 
     focal: float
     start: float
@@ -96,7 +97,8 @@ class FocalEstimate:
     def summary(self) -> dict:
         order = np.argsort(self.factors)
         return {"status": self.status, "focal_px": self.focal, "start_px": self.start,
-                "trials": [[float(self.factors[i] * self.start), float(self.costs[i])]
+                "trials": [[float(self.factors[i] * self.start),
+                            float(self.costs[i]) if np.isfinite(self.costs[i]) else None]
                            for i in order]}
 
 
@@ -138,8 +140,13 @@ def estimate_focal(K: np.ndarray, lm: Landmarks, tracks, poses: np.ndarray, ba: 
 
     def cost(log_factor: float) -> float:
         factor = float(np.exp(log_factor))
-        out = track_bundle_adjust(scaled_focal(K, factor), lm, tracks, None, poses, ba,
-                                  cfg.landmark_weight)
+        try:
+            out = track_bundle_adjust(scaled_focal(K, factor), lm, tracks, None, poses, ba,
+                                      cfg.landmark_weight)
+        except (InputError, SolverError):  # e.g. nothing triangulates at an extreme trial
+            est.factors.append(factor)
+            est.costs.append(float("inf"))
+            return float("inf")
         est.factors.append(factor)
         est.costs.append(out.final_cost)
         outcomes[factor] = out
@@ -147,6 +154,8 @@ def estimate_focal(K: np.ndarray, lm: Landmarks, tracks, poses: np.ndarray, ba: 
 
     grid = np.linspace(np.log(cfg.low), np.log(cfg.high), cfg.grid)
     costs = np.array([cost(g) for g in grid])
+    if not np.isfinite(costs).any():
+        raise InputError("focal: the bundle adjustment failed at every trial focal length")
     i = int(np.nanargmin(costs))
     if i in (0, len(grid) - 1):
         return est

@@ -57,6 +57,31 @@ def test_a_cost_that_hardly_changes_is_not_an_estimate():
     assert est.status == "flat" and not est.ok
 
 
+def test_a_failed_trial_counts_as_no_minimum_there(monkeypatch):
+    """A trial whose bundle adjustment fails (nothing triangulates at an extreme focal
+    length) is skipped, not the end of the estimate."""
+    from facesfm.solvers import focal
+    from facesfm.solvers.problem import SolverError
+
+    real = focal.track_bundle_adjust
+
+    def fragile(K, *a, **k):
+        if K[0, 0] < 0.5 * 1.2 * 384:
+            raise SolverError("degenerate")
+        return real(K, *a, **k)
+
+    monkeypatch.setattr(focal, "track_bundle_adjust", fragile)
+    lm, tracks, poses = _scene(500.0, 500.0)
+    est = estimate_focal(intrinsics(1.2 * 384, 384, 384), lm, tracks, poses, BAConfig())
+    assert est.status == "estimated" and est.focal == pytest.approx(500.0, rel=0.05)
+    trials = est.summary()["trials"]
+    assert trials[0][1] is None and all(t[1] is not None for t in trials[2:])
+    monkeypatch.setattr(focal, "track_bundle_adjust",
+                        lambda *a, **k: (_ for _ in ()).throw(SolverError("degenerate")))
+    with pytest.raises(InputError, match="failed at every trial"):
+        estimate_focal(intrinsics(1.2 * 384, 384, 384), lm, tracks, poses, BAConfig())
+
+
 def test_no_tracks_is_a_one_line_error():
     lm, tracks, poses = _scene(500.0, 500.0)
     none = SimpleNamespace(uv=tracks.uv, weight=np.zeros_like(tracks.weight))
