@@ -212,7 +212,9 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
 @click.option("--seed", type=int, default=None, help="Seed of the perturbation [default: 0].")
 @click.option("--landmarks", type=int, default=None, help="Use the first N landmark IDs.")
 @click.option("--focal", type=float, default=None,
-              help="Focal length in px [default: the sequence's, else 1.2 * max(W, H)].")
+              help="Focal length in px [default: the sequence's, else the photos' EXIF, else "
+                   "estimated from point tracks; a solve left on the guess 1.2 * max(W, H) is "
+                   "refused].")
 @click.option("--intrinsics", default=None, help="f | f,cx,cy | fx,fy,cx,cy in px.")
 @click.option("--ba/--no-ba", default=None, help="Run the bundle adjustment [default: on].")
 @click.option("--mesh-method", type=click.Choice(["tsdf", "poisson"]), default=None,
