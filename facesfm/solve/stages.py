@@ -422,33 +422,54 @@ def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarr
     return ba, poses0, classical
 
 
-def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,
-                          cfg: SolveConfig, echo) -> tuple[FrameSet, FocalEstimate | None]:
+def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
+                          poses0: np.ndarray, ba: BAOutcome, cfg: SolveConfig,
+                          echo) -> tuple[FrameSet, FocalEstimate | None, list[float]]:
     """Where K is only the default guess: one focal length for all frames from photometric
     point tracks matched with the guessed K and the landmark BA's poses
-    (:func:`facesfm.solvers.focal.estimate_focal`). Returns the frames with the estimated K
-    (``K_source`` "estimated") and the estimate; the frames unchanged, with a warning, where
-    no estimate could be made (no tracks, the cost lowest at the search's end, or flat)."""
+    (:func:`facesfm.solvers.focal.estimate_focal`), then ``cfg.focal.passes - 1`` times again
+    with the bundle adjustment from ``poses0`` and the tracks redone at the last estimate, the
+    search narrowed around it. ``dm``: the depth maps (None: from the BA's landmark points).
+    Returns the frames with the estimated K (``K_source`` "estimated"), the last pass's
+    estimate and every pass's focal length (original pixels); the frames unchanged, with a
+    warning, where the first pass made no estimate (no tracks, the cost lowest at the search's
+    end, or flat). A later pass that makes none keeps the one before."""
     guess = float(used.K_original[0, 0])
     keep = (f"kept the guess {guess:.0f} px (1.2 x the longer side); give --focal or "
             f"--intrinsics if you know it")
-    try:
-        tracks = patch_tracks(used.images, dm.depth, dm.mask, used.K, ba.poses,
-                              np.exp(ba.log_scale), cfg.tracks)
-        est = estimate_focal(used.K, lm, tracks, ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),
-                             cfg.focal)
-    except InputError as e:
-        warn(echo, f"focal length not estimated ({e}); {keep}")
-        return used, None
-    if not est.ok:
-        why = {"at bound": f"the cost is lowest at the end of the searched range "
-                           f"({cfg.focal.low:g}-{cfg.focal.high:g} x the guess)",
-               "flat": "the cost hardly changes with it"}[est.status]
-        warn(echo, f"focal length not estimated: {why}; {keep}")
-        return used, est
-    out = replace(used, K=scaled_focal(used.K, est.focal / est.start), K_source="estimated")
-    est.focal, est.start = float(out.K_original[0, 0]), guess  # in the original pixels
-    return out, est
+    out, last, found = used, None, []
+    for n in range(cfg.focal.passes):
+        fc = cfg.focal if n == 0 else replace(cfg.focal, low=1 / cfg.focal.refine,
+                                              high=cfg.focal.refine, grid=5)
+        depth = dm if dm is not None else landmark_depth_maps(
+            out.K, lm, ba.points, ba.poses, out.height, out.width, out.names)
+        try:
+            tracks = patch_tracks(out.images, depth.depth, depth.mask, out.K, ba.poses,
+                                  np.exp(ba.log_scale), cfg.tracks)
+            est = estimate_focal(out.K, lm, tracks, ba.poses,
+                                 replace(cfg.ba, ftol=cfg.tracks.ftol), fc)
+        except InputError as e:
+            if n == 0:
+                warn(echo, f"focal length not estimated ({e}); {keep}")
+                return used, None, found
+            break
+        if not est.ok:
+            if n == 0:
+                why = {"at bound": f"the cost is lowest at the end of the searched range "
+                                   f"({fc.low:g}-{fc.high:g} x the guess)",
+                       "flat": "the cost hardly changes with it"}[est.status]
+                warn(echo, f"focal length not estimated: {why}; {keep}")
+                return used, est, found
+            break
+        out = replace(out, K=scaled_focal(out.K, est.focal / est.start), K_source="estimated")
+        est.focal, est.start = float(out.K_original[0, 0]), guess  # in the original pixels
+        est.factors = [f * found[-1] / guess for f in est.factors] if found else est.factors
+        last = est
+        found.append(est.focal)
+        if n + 1 < cfg.focal.passes:
+            ba, _, _ = adjust(out, lm, dm, poses0, cfg)
+    last.passes = list(found)
+    return out, last, found
 
 
 def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,

@@ -414,6 +414,7 @@ def test_unknown_focal_length_is_estimated_or_the_solve_refused(seq_wide, tmp_pa
     assert 200.0 <= est["focal_px"] <= 1.4 * 200.0, est
     assert read_cameras(out).K[0, 0] == pytest.approx(est["focal_px"])
     assert min(est["trials"], key=lambda t: t[1])[0] == pytest.approx(est["focal_px"])
+    assert len(est["passes"]) == 2 and est["passes"][-1] == pytest.approx(est["focal_px"])
 
     cfg = tmp_path / "guess.yaml"
     cfg.write_text("focal:\n  enabled: false\n")
