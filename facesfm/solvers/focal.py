@@ -9,7 +9,7 @@ fixed by the distance) the landmark-only BA cost with the shipped detector's lan
 lowest near 450 px in all three (the detectors were trained at 500 px), while the true
 landmarks put the minimum exactly at the truth: the detector's errors, not the geometry,
 decide it. Matched skin patches are measurements of the images alone; their cost is lowest
-near the truth (bench/results/focal.md: median error 21%, always long).
+near the truth (bench/results/focal.md: median error 20%, always long).
 
 The search: ``grid`` factors spaced evenly in log between ``low`` and ``high``; where the
 lowest cost lies at either end the focal length is not estimated (``status`` "at bound");
