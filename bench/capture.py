@@ -39,17 +39,11 @@ from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
-import numpy as np
-import trimesh
-from common import run_meta, write_results
+from common import num, run_meta, score_written_solve, write_results
 
-from facesfm.data.cameras import read_cameras
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
-from facesfm.eval.ground_truth import evaluate_against_gt
-from facesfm.eval.metrics import pose_errors
 from facesfm.faces.builtin import BuiltinFaceModel
-from facesfm.io import read_json
 from facesfm.render.composite import composite_capture
 from facesfm.render.config import RenderConfig
 from facesfm.render.writer import render_sequence
@@ -94,24 +88,9 @@ def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str) -> dic
         return {"status": "refused", "why": str(e).split(": ", 1)[-1],
                 "seconds": time.perf_counter() - t0, "warnings": said}
     seconds = time.perf_counter() - t0
-    cams = read_cameras(out)
-    rot = pose_errors(cams.optimised, gt.cam_T_world[cams.input_index], "sim3").summary()
-    # the cloud scored as the solve scores a sequence folder, from the written files
-    kept = np.zeros(len(gt), dtype=bool)
-    kept[cams.input_index] = True
-    cloud = np.asarray(trimesh.load(out / "cloud.ply").vertices, dtype=np.float64)
-    mesh = np.asarray(trimesh.load(out / "mesh.ply", process=False).vertices, dtype=np.float64)
-    ev = evaluate_against_gt(gt, kept, cams.initial, cams.optimised, np.full((1, 3), np.nan),
-                             np.zeros(1, dtype=np.int64), cloud, mesh)
-    rep = read_json(out / "report.json")
-    return {"status": "written" if rep["status"] == "ok" else "unreliable",
-            "problems": rep.get("problems", []), "frames": len(cams.names),
-            "rotation_mean_deg": rot["rotation_mean_deg"], "focal_px": float(cams.K[0, 0]),
-            "cloud_mm": ev.get("cloud_to_gt_surface_mm", {}).get("mean"),
-            "cloud_mm_fixed_scale": ev.get("cloud_to_gt_surface_mm_landmark_scale",
-                                           {}).get("mean"),
-            "completeness": ev.get("completeness", {}).get("fraction"),
-            "seconds": seconds, "warnings": said}
+    r = score_written_solve(out, gt)
+    r["status"] = "written" if r["status"] == "ok" else "unreliable"
+    return {**r, "seconds": seconds, "warnings": said}
 
 
 def _why(msg: str) -> str:
@@ -120,8 +99,6 @@ def _why(msg: str) -> str:
     msg = msg.split(" (--keep-unreliable")[0]
     return msg.split("; worst")[0] + ")" if "; worst" in msg else msg
 
-def _num(x, fmt):
-    return "-" if x is None else format(x, fmt)
 
 
 def markdown(rows: list, meta: dict, note: str = "") -> str:
@@ -148,9 +125,9 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
             res = ("written" if r["status"] == "written"
                    else "refused: " + "; ".join(_why(p) for p in r["problems"]))
             md.append(f"{head} {res} | {r['frames']} | {r['rotation_mean_deg']:.2f} | "
-                      f"{ratio} | {_num(r['cloud_mm'], '.2f')} | "
-                      f"{_num(r['cloud_mm_fixed_scale'], '.2f')} | "
-                      f"{_num(r['completeness'], '.2f')} | {r['focal_px']:.0f} | "
+                      f"{ratio} | {num(r['cloud_mm'], '.2f')} | "
+                      f"{num(r['cloud_mm_fixed_scale'], '.2f')} | "
+                      f"{num(r['completeness'], '.2f')} | {r['focal_px']:.0f} | "
                       f"{r['seconds']:.1f} |")
         else:
             md.append(f"{head} refused: {_why(r['why'])} | - | - | - | - | - | - | - | "

@@ -55,3 +55,43 @@ def merge(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def score_written_solve(out: Path, gt) -> dict:
+    """A written ``facesfm solve`` folder ``out`` scored against the sequence ``gt`` it was
+    made from, from its files alone (as a user's would be): report status and problems, the
+    K used and where it came from, frames, mean rotation error after a similarity alignment,
+    and the solve's own evaluation of the cloud (ICP with scale, and at the cameras' scale;
+    completeness), its ICP started from the written cameras' similarity to the true ones."""
+    import numpy as np
+    import trimesh
+
+    from facesfm.data.cameras import read_cameras
+    from facesfm.eval.ground_truth import evaluate_against_gt
+    from facesfm.eval.metrics import pose_errors
+    from facesfm.io import read_json
+
+    cams = read_cameras(out)
+    rot = pose_errors(cams.optimised, gt.cam_T_world[cams.input_index], "sim3").summary()
+    kept = np.zeros(len(gt), dtype=bool)
+    kept[cams.input_index] = True
+    cloud = np.asarray(trimesh.load(out / "cloud.ply").vertices, dtype=np.float64)
+    mesh = np.asarray(trimesh.load(out / "mesh.ply", process=False).vertices, dtype=np.float64)
+    ev = evaluate_against_gt(gt, kept, cams.initial, cams.optimised, np.full((1, 3), np.nan),
+                             np.zeros(1, dtype=np.int64), cloud, mesh)
+    rep = read_json(out / "report.json")
+    return {"status": rep["status"], "problems": rep.get("problems", []),
+            "frames": len(cams.names), "focal_px": float(cams.K[0, 0]),
+            "focal_source": rep["intrinsics"]["source"],
+            "focal_estimate": rep["intrinsics"].get("focal_estimate"),
+            "rotation_mean_deg": rot["rotation_mean_deg"],
+            "cloud_mm": ev.get("cloud_to_gt_surface_mm", {}).get("mean"),
+            "cloud_alignment_error": ev.get("alignment", {}).get("error"),
+            "cloud_mm_fixed_scale": ev.get("cloud_to_gt_surface_mm_landmark_scale",
+                                           {}).get("mean"),
+            "completeness": ev.get("completeness", {}).get("fraction")}
+
+
+def num(x, fmt: str) -> str:
+    """``x`` formatted, or "-" for None (a figure a case did not produce)."""
+    return "-" if x is None else format(x, fmt)

@@ -35,16 +35,11 @@ from pathlib import Path
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 import numpy as np
-import trimesh
-from common import run_meta, write_results
+from common import num, run_meta, score_written_solve, write_results
 
-from facesfm.data.cameras import read_cameras
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
-from facesfm.eval.ground_truth import evaluate_against_gt
-from facesfm.eval.metrics import pose_errors
 from facesfm.faces.builtin import BuiltinFaceModel
-from facesfm.io import read_json
 from facesfm.render.composite import composite_capture
 from facesfm.render.config import RenderConfig, TrajectoryConfig
 from facesfm.render.writer import render_sequence
@@ -74,28 +69,7 @@ def _solve(seq: Path, capture, way: str, out: Path, detector: str = "builtin") -
     except InputError as e:
         return {"status": "refused", "why": str(e), "seconds": time.perf_counter() - t0}
     seconds = time.perf_counter() - t0
-    cams = read_cameras(out)
-    rot = pose_errors(cams.optimised, gt.cam_T_world[cams.input_index], "sim3").summary()
-    kept = np.zeros(len(gt), dtype=bool)
-    kept[cams.input_index] = True
-    cloud = np.asarray(trimesh.load(out / "cloud.ply").vertices, dtype=np.float64)
-    mesh = np.asarray(trimesh.load(out / "mesh.ply", process=False).vertices, dtype=np.float64)
-    ev = evaluate_against_gt(gt, kept, cams.initial, cams.optimised, np.full((1, 3), np.nan),
-                             np.zeros(1, dtype=np.int64), cloud, mesh)
-    rep = read_json(out / "report.json")
-    return {"status": rep["status"], "problems": rep.get("problems", []),
-            "focal_px": float(cams.K[0, 0]), "focal_source": rep["intrinsics"]["source"],
-            "focal_estimate": rep["intrinsics"].get("focal_estimate"),
-            "rotation_mean_deg": rot["rotation_mean_deg"],
-            "cloud_mm": ev.get("cloud_to_gt_surface_mm", {}).get("mean"),
-            "cloud_alignment_error": ev.get("alignment", {}).get("error"),
-            "cloud_mm_fixed_scale": ev.get("cloud_to_gt_surface_mm_landmark_scale",
-                                           {}).get("mean"),
-            "seconds": seconds, "warnings": said}
-
-
-def _num(x, fmt):
-    return "-" if x is None else format(x, fmt)
+    return {**score_written_solve(out, gt), "seconds": seconds, "warnings": said}
 
 
 def markdown(rows: list, meta: dict, note: str = "") -> str:
@@ -131,9 +105,9 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
         mark = "" if r["focal_source"] == "estimated" or r["way"] != "estimated" else \
             f" ({r['focal_source']})"
         md.append(f"{head} {r['focal_px']:.0f}{mark} | {ferr:+.0%} | "
-                  f"{r['rotation_mean_deg']:.2f} | {_num(rr, '.2f')} | "
-                  f"{_num(r['cloud_mm'], '.2f')} | "
-                  f"{_num(cr, '.2f')} | {_num(r['cloud_mm_fixed_scale'], '.2f')} | "
+                  f"{r['rotation_mean_deg']:.2f} | {num(rr, '.2f')} | "
+                  f"{num(r['cloud_mm'], '.2f')} | "
+                  f"{num(cr, '.2f')} | {num(r['cloud_mm_fixed_scale'], '.2f')} | "
                   f"{r['seconds']:.1f} |")
     est = [r for r in rows if r.get("focal_source") == "estimated"]
     if est:
