@@ -244,8 +244,8 @@ def render_sequence(
                 "width": cfg.width,
                 "height": cfg.height,
                 "K": K.tolist(),
-                **({} if lens == 1.0 else {"lens": {"focal_factor": lens,
-                                                     "distance_factor": lens}}),
+                # the factor on the focal length and on the camera's distance alike
+                **({} if lens == 1.0 else {"lens": {"factor": lens}}),
                 "frames": frames_meta,
                 "face": face_info if face_info is not None else {"name": face.name},
                 "landmarks": {"count": L, "file": "landmarks.npz"},

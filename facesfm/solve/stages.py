@@ -424,14 +424,14 @@ def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarr
 
 def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
                           poses0: np.ndarray, ba: BAOutcome, cfg: SolveConfig,
-                          echo) -> tuple[FrameSet, FocalEstimate | None, list[float]]:
+                          echo) -> tuple[FrameSet, FocalEstimate | None]:
     """Where K is only the default guess: one focal length for all frames from photometric
     point tracks matched with the guessed K and the landmark BA's poses
     (:func:`facesfm.solvers.focal.estimate_focal`), then ``cfg.focal.passes - 1`` times again
     with the bundle adjustment from ``poses0`` and the tracks redone at the last estimate, the
     search narrowed around it. ``dm``: the depth maps (None: from the BA's landmark points).
-    Returns the frames with the estimated K (``K_source`` "estimated"), the last pass's
-    estimate and every pass's focal length (original pixels); the frames unchanged, with a
+    Returns the frames with the estimated K (``K_source`` "estimated") and the last pass's
+    estimate (``passes``: every pass's focal length, original pixels); the frames unchanged, with a
     warning, where the first pass made no estimate (no tracks, the cost lowest at the search's
     end, or flat). A later pass that makes none keeps the one before."""
     guess = float(used.K_original[0, 0])
@@ -451,7 +451,7 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
         except InputError as e:
             if n == 0:
                 warn(echo, f"focal length not estimated ({e}); {keep}")
-                return used, None, found
+                return used, None
             break
         if not est.ok:
             if n == 0:
@@ -459,7 +459,7 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
                                    f"({fc.low:g}-{fc.high:g} x the guess)",
                        "flat": "the cost hardly changes with it"}[est.status]
                 warn(echo, f"focal length not estimated: {why}; {keep}")
-                return used, est, found
+                return used, est
             break
         out = replace(out, K=scaled_focal(out.K, est.focal / est.start), K_source="estimated")
         est.focal, est.start = float(out.K_original[0, 0]), guess  # in the original pixels
@@ -468,8 +468,8 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
         found.append(est.focal)
         if n + 1 < cfg.focal.passes:
             ba, _, _ = adjust(out, lm, dm, poses0, cfg)
-    last.passes = list(found)
-    return out, last, found
+    last.passes = found
+    return out, last
 
 
 def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,

@@ -22,7 +22,7 @@ may well be shallow: the minimum then lies towards it, and the bracket still hol
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -188,5 +188,5 @@ def estimate_focal(K: np.ndarray, lm: Landmarks, tracks, poses: np.ndarray, ba: 
             fd = cost(d)
     best = min(zip(est.costs, est.factors))[1]
     est.focal, est.status = best * start, "estimated"
-    est.ba = replace(outcomes[best])
+    est.ba = outcomes[best]
     return est

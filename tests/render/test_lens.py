@@ -56,7 +56,7 @@ def test_lens_is_drawn_from_the_seed_and_recorded(lens_renders):
     for k in ("a", "b", "c", "d", "e"):
         seq = lens_renders[k]
         meta = json.loads((seq.root / "sequence.json").read_text())
-        factor = meta["lens"]["focal_factor"]
+        factor = meta["lens"]["factor"]
         assert seq.K[0, 0] == pytest.approx(125.0 * factor)
         # the camera moved back by the same factor (distance to the look-at target)
         C = -np.einsum("ba,b->a", seq.cam_T_world[0, :3, :3], seq.cam_T_world[0, :3, 3])
