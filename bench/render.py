@@ -53,7 +53,8 @@ def bench_face(label: str, model, repeats: int, tmp: Path) -> dict:
         PhotoBackgroundConfig,
         RenderConfig,
     )
-    from facesfm.render.renderer import FaceRenderer, sample_lighting
+    from facesfm.render.lights import sample_lighting
+    from facesfm.render.renderer import FaceRenderer
     from facesfm.render.trajectory import make_trajectory
     from facesfm.render.visibility import landmark_visibility, vertex_normals
     from facesfm.render.writer import render_sequence

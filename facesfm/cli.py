@@ -62,10 +62,13 @@ def demo(out, seed, overwrite, no_solve):
               help="Give each sequence its own path: direction, yaw range and speed, easing, "
                    "pitch, roll and distance drawn from its seed.")
 @click.option("--vary-appearance", is_flag=True, default=None,
-              help="Photographs behind 70% of the sequences (scikit-image's, cropped, "
-                   "flipped, recoloured) and a randomised camera on 80% (noise, defocus and "
-                   "motion blur, exposure, white balance, vignetting, JPEG), drawn from each "
-                   "sequence's seed and recorded in its sequence.json.")
+              help="Randomise the images' appearance, drawn from each sequence's seed and "
+                   "recorded in its sequence.json: photographs behind 70% of the sequences "
+                   "(scikit-image's, cropped, flipped, recoloured), a randomised camera on 80% "
+                   "(noise, defocus and motion blur, exposure, white balance, vignetting, "
+                   "JPEG), extra coloured lights and a sheen on 60%, changed skin on 70%, "
+                   "and hair strands, spectacle frames or a hand in front of the face on "
+                   "some.")
 @click.option("--size", default=None, help="Image size N or WxH [default: 384].")
 @click.option("--focal", type=float, default=None, help="Focal length in px [default: 500].")
 @click.option("--workers", type=int, default=None, help="Processes [default: 1].")

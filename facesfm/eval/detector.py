@@ -21,7 +21,9 @@ __all__ = ["HeldOut", "detector_errors", "render_held_out", "uncertainty_stats"]
 class HeldOut:
     """A held-out set: ``subjects`` faces of ``face`` ("builtin" or "ict") from master seed
     ``seed`` (never a training seed), ``frames`` frames each over yaw -60..60, ``size`` px;
-    ``vary``: each sequence with its own trajectory (``facesfm render --vary-trajectory``)."""
+    ``vary``: each sequence with its own trajectory (``facesfm render --vary-trajectory``);
+    ``appearance``: None (plain renders) or the name of an appearance preset
+    (:data:`facesfm.render.config.APPEARANCE_PRESETS`, e.g. "realistic")."""
 
     face: str
     seed: int
@@ -29,6 +31,7 @@ class HeldOut:
     frames: int
     size: int = 384
     vary: bool = False
+    appearance: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +44,8 @@ def render_held_out(spec: HeldOut, out: str | Path, ict_dir=None, workers: int =
 
     cfg = build_batch_config(faces=spec.face, subjects=spec.subjects, seed=spec.seed,
                              frames=spec.frames, size=str(spec.size), workers=workers,
-                             ict_dir=ict_dir, vary_trajectory=spec.vary or None)
+                             ict_dir=ict_dir, vary_trajectory=spec.vary or None,
+                             appearance=spec.appearance)
     render_batch(cfg, out, overwrite=True, progress=progress, echo=lambda *a, **k: None)
     return Path(out)
 

@@ -68,6 +68,20 @@ class FaceMesh:
             )
         return self.landmark_vertices[:n]
 
+    def vertex_rgb(self) -> np.ndarray | None:
+        """(V, 3) uint8 sRGB colour per vertex: its vertex colour, or the texture at one of
+        its corners' uv (nearest texel); None if the mesh has neither."""
+        if self.vertex_colors is not None:
+            return np.clip(np.asarray(self.vertex_colors) * 255 + 0.5, 0, 255).astype(np.uint8)
+        if self.texture is None:
+            return None
+        uv = np.zeros((len(self.vertices), 2), dtype=np.float64)
+        uv[np.asarray(self.faces).reshape(-1)] = np.asarray(self.face_uv).reshape(-1, 2)
+        h, w = self.texture.shape[:2]
+        col = np.clip(np.round(uv[:, 0] * (w - 1)), 0, w - 1).astype(int)
+        row = np.clip(np.round((1.0 - uv[:, 1]) * (h - 1)), 0, h - 1).astype(int)  # v is up
+        return np.asarray(self.texture)[row, col, :3].astype(np.uint8)
+
 
 class FaceModel(Protocol):
     """A source of faces: ICT-FaceKit, the built-in model, or a user's scanned mesh."""

@@ -30,7 +30,7 @@ from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.faces.types import LANDMARK_COUNTS
 from facesfm.io import write_json
-from facesfm.render.config import VARIED_APPEARANCE, AppearanceConfig, BatchConfig
+from facesfm.render.config import APPEARANCE_PRESETS, BatchConfig, RenderConfig
 from facesfm.render.preview import contact_sheet
 
 __all__ = [
@@ -79,9 +79,9 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     sequences_per_subject, seed, workers, landmarks, frames, yaw_range "MIN,MAX", step,
     size "N" or "WxH", focal, vary_trajectory: True turns on the per-sequence trajectory
     variation :data:`facesfm.render.trajectory.VARIED`, vary_appearance: True turns on the
-    photograph backgrounds and camera effects of
-    :data:`facesfm.render.config.VARIED_APPEARANCE`). Raises InputError naming the option or
-    file."""
+    appearance randomisation :data:`facesfm.render.config.VARIED_APPEARANCE`, appearance: the
+    name of one of :data:`facesfm.render.config.APPEARANCE_PRESETS` instead). Raises
+    InputError naming the option or file."""
     base = load_yaml(BatchConfig, config) if config is not None else BatchConfig()
     d = to_dict(base)
     r, t = d["render"], d["render"]["trajectory"]
@@ -90,7 +90,7 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
         "faces", "mesh", "units", "scale", "orient", "ict_dir", "subjects",
         "sequences_per_subject",
         "seed", "workers", "landmarks", "frames", "yaw_range", "step", "size", "focal",
-        "allow_untextured", "vary_trajectory", "vary_appearance"})
+        "allow_untextured", "vary_trajectory", "vary_appearance", "appearance"})
     if unknown:
         raise TypeError(f"build_batch_config: unknown options {unknown}")
     for k in ("faces", "mesh", "units", "scale", "orient", "ict_dir", "subjects",
@@ -119,8 +119,14 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
         from facesfm.render.trajectory import VARIED
 
         t.update(VARIED)
-    if opts.get("vary_appearance"):
-        for section, values in VARIED_APPEARANCE.items():
+    if opts.get("vary_appearance") and opts.get("appearance", "varied") != "varied":
+        raise InputError("--vary-appearance and another appearance preset both given")
+    preset = "varied" if opts.get("vary_appearance") else opts.get("appearance")
+    if preset is not None:
+        if preset not in APPEARANCE_PRESETS:
+            raise InputError(f"appearance preset {preset!r}: choose one of "
+                             f"{list(APPEARANCE_PRESETS)}")
+        for section, values in APPEARANCE_PRESETS[preset].items():
             r["appearance"][section].update(values)
     if "size" in opts:
         r["width"], r["height"] = _parse_size(opts["size"])
@@ -253,11 +259,12 @@ def _finished(out: Path, cfg: BatchConfig, subject: int, seq: int) -> dict | Non
     face_seed, seed = derive_seed(cfg.seed, 1, subject), derive_seed(cfg.seed, 2, subject, seq)
     try:
         meta = json.loads(meta_path.read_text())
-        # a sequence rendered before appearance randomisation existed was rendered without it
-        recorded = {"appearance": to_dict(AppearanceConfig()), **meta["config"]}
+        # a section or field added since the sequence was rendered takes its default, which
+        # renders as before it existed
+        recorded = to_dict(from_dict(RenderConfig, meta["config"], "sequence.json config"))
         same = (meta["seed"] == seed and meta["face"]["seed"] == face_seed
                 and meta["face"]["source"] == cfg.faces and recorded == to_dict(cfg.render))
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, InputError):
         same = False
     if not same:
         raise InputError(f"--resume: {out / name} was rendered with other settings or seeds; "

@@ -17,16 +17,22 @@ from facesfm.faces.types import LANDMARK_COUNTS
 OCCLUSION_RULES = ("front", "bilinear")
 
 __all__ = [
+    "APPEARANCE_PRESETS",
     "BACKGROUNDS",
     "FACE_SOURCES",
+    "HELD_OUT_PHOTOS",
     "PHOTOS",
+    "REALISTIC_APPEARANCE",
     "VARIED_APPEARANCE",
     "AppearanceConfig",
     "BatchConfig",
     "CameraEffectsConfig",
+    "LightRigConfig",
     "LightingConfig",
+    "OccluderConfig",
     "PhotoBackgroundConfig",
     "RenderConfig",
+    "SkinVariationConfig",
     "TrajectoryConfig",
     "draw_range",
 ]
@@ -228,9 +234,10 @@ class PhotoBackgroundConfig:
         w = "appearance.background"
         if not 0 <= self.probability <= 1:
             raise InputError(f"{w}.probability must be in [0, 1], got {self.probability}")
-        unknown = sorted(set(self.photos) - set(PHOTOS))
+        unknown = sorted(set(self.photos) - set(PHOTOS) - set(HELD_OUT_PHOTOS))
         if not self.photos or unknown:
-            raise InputError(f"{w}.photos: {unknown or 'none given'}; choose from {list(PHOTOS)}")
+            raise InputError(f"{w}.photos: {unknown or 'none given'}; choose from "
+                             f"{list(PHOTOS + HELD_OUT_PHOTOS)}")
         _check_range(f"{w}.zoom", self.zoom, 1.0, 100.0)
         _check_range(f"{w}.brightness", self.brightness, 0.0, 10.0)
         _check_range(f"{w}.contrast", self.contrast, 0.0, 10.0)
@@ -292,32 +299,193 @@ class CameraEffectsConfig:
 
 
 @dataclass(frozen=True)
+class LightRigConfig:
+    """More light than ``RenderConfig.lighting``'s key and fill: extra lights of their own
+    colour from anywhere in front of and beside the head, a dimmer or brighter ambient, and a
+    specular sheen (skin's oily shine), drawn once per sequence from its seed (lights stay
+    with the world, the head turns under them).
+
+    The diffuse part stays per vertex and view-independent; the sheen is Blinn-Phong and
+    moves with the camera, so frames of such a sequence break brightness constancy (which the
+    photometric loss of the depth and pose networks assumes: use it for detector data).
+
+    probability: share of sequences lit this way (0, the default: none).
+    lights:      (low, high) number of extra directional lights, drawn as an integer.
+    intensity:   each extra light's intensity (the key light's unit).
+    azimuth:     its direction's azimuth in degrees (0 = from the front, + = from +x).
+    elevation:   its elevation in degrees (+ = from above).
+    temperature: its colour temperature in kelvin.
+    ambient:     gain on the base lighting's ambient term (< 1: harder light).
+    specular:    strength of the sheen, added in linear light (0: none).
+    shininess:   Blinn-Phong exponent of the sheen (small: broad, large: tight highlights).
+    """
+
+    probability: float = 0.0
+    lights: tuple[int, int] = (1, 3)
+    intensity: tuple[float, float] = (0.2, 0.9)
+    azimuth: tuple[float, float] = (-120.0, 120.0)
+    elevation: tuple[float, float] = (-30.0, 75.0)
+    temperature: tuple[float, float] = (2700.0, 9000.0)
+    ambient: tuple[float, float] = (0.3, 1.2)
+    specular: tuple[float, float] = (0.0, 0.35)
+    shininess: tuple[float, float] = (8.0, 48.0)
+
+    def __post_init__(self):
+        w = "appearance.light"
+        if not 0 <= self.probability <= 1:
+            raise InputError(f"{w}.probability must be in [0, 1], got {self.probability}")
+        _check_range(f"{w}.lights", self.lights, 0, 8)
+        _check_range(f"{w}.intensity", self.intensity, 0.0, 10.0)
+        _check_range(f"{w}.azimuth", self.azimuth, -180.0, 180.0)
+        _check_range(f"{w}.elevation", self.elevation, -90.0, 90.0)
+        _check_range(f"{w}.temperature", self.temperature, 1000.0, 40000.0)
+        _check_range(f"{w}.ambient", self.ambient, 0.0, 10.0)
+        _check_range(f"{w}.specular", self.specular, 0.0, 10.0)
+        _check_range(f"{w}.shininess", self.shininess, 1.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class SkinVariationConfig:
+    """The face's albedo (texture or vertex colours) changed beyond the range of the face
+    source's own skin, drawn once per sequence from its seed; it applies to the textures of
+    user meshes as well. sRGB, in this order:
+
+    probability: share of sequences changed (0, the default: none).
+    tone:        gain on the albedo (< 1 darker skin, > 1 lighter).
+    saturation:  blend with its grey (0 grey, 1 unchanged, > 1 more saturated).
+    contrast:    scale about the albedo's mean.
+    detail:      gain on the fine detail (the albedo minus its blur of ``detail_sigma``
+                 texels: pores, freckles, brows): < 1 smoother skin, > 1 more texture.
+    detail_sigma: that blur's Gaussian sigma in texels (vertex colours: in vertices' mean
+                 neighbour steps, one smoothing pass per unit).
+    tint:        each channel's gain is exp(u), u uniform in [-tint, tint].
+    """
+
+    probability: float = 0.0
+    tone: tuple[float, float] = (0.45, 1.3)
+    saturation: tuple[float, float] = (0.5, 1.6)
+    contrast: tuple[float, float] = (0.6, 1.6)
+    detail: tuple[float, float] = (0.3, 2.5)
+    detail_sigma: float = 3.0
+    tint: float = 0.08
+
+    def __post_init__(self):
+        w = "appearance.skin"
+        if not 0 <= self.probability <= 1:
+            raise InputError(f"{w}.probability must be in [0, 1], got {self.probability}")
+        for name in ("tone", "saturation", "contrast", "detail"):
+            _check_range(f"{w}.{name}", getattr(self, name), 0.0, 10.0)
+        if not 0 < self.detail_sigma <= 50:
+            raise InputError(f"{w}.detail_sigma must be in (0, 50], got {self.detail_sigma}")
+        if not 0 <= self.tint <= 1:
+            raise InputError(f"{w}.tint must be in [0, 1], got {self.tint}")
+
+
+@dataclass(frozen=True)
+class OccluderConfig:
+    """Things in front of the face, drawn in 3D on the head (so they turn with it) and
+    depth-tested against the render: a landmark behind one is labelled hidden by the same
+    occlusion test as a landmark behind the face itself. The stored depth and mask stay the
+    face's (the geometric ground truth does not change); only the image and the visibility
+    labels do.
+
+    strands:     probability that a sequence has hair strands over the forehead;
+                 strand_count: how many; strand_width: their width in mm.
+    glasses:     probability of spectacle frames; frame_width: rim width in mm.
+    hand:        probability that a sequence has a hand-sized blob in front of the face, and
+                 hand_frames: the share of that sequence's frames it shows in (drawn per
+                 frame); hand_size: its diameter in mm.
+    """
+
+    strands: float = 0.0
+    strand_count: tuple[int, int] = (3, 14)
+    strand_width: tuple[float, float] = (0.4, 1.6)
+    glasses: float = 0.0
+    frame_width: tuple[float, float] = (1.0, 4.0)
+    hand: float = 0.0
+    hand_frames: float = 0.15
+    hand_size: tuple[float, float] = (60.0, 100.0)
+
+    def __post_init__(self):
+        w = "appearance.occluders"
+        for name in ("strands", "glasses", "hand", "hand_frames"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"{w}.{name} must be in [0, 1], got {getattr(self, name)}")
+        _check_range(f"{w}.strand_count", self.strand_count, 1, 200)
+        _check_range(f"{w}.strand_width", self.strand_width, 0.01, 20.0)
+        _check_range(f"{w}.frame_width", self.frame_width, 0.01, 20.0)
+        _check_range(f"{w}.hand_size", self.hand_size, 1.0, 500.0)
+
+    @property
+    def enabled(self) -> bool:
+        return max(self.strands, self.glasses, self.hand) > 0
+
+
+@dataclass(frozen=True)
 class AppearanceConfig:
     """Randomised appearance of the rendered images, drawn from the sequence seed
     and recorded in sequence.json ("appearance"). Off by default: a render without it is
-    byte for byte what it was before it existed. Light, skin and occluders are to become
-    sibling sections.
+    byte for byte what it was before it existed.
 
     background: photographs behind the head (PhotoBackgroundConfig).
     camera:     an imperfect camera (CameraEffectsConfig).
+    light:      extra lights and a specular sheen (LightRigConfig).
+    skin:       the albedo's tone, saturation, contrast and detail (SkinVariationConfig).
+    occluders:  hair strands, spectacle frames, a hand (OccluderConfig).
     """
 
     background: PhotoBackgroundConfig = field(default_factory=PhotoBackgroundConfig)
     camera: CameraEffectsConfig = field(default_factory=CameraEffectsConfig)
+    light: LightRigConfig = field(default_factory=LightRigConfig)
+    skin: SkinVariationConfig = field(default_factory=SkinVariationConfig)
+    occluders: OccluderConfig = field(default_factory=OccluderConfig)
 
     @property
     def enabled(self) -> bool:
         """Whether any sequence can be changed by it."""
-        return self.background.probability > 0 or self.camera.probability > 0
+        return (self.background.probability > 0 or self.camera.probability > 0
+                or self.light.probability > 0 or self.skin.probability > 0
+                or self.occluders.enabled)
 
 
-#: The appearance randomisation ``build_batch_config(vary_appearance=True)`` turns on: a
-#: photograph behind 70% of the sequences, 80% shot through a randomised camera (the rest
-#: stay clean, as an ideal camera is one of the cameras a detector meets).
+#: The appearance randomisation ``build_batch_config(vary_appearance=True)`` (and
+#: ``facesfm render --vary-appearance``) turns on, the one the shipped ICT detector is trained
+#: on: a photograph behind 70% of the sequences, 80% shot through a randomised camera, 60%
+#: under extra lights with a sheen, 70% with changed skin, hair strands over 30%, spectacle
+#: frames on 25% and a hand in front of the face on 20% (in 15% of their frames). Every part
+#: leaves some sequences as they were: plain renders are among what a detector meets.
 VARIED_APPEARANCE: dict[str, dict] = {
     "background": {"probability": 0.7},
     "camera": {"probability": 0.8},
+    "light": {"probability": 0.6},
+    "skin": {"probability": 0.7},
+    "occluders": {"strands": 0.3, "glasses": 0.25, "hand": 0.2},
 }
+
+#: Photographs of scikit-image's data module kept out of training (VARIED_APPEARANCE draws
+#: from PHOTOS): the realistic held-out set's backgrounds.
+HELD_OUT_PHOTOS = ("immunohistochemistry", "page", "cell", "checkerboard")
+
+#: The realistic held-out set's appearance, unlike training's: every sequence over one of the
+#: held-out photographs, through a worse camera (more blur, noise and JPEG loss, larger
+#: exposure and white-balance errors), under harder and more numerous lights with a stronger
+#: sheen, and with more occluders.
+REALISTIC_APPEARANCE: dict[str, dict] = {
+    "background": {"probability": 1.0, "photos": list(HELD_OUT_PHOTOS), "zoom": [1.0, 4.0],
+                   "blur": [0.5, 3.0]},
+    "camera": {"probability": 1.0, "motion_blur": [1.0, 5.0], "defocus": [0.5, 2.5],
+               "vignetting": [0.1, 0.5], "exposure": [-1.0, 1.0], "noise": [0.002, 0.01],
+               "shot_noise": [0.001, 0.003], "white_balance": [-0.35, 0.35],
+               "jpeg_quality": [30, 80]},
+    "light": {"probability": 1.0, "lights": [2, 4], "intensity": [0.5, 1.4],
+              "ambient": [0.15, 0.8], "specular": [0.2, 0.6]},
+    "skin": {"probability": 1.0},
+    "occluders": {"strands": 0.4, "glasses": 0.4, "hand": 0.3, "hand_frames": 0.2},
+}
+
+#: Named appearance presets (``build_batch_config(appearance=NAME)``).
+APPEARANCE_PRESETS: dict[str, dict[str, dict]] = {
+    "varied": VARIED_APPEARANCE, "realistic": REALISTIC_APPEARANCE}
 
 
 @dataclass(frozen=True)

@@ -29,113 +29,19 @@ import numpy as np
 
 from facesfm.faces.types import FaceMesh
 from facesfm.geometry.camera import invert_pose, transform
-from facesfm.render.config import LightingConfig, draw_range
+from facesfm.render.lights import Lighting, LightRig, rig_sheen, shade_vertices
 from facesfm.render.visibility import outward_sign, vertex_normals
 
 __all__ = [
     "FaceRenderer",
-    "Lighting",
     "RenderedFrame",
     "make_background",
     "opencv_to_pyrender_pose",
-    "sample_lighting",
-    "shade_vertices",
-    "temperature_rgb",
 ]
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 _GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
-
-# Approximate linear-RGB tint of a black body, normalised to a maximum of 1 (kelvin -> rgb);
-# interpolated linearly in between. Only a plausible range of light colours is needed.
-_TEMPERATURE_TABLE = np.array(
-    [
-        [1000.0, 1.000, 0.220, 0.000],
-        [2000.0, 1.000, 0.537, 0.051],
-        [3000.0, 1.000, 0.706, 0.420],
-        [4000.0, 1.000, 0.820, 0.639],
-        [5000.0, 1.000, 0.894, 0.808],
-        [6000.0, 1.000, 0.953, 0.937],
-        [6500.0, 1.000, 0.976, 0.996],
-        [7000.0, 0.961, 0.953, 1.000],
-        [8000.0, 0.890, 0.902, 1.000],
-        [10000.0, 0.792, 0.855, 1.000],
-        [15000.0, 0.700, 0.780, 1.000],
-        [40000.0, 0.620, 0.720, 1.000],
-    ]
-)
-
-
-def temperature_rgb(kelvin: float) -> np.ndarray:
-    """(3,) float64 light colour of a colour temperature, max channel 1."""
-    t = _TEMPERATURE_TABLE
-    return np.array([np.interp(kelvin, t[:, 0], t[:, k]) for k in (1, 2, 3)])
-
-
-def _direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
-    """Unit vector pointing from the head towards a light (world frame)."""
-    a, e = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
-    return np.array([np.sin(a) * np.cos(e), np.sin(e), np.cos(a) * np.cos(e)])
-
-
-@dataclass(frozen=True)
-class Lighting:
-    """Concrete lighting of one sequence (world frame).
-
-    ambient: float; key, fill: float intensities; key_dir, fill_dir: (3,) unit vectors from
-    the head towards each light; color: (3,) linear RGB tint of all lights.
-    """
-
-    ambient: float
-    key: float
-    key_dir: np.ndarray
-    fill: float
-    fill_dir: np.ndarray
-    color: np.ndarray
-    temperature: float
-
-    def to_dict(self) -> dict:
-        return {
-            "ambient": self.ambient,
-            "key": self.key,
-            "key_dir": self.key_dir.tolist(),
-            "fill": self.fill,
-            "fill_dir": self.fill_dir.tolist(),
-            "color": self.color.tolist(),
-            "temperature": self.temperature,
-        }
-
-
-def sample_lighting(cfg: LightingConfig, rng: np.random.Generator) -> Lighting:
-    """Draw one lighting from the configured ranges."""
-    ambient = draw_range(rng, cfg.ambient)
-    key = draw_range(rng, cfg.key)
-    az = draw_range(rng, cfg.key_azimuth)
-    el = draw_range(rng, cfg.key_elevation)
-    fill = draw_range(rng, cfg.fill)
-    temp = draw_range(rng, cfg.temperature)
-    return Lighting(
-        ambient=ambient,
-        key=key,
-        key_dir=_direction(az, el),
-        fill=fill,
-        fill_dir=_direction(-az, 0.0),
-        color=temperature_rgb(temp),
-        temperature=temp,
-    )
-
-
-def shade_vertices(normals: np.ndarray, lighting: Lighting) -> np.ndarray:
-    """Lambertian irradiance per vertex in linear light, (V, 3) float64.
-
-    normals: (V, 3) unit outward normals (world frame).
-    """
-    key = np.clip(normals @ lighting.key_dir, 0.0, None)
-    fill = np.clip(normals @ lighting.fill_dir, 0.0, None)
-    irr = lighting.ambient + lighting.key * key + lighting.fill * fill
-    return irr[:, None] * lighting.color[None, :]
-
 
 def make_background(
     kind: str, color, height: int, width: int, rng: np.random.Generator
@@ -246,6 +152,7 @@ class FaceRenderer:
         self._cam_node = self._scene.add(self._camera, pose=np.eye(4))
         self._mesh_node = None
         self._vertices = None
+        self._shading: dict = {}
         self._msaa_checked = False
 
     def set_intrinsics(self, K: np.ndarray) -> None:
@@ -258,21 +165,21 @@ class FaceRenderer:
         self._camera.cx, self._camera.cy = K[0, 2] + 0.5, K[1, 2] + 0.5
 
     # -- scene -------------------------------------------------------------------------
-    def set_mesh(self, mesh: FaceMesh, lighting: Lighting) -> None:
-        """Upload ``mesh`` shaded by ``lighting``, replacing the previous one."""
+    def set_mesh(self, mesh: FaceMesh, lighting: Lighting, rig: LightRig | None = None) -> None:
+        """Upload ``mesh`` shaded by ``lighting`` (and the extra light ``rig``), replacing the
+        previous one. A rig with a specular sheen re-shades the mesh at every render."""
         pyrender = self._pyrender
-        if self._mesh_node is not None:
-            self._scene.remove_node(self._mesh_node)
-            self._mesh_node = None
         v = np.asarray(mesh.vertices, dtype=np.float64)
         f = np.asarray(mesh.faces, dtype=np.int64)
         normals = vertex_normals(v, f)
         normals *= outward_sign(v, normals)
-        shade = shade_vertices(normals, lighting) ** (1.0 / 2.2)  # linear -> sRGB multiplier
+        irradiance = shade_vertices(normals, lighting, rig)
         if mesh.vertex_colors is not None and mesh.texture is None:
-            shade = shade * np.asarray(mesh.vertex_colors, dtype=np.float64)
+            albedo = np.asarray(mesh.vertex_colors, dtype=np.float64)
         elif mesh.texture is None:
-            shade = shade * 0.7  # plain grey albedo
+            albedo = np.full((len(v), 3), 0.7)  # plain grey albedo
+        else:
+            albedo = None  # the texture carries it
         region = (
             np.ones(len(f), dtype=bool)
             if mesh.face_region is None
@@ -291,9 +198,6 @@ class FaceRenderer:
         corners, first, inverse = np.unique(key, axis=0, return_index=True,
                                             return_inverse=True)
         vid = corners[:, 0]
-        color = np.empty((len(corners), 4), dtype=np.float32)
-        color[:, :3] = shade[vid]
-        color[:, 3] = corners[:, 3]
         kwargs = {}
         if mesh.texture is not None:
             # face_uv is v up with the image's row 0 at the top; pyrender uploads the rows
@@ -308,15 +212,41 @@ class FaceRenderer:
             )
         else:
             material = pyrender.MetallicRoughnessMaterial(doubleSided=True, alphaMode="OPAQUE")
-        prim = pyrender.Primitive(
-            positions=v[vid].astype(np.float32),
-            color_0=color,
-            indices=inverse.reshape(T, 3).astype(np.uint32),
-            material=material,
-            **kwargs,
-        )
-        self._mesh_node = self._scene.add(pyrender.Mesh([prim]))
         self._vertices = v
+        self._upload = {
+            "positions": v[vid].astype(np.float32), "indices": inverse.reshape(T, 3)
+            .astype(np.uint32), "material": material, "vid": vid, "alpha": corners[:, 3],
+            **kwargs}
+        self._shading = {"irradiance": irradiance, "albedo": albedo, "normals": normals,
+                         "lighting": lighting, "rig": rig}
+        if rig is not None and rig.specular > 0:
+            # the sheen over the albedo, as a multiplier of it: the texture's albedo at a
+            # vertex is its nearest texel (the sheen is smooth, the texture need not be)
+            self._shading["sheen_albedo"] = (
+                (albedo if albedo is not None else mesh.vertex_rgb() / 255.0) ** 2.2)
+        self._shade(None)
+
+    def _shade(self, centre: np.ndarray | None) -> None:
+        """(Re-)upload the mesh with its vertex colours: albedo x shade**(1/2.2) in sRGB,
+        plus the sheen seen from camera centre ``centre`` where the rig has one."""
+        sh, up = self._shading, self._upload
+        irr = sh["irradiance"]
+        if centre is not None:
+            sheen = rig_sheen(self._vertices, sh["normals"], sh["lighting"], sh["rig"], centre)
+            irr = irr + sheen / np.maximum(sh["sheen_albedo"], 0.02)
+        shade = irr ** (1.0 / 2.2)  # linear -> sRGB multiplier
+        if sh["albedo"] is not None:
+            shade = shade * sh["albedo"]
+        color = np.empty((len(up["vid"]), 4), dtype=np.float32)
+        color[:, :3] = shade[up["vid"]]
+        color[:, 3] = up["alpha"]
+        prim = self._pyrender.Primitive(
+            positions=up["positions"], color_0=color, indices=up["indices"],
+            material=up["material"],
+            **({"texcoord_0": up["texcoord_0"]} if "texcoord_0" in up else {}))
+        if self._mesh_node is not None:
+            self._scene.remove_node(self._mesh_node)
+        self._mesh_node = self._scene.add(self._pyrender.Mesh([prim]))
 
     # -- rendering ---------------------------------------------------------------------
     def clip_planes(self, cam_T_world: np.ndarray, margin: float = 10.0) -> tuple[float, float]:
@@ -342,6 +272,8 @@ class FaceRenderer:
         if cam_T_world.shape != (4, 4):
             raise ValueError(f"render: cam_T_world must be (4, 4), got {cam_T_world.shape}")
         self._camera.znear, self._camera.zfar = self.clip_planes(cam_T_world, clip_margin)
+        if "sheen_albedo" in self._shading:  # a view-dependent sheen: re-shade for this camera
+            self._shade(invert_pose(cam_T_world)[:3, 3])
         self._scene.set_pose(self._cam_node, opencv_to_pyrender_pose(cam_T_world))
         rgba, depth = self._draw()
         fg = depth > 0

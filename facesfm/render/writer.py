@@ -23,13 +23,15 @@ from facesfm.geometry.camera import intrinsics
 from facesfm.io import atomic_dir, write_json
 from facesfm.render.camera_effects import apply_camera, sample_camera, sample_motion
 from facesfm.render.config import RenderConfig
+from facesfm.render.lights import sample_light_rig, sample_lighting
+from facesfm.render.occluders import draw_occluders, frame_hand, sample_occluders
 from facesfm.render.photos import photo_background, sample_photo_background
-from facesfm.render.renderer import FaceRenderer, make_background, sample_lighting
+from facesfm.render.renderer import FaceRenderer, make_background
+from facesfm.render.skin import sample_skin_variation, vary_skin
 from facesfm.render.trajectory import make_trajectory
 from facesfm.render.visibility import landmark_normals, landmark_visibility
 
-__all__ = ["SequenceResult", "frame_stream", "render_sequence", "sequence_streams",
-           "vertex_albedo"]
+__all__ = ["SequenceResult", "frame_stream", "render_sequence", "sequence_streams"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ class SequenceResult:
 
 
 def sequence_streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent random streams of one sequence (lighting, background, and the appearance
-    randomisation: photo background, camera)."""
+    """Independent random streams of one sequence (lighting, background, lens, and the
+    appearance randomisation: photo background, camera, light, skin, occluders)."""
     s = int(seed) & 0xFFFFFFFF
     return {
         "lighting": np.random.default_rng([s, 0x1197]),
@@ -56,6 +58,9 @@ def sequence_streams(seed: int) -> dict[str, np.random.Generator]:
         "photo": np.random.default_rng([s, 0xF070]),
         "camera": np.random.default_rng([s, 0xCA3E]),
         "lens": np.random.default_rng([s, 0x1E25]),
+        "light": np.random.default_rng([s, 0x1164]),
+        "skin": np.random.default_rng([s, 0x5C12]),
+        "occluders": np.random.default_rng([s, 0x0CC1]),
     }
 
 
@@ -67,26 +72,15 @@ def sequence_lens(cfg: RenderConfig, stream: np.random.Generator) -> float:
     return float(np.exp(stream.uniform(-1.0, 1.0) * np.log(cfg.focal_spread)))
 
 
-def frame_stream(seed: int, position: int) -> np.random.Generator:
-    """The random stream of frame ``position`` of a sequence (its motion blur and noise): a
-    frame's draws do not depend on how many frames came before it."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xF4A3E, int(position)])
+def frame_stream(seed: int, position: int, purpose: int = 0xF4A3E) -> np.random.Generator:
+    """The random stream of frame ``position`` of a sequence for one ``purpose`` (the
+    default: its motion blur and noise; ``OCCLUDER_FRAMES``: whether the hand shows): a
+    frame's draws depend neither on how many frames came before it nor on the other
+    purposes' draws."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(purpose), int(position)])
 
 
-def vertex_albedo(mesh: FaceMesh) -> np.ndarray | None:
-    """(V, 3) uint8 colour per vertex: its vertex colour, or the texture at one of its
-    corners' uv (nearest texel); None if the mesh has neither."""
-    if mesh.vertex_colors is not None:
-        return np.clip(np.asarray(mesh.vertex_colors) * 255 + 0.5, 0, 255).astype(np.uint8)
-    if mesh.texture is None:
-        return None
-    V = len(mesh.vertices)
-    uv = np.zeros((V, 2), dtype=np.float64)
-    uv[np.asarray(mesh.faces).reshape(-1)] = np.asarray(mesh.face_uv).reshape(-1, 2)
-    h, w = mesh.texture.shape[:2]
-    col = np.clip(np.round(uv[:, 0] * (w - 1)), 0, w - 1).astype(int)
-    row = np.clip(np.round((1.0 - uv[:, 1]) * (h - 1)), 0, h - 1).astype(int)  # v is up
-    return np.asarray(mesh.texture)[row, col, :3].astype(np.uint8)
+OCCLUDER_FRAMES = 0x0CC1F
 
 
 def _write_ply(path: Path, mesh: FaceMesh, colors: np.ndarray | None) -> None:
@@ -146,6 +140,11 @@ def render_sequence(
     photo = sample_photo_background(cfg.appearance.background, streams["photo"], cfg.height,
                                     cfg.width)
     camera = sample_camera(cfg.appearance.camera, streams["camera"])
+    rig = sample_light_rig(cfg.appearance.light, streams["light"])
+    skin = sample_skin_variation(cfg.appearance.skin, streams["skin"])
+    occluders = sample_occluders(face, cfg.appearance.occluders, streams["occluders"])
+    shown = face if skin is None else vary_skin(face, skin)  # the albedo the images show
+    hands = []
     if photo is not None:
         bg_kind = "photo"
         background = photo_background(photo, cfg.height, cfg.width)
@@ -175,7 +174,7 @@ def render_sequence(
     visible = np.zeros((F, L), dtype=bool)
     frames_meta = []
     try:
-        renderer.set_mesh(face, lighting)
+        renderer.set_mesh(shown, lighting, rig)
         with atomic_dir(out, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
             for sub in ("rgb", "depth", "mask"):
                 (tmp / sub).mkdir()
@@ -183,11 +182,14 @@ def render_sequence(
             for i in range(F):
                 T = traj.cam_T_world[i]
                 fr = renderer.render(T, background, clip_margin=cfg.znear_margin)
+                rgb, seen = fr.rgb, fr.depth
+                if occluders is not None:  # in front of the face: the image and what it hides
+                    hands.append(frame_hand(occluders, frame_stream(seed, i, OCCLUDER_FRAMES)))
+                    rgb, seen, _ = draw_occluders(rgb, seen, occluders, K, T, hands[-1])
                 uv[i], z[i], visible[i] = landmark_visibility(
-                    lm_xyz, lm_n, K, T, fr.depth, cfg.depth_tolerance, cfg.edge_margin,
+                    lm_xyz, lm_n, K, T, seen, cfg.depth_tolerance, cfg.edge_margin,
                     cfg.occlusion,
                 )
-                rgb = fr.rgb
                 if camera is not None:  # the image only: the ground truth stays exact
                     frame_rng = frame_stream(seed, i)
                     motion.append(sample_motion(cfg.appearance.camera, frame_rng))
@@ -221,7 +223,7 @@ def render_sequence(
                     visible=visible,
                     z=z,
                 )
-            albedo = vertex_albedo(face)
+            albedo = shown.vertex_rgb()
             if cfg.write_mesh:
                 _write_ply(tmp / "mesh.ply", face, albedo)
             if cfg.write_colmap:
@@ -236,6 +238,10 @@ def render_sequence(
                     "background": None if photo is None else photo.to_dict(),
                     "camera": None if camera is None else {
                         **camera.to_dict(), "motion_blur": [m.to_dict() for m in motion]},
+                    "light": None if rig is None else rig.to_dict(),
+                    "skin": None if skin is None else skin.to_dict(),
+                    "occluders": None if occluders is None else {
+                        **occluders.to_dict(), "hand_in_frame": hands},
                 }
             write_json(tmp / "sequence.json", {
                 "format": FORMAT_NAME,

@@ -1,5 +1,6 @@
 """Appearance randomisation: photograph backgrounds and camera effects change the
-RGB image only, are drawn from the sequence seed, and are recorded in sequence.json."""
+RGB image only, are drawn from the sequence seed, and are recorded in sequence.json (light,
+skin and occluders: test_appearance_scene.py)."""
 
 import json
 
@@ -65,8 +66,8 @@ def test_appearance_is_off_by_default_and_its_config_is_checked():
                        ({"camera": {"vignetting": [0.0, 1.5]}}, "camera.vignetting")):
         with pytest.raises(InputError, match=field.replace(".", r"\.")):
             from_dict(RenderConfig, {"appearance": bad})
-    with pytest.raises(InputError, match="unknown key.*occluders"):
-        from_dict(RenderConfig, {"appearance": {"occluders": {}}})
+    with pytest.raises(InputError, match="unknown key.*fog"):
+        from_dict(RenderConfig, {"appearance": {"fog": {}}})
     with pytest.raises(InputError, match="jpeg_quality"):
         from_dict(RenderConfig, {"appearance": {"camera": {"jpeg_quality": [50.5, 90]}}})
 
@@ -231,7 +232,8 @@ def test_appearance_leaves_the_geometric_ground_truth_untouched(renders):
 def test_off_writes_the_renderers_images_and_records_nothing(renders, builtin_face):
     """With appearance off, every written image is exactly the renderer's output over the
     sequence's procedural background: nothing touched the pixels."""
-    from facesfm.render.renderer import FaceRenderer, make_background, sample_lighting
+    from facesfm.render.lights import sample_lighting
+    from facesfm.render.renderer import FaceRenderer, make_background
     from facesfm.render.writer import sequence_streams
 
     off = renders["off"]

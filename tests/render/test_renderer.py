@@ -13,14 +13,8 @@ from facesfm.geometry.camera import (
     transform,
 )
 from facesfm.render.config import LightingConfig
-from facesfm.render.renderer import (
-    FaceRenderer,
-    Lighting,
-    make_background,
-    opencv_to_pyrender_pose,
-    sample_lighting,
-    temperature_rgb,
-)
+from facesfm.render.lights import Lighting, sample_lighting, temperature_rgb
+from facesfm.render.renderer import FaceRenderer, make_background, opencv_to_pyrender_pose
 from facesfm.render.trajectory import roll_matrix
 from facesfm.render.visibility import sample_depth, vertex_normals
 

@@ -19,7 +19,8 @@ from PIL import Image
 from facesfm.faces.mesh import load_textured_mesh
 from facesfm.faces.types import FaceMesh
 from facesfm.geometry.camera import intrinsics, look_at, project, transform
-from facesfm.render.renderer import FaceRenderer, Lighting
+from facesfm.render.lights import Lighting
+from facesfm.render.renderer import FaceRenderer
 
 SIDE_MM = 200.0  # a head-sized plane facing +z, centred on the origin
 N_GRID = 11  # 121 vertices: enough for 68 landmarks
