@@ -1,12 +1,16 @@
 """The full ``facesfm solve`` on held-out faces, method by method, against the truth.
 
     python bench/heldout.py [--face ict] [--subjects 20] [--seed 3000] [--data DIR]
-                            [--sfm CKPT | --no-sfm]
+                            [--sfm CKPT | --no-sfm] [--appearance realistic]
+                            [--landmark-checkpoint CKPT]
 
 Renders ``--subjects`` faces (master seed ``--seed``, never used in training: training and
 validation used 1000-1100 / 2000-2100) as in the paper (61 frames, yaw -60..60 every 2
-degrees, 384x384, focal 500 px), unless ``--data`` already holds them, then solves each with
-the shipped detector of that face source and, method by method:
+degrees, 384x384, focal 500 px), unless ``--data`` already holds them, plain or with an
+appearance preset (``--appearance realistic``: held-out photographs behind the faces, a worse
+camera, harder light, changed skin, occluders; the realistic held-out set uses seed 3500),
+then solves each with the shipped detector of that face source (or
+``--landmark-checkpoint``) and, method by method:
 
 * ``ours, full``: depth network + BA layer (classical, from the landmark factorisation) +
   fusion of the network depth maps (needs the depth/pose networks: ``--sfm``, default the
@@ -98,6 +102,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sfm", action="store_true", help="Leave out the network rows.")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help=f"Comma-separated, of {list(LABELS)}.")
+    ap.add_argument("--appearance", default=None, choices=["varied", "realistic"],
+                    help="Render the faces with this appearance preset [default: plain].")
+    ap.add_argument("--landmark-checkpoint", type=Path, default=None,
+                    help="Detector to solve with [default: the shipped one for --face].")
     ap.add_argument("--tag", default=None,
                     help="Write heldout_<face>_<tag>.{json,md} instead of heldout_<face>.")
     args = ap.parse_args(argv)
@@ -110,14 +118,14 @@ def main(argv=None) -> int:
     from facesfm.solvers.baselines import run_baseline
     from facesfm.weights import shipped_landmark_checkpoint, shipped_sfm_checkpoint
 
-    spec = HeldOut(args.face, args.seed, args.subjects, 61)
+    spec = HeldOut(args.face, args.seed, args.subjects, 61, appearance=args.appearance)
     data = args.data
     if data is None or not (data / "dataset.json").is_file():
         data = data or Path(tempfile.mkdtemp()) / "data"
         t0 = time.perf_counter()
         render_held_out(spec, data, ict_dir=args.ict_dir, workers=2, progress=True)
         print(f"rendered {args.subjects} faces in {time.perf_counter() - t0:.0f} s", flush=True)
-    ckpt = shipped_landmark_checkpoint(args.face)
+    ckpt = args.landmark_checkpoint or shipped_landmark_checkpoint(args.face)
     sfm = args.sfm
     if sfm is None and not args.no_sfm:
         try:
@@ -201,8 +209,9 @@ def main(argv=None) -> int:
     lines = [
         f"# `facesfm solve` on {args.subjects} held-out {args.face} faces (bench/heldout.py)",
         "",
-        (f"Seed {args.seed}, 61 frames each, 384x384, focal 500 px, shipped detector "
-        f"`{ckpt.name}`, depth/pose networks `{Path(sfm).name if sfm else 'none'}`. Rotation: "
+        (f"Seed {args.seed}, 61 frames each, 384x384, focal 500 px, "
+        f"{'plain renders' if args.appearance is None else 'appearance preset ' + repr(args.appearance)}, "
+        f"detector `{ckpt.name}`, depth/pose networks `{Path(sfm).name if sfm else 'none'}`. Rotation: "
         "mean over frames after a similarity alignment of the trajectory (mean / median over "
         "faces); cloud: the fused cloud's distance to the GT surface after landmark + ICP "
         "alignment, mean over points (mean / median over faces)."),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["HeldOut", "detector_errors", "render_held_out", "uncertainty_stats"]
+__all__ = ["DETECTOR_SETS", "HeldOut", "detector_errors", "render_held_out", "uncertainty_stats"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,20 @@ class HeldOut:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: Per face source, the sets a detector is measured on. Those whose key ends in "test" are
+#: small: tests/test_shipped_weights.py re-renders and re-measures them in the test suite.
+#: "realistic" sets render with the realistic appearance preset (held-out photographs, a
+#: worse camera, harder light, changed skin, occluders; never what training saw).
+DETECTOR_SETS = {
+    "builtin": {"test": HeldOut("builtin", 4100, 3, 11),
+                "held_out": HeldOut("builtin", 3100, 20, 61)},
+    "ict": {"test": HeldOut("ict", 4000, 3, 11),
+            "held_out": HeldOut("ict", 3000, 20, 61),
+            "realistic_test": HeldOut("ict", 4500, 3, 11, appearance="realistic"),
+            "realistic": HeldOut("ict", 3500, 20, 61, appearance="realistic")},
+}
 
 
 def render_held_out(spec: HeldOut, out: str | Path, ict_dir=None, workers: int = 1,

@@ -1,19 +1,22 @@
 """Ship trained networks: export their weights into the package and write the model card from
 measurements on held-out faces.
 
-    python bench/model_card.py [--builtin RUN --builtin-data TRAIN VAL]
+    python tools/model_card.py [--builtin RUN --builtin-data TRAIN VAL]
                                [--ict RUN --ict-data TRAIN VAL]
                                [--sfm RUN --sfm-data TRAIN VAL] [--ict-dir DIR] [--threads 1]
 
 ``--builtin``/``--ict`` are ``facesfm train landmarks`` runs, ``--sfm`` a ``facesfm train sfm``
 run on ICT faces (its checkpoints/last.pt is exported). Parts not given keep their card entries.
-For each face source two held-out sets are rendered with master seeds never used for
-training or validation (training runs used 1000/1100, validation 2000/2100):
+For each face source held-out sets are rendered with master seeds never used for training or
+validation (training runs used 1000/1001/1100, validation 2000/2100):
 
 * ``test``: the small set ``tests/test_shipped_weights.py`` re-renders and re-measures (the
   card's figures there are the reference that test holds the shipped weights to);
 * ``held_out``: 20 faces x 61 frames (detectors) or 20 faces x 11 frames on varied
-  trajectories (depth/pose), the figures issue reports quote.
+  trajectories (depth/pose), the figures the README quotes;
+* for the ICT detector also ``realistic_test`` and ``realistic``: the same sizes rendered
+  with the realistic appearance preset (held-out photographs, a worse camera, harder light,
+  changed skin, occluders), which no training run has seen.
 
 Writes facesfm/assets/weights/{landmarks_builtin.pt, landmarks_ict.pt, sfm_ict.pt, card.json,
 MODEL_CARD.md} and bench/results/landmarks.{json,md}. Shows our error beside the figure the
@@ -34,17 +37,14 @@ from pathlib import Path
 import torch
 
 from facesfm.data.dataset import label_rule
-from facesfm.eval.detector import HeldOut, detector_errors, render_held_out
+from facesfm.eval.detector import DETECTOR_SETS, HeldOut, detector_errors, render_held_out
 from facesfm.io import atomic_path, write_json
 from facesfm.training.checkpoint import code_version, export_weights, load_checkpoint
 from facesfm.weights import CARD_PATH, WEIGHTS_DIR
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 PAPER_MSE = 4.52
 
-#: the protocol tests/test_shipped_weights.py re-renders (small: it runs in the test suite)
-TEST_SETS = {"builtin": HeldOut("builtin", 4100, 3, 11), "ict": HeldOut("ict", 4000, 3, 11)}
-HELD_OUT = {"builtin": HeldOut("builtin", 3100, 20, 61), "ict": HeldOut("ict", 3000, 20, 61)}
 #: the depth/pose networks: varied trajectories, frames ~12 degrees apart (the trained spacing)
 SFM_TEST_SET = HeldOut("ict", 4200, 3, 11, vary=True)
 SFM_HELD_OUT = HeldOut("ict", 3200, 20, 11, vary=True)
@@ -93,18 +93,20 @@ def _landmark_entry(face: str, run: Path, data, args) -> dict:
         "training": _training_data(run, ck),
         "data": {"train": _dataset_summary(data[0]), "val": _dataset_summary(data[1])},
     }
-    _measure(entry, TEST_SETS[face], HELD_OUT[face], lambda d: detector_errors(dst, d), args,
+    _measure(entry, DETECTOR_SETS[face], lambda d: detector_errors(dst, d), args,
              lambda key, m: (f"{face} {key}: mean {m['lm_mean_px']:.3f} px, median "
                              f"{m['lm_median_px']:.3f} px, F1 {m['vis_f1']:.4f} "
                              f"({m['frames']} frames)"))
     return entry
 
 
-def _measure(entry: dict, test: HeldOut, held_out: HeldOut, errors, args, line) -> None:
-    """Render the ``test`` set (and ``held_out`` unless --skip-held-out), measure each with
-    ``errors(data_folder)`` into ``entry[key]`` and print ``line(key, metrics)``."""
-    sets = {"test": test} if args.skip_held_out else {"test": test, "held_out": held_out}
+def _measure(entry: dict, sets: dict[str, HeldOut], errors, args, line) -> None:
+    """Render each of ``sets`` (only those whose key ends in "test" with --skip-held-out),
+    measure each with ``errors(data_folder)`` into ``entry[key]`` and print
+    ``line(key, metrics)``."""
     for key, spec in sets.items():
+        if args.skip_held_out and not key.endswith("test"):
+            continue
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             render_held_out(spec, Path(tmp) / "data", ict_dir=args.ict_dir, workers=2)
@@ -135,7 +137,8 @@ def _sfm_entry(run: Path, data, args) -> dict:
         "detector": trained_with,
         "data": {"train": _dataset_summary(data[0]), "val": _dataset_summary(data[1])},
     }
-    _measure(entry, SFM_TEST_SET, SFM_HELD_OUT, lambda d: sfm_errors(dst, d), args,
+    _measure(entry, {"test": SFM_TEST_SET, "held_out": SFM_HELD_OUT},
+             lambda d: sfm_errors(dst, d), args,
              lambda key, m: (f"sfm {key}: depth {m['depth_mm']:.3f} mm (flat "
                              f"{m['flat_depth_mm']:.3f}), PoseNet pair rotation "
                              f"{m['pose_pair_rot_deg']:.3f} deg ({m['frames']} frames)"))
@@ -202,7 +205,7 @@ def main(argv=None) -> int:
 
 def _landmark_rows(card: dict) -> list:
     return [(face, key, HeldOut(**e[key]["protocol"]), e[key]["metrics"])
-            for face, e in card["landmarks"].items() for key in ("test", "held_out") if key in e]
+            for face, e in card["landmarks"].items() for key in DETECTOR_SETS[face] if key in e]
 
 
 def _table(rows) -> str:
@@ -210,7 +213,10 @@ def _table(rows) -> str:
         "# Landmark detectors on held-out faces",
         "",
         ("Frames rendered with seeds never used in training, 384x384, focal 500 px, yaw -60..60;"
-        " errors in those frames' pixels over the visible landmarks (bench/model_card.py)."),
+        " errors in those frames' pixels over the visible landmarks (tools/model_card.py). "
+        "`realistic` sets render with the realistic appearance preset: held-out photographs "
+        "behind the faces, a worse camera, harder light with a sheen, changed skin, hair "
+        "strands, spectacle frames and a hand (facesfm.render.config.REALISTIC_APPEARANCE)."),
         (f"The paper reports an MSE of {PAPER_MSE} for its detector on its own data and "
         "68-landmark set; our MSE column is the mean squared euclidean error (px^2) on ours."),
         "",
