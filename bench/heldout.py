@@ -21,6 +21,9 @@ then solves each with the shipped detector of that face source (or
 * ``... --tracks --stereo`` (``full_photo``, ``detector_photo``): the same, then the BA again
   with photometric point tracks beside the landmarks, and the depth maps refined by a
   photometric plane sweep before fusion;
+* ``... --person-mask on``: the depth maps' masks (landmark hulls) cut to MediaPipe's selfie
+  segmentation of the person (on by default for photo folders and videos, not for sequence
+  folders);
 * ``factorisation, 68 landmarks``: Tomasi-Kanade on the first 68 landmarks, no BA, depth
   interpolated from the triangulated landmarks (the paper's related work [14]);
 * ``COLMAP/Ceres``: triangulation + Ceres BA via pycolmap on the same detected landmarks,
@@ -60,6 +63,7 @@ LABELS = {
     "detector": "ours, detector only",
     "detector_cv4": "ours, detector only, --consistent-views 4",
     "detector_photo": "ours, detector only, --tracks --stereo",
+    "detector_photo_person": "ours, detector only, --tracks --stereo --person-mask on",
     "full_photo": "ours, full, --tracks --stereo",
     "tk68": "factorisation, 68 landmarks",
 }
@@ -78,6 +82,7 @@ def _methods(ckpt: Path, sfm: Path | None, keys) -> dict:
     cfgs = {
         "detector": base,
         "detector_photo": replace(base, **photo),
+        "detector_photo_person": replace(base, **photo, person_mask="on"),
         "detector_cv4": replace(base, fusion=FusionConfig(consistent_views=4)),
         "tk68": replace(base, landmarks=68, ba=BAConfig(enabled=False)),
     }

@@ -236,6 +236,10 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
               help="Find the face in each frame (MediaPipe), skip frames without one and crop "
                    "the frames to it; outputs stay in the original pixels [default: auto = "
                    "on for photo folders and videos, off for sequence folders].")
+@click.option("--person-mask", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Cut the depth maps' masks to the person MediaPipe's selfie segmentation "
+                   "finds, so that background inside the landmark hull stays out of tracks, "
+                   "plane sweep and cloud [default: auto = on for photo folders and videos].")
 @click.option("--max-frames", type=int, default=None,
               help="A video is solved from keyframes, one every 2 degrees of head turn: at "
                    "most this many [default: 150].")

@@ -65,6 +65,12 @@ class SolveConfig:
                        whose frames are framed already and whose ground truth is in their
                        pixels).
     crop_size:         side in px of the square crop the frames are resampled to.
+    person_mask:       intersect every depth map's mask (the landmark hull, or the network
+                       depth's) with MediaPipe's selfie segmentation of the person, so that the
+                       background a convex hull takes in (between nose and chin in a profile)
+                       stays out of the tracks, the plane sweep and the cloud
+                       (:func:`facesfm.solve.frontend.person_masks`): "on", "off", or "auto"
+                       (as ``face_crop``: on for photo folders and videos).
     keyframe_deg, max_frames: a video is solved from keyframes: a new one each time the head
                        has turned ``keyframe_deg`` more (MediaPipe's face meshes; 0: every
                        frame), at most ``max_frames`` of them, evenly spread
@@ -104,6 +110,7 @@ class SolveConfig:
     min_frames: int = 2
     face_crop: str = "auto"
     crop_size: int = 384
+    person_mask: str = "auto"
     face_agreement: float = 0.08
     keyframe_deg: float = 2.0
     max_frames: int | None = 150
@@ -155,6 +162,9 @@ class SolveConfig:
                              f"interpolated between them), got --landmarks {self.landmarks}")
         if self.face_crop not in FACE_CROPS:
             raise InputError(f"--face-crop {self.face_crop}: choose one of {list(FACE_CROPS)}")
+        if self.person_mask not in FACE_CROPS:
+            raise InputError(f"--person-mask {self.person_mask}: choose one of "
+                             f"{list(FACE_CROPS)}")
         if not (self.max_motion_disagreement_deg > 0 and self.min_mesh_faces >= 0
                 and 0 <= self.face_extent_mm[0] < self.face_extent_mm[1]):
             raise InputError("max_motion_disagreement_deg must be > 0, min_mesh_faces >= 0 "
@@ -213,18 +223,19 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     ``options`` that are not None/False: checkpoint, landmark_checkpoint, landmarks_from,
     oracle_landmarks,
     oracle_depth, depth, oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool),
-    ba_parameterization, mesh_method, consistent_views, tracks (bool), stereo (bool)."""
+    ba_parameterization, mesh_method, consistent_views, tracks (bool), stereo (bool),
+    face_crop, person_mask, keep_unreliable, max_frames."""
     base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
     d = to_dict(base)
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
                "oracle_depth",
                "depth", "oracle_poses", "poses_init", "perturb", "seed", "landmarks", "ba",
-               "face_crop", "keep_unreliable", "max_frames",
+               "face_crop", "person_mask", "keep_unreliable", "max_frames",
                "ba_parameterization", "mesh_method", "consistent_views", "tracks", "stereo"}
     if set(o) - allowed:
         raise TypeError(f"build_solve_config: unknown options {sorted(set(o) - allowed)}")
-    for k in ("checkpoint", "landmark_checkpoint", "landmarks", "face_crop",
+    for k in ("checkpoint", "landmark_checkpoint", "landmarks", "face_crop", "person_mask",
               "keep_unreliable", "max_frames"):
         if k in o:
             d[k] = str(o[k]) if k.endswith("checkpoint") else o[k]

@@ -47,6 +47,7 @@ __all__ = [
     "mediapipe_landmarks",
     "mesh_triangles",
     "motion_agreement",
+    "person_masks",
 ]
 
 # Our semantic landmark IDs (the 68-point iBUG layout, the same facial point on every face
@@ -294,6 +295,19 @@ def keyframes(face_mesh: np.ndarray, step_deg: float = 2.0,
         keep[:] = False
         keep[idx[np.round(np.linspace(0, len(idx) - 1, max_frames)).astype(int)]] = True
     return keep
+
+
+def person_masks(images: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(F, H, W) bool: the person in each frame (F, H, W, 3) uint8 RGB, by MediaPipe's selfie
+    segmentation (the person with hair and neck; not the background). A landmark hull is
+    convex and takes in the background between nose and chin in a profile view; intersected
+    with this, it keeps the head only (measured in bench/results/masks.md)."""
+    seg = _mediapipe("selfie_segmentation")
+    out = np.zeros(images.shape[:3], dtype=bool)
+    with _native_stderr_silenced(), seg.SelfieSegmentation(model_selection=0) as s:
+        for f, im in enumerate(images):
+            out[f] = s.process(np.ascontiguousarray(im)).segmentation_mask > threshold
+    return out
 
 
 @functools.cache

@@ -64,9 +64,11 @@ from facesfm.solve.stages import (
     landmark_reprojection,
     load_stage_networks,
     make_depth_maps,
+    person_region,
     refine_with_stereo,
     refine_with_tracks,
     warn,
+    within,
 )
 
 __all__ = ["run_solve", "solve_frames"]
@@ -95,7 +97,9 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
         factorised, keep = factorised_start(frames, keep, lm, cfg, echo)
         lap("poses")
     used, lm = frames.select(keep), lm.select(keep)
-    dm = make_depth_maps(frames, keep, used, lm, cfg, nets)
+    person = person_region(used, cfg)  # None unless the person mask is on
+    lap("faces")
+    dm = within(make_depth_maps(frames, keep, used, lm, cfg, nets), person)
     lap("depth")
     gt = None if frames.sequence is None else frames.sequence.cam_T_world[keep]
     poses0 = initial_poses(used, cfg, nets, gt, factorised)
@@ -115,15 +119,15 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
     X0 = ba.points_initial if classical else None
     from_points = dm is None  # --depth landmarks: from the BA's points, again after tracks
     if from_points:
-        dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height, used.width,
-                                 used.names)
+        dm = within(landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
+                                        used.width, used.names), person)
         lap("depth")
     photometric: dict = {}
     if cfg.tracks.enabled:
         ba, rerun = refine_with_tracks(used, lm, dm, ba, cfg, photometric, echo, lap)
         if rerun and from_points:
-            dm = landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
-                                     used.width, used.names)
+            dm = within(landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
+                                            used.width, used.names), person)
             lap("depth")
     X1, rep0, rep1 = landmark_reprojection(used, lm, dm, poses0, X0, ba, classical)
     if cfg.stereo.enabled:

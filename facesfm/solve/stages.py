@@ -34,6 +34,7 @@ from facesfm.solve.frontend import (
     keyframes,
     mediapipe_landmarks,
     motion_agreement,
+    person_masks,
 )
 from facesfm.solve.fusion import (
     PointCloud,
@@ -85,9 +86,11 @@ __all__ = [
     "need_sequence",
     "oracle_depth",
     "oracle_landmarks",
+    "person_region",
     "refine_with_stereo",
     "refine_with_tracks",
     "select_face_frames",
+    "within",
 ]
 
 
@@ -275,6 +278,22 @@ def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo
         track = track.select(key)
     crop = face_crop(track, frames.width, frames.height, cfg.crop_size)
     return crop_frames(frames.select(found), crop, track), found
+
+
+def person_region(used: FrameSet, cfg: SolveConfig) -> np.ndarray | None:
+    """(F, H, W) bool the person in each used frame (``cfg.person_mask``), or None when off
+    ("auto": on for photo folders and videos, off for sequence folders)."""
+    if cfg.person_mask == "off" or (cfg.person_mask == "auto" and used.sequence is not None):
+        return None
+    return person_masks(used.images)
+
+
+def within(dm: DepthMaps | None, region: np.ndarray | None) -> DepthMaps | None:
+    """``dm`` with its masks cut to ``region`` (F, H, W) bool (None: as it is); ground-truth
+    depth keeps its own masks."""
+    if dm is None or region is None or dm.source == "oracle":
+        return dm
+    return DepthMaps(dm.depth, dm.mask & region, dm.source)
 
 
 def load_stage_networks(frames: FrameSet, cfg: SolveConfig) -> Networks | None:
