@@ -8,7 +8,6 @@ weight per observation (0 = not observed).
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.path import Path as MplPath
 from scipy.spatial import ConvexHull, QhullError
 
 __all__ = ["depth_to_points", "hull_masks", "sample_depth"]
@@ -98,20 +97,30 @@ def depth_to_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = 
     return X[rr, cc], n[rr, cc], np.stack([rr, cc], 1)
 
 
-def hull_masks(uv: np.ndarray, weight: np.ndarray, height: int, width: int,
-               dilate_px: float = 0.0) -> np.ndarray:
-    """(F, H, W) bool: pixels inside the convex hull of each frame's observed landmarks
-    (the face region for a network depth map, which has no mask of its own)."""
-    rr, cc = np.mgrid[0:height, 0:width]
-    pix = np.stack([cc.ravel(), rr.ravel()], 1).astype(np.float64)
+def hull_masks(uv: np.ndarray, weight: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(F, H, W) bool: pixel centres inside the convex hull of each frame's observed
+    landmarks, its edges included (the face region for a network depth map, which has no
+    mask of its own). Frames with fewer than 3 observed points, or all on a line, are empty.
+
+    Each hull is tested edge by edge (a half-plane per edge) over its bounding box only."""
     out = np.zeros((len(uv), height, width), dtype=bool)
     for f in range(len(uv)):
-        p = uv[f][weight[f] > 0]
+        p = np.asarray(uv[f], dtype=np.float64)[np.asarray(weight[f]) > 0]
         if len(p) < 3:
             continue
         try:
-            hull = p[ConvexHull(p).vertices]
+            hull = p[ConvexHull(p).vertices]  # counter-clockwise in (u, v)
         except QhullError:
             continue
-        out[f] = MplPath(hull).contains_points(pix, radius=dilate_px).reshape(height, width)
+        c0, r0 = np.maximum(np.ceil(hull.min(0)), 0).astype(int)
+        c1, r1 = np.minimum(np.floor(hull.max(0)), [width - 1, height - 1]).astype(int)
+        if c1 < c0 or r1 < r0:
+            continue
+        vv, uu = np.mgrid[r0:r1 + 1, c0:c1 + 1].astype(np.float64)
+        inside = np.ones(uu.shape, dtype=bool)
+        for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+            # left of (or on) the directed edge a -> b, with a tolerance for rounding
+            cross = (b[0] - a[0]) * (vv - a[1]) - (b[1] - a[1]) * (uu - a[0])
+            inside &= cross >= -1e-9 * np.hypot(*(b - a))
+        out[f, r0:r1 + 1, c0:c1 + 1] = inside
     return out

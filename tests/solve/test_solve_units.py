@@ -113,11 +113,24 @@ def test_hull_masks():
     w = np.array([[1.0, 1.0, 1.0, 1.0, 0.0]])
     m = hull_masks(uv, w, 32, 40)
     assert m.shape == (1, 32, 40)
-    # the closed square [10, 30] x [5, 25] holds 19 x 19 interior pixel centres, plus some of
-    # its boundary (matplotlib's contains_points is ambiguous exactly on the edges)
-    assert 19 * 19 <= m.sum() <= 21 * 21
-    assert m[0, 15, 20] and not m[0, 2, 2] and not m[0, 15, 35]
+    # the closed square [10, 30] x [5, 25]: 21 x 21 pixel centres, its edges included
+    expect = np.zeros((32, 40), dtype=bool)
+    expect[5:26, 10:31] = True
+    np.testing.assert_array_equal(m[0], expect)
     assert not hull_masks(uv, np.zeros_like(w), 32, 40).any()
+    # a triangle reaching outside the image, against a brute-force test of every pixel
+    tri = np.array([[[-8.0, 3.3], [35.5, 12.7], [6.2, 40.0]]])
+    m = hull_masks(tri, np.ones((1, 3)), 32, 40)[0]
+    vv, uu = np.mgrid[0:32, 0:40].astype(float)
+    a, b, c = tri[0]
+
+    def side(p, q):
+        return (q[0] - p[0]) * (vv - p[1]) - (q[1] - p[1]) * (uu - p[0])
+
+    s1, s2, s3 = side(a, b), side(b, c), side(c, a)
+    inside = ((s1 >= 0) & (s2 >= 0) & (s3 >= 0)) | ((s1 <= 0) & (s2 <= 0) & (s3 <= 0))
+    np.testing.assert_array_equal(m, inside)
+    assert 200 < m.sum() < 32 * 40
 
 
 def test_perturbed_poses_exact_magnitudes():
