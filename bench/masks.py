@@ -7,8 +7,8 @@ The solve's tracks, plane sweep and fusion take pixels inside a mask only. Candi
 frame, on ICT faces rendered over photographs (``--appearance``, default the realistic
 preset; master seed 3500, the realistic held-out set's):
 
-* ``landmark hull``: the convex hull of the shipped ICT detector's visible landmarks (what
-  the solve uses today);
+* ``landmark hull``: the convex hull of the ICT detector's visible landmarks (the shipped one,
+  or ``--landmark-checkpoint``; what the solve uses without the person mask);
 * ``face-mesh``: MediaPipe FaceMesh's 468-point mesh rasterised triangle by triangle (not
   convex: the concavities of a profile stay out);
 * ``selfie``: MediaPipe's selfie segmentation (the person, hair and neck included) at 0.5;
@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", type=int, default=6)
     ap.add_argument("--every", type=int, default=3, help="Use every n-th frame.")
     ap.add_argument("--ict-dir", default=None)
+    ap.add_argument("--landmark-checkpoint", type=Path, default=None,
+                    help="Detector whose landmarks make the hull [default: the shipped ICT one].")
     ap.add_argument("--tag", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
     if data is None or not (data / "dataset.json").is_file():
         data = data or Path(tempfile.mkdtemp()) / "data"
         render_held_out(spec, data, ict_dir=args.ict_dir, workers=2, progress=True)
-    net, ncfg = load_landmark_net(shipped_landmark_checkpoint("ict"))
+    ckpt = args.landmark_checkpoint or shipped_landmark_checkpoint("ict")
+    net, ncfg = load_landmark_net(ckpt)
     tris = mesh_triangles()
     seqs = sorted(p.parent for p in Path(data).glob("*/sequence.json"))[:args.subjects]
     sums = {c: {"bg": 0, "off_face": 0, "covered": 0, "pixels": 0} for c in CANDIDATES}
@@ -124,8 +127,9 @@ def main(argv=None) -> int:
         "# Head masks against the rendered truth (bench/masks.py)",
         "",
         (f"{len(seqs)} ICT faces (seed {spec.seed}, appearance preset `{args.appearance}`: "
-         f"photographs behind every face), every {args.every}rd frame of 61 over yaw -60..60, "
-         f"{frames} frames; FaceMesh found no face in {no_face}. Pixel shares summed over "
+         f"photographs behind every face), one frame in {args.every} of 61 over yaw -60..60, "
+         f"{frames} frames; landmark hulls from the detector `{ckpt.name}`; FaceMesh found no "
+         f"face in {no_face}. Pixel shares summed over "
          "frames. `background`: share of the mask's pixels with no head behind them; `off the "
          "face region`: share outside the render's face-region mask (background, hair line, "
          "ears, neck); `face covered`: share of the face region inside the mask."),
@@ -141,6 +145,7 @@ def main(argv=None) -> int:
     md = "\n".join(lines) + "\n"
     write_results(RESULTS, "masks" + (f"_{args.tag}" if args.tag else ""),
                   {"meta": run_meta(), "protocol": spec.to_dict(), "every": args.every,
+                   "detector": str(ckpt.name),
                    "frames": frames, "no_face_frames": no_face, "rows": rows,
                    "ms_per_frame": ms}, md)
     print(md)

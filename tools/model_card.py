@@ -70,9 +70,21 @@ def _dataset_summary(folder: str | None) -> dict | None:
     parts = cfg.get("parts")
     seed = [p["seed"] for p in parts] if parts else cfg.get("seed")
     faces = sum(p["subjects"] for p in parts) if parts else len({s["subject"] for s in seqs})
+    renders = [p["render"] for p in parts] if parts else [cfg.get("render", {})]
     return {"folder": Path(folder).name, "sequences": len(seqs), "subjects": faces,
             "frames": int(sum(s["frames"] for s in seqs)), "master_seed": seed,
-            "visibility_labels": label_rule(folder)}
+            "visibility_labels": label_rule(folder),
+            "appearance": [_appearance(r) for r in renders]}
+
+
+def _appearance(render: dict) -> str:
+    """One line on what a render config randomised beyond the plain renders."""
+    a = render.get("appearance") or {}
+    parts = [f"{k} {a[k]['probability']:g}" for k in ("background", "camera", "light", "skin")
+             if a.get(k, {}).get("probability", 0) > 0]
+    occ = a.get("occluders") or {}
+    parts += [f"{k} {occ[k]:g}" for k in ("strands", "glasses", "hand") if occ.get(k, 0) > 0]
+    return "plain" if not parts else "appearance: " + ", ".join(parts)
 
 
 def _export(run: Path, stage: str, name: str, note: dict | None = None) -> tuple[Path, dict]:
@@ -309,7 +321,8 @@ def _markdown(card: dict) -> str:
         out += _sfm_markdown(e)
     if "not_shipped" in card:
         out += [f"Not shipped: {card['not_shipped']['sfm']}.", ""]
-    out += [("`tests/test_shipped_weights.py` re-renders each `test` set and fails when a "
+    out += [("`tests/test_shipped_weights.py` re-renders each `test` set (and the ICT "
+            "detector's `realistic_test`) and fails when a "
             "landmark error (mean, median, 1 - visibility F1), the depth error or PoseNet's "
             "rotation error is more than 10% worse than above."), ""]
     return "\n".join(out)
