@@ -24,6 +24,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Self
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,7 @@ __all__ = [
     "SEMANTIC_PAIRS",
     "Crop",
     "FaceTrack",
+    "KeyframeFinder",
     "crop_frames",
     "face_agreement",
     "face_crop",
@@ -116,24 +118,83 @@ class FaceTrack:
         return FaceTrack(self.found[keep], self.mesh[keep])
 
 
+def _mesh_points(result, width: int, height: int) -> np.ndarray | None:
+    """(468, 3) the largest face of a FaceMesh result: u, v in pixels and relative depth z;
+    None without a face."""
+    if not result.multi_face_landmarks:
+        return None
+    p = result.multi_face_landmarks[0].landmark
+    # MediaPipe's normalised x, y: 0 and 1 at the image's outer edges; z in x's scale
+    return np.array([(q.x * width - 0.5, q.y * height - 0.5, q.z * width) for q in p[:468]])
+
+
+def _face_mesh_model(min_confidence: float):
+    return _mediapipe("face_mesh").FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+        min_detection_confidence=min_confidence)
+
+
 def find_faces(images: np.ndarray, min_confidence: float = 0.5) -> FaceTrack:
     """The largest face of each frame (F, H, W, 3) uint8 RGB by MediaPipe FaceMesh."""
-    face_mesh = _mediapipe("face_mesh")
     F, H, W = images.shape[:3]
     mesh = np.full((F, 468, 3), np.nan)
     found = np.zeros(F, dtype=bool)
-    with _native_stderr_silenced(), face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=min_confidence) as fm:
+    with _native_stderr_silenced(), _face_mesh_model(min_confidence) as fm:
         for f in range(F):
-            r = fm.process(np.ascontiguousarray(images[f]))
-            if not r.multi_face_landmarks:
-                continue
-            p = r.multi_face_landmarks[0].landmark
-            # MediaPipe's normalised x, y: 0 and 1 at the image's outer edges; z in x's scale
-            mesh[f] = [(q.x * W - 0.5, q.y * H - 0.5, q.z * W) for q in p[:468]]
-            found[f] = True
+            m = _mesh_points(fm.process(np.ascontiguousarray(images[f])), W, H)
+            if m is not None:
+                mesh[f], found[f] = m, True
     return FaceTrack(found, mesh)
+
+
+class KeyframeFinder:
+    """Chooses a video's keyframes while it is decoded, so that only they are held in memory
+    (``facesfm.solve.inputs.load_input(video_keep=...)``): MediaPipe FaceMesh on each frame as
+    it comes; a frame with a face is kept when the head has turned at least ``step_deg`` since
+    the last kept frame, as :func:`keyframes` decides (the first frame with a face is kept).
+    A context manager (it holds the FaceMesh model); call it as ``finder(position, frame)``.
+
+    After reading: ``decoded`` frames seen, ``found`` the positions of those with a face,
+    ``missing`` those without, ``meshes`` (K, 468, 3) the kept frames' face meshes."""
+
+    def __init__(self, step_deg: float = 2.0, min_confidence: float = 0.5):
+        self.step_deg = float(step_deg)
+        self.min_confidence = min_confidence
+        self.decoded = 0
+        self.found: list[int] = []
+        self.missing: list[int] = []
+        self._kept: list[np.ndarray] = []
+        self._model = None
+
+    def __enter__(self) -> Self:
+        with _native_stderr_silenced():
+            self._model = _face_mesh_model(self.min_confidence).__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._model is not None:
+            self._model.__exit__(*exc)
+            self._model = None
+
+    def __call__(self, position: int, frame: np.ndarray) -> bool:
+        if self._model is None:
+            raise RuntimeError("KeyframeFinder: use it inside a with block")
+        self.decoded += 1
+        with _native_stderr_silenced():
+            result = self._model.process(np.ascontiguousarray(frame))
+        mesh = _mesh_points(result, frame.shape[1], frame.shape[0])
+        if mesh is None:
+            self.missing.append(position)
+            return False
+        self.found.append(position)
+        if self._kept and umeyama(self._kept[-1], mesh).rotation_angle_deg() < self.step_deg:
+            return False
+        self._kept.append(mesh)
+        return True
+
+    @property
+    def meshes(self) -> np.ndarray:
+        return np.asarray(self._kept, dtype=np.float64).reshape(-1, 468, 3)
 
 
 @dataclass(frozen=True)

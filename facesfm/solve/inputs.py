@@ -33,6 +33,7 @@ __all__ = [
     "FrameSet",
     "default_intrinsics",
     "exif_focal_35mm",
+    "is_video",
     "load_input",
     "parse_intrinsics",
     "read_image_folder",
@@ -63,6 +64,9 @@ class FrameSet:
               from the original frames (None: the frames as read).
     face_mesh: (F, 468, 3) the face MediaPipe found in each frame, in these images' pixels
               (u, v, relative depth z; None where the front end did not run).
+    input_index, input_count: where frames were dropped while reading (a video read keyframe
+              by keyframe), the (F,) positions of these frames among the ``input_count``
+              frames of the input; None: these are all the input's frames, in order.
     """
 
     images: np.ndarray
@@ -74,6 +78,8 @@ class FrameSet:
     K_source: str = "default"
     crop: Crop | None = None
     face_mesh: np.ndarray | None = None
+    input_index: np.ndarray | None = None
+    input_count: int | None = None
 
     @property
     def num_frames(self) -> int:
@@ -93,7 +99,17 @@ class FrameSet:
         keep = np.asarray(keep, dtype=bool)
         return replace(self, images=self.images[keep],
                        names=tuple(n for n, k in zip(self.names, keep) if k),
-                       face_mesh=None if self.face_mesh is None else self.face_mesh[keep])
+                       face_mesh=None if self.face_mesh is None else self.face_mesh[keep],
+                       input_index=None if self.input_index is None else self.input_index[keep])
+
+    def in_input(self, keep: np.ndarray) -> np.ndarray:
+        """(input frames,) bool: the input frames that ``keep`` (F,) bool marks among these."""
+        keep = np.asarray(keep, dtype=bool)
+        if self.input_index is None:
+            return keep.copy()
+        out = np.zeros(self.input_count, dtype=bool)
+        out[self.input_index[keep]] = True
+        return out
 
     @property
     def K_original(self) -> np.ndarray:
@@ -205,41 +221,63 @@ def read_image_folder(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     return _check_sizes(images, names, path), tuple(names)
 
 
-def read_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(F, H, W, 3) uint8 frames of a video file (imageio), named frame_000000.png, ..."""
+def is_video(path: str | Path) -> bool:
+    """Whether ``path`` is a file ``load_input`` reads as a video (by its extension)."""
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def read_video(path: Path, max_frames: int | None = None, keep=None
+               ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, int]:
+    """The frames of a video file (imageio), decoded one at a time: (images (F, H, W, 3)
+    uint8, names frame_000000.png ... by their position in the video, positions (F,), the
+    number of frames decoded). ``keep``: a function (position, frame) -> bool deciding, as
+    each frame is decoded, whether to keep it (None: all), so that only the kept frames are
+    ever held in memory; ``max_frames``: decode at most this many."""
     try:
         import imageio.v3 as iio
     except ImportError:
         raise InputError(f"{path}: cannot read video: {VIDEO_HINT}") from None
-    frames = []
+    frames, index, count = [], [], 0
     try:
         for i, fr in enumerate(iio.imiter(path)):
             if max_frames is not None and i >= max_frames:
                 break
+            count = i + 1
             fr = np.asarray(fr)
             if fr.ndim == 2:
                 fr = np.repeat(fr[..., None], 3, axis=2)
-            frames.append(np.ascontiguousarray(fr[..., :3]).astype(np.uint8, copy=False))
+            fr = np.ascontiguousarray(fr[..., :3]).astype(np.uint8, copy=False)
+            if keep is None or keep(i, fr):
+                frames.append(fr)
+                index.append(i)
     except ImportError as e:  # a plugin (e.g. pyav / imageio-ffmpeg) is missing
         raise InputError(f"{path}: cannot decode video ({e}); {VIDEO_HINT}") from None
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - imageio raises many kinds for undecodable data
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "backend" in msg.lower():  # no installed plugin reads this container/codec
             raise InputError(f"{path}: cannot decode this video here (no imageio backend for "
                              f"{path.suffix}); {VIDEO_HINT}") from None
         raise InputError(f"{path}: undecodable video ({msg})") from None
-    _check_count(len(frames), path, "video frames", "video frame")
-    names = [f"frame_{i:06d}.png" for i in range(len(frames))]
-    return _check_sizes(frames, names, path), tuple(names)
+    _check_count(count, path, "video frames", "video frame")
+    names = [f"frame_{i:06d}.png" for i in index]
+    images = (_check_sizes(frames, names, path) if frames  # none kept: empty, the video's size
+              else np.zeros((0, *fr.shape), dtype=np.uint8))
+    return images, tuple(names), np.asarray(index, dtype=np.int64), count
 
 
 def load_input(path: str | Path, focal: float | None = None, intrinsics: str | None = None,
-               max_frames: int | None = None) -> FrameSet:
+               max_frames: int | None = None, video_keep=None) -> FrameSet:
     """Read ``path`` (sequence folder, image folder or video file) into a :class:`FrameSet`.
 
     focal:      focal length in px (principal point at the centre); exclusive with intrinsics.
     intrinsics: "f", "f,cx,cy" or "fx,fy,cx,cy" (px).
-    max_frames: keep at most this many frames of a video.
+    max_frames: decode at most this many frames of a video.
+    video_keep: for a video, a function (position, frame) -> bool choosing the frames to keep
+                as they are decoded (:func:`read_video`); the FrameSet then records their
+                positions (``input_index``, ``input_count``).
     """
     path = Path(path)
     if focal is not None and intrinsics is not None:
@@ -260,7 +298,7 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
         images, names = read_image_folder(path)
         source = "images"
     elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        images, names = read_video(path, max_frames)
+        images, names, index, count = read_video(path, max_frames, video_keep)
         source = "video"
     elif path.suffix.lower() in IMAGE_EXTENSIONS:
         raise InputError(f"{path}: a single image; structure from motion needs at least 2 "
@@ -280,4 +318,7 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
         K_source = "exif"
     else:
         K, K_source = default_intrinsics(W, H), "default"
+    if source == "video" and video_keep is not None:
+        return FrameSet(images, names, K, source, path, seq, K_source, input_index=index,
+                        input_count=count)
     return FrameSet(images, names, K, source, path, seq, K_source)

@@ -37,6 +37,7 @@ are skipped with a warning; fewer than ``min_frames`` usable frames is an InputE
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ from facesfm.errors import InputError
 from facesfm.eval.ground_truth import evaluate_against_gt
 from facesfm.io import atomic_dir, check_writable
 from facesfm.solve.config import SolveConfig
-from facesfm.solve.inputs import FrameSet, load_input
+from facesfm.solve.frontend import KeyframeFinder
+from facesfm.solve.inputs import FrameSet, is_video, load_input
 from facesfm.solve.outputs import write_outputs
 from facesfm.solve.stages import (
     SolveResult,
@@ -74,8 +76,10 @@ from facesfm.solve.stages import (
 __all__ = ["run_solve", "solve_frames"]
 
 
-def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
-    """Run every stage on ``frames`` (no files written; see :func:`run_solve`)."""
+def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
+                 reading: KeyframeFinder | None = None) -> SolveResult:
+    """Run every stage on ``frames`` (no files written; see :func:`run_solve`); ``reading``:
+    the finder that chose a video's keyframes as it was read (``frames`` are those)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -87,7 +91,8 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
 
     nets = load_stage_networks(frames, cfg)  # first: option errors before any work
     lap("load")
-    frames, with_face = find_faces_and_crop(frames, cfg, echo)
+    frames_in = frames
+    frames, with_face = find_faces_and_crop(frames, cfg, echo, reading)
     lap("faces")
     lm = detect_landmarks(frames, cfg, nets)
     keep = face_frames(frames, lm, cfg, echo)
@@ -140,8 +145,9 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None) -> SolveResult:
                          f"{'; '.join(problems)} (--keep-unreliable writes it, marked)")
     for p in problems:
         warn(echo, f"unreliable result: {p}")
-    kept = with_face.copy()  # of the input frames
+    kept = with_face.copy()  # of the frames read
     kept[with_face] = keep
+    kept = frames_in.in_input(kept)  # of the input's frames
     res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
                       timings, {}, cfg, photometric=photometric, problems=problems,
                       focal=focal)
@@ -167,7 +173,15 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
         raise InputError(f"output folder exists: {out} (pass --overwrite to replace it)")
     check_writable(out)
     t0 = time.perf_counter()
-    frames = load_input(input_path, focal=focal, intrinsics=intrinsics)
+    reading = None
+    if is_video(input_path) and cfg.face_crop != "off" and cfg.keyframe_deg > 0:
+        # faces found and keyframes chosen while decoding: only the keyframes are held
+        with KeyframeFinder(cfg.keyframe_deg) as reading:
+            frames = load_input(input_path, focal=focal, intrinsics=intrinsics,
+                                video_keep=reading)
+        frames = replace(frames, face_mesh=reading.meshes)
+    else:
+        frames = load_input(input_path, focal=focal, intrinsics=intrinsics)
     if frames.sequence is not None and frames.K_source == "option" and \
             not np.allclose(frames.K, frames.sequence.K):
         warn(echo, f"--focal/--intrinsics replace the sequence's own K (focal "
@@ -181,7 +195,7 @@ def run_solve(input_path, out, cfg: SolveConfig | None = None, overwrite: bool =
                    f"names {len(spaced)} frame(s) with '_' instead (e.g. {spaced[0]!r} -> "
                    f"{colmap_name(spaced[0])!r}); cameras.json keeps the names")
     t_in = time.perf_counter() - t0
-    res = solve_frames(frames, cfg, echo=echo)
+    res = solve_frames(frames, cfg, echo=echo, reading=reading)
     res.input_sha256 = frames_digest(frames.images)
     res.timings = {"input": t_in, **res.timings}
     t1 = time.perf_counter()

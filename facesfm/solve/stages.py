@@ -27,6 +27,8 @@ from facesfm.geometry.camera import project, transform
 from facesfm.geometry.multiview import hull_masks
 from facesfm.solve.config import SolveConfig
 from facesfm.solve.frontend import (
+    FaceTrack,
+    KeyframeFinder,
     crop_frames,
     face_agreement,
     face_crop,
@@ -238,35 +240,51 @@ def warn(echo, msg: str) -> None:
 
 
 def _names(frames: FrameSet, idx) -> str:
-    bad = [frames.names[i] for i in idx]
-    return f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
+    return _listed([frames.names[i] for i in idx])
 
 
-def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo
-                        ) -> tuple[FrameSet, np.ndarray]:
+def _listed(names: list[str]) -> str:
+    return f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}"
+
+
+def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo,
+                        reading: KeyframeFinder | None = None) -> tuple[FrameSet, np.ndarray]:
     """The face front end (``cfg.face_crop``, :mod:`facesfm.solve.frontend`): returns the
-    frames with a face, cropped to it, and (F_in,) bool which input frames they are. Frames
+    frames with a face, cropped to it, and (F,) bool which of ``frames`` they are. Frames
     without a face are named in a warning; InputError when fewer than ``cfg.min_frames``
-    have one. Off: the frames as they are, all kept."""
+    have one. Off: the frames as they are, all kept. ``reading``: the finder that chose a
+    video's keyframes while it was read (``frames`` are those keyframes, with their face
+    meshes): its faces are used, and only the ``cfg.max_frames`` cap is left to apply."""
     everything = np.ones(frames.num_frames, dtype=bool)
     if cfg.face_crop == "off" or (cfg.face_crop == "auto" and frames.sequence is not None):
         return frames, everything
     if frames.sequence is not None:
         raise InputError("--face-crop on: not for a sequence folder (its frames are framed "
                          "already and its ground truth is in their pixels)")
-    track = find_faces(frames.images)
-    found = track.found
-    if not found.all():
-        idx = np.flatnonzero(~found)
-        warn(echo, f"no face found in {len(idx)} frame(s), skipped: {_names(frames, idx)}")
-    if found.sum() < cfg.min_frames:
-        raise InputError(f"{frames.path}: a face was found in only {int(found.sum())} of "
-                         f"{len(found)} frames; at least {cfg.min_frames} needed")
+    if reading is not None:
+        if reading.missing:
+            warn(echo, f"no face found in {len(reading.missing)} frame(s), skipped: "
+                       f"{_listed([f'frame_{i:06d}.png' for i in reading.missing])}")
+        seen, track = len(reading.found), FaceTrack(everything, frames.face_mesh)
+        found = everything
+    else:
+        track = find_faces(frames.images)
+        found = track.found
+        if not found.all():
+            idx = np.flatnonzero(~found)
+            warn(echo, f"no face found in {len(idx)} frame(s), skipped: {_names(frames, idx)}")
+        seen = int(found.sum())
+    if seen < cfg.min_frames:
+        total = len(found) if reading is None else reading.decoded
+        raise InputError(f"{frames.path}: a face was found in only {seen} of {total} frames; "
+                         f"at least {cfg.min_frames} needed")
     track = track.select(found)
     if frames.source == "video" and cfg.keyframe_deg > 0:
-        key = keyframes(track.mesh, cfg.keyframe_deg, cfg.max_frames)
+        # read keyframe by keyframe, the turn is chosen already: only the cap is left
+        key = keyframes(track.mesh, 0.0 if reading is not None else cfg.keyframe_deg,
+                        cfg.max_frames)
         if echo is not None:
-            echo(f"video: {int(key.sum())} keyframe(s) of the {len(key)} frames with a face "
+            echo(f"video: {int(key.sum())} keyframe(s) of the {seen} frames with a face "
                  f"(a new one every {cfg.keyframe_deg:g} deg of head turn"
                  + (f", at most {cfg.max_frames}" if cfg.max_frames else "") + ")")
         if key.sum() < cfg.min_frames:

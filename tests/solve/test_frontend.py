@@ -330,6 +330,43 @@ def test_a_video_is_solved_from_keyframes(seq256, tmp_path, capsys):
     assert code == 2 and "the head turns too little" in err
 
 
+def test_a_video_is_read_keyframe_by_keyframe(seq256, tmp_path):
+    """Faces are found and keyframes chosen while the video is decoded: only the keyframes
+    are held, with their positions in the video; frames without a face are counted and
+    named, never kept."""
+    iio = pytest.importorskip("imageio.v3", reason="video needs imageio")
+    pytest.importorskip("imageio_ffmpeg", reason="video needs imageio-ffmpeg")
+    from facesfm.render.composite import composite_capture
+    from facesfm.solve.frontend import KeyframeFinder, keyframes
+    from facesfm.solve.inputs import load_input
+
+    cap = composite_capture(seq256, tmp_path / "cap", 288, 272, (16, 8),
+                            skimage_data.rocket(), head_only=False)
+    views = np.stack([np.asarray(Image.open(cap.path / n)) for n in cap.names])[[0, 4, 8]]
+    blank = np.full_like(views[0], 128)
+    clip = np.concatenate([np.repeat(views[:1], 3, 0), blank[None], np.repeat(views[1:2], 3, 0),
+                           blank[None], np.repeat(views[2:], 3, 0)])  # 11 frames
+    path = tmp_path / "clip.mp4"
+    iio.imwrite(path, clip, fps=10, codec="libx264", quality=8)
+    with KeyframeFinder(2.0) as finder:
+        fr = load_input(path, video_keep=finder)
+    assert fr.input_count == 11 and finder.decoded == 11
+    assert finder.missing == [3, 7] and len(finder.found) == 9
+    np.testing.assert_array_equal(fr.input_index, [0, 4, 8])  # the first frame of each view
+    assert fr.num_frames == 3 and fr.names == ("frame_000000.png", "frame_000004.png",
+                                               "frame_000008.png")
+    assert finder.meshes.shape == (3, 468, 3)
+    # the same choice as finding the faces in every decoded frame first
+    every = load_input(path)
+    track = find_faces(every.images)
+    assert np.flatnonzero(track.found).tolist() == finder.found
+    key = keyframes(track.mesh[track.found], 2.0)
+    assert np.flatnonzero(track.found)[key].tolist() == [0, 4, 8]
+    np.testing.assert_allclose(finder.meshes, track.mesh[[0, 4, 8]])
+    np.testing.assert_array_equal(fr.in_input(np.array([True, False, True])),
+                                  np.isin(np.arange(11), [0, 8]))
+
+
 def test_face_mesh_triangles_are_wound_consistently():
     """Every edge shared by two triangles runs opposite ways in them (no directed edge twice),
     so one normal side is the outside of the whole mesh."""
