@@ -46,7 +46,27 @@ from pathlib import Path
 
 import numpy as np
 
+from facesfm.data.cameras import check_solved_from, read_cameras
+from facesfm.data.dataset import find_sequences
+from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
+from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction, umeyama
+from facesfm.eval.metrics import error_stats, pose_errors, reconstruction_metrics
+from facesfm.eval.tables import (
+    PAPER_COLUMN,
+    PAPER_TABLE2,
+    PAPER_UNIT_NOTE,
+    Table,
+    landmark_sweep_table,
+    plot_landmark_sweep,
+    plot_pose_errors,
+    write_table,
+)
+from facesfm.faces.builtin import BuiltinFaceModel
+from facesfm.faces.types import LANDMARK_COUNTS
+from facesfm.io import atomic_dir, check_writable, write_json
+from facesfm.solvers.baselines import METHODS, run_baseline
+from facesfm.training.inference import load_networks, run_landmarks
 
 __all__ = [
     "REGION_RADIUS_MM",
@@ -95,8 +115,6 @@ class EvalReport:
 
 def parse_methods(text) -> list[str]:
     """"colmap_ba,factorization" -> list; InputError naming an unknown method."""
-    from facesfm.solvers.baselines import METHODS
-
     items = text if isinstance(text, (list, tuple)) else str(text).split(",")
     out = [m.strip() for m in items if m.strip()]
     for m in out:
@@ -108,8 +126,6 @@ def parse_methods(text) -> list[str]:
 
 def parse_landmark_counts(text) -> list[int]:
     """"68,200" -> [68, 200]; InputError naming a count not in LANDMARK_COUNTS."""
-    from facesfm.faces.types import LANDMARK_COUNTS
-
     items = text if isinstance(text, (list, tuple)) else str(text).split(",")
     out = []
     for s in items:
@@ -148,8 +164,6 @@ def landmark_tracks(seq, noise_px: float = 0.0, seed: int = 0, index: int = 0):
 
 
 def _detected_tracks(seq, nets):
-    from facesfm.training.inference import run_landmarks
-
     images = np.stack([seq.image(i) for i in range(len(seq))])
     uv, w = run_landmarks(nets, images)
     return uv, w > 0
@@ -163,8 +177,6 @@ class _GroundTruth:
 
 
 def _builtin_region(n_vertices: int) -> np.ndarray | None:
-    from facesfm.faces.builtin import BuiltinFaceModel
-
     m = BuiltinFaceModel(texture_size=0)
     return m.face_region.copy() if len(m.template) == n_vertices else None
 
@@ -195,9 +207,6 @@ def _ground_truth(seq, region_cache: dict) -> _GroundTruth:
 
 
 def _landmark_metrics(points, gt_xyz) -> dict:
-    from facesfm.eval.align import umeyama
-    from facesfm.eval.metrics import error_stats
-
     ok = np.all(np.isfinite(points), axis=1)
     if ok.sum() < 3:
         return {"n_points": int(ok.sum())}
@@ -208,9 +217,6 @@ def _landmark_metrics(points, gt_xyz) -> dict:
 
 
 def _surface_metrics(points, gt: _GroundTruth, init_pairs) -> dict:
-    from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
-    from facesfm.eval.metrics import reconstruction_metrics
-
     if gt.vertices is None:
         return {}
     ok = np.all(np.isfinite(points), axis=1)
@@ -229,8 +235,6 @@ def _surface_metrics(points, gt: _GroundTruth, init_pairs) -> dict:
 
 
 def _pose_metrics(est, gt) -> tuple[dict, np.ndarray]:
-    from facesfm.eval.metrics import pose_errors
-
     rot = np.full(len(gt), np.nan)
     ok = np.all(np.isfinite(est.reshape(len(est), -1)), axis=1)
     if ok.sum() < 3:
@@ -242,8 +246,6 @@ def _pose_metrics(est, gt) -> tuple[dict, np.ndarray]:
 
 
 def _evaluate_baseline(method, seq, uv, vis, n, gt: _GroundTruth):
-    from facesfm.solvers.baselines import run_baseline
-
     if (seq.meta.get("face") or {}).get("source") == "mesh":
         # the baselines fix the depth flip of the factorisation against the mean face over the
         # 68 semantic landmarks; a user mesh's landmarks are samples of that mesh (measured: 179
@@ -270,8 +272,6 @@ def _evaluate_baseline(method, seq, uv, vis, n, gt: _GroundTruth):
 def _solve_sequence(solve_dir: Path, seqs: dict):
     """The sequence a solve folder was run on (from report.json): one of the given ones
     (``seqs``, by resolved path), with the frames the solve recorded; else InputError."""
-    from facesfm.data.cameras import check_solved_from
-
     rep = solve_dir / "report.json"
     if not rep.is_file():
         raise InputError(f"--solve-dir {solve_dir}: no report.json (not a facesfm solve output)")
@@ -293,9 +293,6 @@ def _solve_sequence(solve_dir: Path, seqs: dict):
 
 def _evaluate_solve(solve_dir: Path, seq, gt: _GroundTruth):
     import trimesh
-
-    from facesfm.data.cameras import read_cameras
-    from facesfm.eval.metrics import pose_errors
 
     cams = read_cameras(solve_dir)
     cloud = solve_dir / "cloud.ply"
@@ -342,8 +339,6 @@ def _summarise(records: list) -> list:
 
 
 def _comparison_table(summary: list, caption: str):
-    from facesfm.eval.tables import PAPER_COLUMN, PAPER_TABLE2, PAPER_UNIT_NOTE, Table
-
     keys = list(_COLUMNS)
     cols = ("method", "landmarks", "sequences", *(_COLUMNS[k] for k in keys),
             f"{PAPER_COLUMN}: Stirling", f"{PAPER_COLUMN}: Facescape")
@@ -367,8 +362,6 @@ def _comparison_table(summary: list, caption: str):
 
 def format_summary(report: EvalReport) -> str:
     """The comparison table (our rows only) as plain Markdown for the terminal."""
-    from facesfm.eval.tables import Table
-
     t = report.tables.get("comparison")
     if t is None:
         return "(no results)"
@@ -396,10 +389,6 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
     landmark_checkpoint: stage-1 checkpoint; then landmarks are detected, not oracle.
     A failing method on one sequence is recorded (``error``) and does not stop the others.
     """
-    from facesfm.data.dataset import find_sequences
-    from facesfm.data.format import load_sequence
-    from facesfm.io import check_writable
-
     methods = parse_methods(methods)
     counts = parse_landmark_counts(landmarks_n)
     solve_dirs = [Path(p) for p in solve_dirs]
@@ -428,8 +417,6 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
         loaded[Path(p).resolve()] = s
     nets = None
     if landmark_checkpoint is not None and methods:
-        from facesfm.training.inference import load_networks
-
         nets = load_networks(landmark_checkpoint=landmark_checkpoint)
         caption = (f"Landmark tracks detected by {landmark_checkpoint} (visibility >= 0.5).")
     else:
@@ -494,15 +481,6 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
 
 
 def _write_outputs(report: EvalReport, out: Path, counts: list, overwrite: bool) -> None:
-    from facesfm.eval.tables import (
-        Table,
-        landmark_sweep_table,
-        plot_landmark_sweep,
-        plot_pose_errors,
-        write_table,
-    )
-    from facesfm.io import atomic_dir, write_json
-
     report.tables["comparison"] = _comparison_table(report.summary, report.caption)
     methods = list(dict.fromkeys(s["method"] for s in report.summary))
     sweeps = {}
