@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from facesfm.config import to_dict
 from facesfm.data.cameras import Cameras, write_cameras
+from facesfm.data.colmap import write_colmap_text
+from facesfm.eval.metrics import align_trajectories, poses_in_frame
+from facesfm.geometry.camera import look_at, transform
+from facesfm.io import atomic_path, write_json
+from facesfm.solve.fusion import _o3d
 
 __all__ = [
     "write_outputs",
@@ -37,8 +43,6 @@ __all__ = [
 
 
 def _write_cloud(path: Path, cloud) -> None:
-    from facesfm.solve.fusion import _o3d
-
     o3d = _o3d()
     pc = o3d.geometry.PointCloud()
     pc.points = o3d.utility.Vector3dVector(cloud.points)
@@ -73,8 +77,6 @@ def _finite(x):
 
 def report_dict(res) -> dict:
     """report.json contents of a SolveResult."""
-    from facesfm.config import to_dict
-
     fr = res.frames
     skipped = [i for i in range(len(res.kept)) if not res.kept[i]]
     return {
@@ -106,8 +108,6 @@ def report_dict(res) -> dict:
 
 
 def write_report_json(path, res) -> None:
-    from facesfm.io import write_json
-
     write_json(path, report_dict(res))
 
 
@@ -116,8 +116,6 @@ def write_outputs(folder, res, html: bool = True, before_reports=None) -> None:
 
     ``before_reports`` (optional, no arguments) runs after the geometry, cameras and COLMAP
     files and before report.json / report.html, e.g. to record final timings in them."""
-    from facesfm.data.colmap import write_colmap_text
-
     folder = Path(folder)
     _write_cloud(folder / "cloud.ply", res.cloud)
     _write_mesh(folder, res.mesh)
@@ -138,8 +136,6 @@ def write_outputs(folder, res, html: bool = True, before_reports=None) -> None:
         before_reports()
     write_report_json(folder / "report.json", res)
     if html:
-        from facesfm.io import atomic_path
-
         with atomic_path(folder / "report.html") as tmp:
             tmp.write_text(report_html(res))
 
@@ -178,8 +174,6 @@ def trajectory_figure(initial, optimised, gt=None, initial_label: str = "initial
     """Camera centres seen from above (world x, z): initial vs optimised (vs GT, after a
     Sim3 alignment of the optimised trajectory to it, applied to both estimates)."""
     import matplotlib.pyplot as plt
-
-    from facesfm.eval.metrics import align_trajectories, poses_in_frame
 
     if gt is not None and len(gt) >= 3:
         try:
@@ -238,12 +232,8 @@ def mesh_views_figure(mesh, yaws=(-45.0, 0.0, 45.0), max_faces: int = 20000):
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
-    from facesfm.geometry.camera import look_at, transform
-
     v, f, col = mesh.vertices, mesh.faces, mesh.colors
     if len(f) > max_faces:  # vertex clustering keeps the surface closed (a subset has holes)
-        from facesfm.solve.fusion import _o3d
-
         o3d = _o3d()
         m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v),
                                       o3d.utility.Vector3iVector(f.astype(np.int32)))
