@@ -1,6 +1,10 @@
 """Bundle-adjustment benchmark: every backend and the peers, one process, one table.
 
     python bench/ba.py [--repeats 5] [--threads 1] [--sizes 30x68,61x568,91x800] [--quick]
+                       [--backends PREFIX,...] [--stem ba]
+
+Video scale, without the slow references: ``--sizes 61x568,601x568 --depth-size ''
+--backends 'ours LM implicit,ours LM no-grad,Ceres' --stem ba_video``.
 
 Seeded synthetic face problems (facesfm.solvers.synthetic): cameras on a -60..+60 degree yaw
 arc, f = 500 px, 384 x 384, 1 px noise, start perturbed by 3 deg / 1 cm / 5 mm. For each (F, N)
@@ -186,7 +190,10 @@ def bench_problem(label, sf, init, entries, repeats):
         )
     peers = [r for r in out if r.get("peer") and "error" not in r]
     fastest = min(peers, key=lambda r: r["wall_s"]) if peers else None
-    ref = next((r for r in out if r["backend"].startswith("scipy") and "error" not in r), None)
+    # the RMS reference: scipy's trust-region solver, or Ceres where scipy was not run
+    ref = next((r for r in out if r["backend"].startswith("scipy") and "error" not in r),
+               next((r for r in out if r["backend"].startswith("Ceres") and "error" not in r),
+                    None))
     for r in out:
         if "error" in r:
             continue
@@ -210,8 +217,17 @@ def main(argv=None):
     ap.add_argument("--depth-size", default="30x68", help="(F,N) of the eq.-2 problem, or ''")
     ap.add_argument("--quick", action="store_true", help="2 repeats, for a smoke run")
     ap.add_argument("--no-slow", action="store_true", help="skip the Theseus/PyPose backends")
+    ap.add_argument("--backends", default=None,
+                    help="Comma-separated name prefixes to run (e.g. 'ours LM implicit,Ceres'); "
+                         "default: all")
+    ap.add_argument("--stem", default="ba", help="Write <out>/<stem>.{json,md}.")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    wanted = [b.strip() for b in args.backends.split(",")] if args.backends else None
+
+    def chosen(entries):
+        return [e for e in entries if wanted is None or any(e[0].startswith(w) for w in wanted)]
+
     repeats = 2 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     load_before = load_average()
@@ -223,7 +239,7 @@ def main(argv=None):
         init = perturb_state(sf.truth, seed=1, rot_deg=3.0, trans_mm=10.0, point_mm=5.0)
         label = f"classical {F}x{N}"
         n_obs = int((sf.problem.weight > 0).sum())
-        entries = backends(args.threads, F * N, not args.no_slow)
+        entries = chosen(backends(args.threads, F * N, not args.no_slow))
         rows, fastest = bench_problem(label, sf, init, entries, repeats)
         sections.append({"problem": label, "F": F, "N": N, "observations": n_obs, "rows": rows,
                          "fastest_peer": fastest["backend"] if fastest else None})
@@ -232,7 +248,8 @@ def main(argv=None):
         sf = make_face_problem(F, N, seed=0, parameterization=Parameterization.DEPTH,
                                depth_noise=0.01, depth_scale_spread=0.05, pairs=Window(1))
         init = perturb_state(sf.truth, seed=1, rot_deg=3.0, trans_mm=10.0, log_scale=0.05)
-        entries = [e for e in backends(args.threads, F * N, False) if not e[0].startswith("Ceres")]
+        entries = [e for e in chosen(backends(args.threads, F * N, False))
+                   if not e[0].startswith("Ceres")]
         label = f"depth (eq. 2, Window(1), corrections) {F}x{N}"
         rows, fastest = bench_problem(label, sf, init, entries, repeats)
         sections.append({"problem": label, "F": F, "N": N, "rows": rows,
@@ -271,19 +288,28 @@ def main(argv=None):
             "threads": args.threads,
             "load_average_before": load_before,
             "load_average_after": load_after,
-            "note": "shared machine: other engineers' jobs were running during the benchmark "
-            "(see load averages); times are medians of interleaved repeats",
+            "note": "shared machine: the load averages say how busy it was; times are "
+            "medians of interleaved repeats",
         },
         "repeats": repeats,
         "sections": sections,
         "target_61x568": target,
     }
     out = Path(args.out)
-    write_json(out / "ba.json", result)
+    write_json(out / f"{args.stem}.json", result)
     md = render_md(result)
-    with atomic_path(out / "ba.md") as tmp:
+    with atomic_path(out / f"{args.stem}.md") as tmp:
         tmp.write_text(md)
     print(md)
+
+
+def _busy(load) -> bool:
+    """Whether the 1-minute load average before the run says other work was running."""
+    return load is None or load[0] > 1.5
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:+.3f}%"
 
 
 def render_md(res) -> str:
@@ -294,9 +320,11 @@ def render_md(res) -> str:
         (f"Run {res['when_utc']} UTC, {m['cpu_count']} CPU cores, torch {m['torch']}, "
         f"{m['threads']} thread(s) for torch and Ceres, median of {res['repeats']} interleaved "
         "repeats. Load average before/after: "
-        f"{_fmt_load(m['load_average_before'])} / {_fmt_load(m['load_average_after'])}: "
-        "other engineers were using the 2 cores at the same time, so absolute times are noisy; "
-        "ratios come from interleaved runs."),
+        f"{_fmt_load(m['load_average_before'])} / {_fmt_load(m['load_average_after'])}"
+        + (": other work was using the 2 cores at the same time, so absolute times are noisy; "
+           if _busy(m["load_average_before"]) else
+           " (the 1-minute load before the run was low: nothing else was running); ")
+        + "ratios come from interleaved runs."),
         "",
         ("Synthetic face (seeded), yaw arc -60..+60 deg, f = 500 px, 1 px noise, start perturbed "
         "3 deg / 1 cm / 5 mm. `wall` = the whole `solve` call (Ceres: including building the "
@@ -326,7 +354,7 @@ def render_md(res) -> str:
             lines.append(
                 f"| {r['backend']} | {r['wall_s']:.3f} | {r['solve_only_s']:.3f} | "
                 f"{r['ratio_to_fastest_peer']:.2f} | {r['iterations']} | {r['rms_px']:.4f} | "
-                f"{100 * r['rms_rel_to_reference']:+.3f}% | {bw} | {r['peak_mb']:.0f} | "
+                f"{_pct(r['rms_rel_to_reference'])} | {bw} | {r['peak_mb']:.0f} | "
                 f"{r['converged']} | {r['repeats']} |"
             )
         lines.append("")
