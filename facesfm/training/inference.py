@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facesfm.config import from_dict
 from facesfm.errors import InputError
+from facesfm.networks import ba_weights, detect_landmarks
+from facesfm.training.checkpoint import load_checkpoint, restore_weights
+from facesfm.training.config import TrainConfig, upgrade_checkpoint_config
+from facesfm.training.landmarks import build_landmark_net
+from facesfm.training.sfm import build_sfm_nets, chain_poses
 
 __all__ = ["Networks", "load_networks", "run_depth", "run_landmarks", "run_poses"]
 
@@ -42,10 +48,6 @@ class Networks:
 
 
 def _load(path, stage: str):
-    from facesfm.config import from_dict
-    from facesfm.training.checkpoint import load_checkpoint
-    from facesfm.training.config import TrainConfig, upgrade_checkpoint_config
-
     path = Path(path)
     ck = load_checkpoint(path, stage=stage)  # InputError: missing, unreadable, wrong stage
     try:
@@ -61,8 +63,6 @@ def recorded_detector(checkpoint) -> Path | None:
     written by ``facesfm train sfm``; a relative path is looked up beside ``checkpoint`` first,
     as the shipped weights record it, then from the working directory), if recorded and on
     disk; else None."""
-    from facesfm.training.checkpoint import load_checkpoint
-
     ck = load_checkpoint(checkpoint, stage="sfm")
     rec = (ck.get("extra") or {}).get("landmarks_ckpt")
     if not rec:
@@ -79,14 +79,10 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
                   device: str | torch.device = "cpu") -> Networks:
     """Load the sfm (depth + pose) and/or landmark networks; InputError naming the file when
     it is missing, unreadable, of the wrong stage or its weights do not fit."""
-    from facesfm.training.checkpoint import restore_weights
-
     lm = dp = ps = None
     lsize = ssize = crop = None
     step = views = 1
     if landmark_checkpoint is not None:
-        from facesfm.training.landmarks import build_landmark_net
-
         cfg, state = _load(landmark_checkpoint, "landmarks")
         lm = restore_weights(build_landmark_net(cfg), state, landmark_checkpoint,
                              "landmark network").to(device)
@@ -94,8 +90,6 @@ def load_networks(checkpoint=None, landmark_checkpoint=None,
         crop = cfg.landmarks.crop_margin if cfg.landmarks.face_crop > 0 else None
         views = cfg.landmarks.crop_views
     if checkpoint is not None:
-        from facesfm.training.sfm import build_sfm_nets
-
         cfg, state = _load(checkpoint, "sfm")
         nets = restore_weights(build_sfm_nets(cfg), state, checkpoint, "depth/pose networks")
         nets = nets.to(device)
@@ -127,8 +121,6 @@ def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8,
     resized to its input size and, when it was trained on face crops, refines each detection
     in a crop resampled from the full-resolution frame
     (:func:`facesfm.networks.detect_landmarks`)."""
-    from facesfm.networks import ba_weights, detect_landmarks
-
     h = nets.landmark_size[1]
     w = nets.landmark_size[0]
     dev = _param(nets.landmark).device
@@ -169,8 +161,6 @@ def run_poses(nets: Networks, images: np.ndarray, batch: int = 8,
     every frame between two keyframes is placed by PoseNet from the keyframe before it. With
     step 1 every frame is a keyframe (consecutive pairs chained).
     """
-    from facesfm.training.sfm import chain_poses
-
     step = max(1, int(step or nets.pose_step))
     dev = _param(nets.pose).device
     x = _batch(images, nets.sfm_size, dev)
