@@ -94,10 +94,9 @@ def _export(run: Path, stage: str, name: str, note: dict | None = None) -> tuple
     return dst, ck
 
 
-def _landmark_entry(face: str, run: Path, data, args) -> dict:
-    name = f"landmarks_{face}.pt"
-    dst, ck = _export(run, "landmarks", name)
-    entry = {
+def _entry(name: str, dst: Path, ck: dict, run: Path, data) -> dict:
+    """A shipped file's card entry: the file, its config, code version, run and data."""
+    return {
         "file": name,
         "bytes": dst.stat().st_size,
         "config": ck["config"],
@@ -105,6 +104,12 @@ def _landmark_entry(face: str, run: Path, data, args) -> dict:
         "training": _training_data(run, ck),
         "data": {"train": _dataset_summary(data[0]), "val": _dataset_summary(data[1])},
     }
+
+
+def _landmark_entry(face: str, run: Path, data, args) -> dict:
+    name = f"landmarks_{face}.pt"
+    dst, ck = _export(run, "landmarks", name)
+    entry = _entry(name, dst, ck, run, data)
     _measure(entry, DETECTOR_SETS[face], lambda d: detector_errors(dst, d), args,
              lambda key, m: (f"{face} {key}: mean {m['lm_mean_px']:.3f} px, median "
                              f"{m['lm_median_px']:.3f} px, F1 {m['vis_f1']:.4f} "
@@ -140,15 +145,7 @@ def _sfm_entry(run: Path, data, args) -> dict:
                          f"landmarks_ict.pt")
     # the detector it was trained with, as a path relative to the shipped file
     dst, ck = _export(run, "sfm", name, {"landmarks_ckpt": "landmarks_ict.pt"})
-    entry = {
-        "file": name,
-        "bytes": dst.stat().st_size,
-        "config": ck["config"],
-        "trained_commit": ck["code_version"],
-        "training": _training_data(run, ck),
-        "detector": trained_with,
-        "data": {"train": _dataset_summary(data[0]), "val": _dataset_summary(data[1])},
-    }
+    entry = {**_entry(name, dst, ck, run, data), "detector": trained_with}
     _measure(entry, {"test": SFM_TEST_SET, "held_out": SFM_HELD_OUT},
              lambda d: sfm_errors(dst, d), args,
              lambda key, m: (f"sfm {key}: depth {m['depth_mm']:.3f} mm (flat "

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from scipy.spatial import cKDTree
 
 from facesfm.faces.types import FaceMesh
-from facesfm.geometry.camera import transform
+from facesfm.geometry.camera import project, transform
 from facesfm.render.config import OccluderConfig, draw_range
 
 __all__ = ["Occluder", "Occluders", "draw_occluders", "frame_hand", "sample_occluders"]
@@ -208,12 +208,14 @@ def draw_occluders(rgb: np.ndarray, depth: np.ndarray, occ: Occluders, K: np.nda
     """
     H, W = depth.shape
     pieces = list(occ.fixed) + ([occ.hand] if hand and occ.hand is not None else [])
-    segs = []  # (depth, kind, pixel points, width px, colour)
+    segs = []  # (depth, pixel points, width px, colour)
     fx = float(K[0, 0])
     for p in pieces:
         cam = transform(np.asarray(cam_T_world, dtype=np.float64), p.points)
         z = cam[:, 2]
-        uv = (cam[:, :2] / np.maximum(z, 1e-6)[:, None]) * [K[0, 0], K[1, 1]] + K[:2, 2]
+        if not (z > znear).any():
+            continue
+        uv = project(K, np.where((z > znear)[:, None], cam, [0.0, 0.0, 1.0]))  # behind: unused
         pix = (uv + 0.5) * _SS  # pixel centre (c, r) -> PIL coordinates at _SS x
         if p.width == 0:
             if (z > znear).all():

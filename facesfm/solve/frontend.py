@@ -187,7 +187,7 @@ class KeyframeFinder:
             self.missing.append(position)
             return False
         self.found.append(position)
-        if self._kept and umeyama(self._kept[-1], mesh).rotation_angle_deg() < self.step_deg:
+        if self._kept and not _turned(self._kept[-1], mesh, self.step_deg):
             return False
         self._kept.append(mesh)
         return True
@@ -336,6 +336,12 @@ def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray) -> np.ndarr
     return out
 
 
+def _turned(last: np.ndarray, mesh: np.ndarray, step_deg: float) -> bool:
+    """Whether the head has turned at least ``step_deg`` from face mesh ``last`` to ``mesh``
+    (468, 3): the rotation of the Umeyama similarity between them (the keyframe rule)."""
+    return umeyama(last, mesh).rotation_angle_deg() >= step_deg
+
+
 def keyframes(face_mesh: np.ndarray, step_deg: float = 2.0,
               max_frames: int | None = None) -> np.ndarray:
     """(F,) bool: the frames of a video to solve from. A frame is kept when the head has
@@ -349,7 +355,7 @@ def keyframes(face_mesh: np.ndarray, step_deg: float = 2.0,
         return keep
     keep[0], last = True, 0
     for f in range(1, F):
-        if umeyama(face_mesh[last], face_mesh[f]).rotation_angle_deg() >= step_deg:
+        if _turned(face_mesh[last], face_mesh[f], step_deg):
             keep[f], last = True, f
     idx = np.flatnonzero(keep)
     if max_frames is not None and len(idx) > max_frames:

@@ -38,6 +38,7 @@ __all__ = [
     "parse_intrinsics",
     "read_image_folder",
     "read_video",
+    "video_frame_name",
 ]
 
 DEFAULT_FOCAL_FACTOR = 1.2
@@ -221,6 +222,11 @@ def read_image_folder(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     return _check_sizes(images, names, path), tuple(names)
 
 
+def video_frame_name(position: int) -> str:
+    """The name of a video's frame at ``position`` (frame_000012.png) in every output."""
+    return f"frame_{position:06d}.png"
+
+
 def is_video(path: str | Path) -> bool:
     """Whether ``path`` is a file ``load_input`` reads as a video (by its extension)."""
     path = Path(path)
@@ -262,7 +268,7 @@ def read_video(path: Path, max_frames: int | None = None, keep=None
                              f"{path.suffix}); {VIDEO_HINT}") from None
         raise InputError(f"{path}: undecodable video ({msg})") from None
     _check_count(count, path, "video frames", "video frame")
-    names = [f"frame_{i:06d}.png" for i in index]
+    names = [video_frame_name(i) for i in index]
     images = (_check_sizes(frames, names, path) if frames  # none kept: empty, the video's size
               else np.zeros((0, *fr.shape), dtype=np.uint8))
     return images, tuple(names), np.asarray(index, dtype=np.int64), count

@@ -62,11 +62,11 @@ from facesfm.solve.stages import (
     find_faces_and_crop,
     fuse,
     initial_poses,
-    landmark_depth_maps,
     landmark_reprojection,
     load_stage_networks,
     make_depth_maps,
     person_region,
+    points_depth_maps,
     refine_with_stereo,
     refine_with_tracks,
     warn,
@@ -116,7 +116,7 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     if used.K_source == "default" and cfg.focal.enabled and cfg.ba.enabled:
         # the bundle adjustment again from the same start with the estimated K, so that the
         # rest runs as with a K given
-        used, focal = estimate_focal_length(used, lm, dm, poses0, ba, cfg, echo)
+        used, focal = estimate_focal_length(used, lm, dm, poses0, ba, cfg, echo, person)
         lap("focal")
         if used.K_source == "estimated":
             ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
@@ -124,15 +124,13 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     X0 = ba.points_initial if classical else None
     from_points = dm is None  # --depth landmarks: from the BA's points, again after tracks
     if from_points:
-        dm = within(landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
-                                        used.width, used.names), person)
+        dm = points_depth_maps(used, lm, ba, person)
         lap("depth")
     photometric: dict = {}
     if cfg.tracks.enabled:
         ba, rerun = refine_with_tracks(used, lm, dm, ba, cfg, photometric, echo, lap)
         if rerun and from_points:
-            dm = within(landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
-                                            used.width, used.names), person)
+            dm = points_depth_maps(used, lm, ba, person)
             lap("depth")
     X1, rep0, rep1 = landmark_reprojection(used, lm, dm, poses0, X0, ba, classical)
     if cfg.stereo.enabled:

@@ -45,7 +45,7 @@ from facesfm.solve.fusion import (
     fuse_depth_maps,
     mesh_from_depth,
 )
-from facesfm.solve.inputs import FrameSet
+from facesfm.solve.inputs import FrameSet, video_frame_name
 from facesfm.solve.stereo import refine_depth
 from facesfm.solve.tracks import patch_tracks
 from facesfm.solvers.focal import FocalEstimate, estimate_focal, scaled_focal
@@ -89,6 +89,7 @@ __all__ = [
     "oracle_depth",
     "oracle_landmarks",
     "person_region",
+    "points_depth_maps",
     "refine_with_stereo",
     "refine_with_tracks",
     "select_face_frames",
@@ -264,7 +265,7 @@ def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo,
     if reading is not None:
         if reading.missing:
             warn(echo, f"no face found in {len(reading.missing)} frame(s), skipped: "
-                       f"{_listed([f'frame_{i:06d}.png' for i in reading.missing])}")
+                       f"{_listed([video_frame_name(i) for i in reading.missing])}")
         seen, track = len(reading.found), FaceTrack(everything, frames.face_mesh)
         found = everything
     else:
@@ -304,6 +305,14 @@ def person_region(used: FrameSet, cfg: SolveConfig) -> np.ndarray | None:
     if cfg.person_mask == "off" or (cfg.person_mask == "auto" and used.sequence is not None):
         return None
     return person_masks(used.images)
+
+
+def points_depth_maps(used: FrameSet, lm: Landmarks, ba: BAOutcome,
+                      region: np.ndarray | None) -> DepthMaps:
+    """``--depth landmarks``: the depth maps of the BA's landmark points
+    (:func:`landmark_depth_maps`) with their masks cut to ``region`` (:func:`within`)."""
+    return within(landmark_depth_maps(used.K, lm, ba.points, ba.poses, used.height,
+                                      used.width, used.names), region)
 
 
 def within(dm: DepthMaps | None, region: np.ndarray | None) -> DepthMaps | None:
@@ -460,13 +469,15 @@ def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarr
 
 
 def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
-                          poses0: np.ndarray, ba: BAOutcome, cfg: SolveConfig,
-                          echo) -> tuple[FrameSet, FocalEstimate | None]:
+                          poses0: np.ndarray, ba: BAOutcome, cfg: SolveConfig, echo,
+                          region: np.ndarray | None = None
+                          ) -> tuple[FrameSet, FocalEstimate | None]:
     """Where K is only the default guess: one focal length for all frames from photometric
     point tracks matched with the guessed K and the landmark BA's poses
     (:func:`facesfm.solvers.focal.estimate_focal`), then ``cfg.focal.passes - 1`` times again
     with the bundle adjustment from ``poses0`` and the tracks redone at the last estimate, the
-    search narrowed around it. ``dm``: the depth maps (None: from the BA's landmark points).
+    search narrowed around it. ``dm``: the depth maps (None: from the BA's landmark points,
+    their masks cut to ``region`` as the solve's are).
     Returns the frames with the estimated K (``K_source`` "estimated") and the last pass's
     estimate (``passes``: every pass's focal length, original pixels); the frames unchanged, with a
     warning, where the first pass made no estimate (no tracks, the cost lowest at the search's
@@ -478,8 +489,7 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
     for n in range(cfg.focal.passes):
         fc = cfg.focal if n == 0 else replace(cfg.focal, low=1 / cfg.focal.refine,
                                               high=cfg.focal.refine, grid=5)
-        depth = dm if dm is not None else landmark_depth_maps(
-            out.K, lm, ba.points, ba.poses, out.height, out.width, out.names)
+        depth = dm if dm is not None else points_depth_maps(out, lm, ba, region)
         try:
             tracks = patch_tracks(out.images, depth.depth, depth.mask, out.K, ba.poses,
                                   np.exp(ba.log_scale), cfg.tracks)

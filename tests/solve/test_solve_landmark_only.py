@@ -6,6 +6,7 @@ noise of 1 px per coordinate stands in for a detector; no depth or pose network 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +111,37 @@ def test_landmark_depth_maps_of_a_square():
     np.testing.assert_array_equal(dm.mask[0], inside)
     np.testing.assert_allclose(dm.depth[0][dm.mask[0]], 500.0, rtol=1e-6)
     assert (dm.depth[0][~dm.mask[0]] == 0).all()
+
+
+def test_landmark_depth_maps_are_cut_to_the_person_in_every_stage(monkeypatch):
+    """With --depth landmarks the depth maps are made from the BA's points in the solve and
+    inside the focal-length estimate; both cut their masks to the person region."""
+    from facesfm.errors import InputError
+    from facesfm.solve import stages
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.inputs import FrameSet
+    from facesfm.solvers.landmark_ba import BAOutcome, Landmarks
+
+    K = np.array([[100.0, 0, 31.5], [0, 100.0, 31.5], [0, 0, 1]])
+    X = np.array([[-50.0, -50, 500], [50, -50, 500], [50, 50, 500], [-50, 50, 500]])
+    lm = Landmarks(np.zeros((1, 4, 2)), np.ones((1, 4)), np.arange(4), "test")
+    ba = BAOutcome(np.eye(4)[None], np.zeros(1), None, points=X)
+    used = FrameSet(np.zeros((1, 64, 64, 3), np.uint8), ("a.png",), K, "images", Path("x"))
+    person = np.zeros((1, 64, 64), dtype=bool)
+    person[:, :, :32] = True  # the left half
+    dm = stages.points_depth_maps(used, lm, ba, person)
+    assert dm.mask[0, 22:42, 22:32].all() and not dm.mask[0, :, 32:].any()
+    seen = []
+
+    def tracks(images, depth, mask, *args):
+        seen.append(mask)
+        raise InputError("no tracks")  # ends the estimate here
+
+    monkeypatch.setattr(stages, "patch_tracks", tracks)
+    out, est = stages.estimate_focal_length(used, lm, None, ba.poses, ba, SolveConfig(),
+                                            None, person)
+    assert est is None and out is used
+    np.testing.assert_array_equal(seen[0], dm.mask)
 
 
 def test_cli_landmark_only_end_to_end(seq9, tmp_path):
