@@ -148,8 +148,9 @@ def main(argv=None) -> int:
             row: dict = {"sequence": seq.name}
             for name, cfg in methods.items():
                 t0 = time.perf_counter()
-                try:
-                    res = run_solve(seq, Path(tmp) / f"{seq.name}_{len(row)}", cfg, html=False,
+                try:  # (a refused result is kept, to record how wrong it was)
+                    res = run_solve(seq, Path(tmp) / f"{seq.name}_{len(row)}",
+                                    replace(cfg, keep_unreliable=True), html=False,
                                     echo=lambda *a: None)
                 except InputError as e:  # a failed method is a table entry
                     row[name] = {"error": str(e)}
@@ -166,7 +167,10 @@ def main(argv=None) -> int:
                     / ev.get("alignment_landmark_scale", {}).get("scale", np.nan),
                     "completeness": ev.get("completeness", {}).get("fraction", np.nan),
                     "seconds": time.perf_counter() - t0,
+                    "motion_disagreement_deg": res.checks.motion_disagreement_deg,
                 }
+                if res.problems:  # refused by the solve: a failure, its figures kept apart
+                    row[name]["refused"] = "; ".join(res.problems)
                 if "error" in ev.get("alignment", {}):  # e.g. a collapsed ICP alignment
                     row[name]["cloud_error"] = ev["alignment"]["error"]
                 if name == "ours, detector only":
@@ -192,11 +196,14 @@ def main(argv=None) -> int:
         summary[name] = {}
         for k in ("rot_deg", "cloud_mean_mm", "cloud_median_mm", "cloud_ls_mean_mm",
                   "icp_scale_ratio", "completeness", "seconds"):
-            vals = [r[name].get(k, np.nan) for r in rows if name in r]
+            vals = [r[name].get(k, np.nan) for r in rows
+                    if name in r and "refused" not in r[name]]
             if vals and np.isfinite(vals).any():
                 summary[name][k] = {"mean": float(np.nanmean(vals)),
                                     "median": float(np.nanmedian(vals))}
-        summary[name]["failures"] = sum("error" in r.get(name, {}) for r in rows)
+        summary[name]["failures"] = sum("error" in r.get(name, {}) or "refused" in r.get(name, {})
+                                        for r in rows)
+        summary[name]["refused"] = sum("refused" in r.get(name, {}) for r in rows)
         summary[name]["no_cloud"] = sum("cloud_error" in r.get(name, {}) for r in rows)
     write_json(RESULTS / f"{stem}.json",
                {"protocol": spec.to_dict(), "detector": ckpt.name,
@@ -238,7 +245,20 @@ def main(argv=None) -> int:
             f"| {cell3(name, 'icp_scale_ratio', 'mean')} "
             f"| {cell(name, 'completeness', 'mean')} "
             f"| {cell(name, 'seconds', 'mean')} "
-            f"| {summary[name]['failures']} / {summary[name]['no_cloud']} | {paper} |")
+            f"| {summary[name]['failures']} ({summary[name]['refused']} refused) "
+            f"/ {summary[name]['no_cloud']} | {paper} |")
+    lines += ["", ("Refused: the solve's own checks found the result unreliable "
+              "(`facesfm solve` exits 2 and writes nothing); its figures, kept here, are not in "
+              "the means. Median motion disagreement of each solve (its cameras against the "
+              "head's turning MediaPipe sees; refused above 10 deg), with its rotation error:"),
+              ""]
+    for name in methods:
+        pairs = sorted((r[name]["motion_disagreement_deg"], r[name]["rot_deg"],
+                        r["sequence"], "refused" in r[name]) for r in rows
+                       if r.get(name, {}).get("motion_disagreement_deg") is not None)
+        lines.append(f"- {name}: " + ", ".join(
+            f"{seq} {m:.1f} deg ({rot:.1f} deg off{', refused' if ref else ''})"
+            for m, rot, seq, ref in pairs[::-1]))
     lines += ["", ("Completeness: the share of the GT face surface the cameras saw (GT depth in "
               "the GT face masks of the used frames) that has a cloud point within 2 mm after "
               "alignment (mean over faces)."),

@@ -79,6 +79,11 @@ class SolveConfig:
                        this share of the face's size (box diagonal) from the face MediaPipe
                        found is skipped. Median agreement of the shipped detectors on our
                        renders: 0.9-2.0%, on a real photograph (cropped) 3.1-3.3%.
+    motion_check:      compare the cameras' rotations with the head's turning that MediaPipe's
+                       face meshes show (:func:`facesfm.solve.frontend.motion_agreement`):
+                       "on", "off", or "auto" (wherever MediaPipe is installed). Photo folders
+                       and videos reuse the front end's meshes; a sequence folder's are found
+                       on at most ``motion_check_frames`` of its frames, evenly spread.
     max_motion_disagreement_deg, min_mesh_faces, face_extent_mm: the whole-solve checks
                        (:func:`facesfm.solve.stages.check_result`); a solve that fails one is
                        an error and writes nothing, unless ``keep_unreliable``: then it is
@@ -114,6 +119,8 @@ class SolveConfig:
     face_agreement: float = 0.08
     keyframe_deg: float = 2.0
     max_frames: int | None = 150
+    motion_check: str = "auto"
+    motion_check_frames: int = 16
     max_motion_disagreement_deg: float = 10.0
     min_mesh_faces: int = 100
     face_extent_mm: tuple[float, float] = (40.0, 800.0)
@@ -165,6 +172,12 @@ class SolveConfig:
         if self.person_mask not in FACE_CROPS:
             raise InputError(f"--person-mask {self.person_mask}: choose one of "
                              f"{list(FACE_CROPS)}")
+        if self.motion_check not in FACE_CROPS:
+            raise InputError(f"motion_check {self.motion_check}: choose one of "
+                             f"{list(FACE_CROPS)}")
+        if self.motion_check_frames < 3:
+            raise InputError(f"motion_check_frames must be >= 3, got "
+                             f"{self.motion_check_frames}")
         if not (self.max_motion_disagreement_deg > 0 and self.min_mesh_faces >= 0
                 and 0 <= self.face_extent_mm[0] < self.face_extent_mm[1]):
             raise InputError("max_motion_disagreement_deg must be > 0, min_mesh_faces >= 0 "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from contextlib import contextmanager
@@ -85,6 +86,11 @@ def _native_stderr_silenced():
 # SEMANTIC_PAIRS takes our semantic ID (so the mean-face template places and scales the start
 # poses); every other point i is MEDIAPIPE_ID_BASE + i, an ID no face model of ours uses.
 MEDIAPIPE_ID_BASE = 1_000_000
+
+
+def have_face_finder() -> bool:
+    """Whether MediaPipe is installed (without importing it)."""
+    return importlib.util.find_spec("mediapipe") is not None
 
 
 def _mediapipe(module: str):

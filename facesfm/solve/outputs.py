@@ -82,6 +82,7 @@ def report_dict(res) -> dict:
     return {
         "format": "facesfm-solve-report", "version": 1,
         "status": res.status, "problems": list(res.problems),
+        "checks": res.checks.summary(),
         "input": {"path": str(fr.path), "kind": fr.source, "frames": len(res.kept),
                   "sha256": res.input_sha256 or None,
                   "width": fr.original_size[0], "height": fr.original_size[1]},

@@ -65,6 +65,7 @@ from facesfm.solve.stages import (
     landmark_reprojection,
     load_stage_networks,
     make_depth_maps,
+    motion_check_meshes,
     person_region,
     points_depth_maps,
     refine_with_stereo,
@@ -137,17 +138,18 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
         dm = refine_with_stereo(used, dm, ba, cfg, photometric, echo)
         lap("stereo")
     cloud, mesh = fuse(used, dm, ba, cfg, lap)
-    problems = check_result(used, ba, cloud, mesh, cfg)
-    if problems and not cfg.keep_unreliable:
+    checks = check_result(used, ba, cloud, mesh, cfg, motion_check_meshes(used, cfg, echo))
+    lap("checks")
+    if checks.problems and not cfg.keep_unreliable:
         raise InputError(f"{frames.path}: the result is not reliable, nothing written: "
-                         f"{'; '.join(problems)} (--keep-unreliable writes it, marked)")
-    for p in problems:
+                         f"{'; '.join(checks.problems)} (--keep-unreliable writes it, marked)")
+    for p in checks.problems:
         warn(echo, f"unreliable result: {p}")
     kept = with_face.copy()  # of the frames read
     kept[with_face] = keep
     kept = frames_in.in_input(kept)  # of the input's frames
     res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
-                      timings, {}, cfg, photometric=photometric, problems=problems,
+                      timings, {}, cfg, photometric=photometric, checks=checks,
                       focal=focal)
     if cfg.evaluate and frames.sequence is not None:
         res.evaluation = evaluate_against_gt(frames.sequence, kept, poses0, ba.poses, X1,

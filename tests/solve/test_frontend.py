@@ -232,6 +232,44 @@ def test_a_solve_in_the_wrong_basin_is_refused(seq256, tmp_path, capsys):
     assert pose_errors(P, seq.cam_T_world[idx], "sim3").summary()["rotation_mean_deg"] > 10
 
 
+def test_a_sequence_folder_in_the_wrong_basin_is_refused(seq256, tmp_path, capsys):
+    """Sequence folders skip the front end, but not the motion check: cameras 40 degrees off
+    the true ones (perturbed, no BA to pull them back) disagree with the head's turning that
+    MediaPipe finds in the frames, and the solve refuses; the same cameras pass with the check
+    off, and cameras 1 degree off pass it, with what it measured in report.json."""
+    bad = ["--oracle-landmarks", "--oracle-depth", "--poses-init", "gt-perturbed", "--no-ba",
+           "--no-html"]
+    out = tmp_path / "out"
+    code, err = _run(["solve", seq256, "--out", out, *bad, "--perturb", "40,0"], capsys)
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("warning:")]
+    assert code == 2 and len(lines) == 1 and "not reliable" in lines[0]
+    assert "disagree with the head's turning" in lines[0] and "over 9 frames" in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    off = tmp_path / "off.yaml"
+    off.write_text("motion_check: 'off'\n")
+    _ok(["solve", seq256, "--out", out, *bad, "--perturb", "40,0", "--config", off], capsys)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "ok" and rep["checks"]["motion_disagreement_deg"] is None
+    _ok(["solve", seq256, "--out", out, *bad, "--perturb", "1,0", "--overwrite"], capsys)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "ok" and rep["checks"]["motion_frames"] == 9
+    assert rep["checks"]["motion_disagreement_deg"] < 10
+
+
+def test_the_motion_check_says_when_it_cannot_run(seq256, tmp_path, capsys, monkeypatch):
+    """Without MediaPipe ("auto"), a sequence folder's solve says in a warning that its
+    cameras were not checked, and report.json records no check."""
+    from facesfm.solve import stages
+
+    monkeypatch.setattr(stages, "have_face_finder", lambda: False)
+    out = tmp_path / "out"
+    err = _ok(["solve", seq256, "--out", out, "--oracle-landmarks", "--oracle-depth",
+               "--poses-init", "gt", "--no-ba", "--no-html"], capsys)
+    assert "warning: the cameras were not checked against the head's turning" in err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["checks"]["motion_disagreement_deg"] is None and rep["checks"]["motion_frames"] == 0
+
+
 def test_detector_lands_on_a_real_face_once_cropped(tmp_path):
     """A real photograph (scikit-image's astronaut), face-centred crops of it: cropped by the
     front end, both shipped detectors' semantic landmarks lie within 5% of the face's size of
