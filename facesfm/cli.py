@@ -111,6 +111,9 @@ _TRAIN_COMMON = [
                  help="Config preset: tiny, small or paper [default: small]."),
     click.option("--config", "config", type=click.Path(), default=None,
                  help="YAML TrainConfig; options given here override it."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                 help="Set any config key, dotted (e.g. --set optim.lr=1e-4); repeatable; "
+                      "applied last."),
     click.option("--val", type=click.Path(), default=None,
                  help="Validation sequences [default: the training data, not augmented]."),
     click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
@@ -147,12 +150,12 @@ def train():
 @click.option("--face-crop", type=float, default=None,
               help="Share of face-crop training samples; > 0 also refines detections in a "
                    "face crop at inference.")
-def train_landmarks_cmd(data, out, preset, config, val, resume, threads, quiet, init,
+def train_landmarks_cmd(data, out, preset, config, sets, val, resume, threads, quiet, init,
                         **options):
     """Stage 1: supervised landmark detector on rendered sequences in DATA."""
     from facesfm.training.entry import train_command
 
-    train_command("landmarks", data, out, preset=preset, config=config, val=val,
+    train_command("landmarks", data, out, preset=preset, config=config, sets=sets, val=val,
                   resume=resume, threads=threads, progress=not quiet, echo=click.echo,
                   init=init, **options)
 
@@ -168,12 +171,13 @@ def train_landmarks_cmd(data, out, preset, config, val, resume, threads, quiet, 
               help="BA backward mode: implicit, implicit_gn, unroll, truncated.")
 @click.option("--landmark-source", default=None, help="detector or gt (oracle ablation).")
 @click.option("--window", type=int, default=None, help="Frames per sample.")
-def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landmarks_ckpt,
-                  **options):
+def train_sfm_cmd(data, out, preset, config, sets, val, resume, threads, quiet,
+                  landmarks_ckpt, **options):
     """Stage 2: unsupervised depth and pose with the BA layer, on sequences in DATA."""
     from facesfm.training.entry import train_command
 
-    train_command("sfm", data, out, preset=preset, config=config, val=val, resume=resume,
+    train_command("sfm", data, out, preset=preset, config=config, sets=sets, val=val,
+                  resume=resume,
                   landmarks_ckpt=landmarks_ckpt, threads=threads, progress=not quiet,
                   echo=click.echo, **options)
 
@@ -247,15 +251,23 @@ def train_sfm_cmd(data, out, preset, config, val, resume, threads, quiet, landma
               help="Write a result that fails the checks (cameras that disagree with the "
                    "head's turning, a degenerate mesh, a cloud no face could be), marked "
                    "'status: unreliable' in report.json, instead of refusing it.")
+@click.option("--preset", default=None,
+              help="Named settings: 'fast' = the detector alone (factorised start, BA, depth "
+                   "from the adjusted landmarks); 'accurate' = the same plus --tracks "
+                   "--stereo. A --config file and the options here override it.")
 @click.option("--config", "config", type=click.Path(), default=None,
               help="YAML SolveConfig; options given here override it.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Set any SolveConfig key, dotted (e.g. --set ba.max_iterations=20, "
+                   "--set motion_check=off); repeatable; applied last.")
 @click.option("--no-html", is_flag=True, help="Skip report.html.")
-def solve(input_path, out, overwrite, focal, intrinsics, config, no_html, **options):
+def solve(input_path, out, overwrite, focal, intrinsics, preset, config, sets, no_html,
+          **options):
     """Reconstruct a face from a sequence folder, a folder of images or a video file."""
     from facesfm.solve.config import build_solve_config
     from facesfm.solve.pipeline import run_solve
 
-    cfg = build_solve_config(config, **options)
+    cfg = build_solve_config(config, preset, sets, **options)
     res = run_solve(input_path, out, cfg, overwrite=overwrite, focal=focal,
                     intrinsics=intrinsics, echo=lambda m: click.echo(m, err=True),
                     html=not no_html)

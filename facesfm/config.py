@@ -6,7 +6,9 @@ this module holds the shared machinery and re-exports them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -124,18 +126,77 @@ def _is_tuple(tp) -> bool:
     return False
 
 
-def load_yaml(cls: type[T], path: str | Path) -> T:
+def read_yaml(path: str | Path) -> Any:
+    """The data of the YAML file ``path`` (an empty file: {}); a missing file or invalid YAML
+    is an InputError naming the file (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise InputError(f"{path}: not valid YAML{where} ({what})") from None
-    return from_dict(cls, data, str(path))
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    return from_dict(cls, read_yaml(path), str(path))
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys on top, nested mappings merged key by key (copies)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def dotted_overrides(items, reference: dict, option: str = "--set") -> dict:
+    """Nested overrides from ``KEY=VALUE`` strings with dotted keys (``ba.max_iterations=20``);
+    each VALUE is read as YAML (``20``, ``true``, ``[1, 2]``, ``null``; anything else a
+    string), except for a key whose current value is text, which takes VALUE as it is. ``reference`` (a config as :func:`to_dict` gives it) says which keys exist: an
+    unknown one, or a missing ``=``, is an InputError naming the item and what is allowed.
+    The types are checked where the config is built (:func:`from_dict`)."""
+    out: dict = {}
+    for item in items:
+        key, eq, text = str(item).partition("=")
+        if not eq or not key.strip():
+            raise InputError(f"{option} {item}: expected KEY=VALUE, e.g. "
+                             f"{option} ba.max_iterations=20")
+        path = key.strip().split(".")
+        ref, node = reference, out
+        for i, k in enumerate(path):
+            if not isinstance(ref, dict) or k not in ref:
+                where = ".".join(path[:i]) or "the config"
+                allowed = sorted(ref) if isinstance(ref, dict) else []
+                raise InputError(f"{option} {item}: {where} has no key {k!r}"
+                                 + (f"; allowed: {allowed}" if allowed else ""))
+            ref = ref[k]
+            if i < len(path) - 1:
+                node = node.setdefault(k, {})
+        # a text setting keeps its text (YAML 1.1 would read off/on/yes/no as booleans)
+        node[path[-1]] = text.strip() if isinstance(ref, str) else _value(text)
+    return out
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _value(text: str):
+    """A ``--set`` VALUE as YAML reads it, and a number in exponent form (``1e-4``, which
+    YAML 1.1 reads as a string) as a float."""
+    try:
+        v = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
+        return float(v)
+    return v
 
 
 def dump_yaml(cfg, path: str | Path) -> None:

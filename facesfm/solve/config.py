@@ -1,13 +1,14 @@
 """Options of ``facesfm solve``: :class:`SolveConfig` (its stages' sources, the BA, tracks,
-stereo and fusion settings) and :func:`build_solve_config` (defaults, then a YAML file, then
-command-line options).
+stereo and fusion settings), the named presets :data:`SOLVE_PRESETS` and
+:func:`build_solve_config` (defaults, a preset, a YAML file, command-line options, then
+dotted ``--set`` overrides).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facesfm.config import from_dict, load_yaml, to_dict
+from facesfm.config import dotted_overrides, from_dict, merge, read_yaml, to_dict
 from facesfm.errors import InputError
 from facesfm.solve.fusion import FusionConfig
 from facesfm.solve.stereo import StereoConfig
@@ -15,13 +16,26 @@ from facesfm.solve.tracks import TrackConfig
 from facesfm.solvers.focal import FocalConfig
 from facesfm.solvers.landmark_ba import BAConfig
 
-__all__ = ["DEPTH_SOURCES", "FACE_CROPS", "LANDMARK_SOURCES", "POSE_INITS", "SolveConfig",
-           "build_solve_config"]
+__all__ = ["DEPTH_SOURCES", "FACE_CROPS", "LANDMARK_SOURCES", "POSE_INITS", "SOLVE_PRESETS",
+           "SolveConfig", "build_solve_config"]
 
 POSE_INITS = ("network", "gt", "gt-perturbed", "landmarks")
 DEPTH_SOURCES = ("network", "oracle", "landmarks")
 FACE_CROPS = ("auto", "on", "off")
 LANDMARK_SOURCES = ("detector", "mediapipe", "oracle")
+
+# Named solve settings (``--preset``), as nested overrides of the defaults. Figures: 20
+# held-out ICT faces, 61 frames at 384x384 (docs/results.md), and one built-in face on 2 CPU
+# cores (bench/results/solve.md).
+SOLVE_PRESETS: dict[str, dict] = {
+    # the detector alone: a factorisation of its landmark tracks, the BA, depth maps
+    # interpolated from the adjusted landmarks (2.08 deg, cloud 1.87 mm; 12 s)
+    "fast": {"poses_init": "landmarks", "depth": "landmarks"},
+    # the same, then photometric point tracks in a second BA and a plane sweep of the depth
+    # maps (1.97 deg, cloud 0.89 mm; 16 s)
+    "accurate": {"poses_init": "landmarks", "depth": "landmarks",
+                 "tracks": {"enabled": True}, "stereo": {"enabled": True}},
+}
 
 
 @dataclass(frozen=True)
@@ -231,15 +245,23 @@ class SolveConfig:
         }
 
 
-def build_solve_config(config=None, **options) -> SolveConfig:
-    """SolveConfig from defaults, then the YAML file ``config``, then the command-line
-    ``options`` that are not None/False: checkpoint, landmark_checkpoint, landmarks_from,
-    oracle_landmarks,
+def build_solve_config(config=None, preset: str | None = None, sets=(),
+                       **options) -> SolveConfig:
+    """SolveConfig from defaults, then the named ``preset`` (:data:`SOLVE_PRESETS`), then
+    the YAML file ``config``, then the command-line ``options`` that are not None/False:
+    checkpoint, landmark_checkpoint, landmarks_from, oracle_landmarks,
     oracle_depth, depth, oracle_poses, poses_init, perturb "DEG,MM", seed, landmarks, ba (bool),
     ba_parameterization, mesh_method, consistent_views, tracks (bool), stereo (bool),
-    face_crop, person_mask, keep_unreliable, max_frames."""
-    base = load_yaml(SolveConfig, config) if config is not None else SolveConfig()
-    d = to_dict(base)
+    face_crop, person_mask, keep_unreliable, max_frames; last the dotted ``KEY=VALUE`` items
+    of ``sets`` (``--set ba.max_iterations=20``: :func:`facesfm.config.dotted_overrides`)."""
+    d = to_dict(SolveConfig())
+    if preset is not None:
+        if preset not in SOLVE_PRESETS:
+            raise InputError(f"--preset {preset}: choose one of {sorted(SOLVE_PRESETS)}")
+        d = merge(d, SOLVE_PRESETS[preset])
+    if config is not None:
+        from_dict(SolveConfig, read_yaml(config), str(config))  # unknown keys name the file
+        d = merge(d, read_yaml(config))
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
                "oracle_depth",
@@ -289,4 +311,6 @@ def build_solve_config(config=None, **options) -> SolveConfig:
     for k in ("tracks", "stereo"):
         if options.get(k) is not None:
             d[k]["enabled"] = bool(options[k])
+    if sets:
+        d = merge(d, dotted_overrides(sets, d))
     return from_dict(SolveConfig, d, str(config) if config is not None else "options")

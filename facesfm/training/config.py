@@ -16,10 +16,9 @@ and ``sfm``. Presets:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
-from facesfm.config import from_dict, load_yaml, to_dict
+from facesfm.config import dotted_overrides, from_dict, load_yaml, merge, read_yaml, to_dict
 from facesfm.errors import InputError
 
 __all__ = [
@@ -420,41 +419,30 @@ def upgrade_checkpoint_config(d: dict) -> dict:
     return {**d, "sfm": {**sfm, "pose_norm": False, "pose_difference": False}}
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def preset_config(name: str, overrides: dict | None = None) -> TrainConfig:
     """The preset ``name`` with nested ``overrides`` applied (unknown keys are errors)."""
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-    d = _merge(to_dict(TrainConfig()), PRESETS[name])
+    d = merge(to_dict(TrainConfig()), PRESETS[name])
     if overrides:
         # validate the override keys against the schema first, for an error naming them
-        from_dict(TrainConfig, _merge(to_dict(TrainConfig()), overrides), "overrides")
-        d = _merge(d, overrides)
+        from_dict(TrainConfig, merge(to_dict(TrainConfig()), overrides), "overrides")
+        d = merge(d, overrides)
     return from_dict(TrainConfig, d, f"preset {name}")
 
 
 def build_train_config(
-    preset: str | None = None, config: str | None = None, overrides: dict | None = None
+    preset: str | None = None, config: str | None = None, overrides: dict | None = None,
+    sets=(),
 ) -> TrainConfig:
-    """Preset (default ``small``), then a YAML file's keys, then ``overrides``."""
-    cfg = preset_config(preset or "small")
-    d = to_dict(cfg)
+    """Preset (default ``small``), then a YAML file's keys, then ``overrides``, then the
+    dotted ``KEY=VALUE`` items of ``sets`` (``--set optim.lr=1e-4``)."""
+    d = to_dict(preset_config(preset or "small"))
     if config is not None:
-        # load_yaml validates the file against the schema (unknown keys name the file)
-        import yaml
-
-        load_yaml(TrainConfig, config)
-        with open(config) as f:
-            d = _merge(d, yaml.safe_load(f) or {})
+        load_yaml(TrainConfig, config)  # validates the file (unknown keys name it)
+        d = merge(d, read_yaml(config))
     if overrides:
-        d = _merge(d, overrides)
+        d = merge(d, overrides)
+    if sets:
+        d = merge(d, dotted_overrides(sets, d))
     return from_dict(TrainConfig, d, "config")

@@ -70,6 +70,7 @@ def train_command(
     *,
     preset: str | None = None,
     config: str | None = None,
+    sets=(),
     val: str | None = None,
     resume: bool = False,
     landmarks_ckpt: str | None = None,
@@ -88,7 +89,7 @@ def train_command(
         raise InputError(f"--landmarks-ckpt file not found: {landmarks_ckpt}")
     if init is not None and not Path(init).is_file():
         raise InputError(f"--init checkpoint not found: {init}")
-    cfg = build_train_config(preset, config, cli_overrides(**options))
+    cfg = build_train_config(preset, config, cli_overrides(**options), sets)
     for folder in {Path(data), *([Path(val)] if val is not None else [])}:
         if folder.is_dir() and not (folder / "dataset.json").is_file() \
                 and not (folder / "sequence.json").is_file():
