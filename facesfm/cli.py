@@ -314,17 +314,21 @@ def compare(cameras, gt, gauge, plot, json_path):
 @click.option("--landmark-checkpoint", type=click.Path(), default=None,
               help="Stage-1 checkpoint: detect the landmarks instead of using the oracle.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise.")
+@click.option("--protocol", "protocols", default="icp", show_default=True,
+              help="Comma-separated: icp (landmark similarity + ICP to the GT mesh), now (also "
+                   "the NoW benchmark's errors of each --solve-dir's mesh, scale free and "
+                   "metric).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_cmd(inputs, out, methods, solve_dirs, landmarks, landmark_noise, landmark_checkpoint,
-             seed, overwrite, quiet):
+             seed, protocols, overwrite, quiet):
     """Evaluate the classical baselines (and solve outputs) against the ground truth."""
     from facesfm.eval.run import evaluate_sequences, format_summary
 
     rep = evaluate_sequences(inputs, methods, landmarks, out, noise_px=landmark_noise,
                              seed=seed, solve_dirs=solve_dirs,
                              landmark_checkpoint=landmark_checkpoint, overwrite=overwrite,
-                             progress=not quiet)
+                             progress=not quiet, protocols=protocols)
     click.echo(format_summary(rep))
     failed = [r for r in rep.records if "error" in r]
     for r in failed:

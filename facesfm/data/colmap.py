@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["colmap_name", "rotation_to_quaternion", "write_colmap_text"]
+from facesfm.errors import InputError
+
+__all__ = ["colmap_name", "read_colmap_points", "rotation_to_quaternion", "write_colmap_text"]
 
 
 def colmap_name(name: str) -> str:
@@ -136,3 +138,22 @@ def write_colmap_text(
         track = " ".join(f"{i + 1} {k}" for i, k in zip(imgs.tolist(), rank[imgs, j].tolist()))
         plines.append(f"{int(landmark_ids[j]) + 1} {x} {y} {z} {r} {g} {b} 0 {track}")
     (folder / "points3D.txt").write_text("\n".join(plines) + "\n")
+
+
+def read_colmap_points(folder) -> dict[int, np.ndarray]:
+    """The landmark points of a COLMAP text model written by :func:`write_colmap_text`:
+    {landmark ID (POINT3D_ID - 1): (3,) xyz}; InputError when points3D.txt is missing or
+    malformed."""
+    path = Path(folder) / "points3D.txt"
+    if not path.is_file():
+        raise InputError(f"{path}: not found")
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        f = line.split()
+        try:
+            out[int(f[0]) - 1] = np.array([float(v) for v in f[1:4]])
+        except (ValueError, IndexError):
+            raise InputError(f"{path}, line {n}: not a COLMAP point line") from None
+    return out

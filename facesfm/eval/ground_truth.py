@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
 from facesfm.eval.metrics import point_to_surface_distances, pose_errors
+from facesfm.eval.now import now_errors
 from facesfm.geometry.multiview import depth_to_points
 from facesfm.geometry.similarity import rms_radius, umeyama
 
@@ -23,13 +24,17 @@ __all__ = ["evaluate_against_gt", "gt_completeness"]
 def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
                         poses_optimised: np.ndarray, landmarks_xyz: np.ndarray,
                         landmark_ids: np.ndarray, cloud_points: np.ndarray,
-                        mesh_vertices: np.ndarray, max_points: int = 5000) -> dict:
+                        mesh_vertices: np.ndarray, max_points: int = 5000,
+                        mesh_faces: np.ndarray | None = None) -> dict:
     """Pose errors (initial and optimised vs GT) and cloud / mesh accuracy after Umeyama
     (landmarks) + point-to-surface ICP alignment to the GT mesh (mm); the cloud's accuracy
     also at the landmarks' scale with rigid ICP (``*_landmark_scale``). When the landmark IDs
     do not mark the sequence's points (a user mesh, the other model's detector: see
     ``alignment_start``), the alignment starts from the cameras' similarity to the GT
-    cameras instead, and ``*_landmark_scale`` is at that similarity's scale.
+    cameras instead, and ``*_landmark_scale`` is at that similarity's scale. With
+    ``mesh_faces`` and landmark IDs that mark the sequence's points, the mesh's errors under
+    the NoW benchmark's protocol too (``now``: scale free, ``now_metric``: scale fixed;
+    :mod:`facesfm.eval.now`).
 
     seq: the :class:`facesfm.data.format.Sequence` solved; kept: (F_in,) bool, its frames the
     solve used (the poses' rows); landmark_ids: (N,) the sequence's landmark ID of each row of
@@ -62,6 +67,9 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
                                   "why": why}
     else:
         out["alignment_start"] = {"from": "landmarks"}
+        if mesh_faces is not None:
+            out.update(now_errors(seq.landmark_xyz, gv, gf, landmarks_xyz, landmark_ids,
+                                  mesh_vertices, mesh_faces))
     if init is not None:
         # Second protocol: the scale of the landmarks, rigid ICP. It cannot shrink a noisy
         # cloud (a free ICP scale does, which flatters it; down to a collapse).

@@ -47,11 +47,13 @@ from pathlib import Path
 import numpy as np
 
 from facesfm.data.cameras import check_solved_from, read_cameras
+from facesfm.data.colmap import read_colmap_points
 from facesfm.data.dataset import find_sequences
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction, umeyama
 from facesfm.eval.metrics import error_stats, pose_errors, reconstruction_metrics
+from facesfm.eval.now import now_errors
 from facesfm.eval.tables import (
     PAPER_COLUMN,
     PAPER_TABLE2,
@@ -94,6 +96,16 @@ _COLUMNS = {
     "ate_mm": "ATE (mm)",
     "seconds": "time (s)",
 }
+# with ``protocols`` including "now" (solve outputs only: the protocol measures a mesh)
+_NOW_COLUMNS = {
+    "now_median_mm": "NoW median (mm)",
+    "now_mean_mm": "NoW mean (mm)",
+    "now_std_mm": "NoW std (mm)",
+    "now_metric_median_mm": "NoW metric median (mm)",
+    "now_metric_mean_mm": "NoW metric mean (mm)",
+    "now_metric_std_mm": "NoW metric std (mm)",
+}
+PROTOCOLS = ("icp", "now")
 
 
 @dataclass
@@ -291,7 +303,31 @@ def _solve_sequence(solve_dir: Path, seqs: dict):
     return seqs[key]
 
 
-def _evaluate_solve(solve_dir: Path, seq, gt: _GroundTruth):
+def _now_metrics(solve_dir: Path, seq, gt: _GroundTruth) -> dict:
+    """The NoW protocol's errors of a solve's mesh.ply, its landmarks read from colmap/."""
+    import trimesh
+
+    if gt.vertices is None:
+        return {}
+    mesh = solve_dir / "mesh.ply"
+    if not mesh.is_file():
+        raise InputError(f"--solve-dir {solve_dir}: no mesh.ply")
+    m = trimesh.load(mesh, process=False)
+    pts = read_colmap_points(solve_dir / "colmap")
+    ids = np.array(sorted(pts), dtype=np.int64)
+    X = np.array([pts[k] for k in ids]).reshape(-1, 3)
+    res = now_errors(seq.landmark_xyz, gt.vertices, gt.faces, X, ids,
+                     np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces))
+    out = {}
+    for name in ("now", "now_metric"):
+        if "error" in res[name]:
+            out[f"{name}_error"] = res[name]["error"]
+        for k in ("median", "mean", "std"):
+            out[f"{name}_{k}_mm"] = res[name].get(f"{k}_mm", float("nan"))
+    return out
+
+
+def _evaluate_solve(solve_dir: Path, seq, gt: _GroundTruth, protocols=("icp",)):
     import trimesh
 
     cams = read_cameras(solve_dir)
@@ -313,6 +349,8 @@ def _evaluate_solve(solve_dir: Path, seq, gt: _GroundTruth):
     else:
         init = None
     rec.update(_surface_metrics(pts, gt, init))
+    if "now" in protocols:
+        rec.update(_now_metrics(solve_dir, seq, gt))
     return rec, rot
 
 
@@ -324,7 +362,7 @@ def _mean(vals):
     return float(np.mean(v)) if v else None
 
 
-def _summarise(records: list) -> list:
+def _summarise(records: list, keys=_SUMMARY_KEYS) -> list:
     groups: dict = {}
     for r in records:
         groups.setdefault((r["method"], r["landmarks"]), []).append(r)
@@ -332,15 +370,15 @@ def _summarise(records: list) -> list:
     for (method, n), rs in groups.items():
         ok = [r for r in rs if "error" not in r]
         s = {"method": method, "landmarks": n, "sequences": len(ok), "failed": len(rs) - len(ok)}
-        for k in _SUMMARY_KEYS:
+        for k in keys:
             s[k] = _mean([r.get(k) for r in ok])
         out.append(s)
     return out
 
 
-def _comparison_table(summary: list, caption: str):
-    keys = list(_COLUMNS)
-    cols = ("method", "landmarks", "sequences", *(_COLUMNS[k] for k in keys),
+def _comparison_table(summary: list, caption: str, columns=_COLUMNS):
+    keys = list(columns)
+    cols = ("method", "landmarks", "sequences", *(columns[k] for k in keys),
             f"{PAPER_COLUMN}: Stirling", f"{PAPER_COLUMN}: Facescape")
     rows = [(s["method"], s["landmarks"], s["sequences"], *(s[k] for k in keys), None, None)
             for s in summary]
@@ -357,6 +395,12 @@ def _comparison_table(summary: list, caption: str):
          "dense clouds)."),
         PAPER_UNIT_NOTE,
     )
+    if any(k.startswith("now_") for k in keys):
+        notes += (("NoW: the NoW benchmark's protocol on the mesh of a solve (baselines have "
+                   "none): the GT mesh sampled and cropped to 100 mm around the nose tip, the "
+                   "mesh aligned by the 7 NoW landmarks (similarity; metric: rigid), rotation "
+                   "and translation refined by scan-to-mesh ICP, then every scan point's "
+                   "distance to the mesh (facesfm.eval.now)."),)
     return Table(cols, tuple(rows), "Comparison of methods (paper Table 2 layout)", notes)
 
 
@@ -376,7 +420,7 @@ def format_summary(report: EvalReport) -> str:
 
 def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, seed: int = 0,
                        solve_dirs=(), landmark_checkpoint=None, overwrite: bool = False,
-                       progress: bool = False) -> EvalReport:
+                       progress: bool = False, protocols=("icp",)) -> EvalReport:
     """Evaluate baselines (and solve outputs) on sequences; write the tables into ``out``.
 
     seqs:        sequence folders or dataset folders (:func:`facesfm.data.dataset.find_sequences`).
@@ -387,8 +431,17 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
     noise_px:    Gaussian noise (px per coordinate) on oracle tracks; seed seeds it.
     solve_dirs:  folders written by ``facesfm solve`` on sequences with ground truth.
     landmark_checkpoint: stage-1 checkpoint; then landmarks are detected, not oracle.
+    protocols:   "icp" (always: landmark similarity + ICP to the GT mesh) and "now" (also the
+                 NoW benchmark's errors of each solve's mesh, :mod:`facesfm.eval.now`); a list
+                 or comma-separated.
     A failing method on one sequence is recorded (``error``) and does not stop the others.
     """
+    if isinstance(protocols, str):
+        protocols = [p.strip() for p in protocols.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown:
+        raise InputError(f"--protocol {','.join(protocols)}: unknown {unknown}; choose from "
+                         f"{list(PROTOCOLS)}")
     methods = parse_methods(methods)
     counts = parse_landmark_counts(landmarks_n)
     solve_dirs = [Path(p) for p in solve_dirs]
@@ -452,7 +505,7 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
             t0 = time.perf_counter()
             try:
                 if m == "solve":
-                    r, rot = _evaluate_solve(p, seq, gts[key])
+                    r, rot = _evaluate_solve(p, seq, gts[key], protocols)
                     rec["source"] = "solve"
                 else:
                     if i not in tracks:
@@ -475,13 +528,15 @@ def evaluate_sequences(seqs, methods, landmarks_n, out, noise_px: float = 0.0, s
     finally:
         if bar is not None:
             bar.close()
-    report.summary = _summarise(report.records)
-    _write_outputs(report, out, counts, overwrite)
+    columns = {**_COLUMNS, **(_NOW_COLUMNS if "now" in protocols else {})}
+    report.summary = _summarise(report.records, [*_SUMMARY_KEYS, *columns])
+    _write_outputs(report, out, counts, overwrite, columns)
     return report
 
 
-def _write_outputs(report: EvalReport, out: Path, counts: list, overwrite: bool) -> None:
-    report.tables["comparison"] = _comparison_table(report.summary, report.caption)
+def _write_outputs(report: EvalReport, out: Path, counts: list, overwrite: bool,
+                   columns=_COLUMNS) -> None:
+    report.tables["comparison"] = _comparison_table(report.summary, report.caption, columns)
     methods = list(dict.fromkeys(s["method"] for s in report.summary))
     sweeps = {}
     if len(counts) > 1:

@@ -103,6 +103,8 @@ class SolveConfig:
                        an error and writes nothing, unless ``keep_unreliable``: then it is
                        written and marked ``status: unreliable`` in report.json.
     evaluate:          with GT (sequence input): pose errors and cloud/mesh accuracy.
+    evaluate_now:      with ``evaluate``: also the mesh's errors under the NoW benchmark's
+                       protocol (:mod:`facesfm.eval.now`; about 2-4 s more).
     ba, fusion:        :class:`BAConfig`, :class:`FusionConfig`.
     tracks:            :class:`TrackConfig`: photometric point tracks re-run the classical BA
                        with the landmarks (``--tracks``).
@@ -141,6 +143,7 @@ class SolveConfig:
     keep_unreliable: bool = False
     device: str = "cpu"
     evaluate: bool = True
+    evaluate_now: bool = False
     ba: BAConfig = field(default_factory=BAConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     stereo: StereoConfig = field(default_factory=StereoConfig)

@@ -153,7 +153,9 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
                       focal=focal)
     if cfg.evaluate and frames.sequence is not None:
         res.evaluation = evaluate_against_gt(frames.sequence, kept, poses0, ba.poses, X1,
-                                             lm.ids, cloud.points, mesh.vertices)
+                                             lm.ids, cloud.points, mesh.vertices,
+                                             mesh_faces=mesh.faces if cfg.evaluate_now
+                                             else None)
         lap("evaluate")
     return res
 
