@@ -166,5 +166,15 @@ def train_landmarks(
         dist=dist,
         interrupt_after=interrupt_after,
         echo=echo,
-        extra={"init_from": None if init is None else str(init)},
+        extra={"init_from": None if init is None else _provenance(init, ck)},
     )
+
+
+def _provenance(path, ck: dict) -> dict:
+    """Where fine-tuned weights started: the file's name (not the machine's path), its run,
+    step and code version, and where that one started in turn (the chain back to the first
+    training)."""
+    extra = ck.get("extra") or {}
+    run = extra.get("source_run") or Path(path).resolve().parent.parent.name
+    return {"file": Path(path).name, "run": run, "step": (ck.get("state") or {}).get("step"),
+            "code_version": ck.get("code_version"), "init_from": extra.get("init_from")}

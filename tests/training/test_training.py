@@ -371,6 +371,14 @@ def test_fine_tuning_may_add_layers_but_the_shared_ones_must_fit(tiny_data, tmp_
     assert set(b) - set(a) == {"vis_local.weight", "vis_local.bias"}
     for k in a:  # one step at a negligible rate: the shared layers are the source's
         torch.testing.assert_close(b[k].float(), a[k].float(), atol=1e-6, rtol=0)
+    # where it started, without the machine's path; a second fine-tuning keeps the chain
+    first = load_checkpoint(res.checkpoint)["extra"]["init_from"]
+    assert first["file"] == "last.pt" and first["run"] == "src" and first["step"] == 2
+    assert str(tmp_path) not in str(first) and first["init_from"] is None
+    again = train_landmarks(local, tiny_data, tmp_path / "ft2", progress=False,
+                            init=res.checkpoint)
+    chain = load_checkpoint(again.checkpoint)["extra"]["init_from"]
+    assert chain["run"] == "ft" and chain["init_from"] == first
     wider = preset_config("tiny", {"landmarks": {"channels": [8, 8, 16, 32]}})
     with pytest.raises(InputError, match="incompatible landmark network"):
         train_landmarks(wider, tiny_data, tmp_path / "bad", progress=False, init=src)
