@@ -1,4 +1,7 @@
-"""Errors that the CLI reports as one line naming the culprit (no traceback)."""
+"""Errors that the CLI reports as one line naming the culprit (no traceback), and warnings
+reported the same way (:func:`warn`)."""
+
+import warnings
 
 
 class FacesfmError(Exception):
@@ -12,3 +15,11 @@ class InputError(FacesfmError):
 class Terminated(BaseException):
     """The process was asked to stop (SIGTERM): raised like KeyboardInterrupt for SIGINT, so
     that every atomic write on the way out removes its temporary files."""
+
+
+def warn(echo, msg: str) -> None:
+    """A warning line through ``echo`` (the CLI's: ``warning: ...``), else a Python warning."""
+    if echo is not None:
+        echo(f"warning: {msg}")
+    else:
+        warnings.warn(msg, stacklevel=3)

@@ -99,7 +99,7 @@ class SolveConfig:
                        and videos reuse the front end's meshes; a sequence folder's are found
                        on at most ``motion_check_frames`` of its frames, evenly spread.
     max_motion_disagreement_deg, min_mesh_faces, face_extent_mm: the whole-solve checks
-                       (:func:`facesfm.solve.stages.check_result`); a solve that fails one is
+                       (:func:`facesfm.solve.checks.check_result`); a solve that fails one is
                        an error and writes nothing, unless ``keep_unreliable``: then it is
                        written and marked ``status: unreliable`` in report.json.
     evaluate:          with GT (sequence input): pose errors and cloud/mesh accuracy.

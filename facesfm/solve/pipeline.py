@@ -44,9 +44,10 @@ import numpy as np
 
 from facesfm.data.colmap import colmap_name
 from facesfm.data.format import frames_digest
-from facesfm.errors import InputError
+from facesfm.errors import InputError, warn
 from facesfm.eval.ground_truth import evaluate_against_gt
 from facesfm.io import atomic_dir, check_writable
+from facesfm.solve.checks import check_result, motion_check_meshes
 from facesfm.solve.config import SolveConfig
 from facesfm.solve.frontend import KeyframeFinder
 from facesfm.solve.inputs import FrameSet, is_video, load_input
@@ -54,7 +55,6 @@ from facesfm.solve.outputs import write_outputs
 from facesfm.solve.stages import (
     SolveResult,
     adjust,
-    check_result,
     detect_landmarks,
     estimate_focal_length,
     face_frames,
@@ -65,12 +65,10 @@ from facesfm.solve.stages import (
     landmark_reprojection,
     load_stage_networks,
     make_depth_maps,
-    motion_check_meshes,
     person_region,
     points_depth_maps,
     refine_with_stereo,
     refine_with_tracks,
-    warn,
     within,
 )
 

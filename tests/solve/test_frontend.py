@@ -259,9 +259,9 @@ def test_a_sequence_folder_in_the_wrong_basin_is_refused(seq256, tmp_path, capsy
 def test_the_motion_check_says_when_it_cannot_run(seq256, tmp_path, capsys, monkeypatch):
     """Without MediaPipe ("auto"), a sequence folder's solve says in a warning that its
     cameras were not checked, and report.json records no check."""
-    from facesfm.solve import stages
+    from facesfm.solve import checks
 
-    monkeypatch.setattr(stages, "have_face_finder", lambda: False)
+    monkeypatch.setattr(checks, "have_face_finder", lambda: False)
     out = tmp_path / "out"
     err = _ok(["solve", seq256, "--out", out, "--oracle-landmarks", "--oracle-depth",
                "--poses-init", "gt", "--no-ba", "--no-html"], capsys)
