@@ -8,9 +8,9 @@ weight per observation (0 = not observed).
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import ConvexHull, Delaunay, QhullError
+from scipy.spatial import ConvexHull, QhullError
 
-__all__ = ["depth_to_points", "hull_masks", "linear_interpolate", "sample_depth"]
+__all__ = ["depth_to_points", "hull_masks", "sample_depth"]
 
 
 def sample_depth(depth: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,22 +123,4 @@ def hull_masks(uv: np.ndarray, weight: np.ndarray, height: int, width: int) -> n
             cross = (b[0] - a[0]) * (vv - a[1]) - (b[1] - a[1]) * (uu - a[0])
             inside &= cross >= -1e-9 * np.hypot(*(b - a))
         out[f, r0:r1 + 1, c0:c1 + 1] = inside
-    return out
-
-
-def linear_interpolate(points: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Piecewise-linear interpolation over the Delaunay triangulation of 2D ``points`` (N, 2)
-    with ``values`` (N,), at ``queries`` (Q, 2); NaN outside the points' convex hull. The
-    same interpolant as scipy's ``griddata(..., method="linear")``, 20-40 times faster at the
-    tens of thousands of pixels of a depth map (it does the barycentric step in numpy).
-    A QhullError when the points are fewer than 3 or all on a line."""
-    tri = Delaunay(np.asarray(points, dtype=np.float64))
-    q = np.asarray(queries, dtype=np.float64)
-    s = tri.find_simplex(q)
-    out = np.full(len(q), np.nan)
-    inside = s >= 0
-    T = tri.transform[s[inside]]  # (n, 3, 2): inverse affine map, then the third vertex
-    b = np.einsum("nij,nj->ni", T[:, :2], q[inside] - T[:, 2])
-    bary = np.concatenate([b, 1.0 - b.sum(1, keepdims=True)], 1)
-    out[inside] = (np.asarray(values, dtype=np.float64)[tri.simplices[s[inside]]] * bary).sum(1)
     return out

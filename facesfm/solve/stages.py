@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.interpolate import griddata
 from scipy.spatial import QhullError
 
 from facesfm.errors import InputError, warn
 from facesfm.geometry.camera import project, transform
-from facesfm.geometry.multiview import hull_masks, linear_interpolate
+from facesfm.geometry.multiview import hull_masks
 from facesfm.solve.checks import ResultChecks
 from facesfm.solve.config import SolveConfig
 from facesfm.solve.frontend import (
@@ -189,8 +190,7 @@ def select_face_frames(lm: Landmarks, min_landmarks: int,
 def landmark_depth_maps(K: np.ndarray, lm: Landmarks, points: np.ndarray, poses: np.ndarray,
                         height: int, width: int, names=None) -> DepthMaps:
     """Sparse-to-dense depth without a network: each frame's depth map linearly interpolates
-    (:func:`facesfm.geometry.multiview.linear_interpolate`, the interpolant of scipy's
-    ``griddata``) the camera depths of the landmark points it observes, at their
+    (scipy ``griddata``) the camera depths of the landmark points it observes, at their
     projections, inside the convex hull of those projections (the mask, :func:`hull_masks`).
 
     points: (N, 3) world (NaN rows unused); poses: (F, 4, 4) cam_T_world. Raises InputError
@@ -215,7 +215,8 @@ def landmark_depth_maps(K: np.ndarray, lm: Landmarks, points: np.ndarray, poses:
                 f"not enough for a depth map (>= 3, not all on a line)")
         rr, cc = np.nonzero(hull)
         try:
-            z = linear_interpolate(uv, Xc[:, 2], np.stack([cc, rr], 1))
+            z = griddata(uv, Xc[:, 2], np.stack([cc, rr], 1).astype(np.float64),
+                         method="linear")
         except QhullError:
             raise InputError(f"--depth landmarks: the landmarks of {name} are degenerate "
                              f"(all on a line)") from None
