@@ -212,15 +212,12 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
             s = nnf.grid_sample(gray[g][None, None], grid.reshape(1, nh * h, w, 2),
                                 mode="bilinear", padding_mode="border",
                                 align_corners=True).reshape(nh, h, w)
-            # the four window means in one pass: the sample, its square, its product with
-            # the reference, and (a window reaching out of the source image scores nothing)
-            # the share of the window inside the image
-            ms, mss, msr, m_in = box_mean(
-                torch.stack([s, s * s, s * ref[None], inside.float()]), r)
-            vs = (mss - ms * ms).clamp_min(0)
-            cov = msr - ms * mr[None]
+            ms = box_mean(s, r)
+            vs = (box_mean(s * s, r) - ms * ms).clamp_min(0)
+            cov = box_mean(s * ref[None], r) - ms * mr[None]
             ncc = cov / torch.sqrt(vr[None] * vs + 1e-10)
-            ok = m_in > 0.999
+            # a window reaching out of the source image scores nothing
+            ok = box_mean(inside.float(), r) > 0.999
             scores.append(torch.where(ok, ncc, torch.full_like(ncc, -1.0)))
         S = torch.stack(scores)  # (n_src, nh, h, w)
         agg = S.topk(cfg.best_views, dim=0).values.mean(0)  # (nh, h, w)
