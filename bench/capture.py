@@ -2,16 +2,23 @@
 solved from their sequence folders, with our detector and with MediaPipe's face mesh as the
 landmark source.
 
-Each built-in face (seeds ``--faces``) is rendered on the paper's sweep (61 frames, yaw
--60..60 deg, 384x384, f = 500 px) and solved without networks beyond the landmarks
-(``--poses-init landmarks --depth landmarks``, no photometric stages) in these cases:
+Each face (``--face builtin`` or ``ict``, seeds ``--faces``) is rendered on the paper's sweep
+(61 frames, yaw -60..60 deg, 384x384, f = 500 px) or, with ``--path pitch``, on the same
+sweep tilting from 15 deg below to 15 deg above the head, with irregular steps (each yaw
++-0.3 of a step) and +-3 deg of roll; it is solved with the shipped detector of that face
+model and no other network (``--poses-init landmarks --depth landmarks``, no photometric
+stages) in these cases:
 
 * ``plain``: the sequence folder (no front end);
 * ``pasted``: each render pasted whole, off-centre, into a 480x640 portrait frame over a
   photograph (scikit-image's ``coffee``), K given: the front end's geometry alone;
 * ``head on photo``: only the head's pixels pasted over the photograph, K given: the
   landmarks meet a real background;
-* ``head on photo, focal unknown``: the same without K (the default guess, 1.2 x 640 px).
+* ``head on photo, focal unknown``: the same without K (the default guess, 1.2 x 640 px,
+  then the estimate). The solve takes the principal point at the frame's centre, and the
+  render's is 72 px from it here, as in a cropped photograph;
+* ``head on photo, centred, focal unknown``: the head pasted so that the render's principal
+  point is the frame's centre, as in an uncropped photograph or video.
 
 A solve that fails the solve's checks is refused (exit 2, nothing written) in use; here it is
 written anyway (``keep_unreliable``) so that the table gives the figures of what the refusal
@@ -27,6 +34,7 @@ between the written and the true cameras), seconds; the rotation ratio to the sa
 ``plain``. Writes bench/results/capture.{json,md}.
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/capture.py [--faces 0,1,2]
+        [--face ict --ict-dir DIR] [--path pitch] [--sources detector] [--stem capture_ict]
 """
 
 from __future__ import annotations
@@ -45,16 +53,21 @@ from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.faces.builtin import BuiltinFaceModel
 from facesfm.render.composite import composite_capture
-from facesfm.render.config import RenderConfig
+from facesfm.render.config import RenderConfig, TrajectoryConfig
 from facesfm.render.writer import render_sequence
 from facesfm.solve.config import SolveConfig
 from facesfm.solve.pipeline import run_solve
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = ("plain", "pasted", "head on photo", "head on photo, focal unknown")
+CASES = ("plain", "pasted", "head on photo", "head on photo, focal unknown",
+         "head on photo, centred, focal unknown")
 SOURCES = ("detector", "mediapipe")
 FRAME = (480, 640)  # portrait
 OFFSET = (60, 200)  # the 384 px render's top-left: off-centre
+CENTRED = ((FRAME[0] - 384) // 2, (FRAME[1] - 384) // 2)  # its principal point at the centre
+PATHS = {"sweep": TrajectoryConfig(),
+         "pitch": TrajectoryConfig(pitch=-15.0, pitch_end=15.0, yaw_jitter=0.3,
+                                   roll_jitter=3.0)}
 
 
 def _inputs(seq: Path, tmp: Path) -> dict[str, tuple[Path, str | None]]:
@@ -65,18 +78,21 @@ def _inputs(seq: Path, tmp: Path) -> dict[str, tuple[Path, str | None]]:
     whole = composite_capture(seq, tmp / "pasted", *FRAME, OFFSET, data.coffee(),
                               head_only=False)
     head = composite_capture(seq, tmp / "head", *FRAME, OFFSET, data.coffee(), head_only=True)
+    centred = composite_capture(seq, tmp / "centred", *FRAME, CENTRED, data.coffee(),
+                                head_only=True)
 
     def given(K):
         return f"{K[0, 0]},{K[0, 2]},{K[1, 2]}"
 
     return {"plain": (seq, None), "pasted": (whole.path, given(whole.K)),
             "head on photo": (head.path, given(head.K)),
-            "head on photo, focal unknown": (head.path, None)}
+            "head on photo, focal unknown": (head.path, None),
+            "head on photo, centred, focal unknown": (centred.path, None)}
 
 
-def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str) -> dict:
+def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str, face: str) -> dict:
     gt = load_sequence(seq)
-    lm = ({"landmark_checkpoint": "builtin"} if source == "detector"
+    lm = ({"landmark_checkpoint": face} if source == "detector"
           else {"landmarks_from": "mediapipe"})
     # written even when a check fails, so that the table shows what a refusal kept back
     cfg = SolveConfig(poses_init="landmarks", depth="landmarks", keep_unreliable=True, **lm)
@@ -103,10 +119,15 @@ def _why(msg: str) -> str:
 
 def markdown(rows: list, meta: dict, note: str = "") -> str:
     seeds = meta["faces"]
+    model = {"builtin": "Built-in", "ict": "ICT-FaceKit"}[meta.get("face", "builtin")]
+    path = ("the paper's sweep" if meta.get("path", "sweep") == "sweep" else
+            "the sweep tilting from -15 to +15 deg pitch, irregular steps (+-0.3 of a step), "
+            "+-3 deg roll")
     plain = {(r["face"], r["source"]): r for r in rows if r["case"] == "plain"}
     md = ["# The face front end on captures made from our renders", "",
-          (f"Built-in faces {seeds}, the paper's sweep (61 frames, 384 px, f = 500 px), "
-           f"landmarks from the shipped built-in detector or from MediaPipe's face mesh, no "
+          (f"{model} faces {seeds}, {path} (61 frames, 384 px, f = 500 px), "
+           f"landmarks from the shipped {meta.get('face', 'builtin')} detector or from "
+           f"MediaPipe's face mesh, no "
            f"other network (`--poses-init landmarks --depth landmarks`). Captures: "
            f"{FRAME[0]}x{FRAME[1]} portrait frames, render at {OFFSET}, over scikit-image's "
            f"`coffee`. Rotation: mean error after a similarity alignment to the ground truth. "
@@ -139,34 +160,49 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--faces", default="0,1,2", help="built-in face seeds")
+    ap.add_argument("--faces", default="0,1,2", help="face seeds")
+    ap.add_argument("--face", default="builtin", choices=["builtin", "ict"],
+                    help="face model (and shipped detector)")
+    ap.add_argument("--ict-dir", default=None, help="ICT-FaceKit folder [default: found]")
+    ap.add_argument("--path", default="sweep", choices=sorted(PATHS))
     ap.add_argument("--sources", default=",".join(SOURCES), help="landmark sources")
+    ap.add_argument("--cases", default=";".join(CASES), help="';'-separated, of CASES")
+    ap.add_argument("--stem", default="capture", help="bench/results/<stem>.{json,md}")
     ap.add_argument("--note", default="", help="a sentence for the table's foot")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     a = ap.parse_args()
     seeds = [int(s) for s in a.faces.split(",") if s]
+    cases = [c.strip() for c in a.cases.split(";") if c.strip()]
+    if set(cases) - set(CASES):
+        ap.error(f"--cases: unknown {sorted(set(cases) - set(CASES))}")
+    if a.face == "ict":
+        from facesfm.faces.ict import ICTFaceModel
+        from facesfm.paths import find_ict_dir
+
+        model = ICTFaceModel(find_ict_dir(a.ict_dir))
+    else:
+        model = BuiltinFaceModel()
     rows = []
     with tempfile.TemporaryDirectory(prefix="capture_") as tmp:
         tmp = Path(tmp)
         for seed in seeds:
-            mesh, coeffs = BuiltinFaceModel().sample(seed)
+            mesh, coeffs = model.sample(seed)
             seq = tmp / f"face{seed}" / "sequence"
-            render_sequence(mesh, seq, RenderConfig(), seed=seed,
-                            face_info={"source": "builtin", "seed": seed, "coeffs": coeffs})
+            render_sequence(mesh, seq, RenderConfig(trajectory=PATHS[a.path]), seed=seed,
+                            face_info={"source": a.face, "seed": seed, "coeffs": coeffs})
             inputs = _inputs(seq, tmp / f"face{seed}")
             for source in a.sources.split(","):
-                for case in CASES:
+                for case in cases:
                     src, intr = inputs[case]
                     out = tmp / f"face{seed}" / f"out_{case}_{source}".replace(" ", "_")
                     r = {"face": seed, "source": source, "case": case,
-                         **_case(seq, src, intr, out, source)}
+                         **_case(seq, src, intr, out, source, a.face)}
                     rows.append(r)
                     print(f"face {seed} | {source} | {case}: {r['status']}",
                           r.get("rotation_mean_deg"), r.get("cloud_mm"), r.get("why", ""),
                           f"{r['seconds']:.1f} s", flush=True)
-    meta = run_meta(faces=seeds)
-    write_results(a.out, "capture", {"meta": meta, "rows": rows},
-                  markdown(rows, meta, a.note))
+    meta = run_meta(faces=seeds, face=a.face, path=a.path)
+    write_results(a.out, a.stem, {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
 
 
 if __name__ == "__main__":
