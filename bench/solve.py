@@ -41,7 +41,7 @@ from common import commit
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 60.0
 STAGES = ("input", "load", "landmarks", "depth", "poses", "ba", "tracks", "stereo", "fusion",
-          "mesh", "evaluate", "outputs")
+          "mesh", "checks", "evaluate", "outputs")
 
 
 def render(tmp: Path, face: str = "builtin") -> Path | None:
