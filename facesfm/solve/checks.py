@@ -70,7 +70,7 @@ def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: Surface
       3) show (:func:`motion_check_meshes`, :func:`facesfm.solve.frontend.motion_agreement`;
       median over the frames above ``cfg.max_motion_disagreement_deg``): the BA ended in a
       wrong basin. On the realistic held-out renders (sequence folders) the previous ICT
-      detector's solves that ended 163, 23 and 11.5 deg off disagreed by a median 50, 13
+      detector's solves that ended 163, 23 and 11.5 deg off disagreed by a median 55, 13
       and 11 deg; the true poses of those 20 faces and of the 20 plain held-out ones
       disagree by 1.7-8.0 deg (docs/solving.md);
     * the mesh has fewer than ``cfg.min_mesh_faces`` triangles;
