@@ -261,10 +261,10 @@ def build_solve_config(config=None, preset: str | None = None, sets=(),
     if preset is not None:
         if preset not in SOLVE_PRESETS:
             raise InputError(f"--preset {preset}: choose one of {sorted(SOLVE_PRESETS)}")
-        d = merge(d, SOLVE_PRESETS[preset])
+        d = _layer(d, SOLVE_PRESETS[preset])
     if config is not None:
         from_dict(SolveConfig, read_yaml(config), str(config))  # unknown keys name the file
-        d = merge(d, read_yaml(config))
+        d = _layer(d, read_yaml(config))
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
                "oracle_depth",
@@ -315,5 +315,23 @@ def build_solve_config(config=None, preset: str | None = None, sets=(),
         if options.get(k) is not None:
             d[k]["enabled"] = bool(options[k])
     if sets:
-        d = merge(d, dotted_overrides(sets, d))
+        d = _layer(d, dotted_overrides(sets, d))
     return from_dict(SolveConfig, d, str(config) if config is not None else "options")
+
+
+# each flag and the source it stands for: a layer that sets one of them leaves the other to
+# follow it (SolveConfig resolves None from the flag), so that "oracle_depth: true" in a file
+# over a preset's "depth: landmarks" means oracle depth, not a disagreement
+_LINKED = (("oracle_depth", "depth"), ("oracle_landmarks", "landmarks_from"))
+
+
+def _layer(d: dict, over: dict) -> dict:
+    """``d`` with the settings ``over`` on top (:func:`facesfm.config.merge`), where ``over``
+    naming one half of a linked pair (:data:`_LINKED`) resets the other half."""
+    d = dict(d)
+    for flag, source in _LINKED:
+        if flag in over and source not in over:
+            d[source] = None
+        elif source in over and flag not in over:
+            d[flag] = False
+    return merge(d, over)

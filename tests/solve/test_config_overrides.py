@@ -89,3 +89,21 @@ def test_train_on_the_command_line_refuses_an_unknown_set(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "optim.lr: expected float" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_flag_over_a_preset_takes_its_source_along(tmp_path):
+    """A later layer that names one half of a linked pair (oracle_depth / depth,
+    oracle_landmarks / landmarks_from) decides both: no disagreement with an earlier layer,
+    no flag silently dropped."""
+    y = tmp_path / "solve.yaml"
+    y.write_text("oracle_depth: true\n")
+    cfg = build_solve_config(str(y), "fast")  # the preset says depth: landmarks
+    assert cfg.depth == "oracle" and cfg.oracle_depth
+    cfg = build_solve_config(sets=("oracle_landmarks=true",))
+    assert cfg.landmarks_from == "oracle" and cfg.oracle_landmarks
+    cfg = build_solve_config(str(y), sets=("depth=landmarks",))
+    assert cfg.depth == "landmarks" and not cfg.oracle_depth
+    y.write_text("oracle_landmarks: true\n")
+    assert build_solve_config(y).landmarks_from == "oracle"
+    cfg = build_solve_config(y, sets=("landmarks_from=mediapipe",))
+    assert cfg.landmarks_from == "mediapipe" and not cfg.oracle_landmarks
