@@ -144,7 +144,7 @@ def gt_completeness(seq, kept: np.ndarray, aligned: np.ndarray, threshold_mm: fl
     pts = []
     for i in np.flatnonzero(kept):
         d = seq.depth(i)
-        X, _, _ = depth_to_points(d, K, seq.mask(i) & (d > 0), stride)
+        X, _, _ = depth_to_points(d, K, seq.mask(i) & (d > 0), stride, normals=False)
         R, t = seq.cam_T_world[i, :3, :3], seq.cam_T_world[i, :3, 3]
         pts.append((X - t) @ R)
     P = np.concatenate(pts) if pts else np.zeros((0, 3))

@@ -43,41 +43,61 @@ def sample_depth(depth: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def depth_to_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = None,
-                    stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    stride: int = 1, normals: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Camera-frame points of one depth map and their normals.
 
     depth: (H, W) mm (0 = none); K: (3, 3); mask: (H, W) bool or None (depth > 0).
-    Returns (X (P, 3) camera mm, n (P, 3) unit normals facing the camera, rc (P, 2) int
-    (row, col) of each point). Normals come from central differences of the back-projected
-    map (one-sided at holes); pixels without a usable neighbour pair get the ray direction.
+    Returns (X (P, 3) camera mm, n (P, 3) unit normals facing the camera, or None when
+    ``normals`` is False, rc (P, 2) int (row, col) of each point). Normals come from central
+    differences of the back-projected map (one-sided at holes); pixels without a usable
+    neighbour pair get the ray direction. The work is done on the selected pixels' bounding
+    box and a 1-pixel margin (the neighbours a normal reads), not on the whole frame.
     """
     depth = np.asarray(depth, dtype=np.float64)
     H, W = depth.shape
+    have_all = depth > 0
+    sel = have_all if mask is None else (have_all & np.asarray(mask, dtype=bool))
+    if stride > 1:
+        sub = np.zeros_like(sel)
+        sub[::stride, ::stride] = True
+        sel = sel & sub
+    rows, cols = np.nonzero(sel.any(1))[0], np.nonzero(sel.any(0))[0]
+    if len(rows) == 0:
+        return np.zeros((0, 3)), (np.zeros((0, 3)) if normals else None), np.zeros((0, 2), int)
+    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, H)
+    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, W)
+    d = depth[r0:r1, c0:c1]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    c = np.arange(W, dtype=np.float64)
-    r = np.arange(H, dtype=np.float64)
-    X = np.empty((H, W, 3))
-    X[..., 0] = (c[None, :] - cx) / fx * depth
-    X[..., 1] = (r[:, None] - cy) / fy * depth
-    X[..., 2] = depth
-    have = depth > 0
+    c = np.arange(c0, c1, dtype=np.float64)
+    r = np.arange(r0, r1, dtype=np.float64)
+    X = np.empty(d.shape + (3,))
+    X[..., 0] = (c[None, :] - cx) / fx * d
+    X[..., 1] = (r[:, None] - cy) / fy * d
+    X[..., 2] = d
+    rr, cc = np.nonzero(sel[r0:r1, c0:c1])
+    rc = np.stack([rr + r0, cc + c0], 1)
+    if not normals:
+        return X[rr, cc], None, rc
+    have = have_all[r0:r1, c0:c1]
+    h, w = d.shape
 
     def diff(axis):
         fwd = np.roll(X, -1, axis) - X
         bwd = X - np.roll(X, 1, axis)
         hf = np.roll(have, -1, axis)
         hb = np.roll(have, 1, axis)
-        n = H if axis == 0 else W
-        idx = np.arange(n)
+        n = h if axis == 0 else w
+        # the crop's edges are the frame's edges, or margin pixels no selected point reads
         if axis == 0:
-            hf[idx == n - 1, :] = False
-            hb[idx == 0, :] = False
+            hf[n - 1, :] = False
+            hb[0, :] = False
         else:
-            hf[:, idx == n - 1] = False
-            hb[:, idx == 0] = False
-        d = np.where((hf & hb)[..., None], 0.5 * (fwd + bwd),
-                     np.where(hf[..., None], fwd, np.where(hb[..., None], bwd, 0.0)))
-        return d, hf | hb
+            hf[:, n - 1] = False
+            hb[:, 0] = False
+        dd = np.where((hf & hb)[..., None], 0.5 * (fwd + bwd),
+                      np.where(hf[..., None], fwd, np.where(hb[..., None], bwd, 0.0)))
+        return dd, hf | hb
 
     du, okc = diff(1)
     dv, okr = diff(0)
@@ -88,13 +108,7 @@ def depth_to_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray | None = 
     n = np.where(good, n / np.maximum(norm, 1e-300), -ray)
     flip = np.sum(n * X, axis=-1) > 0  # face the camera (at the origin)
     n[flip] *= -1
-    sel = have if mask is None else (have & mask)
-    if stride > 1:
-        sub = np.zeros_like(sel)
-        sub[::stride, ::stride] = True
-        sel = sel & sub
-    rr, cc = np.nonzero(sel)
-    return X[rr, cc], n[rr, cc], np.stack([rr, cc], 1)
+    return X[rr, cc], n[rr, cc], rc
 
 
 def hull_masks(uv: np.ndarray, weight: np.ndarray, height: int, width: int) -> np.ndarray:

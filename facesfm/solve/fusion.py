@@ -173,7 +173,7 @@ def consistent_masks(depth: np.ndarray, mask: np.ndarray, K: np.ndarray,
     scale = np.ones(F) if scale is None else np.asarray(scale, dtype=np.float64)
     out = np.zeros_like(mask)
     for f in range(F):
-        X, _, rc = depth_to_points(depth[f] * scale[f], K, mask[f], 1)
+        X, _, rc = depth_to_points(depth[f] * scale[f], K, mask[f], 1, normals=False)
         if len(X) == 0:
             continue
         R, t = cam_T_world[f, :3, :3], cam_T_world[f, :3, 3]

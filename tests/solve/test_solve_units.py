@@ -48,6 +48,36 @@ def test_depth_to_points_plane_normals():
     assert len(X2) == 25 and (rc2 % 2 == 0).all()
 
 
+def test_depth_to_points_does_not_depend_on_what_else_is_selected():
+    """Points and normals of the masked pixels are those of the same pixels with the whole
+    map selected (the work runs on the selection's bounding box: a normal at its edge still
+    reads the neighbours outside it), holes and the frame's edges included; without normals
+    the points are the same."""
+    rng = np.random.default_rng(3)
+    K = intrinsics(120.0, 60, 50)
+    r, c = np.mgrid[0:50, 0:60]
+    depth = 400 + 20 * np.sin(r / 6.0) * np.cos(c / 9.0)
+    depth[rng.random(depth.shape) < 0.15] = 0  # holes
+    X, N, rc = depth_to_points(depth, K)
+    full = {tuple(p): (x, n) for p, x, n in zip(rc, X, N)}
+    block = np.zeros((50, 60), bool)
+    block[10:25, 20:35] = True  # its edge normals read unselected neighbours
+    scattered = np.zeros((50, 60), bool)
+    scattered[5:30, 8:40] = rng.random((25, 32)) < 0.3
+    edge = np.zeros((50, 60), bool)
+    edge[0:12, 45:60] = True  # at the frame's top and right edges
+    for mask in (block, scattered, edge):
+        Xm, Nm, rcm = depth_to_points(depth, K, mask)
+        assert len(Xm) == int((mask & (depth > 0)).sum())
+        for p, x, n in zip(rcm, Xm, Nm):
+            np.testing.assert_array_equal(x, full[tuple(p)][0])
+            np.testing.assert_array_equal(n, full[tuple(p)][1])
+        Xo, No, rco = depth_to_points(depth, K, mask, normals=False)
+        assert No is None
+        np.testing.assert_array_equal(Xo, Xm)
+        np.testing.assert_array_equal(rco, rcm)
+
+
 def test_fusion_of_a_plane_seen_twice(tmp_path):
     """Two cameras 2 pixel footprints apart look at the plane z = 0 (world) from +z: fused
     points lie on it with normals towards the cameras, and points seen by both views merge
