@@ -159,8 +159,9 @@ def merge(base: dict, over: dict) -> dict:
 def dotted_overrides(items, reference: dict, option: str = "--set") -> dict:
     """Nested overrides from ``KEY=VALUE`` strings with dotted keys (``ba.max_iterations=20``);
     each VALUE is read as YAML (``20``, ``true``, ``[1, 2]``, ``null``; anything else a
-    string), except for a key whose current value is text, which takes VALUE as it is. ``reference`` (a config as :func:`to_dict` gives it) says which keys exist: an
-    unknown one, or a missing ``=``, is an InputError naming the item and what is allowed.
+    string), except for a key whose current value is text, which takes VALUE as it is.
+    ``reference`` (a config as :func:`to_dict` gives it) says which keys exist: an unknown
+    one, or a missing ``=``, is an InputError naming the item and what is allowed.
     The types are checked where the config is built (:func:`from_dict`)."""
     out: dict = {}
     for item in items:

@@ -263,8 +263,9 @@ def build_solve_config(config=None, preset: str | None = None, sets=(),
             raise InputError(f"--preset {preset}: choose one of {sorted(SOLVE_PRESETS)}")
         d = _layer(d, SOLVE_PRESETS[preset])
     if config is not None:
-        from_dict(SolveConfig, read_yaml(config), str(config))  # unknown keys name the file
-        d = _layer(d, read_yaml(config))
+        raw = read_yaml(config)
+        from_dict(SolveConfig, raw, str(config))  # unknown keys and bad values name the file
+        d = _layer(d, raw)
     o = {k: v for k, v in options.items() if v is not None and v is not False}
     allowed = {"checkpoint", "landmark_checkpoint", "landmarks_from", "oracle_landmarks",
                "oracle_depth",

@@ -113,9 +113,9 @@ class SolveResult:
     evaluation:     metrics against the ground truth (empty without GT).
     photometric:    summaries of the photometric stages that ran: "tracks"
                     (:meth:`Tracks.summary`) and "stereo" (:meth:`StereoResult.summary`).
-    checks:         :class:`ResultChecks`, what :func:`facesfm.solve.checks.check_result` measured and found wrong
-                    (a solve with any problem is written only with ``--keep-unreliable``,
-                    marked unreliable).
+    checks:         :class:`ResultChecks`, what :func:`facesfm.solve.checks.check_result`
+                    measured and found wrong (a solve with any problem is written only with
+                    ``--keep-unreliable``, marked unreliable).
     input_sha256:   :func:`facesfm.data.format.frames_digest` of the input frames as read
                     (set by :func:`facesfm.solve.pipeline.run_solve`).
     focal:          the focal-length estimate where K was only a guess (None: K was given,
@@ -149,8 +149,8 @@ class SolveResult:
 
     @property
     def status(self) -> str:
-        """"ok", or "unreliable" when :func:`facesfm.solve.checks.check_result` found problems (kept only with
-        ``--keep-unreliable``)."""
+        """"ok", or "unreliable" when :func:`facesfm.solve.checks.check_result` found problems
+        (kept only with ``--keep-unreliable``)."""
         return "unreliable" if self.problems else "ok"
 
 

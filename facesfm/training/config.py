@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facesfm.config import dotted_overrides, from_dict, load_yaml, merge, read_yaml, to_dict
+from facesfm.config import dotted_overrides, from_dict, merge, read_yaml, to_dict
 from facesfm.errors import InputError
 
 __all__ = [
@@ -439,8 +439,9 @@ def build_train_config(
     dotted ``KEY=VALUE`` items of ``sets`` (``--set optim.lr=1e-4``)."""
     d = to_dict(preset_config(preset or "small"))
     if config is not None:
-        load_yaml(TrainConfig, config)  # validates the file (unknown keys name it)
-        d = merge(d, read_yaml(config))
+        raw = read_yaml(config)
+        from_dict(TrainConfig, raw, str(config))  # unknown keys and bad values name the file
+        d = merge(d, raw)
     if overrides:
         d = merge(d, overrides)
     if sets:
