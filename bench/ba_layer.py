@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,8 +30,9 @@ from common import run_meta, write_results
 
 from facesfm.geometry.camera import invert_pose
 from facesfm.solvers import BAState, Parameterization
+from facesfm.solvers.landmark_ba import PairRule
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
-from facesfm.training.config import BAConfig
+from facesfm.training.config import TRAINING_BA
 from facesfm.training.sfm import refine_poses
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,7 +62,7 @@ def run(frames: int, pairs: str, pairs_k: int, batch: int, landmarks: int) -> di
     seqs = [sequence(frames, landmarks, seed=s) for s in range(batch)]
     K, uv, w, depth, start, truth = (torch.stack(x) for x in zip(*seqs))
     depth = depth.clone().requires_grad_(True)
-    ba = BAConfig(max_iterations=20, pairs=pairs, pairs_k=pairs_k)
+    ba = replace(TRAINING_BA, max_iterations=20, pairs=PairRule(pairs), pairs_k=pairs_k)
     t0 = time.perf_counter()
     poses, m = refine_poses(K, uv, w, depth, start, ba)
     fwd = time.perf_counter() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import re
 import types
 import typing
@@ -31,13 +32,19 @@ def to_dict(cfg) -> dict:
             return [conv(v) for v in x]
         if isinstance(x, Path):
             return str(x)
+        if isinstance(x, enum.Enum):
+            return x.value
         return x
 
     return conv(cfg)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build ``cls`` from ``data``; unknown keys raise an :class:`InputError` naming them."""
+    """Build ``cls`` from ``data``; unknown keys raise an :class:`InputError` naming them.
+
+    A nested mapping fills its field's own default (a field whose default differs from its
+    class's, such as training's BA settings, keeps that default for the keys not given). An
+    enum field takes its value (``"huber"``) and names the allowed ones when it is not one."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -50,7 +57,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         tp = hints[k]
         sub = _dataclass_in(tp)
         if sub is not None and isinstance(v, dict):
+            default = _field_default(fields[k])
+            if isinstance(default, sub):
+                v = merge(to_dict(default), v)
             v = from_dict(sub, v, f"{where}.{k}")
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum) and not isinstance(v, tp):
+            v = _enum_value(tp, v, f"{where}.{k}")
         else:
             if isinstance(v, list) and _is_tuple(tp):
                 v = tuple(v)
@@ -59,6 +71,22 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
                                  f"({type(v).__name__})")
         kwargs[k] = v
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _enum_value(tp: type[enum.Enum], v, where: str):
+    try:
+        return tp(v)
+    except ValueError:
+        allowed = [m.value for m in tp]
+        raise InputError(f"{where}: {v!r} is not one of {allowed}") from None
 
 
 def _fits(v, tp) -> bool:

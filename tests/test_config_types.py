@@ -27,6 +27,38 @@ def test_from_dict_checks_types_and_names_the_key():
     assert cfg.perturb_rot_deg == 3 and cfg.face_extent_mm == (30, 900.5)
 
 
+def test_enum_fields_read_and_write_their_values():
+    from facesfm.config import to_dict
+    from facesfm.solvers import BackwardMode, Parameterization
+    from facesfm.solvers.landmark_ba import KernelKind
+
+    cfg = from_dict(SolveConfig, {"ba": {"kernel": "cauchy", "parameterization": "depth"}})
+    assert cfg.ba.kernel is KernelKind.CAUCHY and cfg.ba.parameterization is Parameterization.DEPTH
+    d = to_dict(cfg)
+    assert d["ba"]["kernel"] == "cauchy" and d["ba"]["backward"] == "none"
+    assert from_dict(SolveConfig, d) == cfg
+    with pytest.raises(InputError, match=r"cfg\.ba\.kernel: 'tukey' is not one of "
+                                         r"\['huber', 'cauchy', 'none'\]"):
+        from_dict(SolveConfig, {"ba": {"kernel": "tukey"}}, "cfg")
+    with pytest.raises(InputError, match=r"ba\.backward"):
+        from_dict(TrainConfig, {"sfm": {"ba": {"backward": 1}}})
+    assert from_dict(TrainConfig, {"sfm": {"ba": {"backward": "unroll"}}}).sfm.ba.backward \
+        is BackwardMode.UNROLL
+
+
+def test_a_nested_mapping_fills_its_fields_own_default():
+    """Training's BA layer defaults differ from the class's (the test-time solve's): a partial
+    ``sfm.ba`` keeps training's for the keys it does not give."""
+    from facesfm.solvers import Parameterization
+    from facesfm.training.config import TRAINING_BA
+
+    ba = from_dict(TrainConfig, {"sfm": {"ba": {"max_iterations": 5}}}).sfm.ba
+    assert ba.max_iterations == 5 and ba.parameterization is Parameterization.DEPTH
+    assert ba.pairs is TRAINING_BA.pairs and not ba.depth_corrections
+    assert from_dict(SolveConfig, {"ba": {"max_iterations": 5}}).ba.parameterization \
+        is Parameterization.CLASSICAL
+
+
 def _one_line_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in argv])

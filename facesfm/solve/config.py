@@ -151,8 +151,10 @@ class SolveConfig:
     focal: FocalConfig = field(default_factory=FocalConfig)
 
     def __post_init__(self):
-        if self.tracks.enabled and not (self.ba.enabled
-                                        and self.ba.parameterization == "classical"):
+        if not self.ba.float64:
+            raise InputError("ba.float64 is the training layer's setting: the solve works in "
+                             "float64 always")
+        if self.tracks.enabled and not (self.ba.enabled and self.ba.classical):
             raise InputError("--tracks adds photometric tracks to the classical bundle "
                              "adjustment: it needs the BA on and --ba-parameterization "
                              "classical")
@@ -177,8 +179,7 @@ class SolveConfig:
         depth = self.depth or ("oracle" if self.oracle_depth else "network")
         object.__setattr__(self, "depth", depth)
         object.__setattr__(self, "oracle_depth", depth == "oracle")
-        if (depth == "landmarks" and self.ba.enabled
-                and self.ba.parameterization != "classical"):
+        if depth == "landmarks" and self.ba.enabled and not self.ba.classical:
             raise InputError("--depth landmarks builds the depth maps from the BA's landmark "
                              "points: it needs --ba-parameterization classical")
         if depth == "landmarks" and self.landmarks is not None and self.landmarks < 4:
@@ -239,7 +240,7 @@ class SolveConfig:
                                            "mean face's per-frame poses where the BA reaches "
                                            "a lower cost from them: see ba.start)",
                               }[self.poses_init],
-            "ba": (f"LMSolver ({self.ba.parameterization} parameterisation)"
+            "ba": (f"LMSolver ({self.ba.parameterization.value} parameterisation)"
                    if self.ba.enabled else "off")
                   + (", then again with photometric point tracks" if self.tracks.enabled
                      else ""),

@@ -442,7 +442,7 @@ def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarr
     """The bundle adjustment from ``poses0``: returns (outcome, the start it kept, whether it
     was the classical parameterisation). With the BA off it is pure fusion (depth scale 1)
     unless the depth maps are to be built from triangulated landmarks."""
-    classical = cfg.ba.parameterization == "classical" and (cfg.ba.enabled or dm is None)
+    classical = cfg.ba.classical and (cfg.ba.enabled or dm is None)
     if classical:
         ba = classical_bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
         ba.start = "factorisation" if cfg.poses_init == "landmarks" else cfg.poses_init

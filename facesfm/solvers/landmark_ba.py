@@ -19,6 +19,7 @@ world mm; uv (F, N, 2) OpenCV pixels.
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
 
@@ -28,24 +29,28 @@ import torch
 from facesfm.errors import InputError
 from facesfm.geometry.camera import project, transform
 from facesfm.geometry.multiview import sample_depth
-from facesfm.solvers.lm import LMSolver
+from facesfm.solvers.lm import BackwardMode, LMSolver
 from facesfm.solvers.problem import (
+    AllPairs,
     BAProblem,
     BAState,
     CauchyKernel,
     HuberKernel,
+    Kernel,
+    LogSpaced,
+    PairSelection,
     Parameterization,
     TopCovisible,
     TrivialKernel,
 )
 
 __all__ = [
-    "KERNELS",
-    "PARAMETERIZATIONS",
     "BAConfig",
     "BAOutcome",
     "DepthMaps",
+    "KernelKind",
     "Landmarks",
+    "PairRule",
     "bundle_adjust",
     "classical_bundle_adjust",
     "depth_scales",
@@ -56,54 +61,103 @@ __all__ = [
     "triangulate_landmarks",
 ]
 
-KERNELS = ("huber", "cauchy", "none")
-PARAMETERIZATIONS = ("depth", "classical")
+class KernelKind(enum.Enum):
+    """The robust kernel of the landmark residuals (:meth:`BAConfig.make_kernel`)."""
+
+    HUBER = "huber"
+    CAUCHY = "cauchy"
+    NONE = "none"
+
+
+class PairRule(enum.Enum):
+    """Which frame pairs the depth parameterisation compares (:meth:`BAConfig.make_pairs`):
+    every co-visible pair, each frame's ``pairs_k`` most co-visible frames, or frames 1, 2,
+    4, 8, ... apart."""
+
+    ALL = "all"
+    TOP = "top"
+    LOG = "log"
 
 
 @dataclass(frozen=True)
 class BAConfig:
-    """Test-time bundle adjustment.
+    """The landmark bundle adjustment, at test time (``facesfm solve``, whose defaults these
+    are) and as the training graph's BA layer (``sfm.ba``, whose defaults are
+    :data:`facesfm.training.config.TRAINING_BA`).
 
-    enabled:            run it (off: the initial poses are final, depth scale 1; with
-                        ``--depth landmarks`` the landmarks are still triangulated).
-    parameterization:   "depth" (poses + per-frame log depth scales; landmark depths from the
-                        depth maps) or "classical" (poses + 3D landmark points; needed by
-                        ``--depth landmarks``). Default "classical", by measurement: on the
-                        61-frame 384 px ICT validation sequence 00000_00 with GT depth, from GT
-                        poses perturbed by 3 deg / 10 mm, the mean rotation error after BA is
-                        0.000 deg (classical) vs 0.094 deg (depth: bilinear landmark depths)
-                        with exact GT landmarks, 0.34 vs 1.05 deg with 1 px noise on them, and
-                        1.6 vs 7.0 deg with detected landmarks (2.4 px error); from the
-                        landmark factorisation, classical reaches the same 1.6 deg and depth
-                        10.8 deg. (Only on the 9-frame 160 px test sequence with 1 px noise
-                        did "depth" with GT depth do better: 0.51 vs 0.93 deg.)
-    kernel, kernel_px:  robust kernel ("huber", "cauchy" or "none") and its scale in px.
-    pairs_k:            "depth": each target frame pairs with the ``pairs_k`` most co-visible
-                        frames.
+    enabled:            run it. Test time, off: the initial poses are final, depth scale 1
+                        (with ``--depth landmarks`` the landmarks are still triangulated).
+                        Training, off: the ablation with learned poses only.
+    parameterization:   "depth" (equation 2: poses + per-frame log depth scales; landmark
+                        depths sampled from the depth maps) or "classical" (poses + 3D landmark
+                        points; needed by ``--depth landmarks``). Test-time default
+                        "classical", by measurement: on the 61-frame 384 px ICT validation
+                        sequence 00000_00 with GT depth, from GT poses perturbed by 3 deg /
+                        10 mm, the mean rotation error after BA is 0.000 deg (classical) vs
+                        0.094 deg (depth: bilinear landmark depths) with exact GT landmarks,
+                        0.34 vs 1.05 deg with 1 px noise on them, and 1.6 vs 7.0 deg with
+                        detected landmarks (2.4 px error); from the landmark factorisation,
+                        classical reaches the same 1.6 deg and depth 10.8 deg. (Only on the
+                        9-frame 160 px test sequence with 1 px noise did "depth" with GT depth
+                        do better: 0.51 vs 0.93 deg.) In training, "classical" refines poses
+                        that do not depend on the depth; their translation is scaled to the
+                        network depth's scale, the only path a gradient takes through it.
+    kernel, kernel_px:  robust kernel (:class:`KernelKind`) and its scale in px.
+    pairs, pairs_k:     "depth": which frame pairs the problem compares (:class:`PairRule`;
+                        "all" grows with F^2, measured in bench/results/ba_layer.md) and the k
+                        of "top".
     depth_corrections:  "depth": also estimate per-landmark log depth corrections (held near 0
                         by ``depth_prior_weight``).
     max_iterations:     LM iteration cap (it runs to convergence below it).
     ftol:               stop when an accepted step lowers the cost by less than this fraction.
+    backward:           how a gradient passes the solve (:class:`BackwardMode`); only the
+                        training layer differentiates it ("none" at test time).
+    float64:            the training layer solves in float64 and casts the poses back to the
+                        training dtype; the test-time solve is float64 always.
     """
 
     enabled: bool = True
-    parameterization: str = "classical"
-    kernel: str = "huber"
+    parameterization: Parameterization = Parameterization.CLASSICAL
+    kernel: KernelKind = KernelKind.HUBER
     kernel_px: float = 2.0
+    pairs: PairRule = PairRule.TOP
     pairs_k: int = 4
     depth_corrections: bool = True
     depth_prior_weight: float = 1e3
     max_iterations: int = 100
     ftol: float = 1e-10
+    backward: BackwardMode = BackwardMode.NONE
+    float64: bool = True
 
     def __post_init__(self):
-        if self.kernel not in KERNELS:
-            raise InputError(f"ba.kernel={self.kernel!r} is not one of {list(KERNELS)}")
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise InputError(f"ba.parameterization={self.parameterization!r} is not one of "
-                             f"{list(PARAMETERIZATIONS)}")
+        for name, kind in (("parameterization", Parameterization), ("kernel", KernelKind),
+                           ("pairs", PairRule), ("backward", BackwardMode)):
+            if not isinstance(getattr(self, name), kind):
+                raise InputError(f"ba.{name} must be a {kind.__name__}, got "
+                                 f"{getattr(self, name)!r}")
         if self.pairs_k < 1 or self.max_iterations < 1 or not self.kernel_px > 0:
             raise InputError("ba: pairs_k and max_iterations must be >= 1, kernel_px > 0")
+
+    @property
+    def classical(self) -> bool:
+        return self.parameterization is Parameterization.CLASSICAL
+
+    def make_kernel(self) -> Kernel:
+        """The solver's kernel object."""
+        if self.kernel is KernelKind.NONE:
+            return TrivialKernel()
+        return {KernelKind.HUBER: HuberKernel, KernelKind.CAUCHY: CauchyKernel}[self.kernel](
+            self.kernel_px)
+
+    def make_pairs(self) -> PairSelection:
+        """The depth parameterisation's pair selection object."""
+        return {PairRule.ALL: AllPairs(), PairRule.TOP: TopCovisible(self.pairs_k),
+                PairRule.LOG: LogSpaced()}[self.pairs]
+
+    def make_solver(self) -> LMSolver:
+        """The LM solver with this iteration cap, tolerance and backward mode."""
+        return LMSolver(max_iterations=self.max_iterations, ftol=self.ftol,
+                        backward=self.backward)
 
 
 @dataclass(frozen=True)
@@ -278,7 +332,7 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | None, poses: 
     (``depth`` may be None). Raises :class:`facesfm.solvers.SolverError` if the problem is
     degenerate.
     """
-    if cfg.parameterization == "classical":
+    if cfg.classical:
         return classical_bundle_adjust(K, lm, depth, poses, cfg)
     if depth is None:
         raise InputError("the depth-parameterised BA needs depth maps")
@@ -287,17 +341,15 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | None, poses: 
     F = len(poses)
     z, valid = sample_depth(depth.depth, lm.uv)
     w = np.where(valid, lm.weight, 0.0)
-    kernel = _kernel(cfg)
     T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)
     uv = np.where(w[..., None] > 0, lm.uv, 0.0)
     problem = BAProblem(
         K=T(np.repeat(K[None], F, 0)), uv=T(uv), weight=T(w), depth=T(np.where(w > 0, z, 1.0)),
-        parameterization=Parameterization.DEPTH, kernel=kernel,
-        pairs=TopCovisible(cfg.pairs_k), depth_corrections=cfg.depth_corrections,
+        parameterization=Parameterization.DEPTH, kernel=cfg.make_kernel(),
+        pairs=cfg.make_pairs(), depth_corrections=cfg.depth_corrections,
         depth_prior_weight=cfg.depth_prior_weight, fixed_frame=0)
-    solver = LMSolver(max_iterations=cfg.max_iterations)
     with torch.no_grad():
-        res = solver.solve(problem, BAState(T(poses)))
+        res = cfg.make_solver().solve(problem, BAState(T(poses)))
     st = res.state
     return BAOutcome(
         poses=st.poses.numpy().copy(),
@@ -306,13 +358,6 @@ def bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | None, poses: 
         iterations=res.iterations, converged=res.converged, message=res.message,
         initial_cost=float(res.cost[0]), final_cost=res.final_cost, rms_px=res.rms_px,
         seconds=time.perf_counter() - t0)
-
-
-def _kernel(cfg: BAConfig):
-    """The solver kernel object named by ``cfg.kernel`` at scale ``cfg.kernel_px``."""
-
-    return {"huber": HuberKernel, "cauchy": CauchyKernel,
-            "none": lambda _: TrivialKernel()}[cfg.kernel](cfg.kernel_px)
 
 
 def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | None,
@@ -339,16 +384,14 @@ def classical_bundle_adjust(K: np.ndarray, lm: Landmarks, depth: DepthMaps | Non
     X = np.where(cols[:, None], X, np.nan)
     out = BAOutcome(poses.copy(), np.zeros(F), None, X.copy(), points_initial=X)
     if cfg.enabled:
-        kernel = _kernel(cfg)
         T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)
         w = lm.weight[:, cols]
         problem = BAProblem(
             K=T(np.repeat(K[None], F, 0)), uv=T(np.where(w[..., None] > 0, lm.uv[:, cols], 0.0)),
-            weight=T(w), parameterization=Parameterization.CLASSICAL, kernel=kernel,
+            weight=T(w), parameterization=Parameterization.CLASSICAL, kernel=cfg.make_kernel(),
             fixed_frame=0)
         with torch.no_grad():
-            res = LMSolver(max_iterations=cfg.max_iterations, ftol=cfg.ftol).solve(
-                problem, BAState(T(poses), T(X[cols])))
+            res = cfg.make_solver().solve(problem, BAState(T(poses), T(X[cols])))
         out.poses = res.state.poses.numpy().copy()
         out.points[cols] = res.state.points.numpy()
         out.iterations, out.converged, out.message = res.iterations, res.converged, res.message

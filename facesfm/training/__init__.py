@@ -11,7 +11,7 @@ from facesfm.training.checkpoint import (
 from facesfm.training.config import (
     ABLATIONS,
     PRESETS,
-    BAConfig,
+    TRAINING_BA,
     DataConfig,
     LandmarkStageConfig,
     LossWeights,
@@ -28,7 +28,7 @@ from facesfm.training.sfm import SfmInputs, SfmNets, SfmTask, refine_poses, sfm_
 __all__ = [
     "ABLATIONS",
     "PRESETS",
-    "BAConfig",
+    "TRAINING_BA",
     "DataConfig",
     "LandmarkStageConfig",
     "LandmarkTask",

@@ -16,6 +16,7 @@ import torch
 
 from facesfm.errors import InputError
 from facesfm.io import atomic_path
+from facesfm.training.config import upgrade_checkpoint_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -144,7 +145,8 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (InputError naming the file if it
-    is missing, unreadable, or of another stage)."""
+    is missing, unreadable, or of another stage), its config in today's schema
+    (:func:`facesfm.training.config.upgrade_checkpoint_config`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
@@ -161,6 +163,8 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict:
         raise InputError(f"{path}: not a facesfm checkpoint")
     if stage is not None and ck["stage"] != stage:
         raise InputError(f"{path}: a '{ck['stage']}' checkpoint, expected '{stage}'")
+    if "config" in ck:
+        ck["config"] = upgrade_checkpoint_config(ck["config"])
     return ck
 
 

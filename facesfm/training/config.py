@@ -20,11 +20,15 @@ from dataclasses import dataclass, field
 
 from facesfm.config import dotted_overrides, from_dict, merge, read_yaml, to_dict
 from facesfm.errors import InputError
+from facesfm.solvers.landmark_ba import BAConfig, PairRule
+from facesfm.solvers.lm import BackwardMode
+from facesfm.solvers.problem import Parameterization
 
 __all__ = [
     "ABLATIONS",
+    "BA_INITS",
     "PRESETS",
-    "BAConfig",
+    "TRAINING_BA",
     "DataConfig",
     "LandmarkStageConfig",
     "LossWeights",
@@ -155,71 +159,20 @@ class LandmarkStageConfig:
                              f"got {self.crop_views}")
 
 
-@dataclass(frozen=True)
-class BAConfig:
-    """The bundle-adjustment layer inside the stage-2 graph.
+#: The stage-2 BA layer's defaults (``sfm.ba``; the class's own are the test-time solve's).
+#: The depth parameterisation (equation 2 as written: the network's depth is the structure;
+#: poses and per-frame depth scales are solved and the optimum is differentiated w.r.t. the
+#: depth), over all co-visible pairs, 10 iterations, no depth corrections, implicit backward.
+#: With an immature depth network it mis-places poses: a per-landmark depth error that differs
+#: from frame to frame cannot be absorbed by per-frame scales (measured on 11-frame 120-degree
+#: ICT windows from the factorised start: 15 deg -> 29 deg with GT landmarks and a flat depth),
+#: which is why the ``small`` preset trains with "classical".
+TRAINING_BA = BAConfig(parameterization=Parameterization.DEPTH, pairs=PairRule.ALL,
+                       max_iterations=10, depth_corrections=False,
+                       backward=BackwardMode.IMPLICIT)
 
-    enabled:           False = the ablation with learned poses only.
-    backend:           "lm" (facesfm.solvers.LMSolver).
-    backward:          a :class:`facesfm.solvers.BackwardMode` value ("implicit", "unroll", ...).
-    max_iterations:    LM iteration cap.
-    huber_px:          Huber kernel threshold in pixels (None: plain least squares).
-    depth_corrections: also estimate per-landmark log depth corrections.
-    float64:           solve in float64 (poses are cast back to the training dtype).
-    parameterization:  "depth" (equation 2: the network's depth is the structure; poses and
-                       per-frame depth scales are solved and the optimum is differentiated
-                       w.r.t. the depth) or "classical" (poses + free landmark points, the
-                       test-time default; the refined poses do not depend on the depth, their
-                       translation is scaled to the network depth's scale, which is the only
-                       path a gradient takes through the layer). With an immature depth network
-                       the depth parameterisation mis-places poses: a per-landmark depth error
-                       that differs from frame to frame cannot be absorbed by per-frame scales
-                       (measured on 11-frame 120-degree ICT windows from the factorised start:
-                       15 deg -> 29 deg with GT landmarks and a flat depth).
-    pairs:             "depth": which frame pairs the solve compares: "all" co-visible pairs
-                       (equation 2 as written; F(F-1) pairs, so the layer's cost grows with
-                       F^2), "top" (each frame's ``pairs_k`` most co-visible frames, as
-                       ``facesfm solve``: short baselines only) or "log" (frames 1, 2, 4, 8,
-                       ... apart: about 2 F log2 F pairs, baselines up to the whole sequence).
-                       Measured in bench/results/ba_layer.md.
-    pairs_k:           k of ``pairs = "top"``.
-    init:              where the solve starts: "network" (the PoseNet chain) or "landmarks"
-                       (a Tomasi-Kanade factorisation of the landmark tracks, the solve's
-                       ``--poses-init landmarks``). Over a wide window an untrained PoseNet
-                       (about identity) leaves the solver in a wrong minimum; the factorised
-                       start does not depend on the networks. Either way the refined poses'
-                       gradient comes from the optimum, not from the start.
-    """
-
-    enabled: bool = True
-    backend: str = "lm"
-    backward: str = "implicit"
-    max_iterations: int = 10
-    huber_px: float | None = 2.0
-    depth_corrections: bool = False
-    float64: bool = True
-    parameterization: str = "depth"
-    pairs: str = "all"
-    pairs_k: int = 4
-    init: str = "network"
-
-    def __post_init__(self):
-        if self.backend not in ("lm",):
-            raise InputError(f"sfm.ba.backend must be 'lm', got {self.backend!r}")
-        if self.parameterization not in ("depth", "classical"):
-            raise InputError(
-                f"sfm.ba.parameterization must be 'depth' or 'classical', got "
-                f"{self.parameterization!r}"
-            )
-        if self.pairs not in ("all", "top", "log"):
-            raise InputError(f"sfm.ba.pairs must be 'all', 'top' or 'log', got {self.pairs!r}")
-        if not isinstance(self.pairs_k, int) or self.pairs_k < 1:
-            raise InputError(f"sfm.ba.pairs_k must be >= 1, got {self.pairs_k}")
-        if self.init not in ("network", "landmarks"):
-            raise InputError(f"sfm.ba.init must be 'network' or 'landmarks', got {self.init!r}")
-        modes = ("none", "implicit", "implicit_gn", "unroll", "truncated")
-        if self.backward not in modes:
-            raise InputError(f"sfm.ba.backward must be one of {list(modes)}, got {self.backward!r}")
+#: Where the BA layer's solve starts (``sfm.ba_init``).
+BA_INITS = ("network", "landmarks")
 
 
 @dataclass(frozen=True)
@@ -279,6 +232,14 @@ class SfmStageConfig:
                        direction), not only on the consecutive ones: a window's consecutive
                        pairs all move the same way, so they hardly tell PoseNet which way the
                        head turns. 0 = consecutive pairs only.
+    ba:                the BA layer (:class:`facesfm.solvers.landmark_ba.BAConfig`, defaults
+                       :data:`TRAINING_BA`).
+    ba_init:           where its solve starts: "network" (the PoseNet chain) or "landmarks"
+                       (a Tomasi-Kanade factorisation of the landmark tracks, the solve's
+                       ``--poses-init landmarks``). Over a wide window an untrained PoseNet
+                       (about identity) leaves the solver in a wrong minimum; the factorised
+                       start does not depend on the networks. Either way the refined poses'
+                       gradient comes from the optimum, not from the start.
     """
 
     ablation: str = "full"
@@ -293,9 +254,13 @@ class SfmStageConfig:
     max_depth_mm: float = 900.0
     checkpoint_frames: int = 0
     loss: LossWeights = field(default_factory=LossWeights)
-    ba: BAConfig = field(default_factory=BAConfig)
+    ba: BAConfig = field(default_factory=lambda: TRAINING_BA)
+    ba_init: str = "network"
 
     def __post_init__(self):
+        if self.ba_init not in BA_INITS:
+            raise InputError(f"sfm.ba_init must be one of {list(BA_INITS)}, got "
+                             f"{self.ba_init!r}")
         if self.ablation not in ABLATIONS:
             raise InputError(
                 f"sfm.ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}"
@@ -386,7 +351,8 @@ PRESETS: dict[str, dict] = {
             "pose_channels": [8, 16, 32, 64, 96],
             # measured: the depth parameterisation with an untrained depth network mis-places
             # the poses over a wide window; classical BA from the factorised tracks does not
-            "ba": {"max_iterations": 8, "parameterization": "classical", "init": "landmarks"},
+            "ba": {"max_iterations": 8, "parameterization": "classical"},
+            "ba_init": "landmarks",
         },
     },
     "tiny": {
@@ -410,13 +376,35 @@ PRESETS: dict[str, dict] = {
 
 
 def upgrade_checkpoint_config(d: dict) -> dict:
-    """A checkpoint's stored config with the settings that options added later must take to
-    rebuild the networks it holds: checkpoints from before ``sfm.pose_norm`` and
-    ``sfm.pose_difference`` hold the plain PoseNet, so those default to False there."""
+    """A checkpoint's stored config in today's schema, with the settings that options added
+    later must take to rebuild the networks it holds:
+
+    * checkpoints from before ``sfm.pose_norm`` and ``sfm.pose_difference`` hold the plain
+      PoseNet, so those are False there;
+    * the BA layer's settings from before the test-time and training BA shared one config:
+      ``sfm.ba.huber_px`` (None: no kernel) becomes ``kernel``/``kernel_px``, ``sfm.ba.init``
+      becomes ``sfm.ba_init``, and the one-valued ``backend`` ("lm") goes; the settings the
+      old layer did not have take its fixed values (:data:`TRAINING_BA`'s)."""
     sfm = d.get("sfm") if isinstance(d, dict) else None
-    if not isinstance(sfm, dict) or "pose_norm" in sfm:
+    if not isinstance(sfm, dict):
         return d
-    return {**d, "sfm": {**sfm, "pose_norm": False, "pose_difference": False}}
+    sfm = dict(sfm)
+    if "pose_norm" not in sfm:
+        sfm.update(pose_norm=False, pose_difference=False)
+    ba = sfm.get("ba")
+    if isinstance(ba, dict) and ("huber_px" in ba or "init" in ba or "backend" in ba):
+        ba = dict(ba)
+        ba.pop("backend", None)
+        if "init" in ba:
+            sfm["ba_init"] = ba.pop("init")
+        if "huber_px" in ba:
+            huber = ba.pop("huber_px")
+            if huber is None:
+                ba["kernel"] = "none"
+            else:
+                ba.update(kernel="huber", kernel_px=huber)
+        sfm["ba"] = {**to_dict(TRAINING_BA), **ba}
+    return {**d, "sfm": sfm}
 
 
 def preset_config(name: str, overrides: dict | None = None) -> TrainConfig:

@@ -25,7 +25,7 @@ from facesfm.config import from_dict
 from facesfm.errors import InputError
 from facesfm.networks import ba_weights, detect_landmarks
 from facesfm.training.checkpoint import load_checkpoint, restore_weights
-from facesfm.training.config import TrainConfig, upgrade_checkpoint_config
+from facesfm.training.config import TrainConfig
 from facesfm.training.landmarks import build_landmark_net
 from facesfm.training.sfm import build_sfm_nets, chain_poses
 
@@ -51,7 +51,7 @@ def _load(path, stage: str):
     path = Path(path)
     ck = load_checkpoint(path, stage=stage)  # InputError: missing, unreadable, wrong stage
     try:
-        cfg = from_dict(TrainConfig, upgrade_checkpoint_config(ck["config"]), f"{path} config")
+        cfg = from_dict(TrainConfig, ck["config"], f"{path} config")
         state = ck["models"]["model"]
     except (KeyError, TypeError) as e:
         raise InputError(f"checkpoint {path}: malformed ({type(e).__name__}: {e})") from None

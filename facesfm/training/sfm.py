@@ -40,9 +40,9 @@ from facesfm.losses import (
 from facesfm.networks import DepthNet, DepthNetConfig, LandmarkNet, PoseNet, PoseNetConfig
 from facesfm.networks.landmark import ba_weights
 from facesfm.solvers.initial_poses import landmark_poses
-from facesfm.solvers.landmark_ba import BAConfig as SolveBA
-from facesfm.solvers.landmark_ba import Landmarks, classical_bundle_adjust
-from facesfm.training.config import BAConfig, LossWeights, TrainConfig
+from facesfm.solvers.landmark_ba import BAConfig, Landmarks, classical_bundle_adjust
+from facesfm.solvers.lm import BackwardMode
+from facesfm.training.config import LossWeights, TrainConfig
 from facesfm.training.distributed import DistInfo
 from facesfm.training.loop import TrainResult, run_training, seed_everything
 from facesfm.training.metrics import depth_errors, relative_rotation_errors
@@ -182,12 +182,6 @@ def inputs_from_sample(
     return SfmInputs(images=images, mask=sample.mask, K=sample.K, uv=uv, weight=weight)
 
 
-def _make_solver(ba: BAConfig):
-    from facesfm.solvers import BackwardMode, LMSolver
-
-    return LMSolver(max_iterations=ba.max_iterations, backward=BackwardMode(ba.backward))
-
-
 def refine_poses(
     K: torch.Tensor,
     uv: torch.Tensor,
@@ -204,23 +198,13 @@ def refine_poses(
     and metrics (``ba_rms_px``, ``ba_iterations``, ``ba_failures``: sequences where the solver
     raised and the learned poses were kept).
     """
-    from facesfm.solvers import (
-        AllPairs,
-        BAProblem,
-        BAState,
-        HuberKernel,
-        LogSpaced,
-        Parameterization,
-        SolverError,
-        TopCovisible,
-        TrivialKernel,
-    )
+    from facesfm.solvers import BAProblem, BAState, Parameterization, SolverError
 
-    if ba.parameterization == "classical":
+    if ba.classical:
         return _refine_classical(K, uv, weight, lm_depth, init, ba)
-    solver = _make_solver(ba)
+    solver = ba.make_solver()
     dt = torch.float64 if ba.float64 else init.dtype
-    kernel = TrivialKernel() if ba.huber_px is None else HuberKernel(ba.huber_px)
+    kernel = ba.make_kernel()
     out, rms, iters, fails = [], [], [], 0
     B, Fn = uv.shape[:2]
     for b in range(B):
@@ -231,9 +215,9 @@ def refine_poses(
             depth=lm_depth[b].to(dt).clamp_min(1e-3),
             parameterization=Parameterization.DEPTH,
             kernel=kernel,
-            pairs={"all": AllPairs(), "top": TopCovisible(ba.pairs_k),
-                   "log": LogSpaced()}[ba.pairs],
+            pairs=ba.make_pairs(),
             depth_corrections=ba.depth_corrections,
+            depth_prior_weight=ba.depth_prior_weight,
         ).drop_unconstrained()
         try:
             res = solver.solve(problem, BAState(poses=init[b].detach().to(dt)))
@@ -282,16 +266,13 @@ def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
 
     from facesfm.solvers import SolverError
 
-    cfg = SolveBA(parameterization="classical", max_iterations=ba.max_iterations,
-                  kernel="none" if ba.huber_px is None else "huber",
-                  kernel_px=2.0 if ba.huber_px is None else ba.huber_px)
     out, rms, iters, fails = [], [], [], 0
     for b in range(weight.shape[0]):
         Kb, lm = _tracks(K, uv, weight, b)
         start = init[b].detach().double().cpu().numpy()
         why = None
         try:
-            res = classical_bundle_adjust(Kb, lm, None, start, cfg)
+            res = classical_bundle_adjust(Kb, lm, None, start, ba)
         except (SolverError, InputError, torch.linalg.LinAlgError) as e:
             why = str(e)
         if why is None:
@@ -556,7 +537,7 @@ class SfmTask:
             lm_depth = landmark_depths(depth, inp.uv)
             ba = self.cfg.sfm.ba if grad_ba else _no_grad_ba(self.cfg.sfm.ba)
             start = learned
-            if ba.init == "landmarks":
+            if self.cfg.sfm.ba_init == "landmarks":
                 start = factorised_poses(inp.K, inp.uv, inp.weight, learned)
             poses, metrics = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, start, ba)
         return depth, poses, learned, metrics, lm_depth, extra
@@ -594,7 +575,7 @@ class SfmTask:
 def _no_grad_ba(ba: BAConfig) -> BAConfig:
     import dataclasses
 
-    return dataclasses.replace(ba, backward="none")
+    return dataclasses.replace(ba, backward=BackwardMode.NONE)
 
 
 def _as_batch(s: SequenceSample) -> SequenceSample:

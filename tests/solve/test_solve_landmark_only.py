@@ -199,6 +199,7 @@ def test_depth_landmarks_without_enough_landmarks(seq9, tmp_path, capsys):
     from facesfm.solve.config import SolveConfig
     from facesfm.solve.inputs import load_input
     from facesfm.solve.pipeline import solve_frames
+    from facesfm.solvers import Parameterization
     from facesfm.solvers.landmark_ba import BAConfig
 
     with pytest.raises(SystemExit) as e:
@@ -218,6 +219,6 @@ def test_depth_landmarks_without_enough_landmarks(seq9, tmp_path, capsys):
         solve_frames(load_input(seq), cfg)
     # the depth parameterisation has no landmark points to build depth maps from
     with pytest.raises(InputError, match="needs --ba-parameterization classical"):
-        SolveConfig(depth="landmarks", ba=BAConfig(parameterization="depth"))
+        SolveConfig(depth="landmarks", ba=BAConfig(parameterization=Parameterization.DEPTH))
     with pytest.raises(InputError, match="disagree"):
         SolveConfig(oracle_depth=True, depth="landmarks")

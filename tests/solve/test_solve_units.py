@@ -11,6 +11,7 @@ from facesfm.solve.config import build_solve_config
 from facesfm.solve.fusion import depth_to_points, fuse_depth_maps, sample_depth
 from facesfm.solve.inputs import default_intrinsics, load_input, parse_intrinsics
 from facesfm.solvers.initial_poses import perturbed_poses
+from facesfm.solvers.landmark_ba import KernelKind
 
 
 def test_sample_depth_is_bilinear_and_refuses_silhouettes():
@@ -245,7 +246,10 @@ def test_build_solve_config(tmp_path):
     y = tmp_path / "solve.yaml"
     y.write_text("landmarks: 68\nba: {kernel: cauchy}\nfusion: {voxel_mm: 2.0}\n")
     cfg = build_solve_config(y, poses_init="gt-perturbed")
-    assert (cfg.landmarks, cfg.ba.kernel, cfg.fusion.voxel_mm) == (68, "cauchy", 2.0)
+    assert (cfg.landmarks, cfg.ba.kernel, cfg.fusion.voxel_mm) == (68, KernelKind.CAUCHY, 2.0)
+    y.write_text("ba: {float64: false}\n")  # the training layer's setting, not the solve's
+    with pytest.raises(InputError, match="ba.float64"):
+        build_solve_config(y)
     assert cfg.poses_init == "gt-perturbed" and cfg.ba.enabled
     y.write_text("fusion: {voxels: 2.0}\n")
     with pytest.raises(InputError, match="voxels"):

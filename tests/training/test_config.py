@@ -55,8 +55,8 @@ def test_unknown_keys_and_values_are_named(tmp_path):
         preset_config("tiny", {"data": {"image_size": 70}})
     with pytest.raises(InputError, match="frame_step"):
         preset_config("tiny", {"data": {"frame_step": 0}})
-    with pytest.raises(InputError, match="sfm.ba.init"):
-        preset_config("tiny", {"sfm": {"ba": {"init": "oracle"}}})
+    with pytest.raises(InputError, match="sfm.ba_init"):
+        preset_config("tiny", {"sfm": {"ba_init": "oracle"}})
     y = tmp_path / "c.yaml"
     y.write_text("optim:\n  batch_size: 3\n")
     assert build_train_config("tiny", str(y)).optim.batch_size == 3

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,7 +7,9 @@ import torch
 
 from facesfm.geometry.camera import invert_pose
 from facesfm.networks import axis_angle_to_matrix
-from facesfm.training.config import BAConfig
+from facesfm.solvers import BackwardMode
+from facesfm.solvers.landmark_ba import KernelKind
+from facesfm.training.config import TRAINING_BA
 from facesfm.training.metrics import depth_errors, landmark_errors, relative_rotation_errors
 from facesfm.training.sfm import chain_poses, consecutive_pairs, refine_poses
 
@@ -105,7 +108,8 @@ def test_ba_layer_recovers_gt_poses_from_perturbed_init(tiny_data):
         init[f] = P @ T[f]
     assert relative_rotation_errors(init, T).max() > 1.0
     w = s.visible.to(torch.float64)
-    ba = BAConfig(max_iterations=30, huber_px=None, backward="none")
+    ba = replace(TRAINING_BA, max_iterations=30, kernel=KernelKind.NONE,
+                 backward=BackwardMode.NONE)
     poses, m = refine_poses(s.K[None], s.uv[None], w[None], z[None], init[None], ba)
     assert m["ba_failures"] == 0
     assert m["ba_rms_px"] < 1e-3
@@ -120,7 +124,8 @@ def test_ba_layer_gradient_reaches_depth(tiny_data):
     s, T, z = _gt_problem(tiny_data)
     w = s.visible.to(torch.float64)
     depth = z.clone().requires_grad_(True)
-    ba = BAConfig(max_iterations=30, huber_px=None, backward="implicit")
+    ba = replace(TRAINING_BA, max_iterations=30, kernel=KernelKind.NONE,
+                 backward=BackwardMode.IMPLICIT)
     poses, m = refine_poses(s.K[None], s.uv[None], w[None], depth[None], T[None], ba)
     assert m["ba_failures"] == 0
     total = poses[0, :, :3, 3].sum()

@@ -319,7 +319,7 @@ def test_ba_layer_started_from_the_landmark_factorisation(tiny_data):
     # weak-perspective factorisation: right direction, magnitude short by up to ~20%
     assert float(err_start.max()) < 0.3 * float(err_learned.max())
     # the option reaches the layer: refined poses differ by the start they were given
-    lm_cfg = preset_config("tiny", {**over, "sfm": {"landmark_source": "gt", "ba": {"init": "landmarks"}}})
+    lm_cfg = preset_config("tiny", {**over, "sfm": {"landmark_source": "gt", "ba_init": "landmarks"}})
     with torch.no_grad():
         _, refined, _, m, _, _ = SfmTask(lm_cfg).forward(task.model, inp, grad_ba=False)
     assert float(m["ba_failures"]) == 0
@@ -334,7 +334,10 @@ def test_classical_ba_layer_poses_follow_the_depth_scale(tiny_data):
     """Classical layer: exact landmarks give the true rotations; the translations take the
     network depth's scale (doubling the depth doubles them), and that scale is the gradient
     path to the depth."""
-    from facesfm.training.config import BAConfig
+    from dataclasses import replace
+
+    from facesfm.solvers import Parameterization
+    from facesfm.training.config import TRAINING_BA
     from facesfm.training.metrics import relative_rotation_errors
     from facesfm.training.sfm import factorised_poses, landmark_depths, refine_poses
 
@@ -344,7 +347,7 @@ def test_classical_ba_layer_poses_follow_the_depth_scale(tiny_data):
     inp = SfmTask(cfg).inputs(batch)
     depth = torch.full_like(batch.images[:, :, :1], 450.0).requires_grad_()
     lm_depth = landmark_depths(depth, inp.uv)
-    ba = BAConfig(parameterization="classical", init="landmarks", max_iterations=20)
+    ba = replace(TRAINING_BA, parameterization=Parameterization.CLASSICAL, max_iterations=20)
     eye = torch.eye(4).expand(1, 6, 4, 4)
     start = factorised_poses(inp.K, inp.uv, inp.weight, eye)
     poses, m = refine_poses(inp.K, inp.uv, inp.weight, lm_depth, start, ba)
@@ -445,7 +448,10 @@ def test_ba_layer_pair_selections_bound_the_pairs_and_still_recover_the_poses():
     "log" solve smaller problems that reach the true poses from exact observations, land
     elsewhere than all pairs from noisy ones (0.2 deg from the truth where all pairs give
     0.15), and keep a gradient to the depths."""
-    from facesfm.training.config import BAConfig
+    from dataclasses import replace
+
+    from facesfm.solvers.landmark_ba import PairRule
+    from facesfm.training.config import TRAINING_BA
     from facesfm.training.metrics import relative_rotation_errors
     from facesfm.training.sfm import refine_poses
 
@@ -454,7 +460,8 @@ def test_ba_layer_pair_selections_bound_the_pairs_and_still_recover_the_poses():
     for noise_px, rot_tol, tr_tol in ((0.0, 1e-6, 1e-6), (0.3, 0.3, 2.5)):
         K, uv, w, depth, start, truth = _synthetic_depth_sequence(F, noise_px)
         runs = {name: refine_poses(K, uv, w, depth, start,
-                                   BAConfig(max_iterations=30, pairs=p, pairs_k=k))
+                                   replace(TRAINING_BA, max_iterations=30,
+                                           pairs=PairRule(p), pairs_k=k))
                 for name, (p, k) in sels.items()}
         torch.testing.assert_close(runs["top9"][0], runs["all"][0], rtol=0, atol=1e-9)
         for name, (poses, m) in runs.items():
