@@ -85,11 +85,10 @@ def score_written_solve(out: Path, gt) -> dict:
             "focal_source": rep["intrinsics"]["source"],
             "focal_estimate": rep["intrinsics"].get("focal_estimate"),
             "rotation_mean_deg": rot["rotation_mean_deg"],
-            "cloud_mm": ev.get("cloud_to_gt_surface_mm", {}).get("mean"),
-            "cloud_alignment_error": ev.get("alignment", {}).get("error"),
-            "cloud_mm_fixed_scale": ev.get("cloud_to_gt_surface_mm_landmark_scale",
-                                           {}).get("mean"),
-            "completeness": ev.get("completeness", {}).get("fraction")}
+            "cloud_mm": ev.cloud and ev.cloud.mean,
+            "cloud_alignment_error": ev.errors.get("alignment"),
+            "cloud_mm_fixed_scale": ev.cloud_landmark_scale and ev.cloud_landmark_scale.mean,
+            "completeness": ev.completeness and ev.completeness.fraction}
 
 
 def num(x, fmt: str) -> str:

@@ -156,28 +156,30 @@ def main(argv=None) -> int:
                     row[name] = {"error": str(e)}
                     continue
                 ev = res.evaluation
-                cloud = ev.get("cloud_to_gt_surface_mm", {})
-                cloud_ls = ev.get("cloud_to_gt_surface_mm_landmark_scale", {})
+
+                def fig(value, attr):  # a figure, NaN where the evaluation has none
+                    return np.nan if value is None else getattr(value, attr)
+
                 row[name] = {
-                    "rot_deg": ev["poses_optimised"]["rotation_mean_deg"],
-                    "cloud_mean_mm": cloud.get("mean", np.nan),
-                    "cloud_median_mm": cloud.get("median", np.nan),
-                    "cloud_ls_mean_mm": cloud_ls.get("mean", np.nan),
-                    "icp_scale_ratio": ev.get("alignment", {}).get("scale", np.nan)
-                    / ev.get("alignment_landmark_scale", {}).get("scale", np.nan),
-                    "completeness": ev.get("completeness", {}).get("fraction", np.nan),
+                    "rot_deg": float(ev.poses_optimised.rotation_deg.mean()),
+                    "cloud_mean_mm": fig(ev.cloud, "mean"),
+                    "cloud_median_mm": fig(ev.cloud, "median"),
+                    "cloud_ls_mean_mm": fig(ev.cloud_landmark_scale, "mean"),
+                    "icp_scale_ratio": fig(ev.alignment, "scale")
+                    / fig(ev.alignment_landmark_scale, "scale"),
+                    "completeness": fig(ev.completeness, "fraction"),
                     "seconds": time.perf_counter() - t0,
                     "motion_disagreement_deg": res.checks.motion_disagreement_deg,
-                    "now_median_mm": ev.get("now", {}).get("median_mm", np.nan),
-                    "now_metric_median_mm": ev.get("now_metric", {}).get("median_mm", np.nan),
+                    "now_median_mm": fig(ev.now, "median_mm"),
+                    "now_metric_median_mm": fig(ev.now_metric, "median_mm"),
                 }
                 if res.problems:  # refused by the solve: a failure, its figures kept apart
                     row[name]["refused"] = "; ".join(res.problems)
-                if "error" in ev.get("alignment", {}):  # e.g. a collapsed ICP alignment
-                    row[name]["cloud_error"] = ev["alignment"]["error"]
+                if "alignment" in ev.errors:  # e.g. a collapsed ICP alignment
+                    row[name]["cloud_error"] = ev.errors["alignment"]
                 if name == "ours, detector only":
                     row["BA start"] = {
-                        "rot_deg": ev["poses_initial"]["rotation_mean_deg"]}
+                        "rot_deg": float(ev.poses_initial.rotation_deg.mean())}
                     lm, gt = res.landmarks, res.poses_gt
                     try:
                         b = run_baseline("colmap_ba", lm.uv, lm.weight > 0, res.frames.K)

@@ -92,6 +92,7 @@ def run_case(name: str, seq: Path, tmp: Path, repeats: int, photometric: bool = 
     # whole, so the two cannot be averaged)
     wall, res = runs[(len(runs) - 1) // 2]
     ev = res.evaluation
+    poses = {"initial": ev.poses_initial, "optimised": ev.poses_optimised}
     return {
         "case": name,
         "stages": cfg.stage_sources(),
@@ -103,13 +104,11 @@ def run_case(name: str, seq: Path, tmp: Path, repeats: int, photometric: bool = 
         "ba": res.ba.summary() | {"depth_scale": None},
         "cloud_points": len(res.cloud),
         "mesh_faces": len(res.mesh.faces),
-        "rotation_max_deg": {k: ev[f"poses_{k}"]["rotation_max_deg"]
-                             for k in ("initial", "optimised")},
-        "rotation_mean_deg": {k: ev[f"poses_{k}"]["rotation_mean_deg"]
-                              for k in ("initial", "optimised")},
-        "ate_mm": {k: ev[f"poses_{k}"]["ate_mm"] for k in ("initial", "optimised")},
-        "cloud_mean_mm": ev["cloud_to_gt_surface_mm"]["mean"],
-        "mesh_mean_mm": ev["mesh_to_gt_surface_mm"]["mean"],
+        "rotation_max_deg": {k: float(p.rotation_deg.max()) for k, p in poses.items()},
+        "rotation_mean_deg": {k: float(p.rotation_deg.mean()) for k, p in poses.items()},
+        "ate_mm": {k: p.ate_mm for k, p in poses.items()},
+        "cloud_mean_mm": ev.cloud.mean,
+        "mesh_mean_mm": ev.mesh.mean,
     }
 
 

@@ -60,6 +60,7 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0, overwrite: bool = True
 
 def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     from facesfm.eval.metrics import landmark_errors
+    from facesfm.eval.results import SolveEvaluation
     from facesfm.solve.config import SolveConfig
     from facesfm.solve.pipeline import run_solve
     from facesfm.solve.stereo import StereoConfig
@@ -73,7 +74,7 @@ def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
          f"mean-face starts -> bundle adjustment -> photometric tracks -> bundle adjustment again -> landmark "
          f"depth -> photometric depth refinement -> fusion) ...")
     sr = run_solve(seq_dir, out, cfg, overwrite=overwrite, echo=echo)
-    ev = sr.evaluation or {}
+    ev = sr.evaluation or SolveEvaluation()
     lm = sr.landmarks
     gt_uv = sr.frames.sequence.uv[sr.kept][:, lm.ids]
     gt_vis = sr.frames.sequence.visible[sr.kept][:, lm.ids]
@@ -81,23 +82,22 @@ def _solve(seq_dir: Path, out: Path, overwrite: bool, echo):
     err = landmark_errors(lm.uv, gt_uv, both)
     echo(f"landmarks: {lm.uv.shape[1]} per frame, error {err.mean:.2f} px mean / "
          f"{err.median:.2f} px median over {both.sum()} detections that are visible")
-    pi, po = ev.get("poses_initial", {}), ev.get("poses_optimised", {})
-    if "rotation_mean_deg" in pi and "rotation_mean_deg" in po:
+    pi, po = ev.poses_initial, ev.poses_optimised
+    if pi is not None and po is not None:
         echo(f"camera rotation error vs ground truth (after a similarity alignment): "
-             f"{pi['rotation_mean_deg']:.2f} deg initial ({sr.ba.start.split(' + ')[0]}) -> "
-             f"{po['rotation_mean_deg']:.2f} deg after bundle adjustment "
+             f"{pi.rotation_deg.mean():.2f} deg initial ({sr.ba.start.split(' + ')[0]}) -> "
+             f"{po.rotation_deg.mean():.2f} deg after bundle adjustment "
              f"(BA {sr.ba.iterations} iterations, {sr.ba.rms_px:.2f} px RMS)")
-    c = ev.get("cloud_to_gt_surface_mm")
-    c_lm = ev.get("cloud_to_gt_surface_mm_landmark_scale")
+    c, c_lm = ev.cloud, ev.cloud_landmark_scale
     if c is not None:
-        echo(f"fused cloud to the ground-truth surface after ICP: {c['mean']:.2f} mm mean, "
-             f"{c['median']:.2f} mm median ({c['n']} points)")
-    elif "alignment" in ev and "error" in ev["alignment"]:
+        echo(f"fused cloud to the ground-truth surface after ICP: {c.mean:.2f} mm mean, "
+             f"{c.median:.2f} mm median ({c.n} points)")
+    elif "alignment" in ev.errors:
         echo(f"fused cloud: no accuracy figure with a free ICP scale "
-             f"({ev['alignment']['error']})")
+             f"({ev.errors['alignment']})")
     if c_lm is not None:
-        echo(f"  at the landmarks' scale (rigid ICP): {c_lm['mean']:.2f} mm mean, "
-             f"{c_lm['median']:.2f} mm median")
+        echo(f"  at the landmarks' scale (rigid ICP): {c_lm.mean:.2f} mm mean, "
+             f"{c_lm.median:.2f} mm median")
     total = sr.timings.get("total", float("nan"))
     echo(f"solve took {total:.1f} s; outputs in {out}/: cloud.ply, mesh.ply, mesh.obj, "
          f"cameras.json, colmap/, report.json, report.html")

@@ -15,6 +15,7 @@ from scipy.spatial import cKDTree
 from facesfm.eval.align import AlignConfig, AlignmentError, align_reconstruction
 from facesfm.eval.metrics import point_to_surface_distances, pose_errors
 from facesfm.eval.now import now_errors
+from facesfm.eval.results import AlignmentFit, Completeness, Distances, SolveEvaluation
 from facesfm.geometry.multiview import depth_to_points
 from facesfm.geometry.similarity import rms_radius, umeyama
 
@@ -25,7 +26,7 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
                         poses_optimised: np.ndarray, landmarks_xyz: np.ndarray,
                         landmark_ids: np.ndarray, cloud_points: np.ndarray,
                         mesh_vertices: np.ndarray, max_points: int = 5000,
-                        mesh_faces: np.ndarray | None = None) -> dict:
+                        mesh_faces: np.ndarray | None = None) -> SolveEvaluation:
     """Pose errors (initial and optimised vs GT) and cloud / mesh accuracy after Umeyama
     (landmarks) + point-to-surface ICP alignment to the GT mesh (mm); the cloud's accuracy
     also at the landmarks' scale with rigid ICP (``*_landmark_scale``). When the landmark IDs
@@ -40,17 +41,17 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
     solve used (the poses' rows); landmark_ids: (N,) the sequence's landmark ID of each row of
     ``landmarks_xyz`` (NaN rows: not reconstructed).
     """
-    out: dict = {}
+    ev = SolveEvaluation()
     gt = seq.cam_T_world[kept]
     if len(gt) >= 3:
-        for name, P in (("initial", poses_initial), ("optimised", poses_optimised)):
+        for name, P in (("poses_initial", poses_initial), ("poses_optimised", poses_optimised)):
             try:
-                out[f"poses_{name}"] = pose_errors(P, gt, "sim3").summary()
+                setattr(ev, name, pose_errors(P, gt, "sim3"))
             except ValueError as e:
-                out[f"poses_{name}"] = {"error": str(e)}
+                ev.errors[name] = str(e)
     mesh_path = seq.root / "mesh.ply"
     if not mesh_path.is_file():
-        return out
+        return ev
     gm = trimesh.load(mesh_path, process=False)
     gv, gf = np.asarray(gm.vertices, dtype=np.float64), np.asarray(gm.faces, dtype=np.int64)
     init = _landmark_init(seq, landmarks_xyz, landmark_ids)
@@ -59,17 +60,21 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
     # cannot be the same points (the right model's detections: 1-3 mm; another model's IDs or
     # a user mesh's farthest-point samples: tens of mm): start from the cameras instead
     if init is None or rms > max(5.0, 0.2 * rms_radius(init[1])):
-        why = ("no landmark pairs" if init is None else
-               f"the landmark IDs do not mark the sequence's points (RMS {rms:.1f} mm after a "
-               f"similarity fit)")
+        ev.alignment_start_why = (
+            "no landmark pairs" if init is None else
+            f"the landmark IDs do not mark the sequence's points (RMS {rms:.1f} mm after a "
+            f"similarity fit)")
         init = _camera_init(cloud_points, poses_optimised, gt)
-        out["alignment_start"] = {"from": "cameras" if init is not None else "centroids",
-                                  "why": why}
+        ev.alignment_start = "cameras" if init is not None else "centroids"
     else:
-        out["alignment_start"] = {"from": "landmarks"}
+        ev.alignment_start = "landmarks"
         if mesh_faces is not None:
-            out.update(now_errors(seq.landmark_xyz, gv, gf, landmarks_xyz, landmark_ids,
-                                  mesh_vertices, mesh_faces))
+            for name, r in now_errors(seq.landmark_xyz, gv, gf, landmarks_xyz, landmark_ids,
+                                      mesh_vertices, mesh_faces).items():
+                if isinstance(r, str):
+                    ev.errors[name] = r
+                else:
+                    setattr(ev, name, r)
     if init is not None:
         # Second protocol: the scale of the landmarks, rigid ICP. It cannot shrink a noisy
         # cloud (a free ICP scale does, which flatters it; down to a collapse).
@@ -78,28 +83,26 @@ def evaluate_against_gt(seq, kept: np.ndarray, poses_initial: np.ndarray,
                 cloud_points, gv, gf, init,
                 AlignConfig(max_points=max_points, max_correspondence_mm=10.0, icp_scale=False))
         except AlignmentError as e:
-            out["alignment_landmark_scale"] = {"error": str(e)}
+            ev.errors["alignment_landmark_scale"] = str(e)
         else:
-            out["alignment_landmark_scale"] = {"scale": float(al_lm.transform.s),
-                                               "fitness": al_lm.fitness,
-                                               "inlier_rmse_mm": al_lm.inlier_rmse}
-            out["cloud_to_gt_surface_mm_landmark_scale"] = _distance_stats(
+            ev.alignment_landmark_scale = _fit(al_lm)
+            ev.cloud_landmark_scale = Distances.of(
                 point_to_surface_distances(al_lm.aligned, gv, gf))
     try:
         al = align_reconstruction(cloud_points, gv, gf, init,
                                   AlignConfig(max_points=max_points, max_correspondence_mm=10.0))
     except AlignmentError as e:
-        out["alignment"] = {"error": str(e)}
-        return out
-    d_cloud = point_to_surface_distances(al.aligned, gv, gf)
-    d_mesh = point_to_surface_distances(al.transform.apply(mesh_vertices), gv, gf)
-    S = al.transform
-    out["alignment"] = {"scale": float(S.s), "fitness": al.fitness,
-                        "inlier_rmse_mm": al.inlier_rmse}
-    for name, d in (("cloud", d_cloud), ("mesh", d_mesh)):
-        out[f"{name}_to_gt_surface_mm"] = _distance_stats(d)
-    out["completeness"] = gt_completeness(seq, kept, al.aligned)
-    return out
+        ev.errors["alignment"] = str(e)
+        return ev
+    ev.alignment = _fit(al)
+    ev.cloud = Distances.of(point_to_surface_distances(al.aligned, gv, gf))
+    ev.mesh = Distances.of(point_to_surface_distances(al.transform.apply(mesh_vertices), gv, gf))
+    ev.completeness = gt_completeness(seq, kept, al.aligned)
+    return ev
+
+
+def _fit(al) -> AlignmentFit:
+    return AlignmentFit(float(al.transform.s), al.fitness, al.inlier_rmse)
 
 
 def _landmark_init(seq, X: np.ndarray, ids: np.ndarray):
@@ -128,13 +131,8 @@ def _camera_init(points: np.ndarray, poses: np.ndarray, gt: np.ndarray, n: int =
     return P, S.apply(P)
 
 
-def _distance_stats(d: np.ndarray) -> dict:
-    return {"mean": float(d.mean()), "median": float(np.median(d)),
-            "p95": float(np.percentile(d, 95)), "max": float(d.max()), "n": len(d)}
-
-
 def gt_completeness(seq, kept: np.ndarray, aligned: np.ndarray, threshold_mm: float = 2.0,
-                    stride: int = 4) -> dict:
+                    stride: int = 4) -> Completeness:
     """How much of the face the cameras saw the cloud covers: the GT surface points of every
     used frame (``kept``: GT depth inside the GT face mask, every ``stride``-th pixel, placed
     with the GT poses) that have an ``aligned`` cloud point (P, 3, GT world) within
@@ -149,7 +147,6 @@ def gt_completeness(seq, kept: np.ndarray, aligned: np.ndarray, threshold_mm: fl
         pts.append((X - t) @ R)
     P = np.concatenate(pts) if pts else np.zeros((0, 3))
     if len(P) == 0:
-        return {"threshold_mm": threshold_mm, "fraction": float("nan"), "gt_points": 0}
+        return Completeness(threshold_mm, float("nan"), 0)
     dist, _ = cKDTree(aligned).query(P)
-    return {"threshold_mm": threshold_mm, "fraction": float((dist < threshold_mm).mean()),
-            "gt_points": len(P)}
+    return Completeness(threshold_mm, float((dist < threshold_mm).mean()), len(P))

@@ -128,9 +128,9 @@ def now_error(scan, scan_landmarks, vertices, faces, landmarks, metric: bool = F
 
 
 def now_errors(gt_landmark_xyz, gt_vertices, gt_faces, landmarks_xyz, landmark_ids, vertices,
-               faces, cfg: NowConfig = NowConfig()) -> dict:
+               faces, cfg: NowConfig = NowConfig()) -> dict[str, NowResult | str]:
     """Both variants on a sequence's ground truth: {"now": scale from the landmarks,
-    "now_metric": scale 1}, each :meth:`NowResult.summary` or {"error": why}.
+    "now_metric": scale 1}, each a :class:`NowResult` or why there is none.
 
     gt_landmark_xyz: (L, 3) the ground-truth point of each landmark ID; gt_vertices,
     gt_faces: the ground-truth mesh (the scan is drawn on it); landmarks_xyz (N, 3) and
@@ -139,15 +139,15 @@ def now_errors(gt_landmark_xyz, gt_vertices, gt_faces, landmarks_xyz, landmark_i
     gt_lm = np.asarray(gt_landmark_xyz, dtype=np.float64)
     rows = {int(k): i for i, k in enumerate(np.asarray(landmark_ids))}
     if not all(k in rows for k in NOW_LANDMARK_IDS) or max(NOW_LANDMARK_IDS) >= len(gt_lm):
-        why = {"error": "the landmarks do not include the 7 NoW landmarks"}
-        return {"now": why, "now_metric": dict(why)}
+        why = "the landmarks do not include the 7 NoW landmarks"
+        return {"now": why, "now_metric": why}
     lm = np.asarray(landmarks_xyz, dtype=np.float64)[[rows[k] for k in NOW_LANDMARK_IDS]]
     scan = now_scan(gt_vertices, gt_faces, gt_lm[NOSE_TIP_ID], cfg)
     out = {}
     for name, metric in (("now", False), ("now_metric", True)):
         try:
             out[name] = now_error(scan, gt_lm[list(NOW_LANDMARK_IDS)], vertices, faces, lm,
-                                  metric, cfg).summary()
+                                  metric, cfg)
         except ValueError as e:
-            out[name] = {"error": str(e)}
+            out[name] = str(e)
     return out

@@ -319,11 +319,11 @@ def _now_metrics(solve_dir: Path, seq, gt: _GroundTruth) -> dict:
     res = now_errors(seq.landmark_xyz, gt.vertices, gt.faces, X, ids,
                      np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces))
     out = {}
-    for name in ("now", "now_metric"):
-        if "error" in res[name]:
-            out[f"{name}_error"] = res[name]["error"]
+    for name, r in res.items():
+        if isinstance(r, str):
+            out[f"{name}_error"] = r
         for k in ("median", "mean", "std"):
-            out[f"{name}_{k}_mm"] = res[name].get(f"{k}_mm", float("nan"))
+            out[f"{name}_{k}_mm"] = float("nan") if isinstance(r, str) else getattr(r, f"{k}_mm")
     return out
 
 

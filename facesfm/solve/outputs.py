@@ -103,7 +103,7 @@ def report_dict(res) -> dict:
         "cloud": {"points": len(res.cloud)},
         "mesh": {"vertices": len(res.mesh.vertices), "faces": len(res.mesh.faces)},
         "timings_s": {k: float(v) for k, v in res.timings.items()},
-        "evaluation": res.evaluation,
+        "evaluation": res.evaluation.to_dict() if res.evaluation else {},
         "config": to_dict(res.config),
     }
 
@@ -303,9 +303,9 @@ def report_html(res) -> str:
         f"<h2>Stages</h2><table>{rows}</table>",
         f"<h2>Bundle adjustment</h2><pre>{esc(json.dumps(rep['ba'], indent=1))}</pre>",
     ]
-    if res.evaluation:
+    if rep["evaluation"]:
         parts.append("<h2>Evaluation against ground truth</h2>"
-                     f"<pre>{esc(json.dumps(res.evaluation, indent=1))}</pre>")
+                     f"<pre>{esc(json.dumps(rep['evaluation'], indent=1))}</pre>")
     for title, fig in figs:
         parts.append(f"<h2>{esc(title)}</h2><img src='data:image/png;base64,{_png(fig)}'>")
     parts.append(f"<h2>Timings (s)</h2><table>{times}</table></body></html>")

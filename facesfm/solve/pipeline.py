@@ -147,7 +147,7 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     kept[with_face] = keep
     kept = frames_in.in_input(kept)  # of the input's frames
     res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
-                      timings, {}, cfg, photometric=photometric, checks=checks,
+                      timings, None, cfg, photometric=photometric, checks=checks,
                       focal=focal)
     if cfg.evaluate and frames.sequence is not None:
         res.evaluation = evaluate_against_gt(frames.sequence, kept, poses0, ba.poses, X1,

@@ -22,6 +22,7 @@ from scipy.interpolate import griddata
 from scipy.spatial import QhullError
 
 from facesfm.errors import InputError, warn
+from facesfm.eval.results import SolveEvaluation
 from facesfm.geometry.camera import project, transform
 from facesfm.geometry.multiview import hull_masks
 from facesfm.solve.checks import ResultChecks
@@ -110,7 +111,8 @@ class SolveResult:
     reproj_initial_px, reproj_final_px: (F,) per-frame RMS reprojection error of those points.
     cloud, mesh:    the fused :class:`PointCloud` and :class:`SurfaceMesh`.
     timings:        seconds per stage.
-    evaluation:     metrics against the ground truth (empty without GT).
+    evaluation:     :class:`facesfm.eval.results.SolveEvaluation` against the ground truth
+                    (None without GT, or with ``evaluate`` off).
     photometric:    summaries of the photometric stages that ran: "tracks"
                     (:meth:`Tracks.summary`) and "stereo" (:meth:`StereoResult.summary`).
     checks:         :class:`ResultChecks`, what :func:`facesfm.solve.checks.check_result`
@@ -135,7 +137,7 @@ class SolveResult:
     cloud: PointCloud
     mesh: SurfaceMesh
     timings: dict
-    evaluation: dict
+    evaluation: SolveEvaluation | None
     config: SolveConfig
     out: Path | None = None
     photometric: dict = field(default_factory=dict)

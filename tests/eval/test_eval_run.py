@@ -143,13 +143,14 @@ def test_the_now_protocol_on_a_solve(data, tmp_path):
     rep = evaluate_sequences([data / "seq1"], [], [68], tmp_path / "t",
                              solve_dirs=[tmp_path / "s"], protocols="icp,now")
     (sv,) = rep.records
-    assert own["now_metric"]["scale"] == 1.0 and abs(own["now"]["scale"] - 1) < 0.01
+    assert own.now_metric.scale == 1.0 and abs(own.now.scale - 1) < 0.01
     for name in ("now", "now_metric"):
+        r = getattr(own, name)
         # measured 0.44-0.46 mm (the mesh's own vertices: 0.16 mm; the scan reaches past it)
-        assert own[name]["median_mm"] < 1.0 and own[name]["landmark_rms_mm"] < 1.0, own
+        assert r.median_mm < 1.0 and r.landmark_rms_mm < 1.0, r
         for k in ("median", "mean", "std"):
             # (mesh.ply holds float32 vertices)
-            assert sv[f"{name}_{k}_mm"] == pytest.approx(own[name][f"{k}_mm"], rel=0.01)
+            assert sv[f"{name}_{k}_mm"] == pytest.approx(getattr(r, f"{k}_mm"), rel=0.01)
     assert "NoW median (mm)" in rep.tables["comparison"].columns
     with pytest.raises(InputError, match=r"--protocol icp,nows: unknown \['nows'\]"):
         evaluate_sequences([data / "seq1"], [], [68], tmp_path / "u",

@@ -49,10 +49,10 @@ def test_factorisation_init_and_classical_ba(noisy_solve):
 
     res = noisy_solve
     ev = res.evaluation
-    init, opt = ev["poses_initial"], ev["poses_optimised"]
-    assert 5.0 < init["rotation_mean_deg"] < 15.0
-    assert opt["rotation_mean_deg"] < 1.5
-    assert opt["rotation_mean_deg"] < 0.2 * init["rotation_mean_deg"]
+    init, opt = ev.poses_initial.rotation_deg.mean(), ev.poses_optimised.rotation_deg.mean()
+    assert 5.0 < init < 15.0
+    assert opt < 1.5
+    assert opt < 0.2 * init
     assert res.ba.converged and 0.8 < res.ba.rms_px < 1.5  # 1 px per coordinate
     ref = classical_bundle_adjust(res.frames.K, res.landmarks, None, res.poses_gt, BAConfig())
     e_ref = pose_errors(ref.poses, res.poses_gt).rotation_deg
@@ -80,15 +80,15 @@ def test_landmark_depth_fusion_is_on_the_gt_surface(noisy_solve):
     np.testing.assert_array_equal(res.depth.mask, res.depth.depth > 0)
     assert (res.depth.mask.sum((1, 2)) > 2000).all()
     np.testing.assert_array_equal(res.ba.log_scale, 0.0)
-    d = res.evaluation["cloud_to_gt_surface_mm"]
-    assert d["n"] > 10000
-    assert d["mean"] < 1.5 and d["p95"] < 4.0
-    assert res.evaluation["mesh_to_gt_surface_mm"]["mean"] < 1.6
+    ev = res.evaluation
+    d = ev.cloud
+    assert d.n > 10000
+    assert d.mean < 1.5 and d.p95 < 4.0
+    assert ev.mesh.mean < 1.6
     # the second protocol (landmark scale, rigid ICP) agrees on a good cloud
-    d_lm = res.evaluation["cloud_to_gt_surface_mm_landmark_scale"]
-    assert d_lm["n"] == d["n"] and abs(d_lm["mean"] - d["mean"]) < 0.2
-    s_lm = res.evaluation["alignment_landmark_scale"]["scale"]
-    assert abs(s_lm / res.evaluation["alignment"]["scale"] - 1.0) < 0.01
+    d_lm = ev.cloud_landmark_scale
+    assert d_lm.n == d.n and abs(d_lm.mean - d.mean) < 0.2
+    assert abs(ev.alignment_landmark_scale.scale / ev.alignment.scale - 1.0) < 0.01
     rep = json.loads((res.out / "report.json").read_text())
     assert rep["stages"]["initial_poses"].startswith("landmarks (Tomasi-Kanade factorisation")
     assert rep["stages"]["depth"].startswith("landmarks")

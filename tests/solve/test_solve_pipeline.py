@@ -55,16 +55,15 @@ def test_oracle_fusion_lies_on_the_gt_surface(solved_gt, seq9):
     c = res.mesh.colors.mean(0)
     assert c[0] > c[1] > c[2] and c[0] > 0.5
     # the pipeline's own evaluation agrees
-    ev = res.evaluation["cloud_to_gt_surface_mm"]
-    assert ev["mean"] < 0.005
+    assert res.evaluation.cloud.mean < 0.005
     # GT depth in the GT masks: the cloud covers the surface the cameras saw; keeping only the
     # cloud's left half (world x < median) leaves about half of it covered
     from facesfm.eval.ground_truth import gt_completeness
 
-    comp = res.evaluation["completeness"]
-    assert comp["fraction"] > 0.98 and comp["gt_points"] > 1000
+    comp = res.evaluation.completeness
+    assert comp.fraction > 0.98 and comp.gt_points > 1000
     half = al.aligned[al.aligned[:, 0] < np.median(al.aligned[:, 0])]
-    part = gt_completeness(res.frames.sequence, res.kept, half)["fraction"]
+    part = gt_completeness(res.frames.sequence, res.kept, half).fraction
     assert 0.3 < part < 0.7
 
 
@@ -93,8 +92,8 @@ def test_ba_from_perturbed_poses_recovers_gt(solved_perturbed):
     assert np.nanmax(res.reproj_final_px) < 0.1
     assert np.nanmean(res.reproj_initial_px) > 50 * np.nanmean(res.reproj_final_px)
     ev = res.evaluation
-    assert ev["poses_optimised"]["ate_mm"] < 0.2 and ev["poses_initial"]["ate_mm"] > 5.0
-    assert ev["poses_optimised"]["rotation_max_deg"] < 0.06
+    assert ev.poses_optimised.ate_mm < 0.2 and ev.poses_initial.ate_mm > 5.0
+    assert ev.poses_optimised.rotation_deg.max() < 0.06
 
 
 def test_output_files(solved_perturbed):
