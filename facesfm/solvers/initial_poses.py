@@ -87,6 +87,52 @@ def landmark_poses(K: np.ndarray, lm: Landmarks) -> np.ndarray:
     return poses
 
 
+def _rodrigues(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rotation exp(w) (3, 3) of a rotation vector and its left Jacobian J_l(w), for which
+    ``exp(w + dw) = exp(J_l(w) dw) exp(w)`` to first order (series near 0)."""
+    th2 = float(w @ w)
+    W = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+    if th2 < 1e-10:
+        A, B, C = 1.0 - th2 / 6.0, 0.5 - th2 / 24.0, 1.0 / 6.0 - th2 / 120.0
+    else:
+        th = np.sqrt(th2)
+        A, B, C = np.sin(th) / th, (1.0 - np.cos(th)) / th2, (th - np.sin(th)) / (th2 * th)
+    W2 = W @ W
+    eye = np.eye(3)
+    return eye + A * W + B * W2, eye + B * W + C * W2
+
+
+def _reprojection(x: np.ndarray, X: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(2n,) pixel residuals of points X (n, 3) seen by the pose x = (rotation vector,
+    translation) through K, against uv (n, 2)."""
+    Xc = X @ _rodrigues(x[:3])[0].T + x[3:]
+    z = np.maximum(Xc[:, 2], 1e-6)
+    return (np.c_[K[0, 0] * Xc[:, 0] / z + K[0, 2], K[1, 1] * Xc[:, 1] / z + K[1, 2]]
+            - uv).ravel()
+
+
+def _reprojection_jacobian(x, X, uv, K) -> np.ndarray:
+    """(2n, 6) exact Jacobian of :func:`_reprojection`: d(R X)/dw = -[R X]x J_l(w)."""
+    R, Jl = _rodrigues(x[:3])
+    RX = X @ R.T
+    Xc = RX + x[3:]
+    z = Xc[:, 2]
+    zi = 1.0 / np.maximum(z, 1e-6)
+    dzi = np.where(z > 1e-6, zi * zi, 0.0)  # the clamped depth has no derivative
+    n = len(X)
+    dproj = np.zeros((n, 2, 3))  # d(u, v)/d(camera point)
+    dproj[:, 0, 0] = K[0, 0] * zi
+    dproj[:, 0, 2] = -K[0, 0] * Xc[:, 0] * dzi
+    dproj[:, 1, 1] = K[1, 1] * zi
+    dproj[:, 1, 2] = -K[1, 1] * Xc[:, 1] * dzi
+    hat_rx = np.zeros((n, 3, 3))
+    hat_rx[:, 0, 1], hat_rx[:, 0, 2] = -RX[:, 2], RX[:, 1]
+    hat_rx[:, 1, 0], hat_rx[:, 1, 2] = RX[:, 2], -RX[:, 0]
+    hat_rx[:, 2, 0], hat_rx[:, 2, 1] = -RX[:, 1], RX[:, 0]
+    J = np.concatenate([dproj @ (-hat_rx @ Jl), dproj], axis=2)  # (n, 2, 6)
+    return J.reshape(2 * n, 6)
+
+
 def template_poses(K: np.ndarray, lm: Landmarks, min_points: int = 6) -> np.ndarray:
     """(F, 4, 4) initial cam_T_world of each frame on its own: the pose of the built-in mean
     face (:func:`facesfm.solvers.baselines.template_landmarks`) that best explains the frame's
@@ -122,16 +168,11 @@ def template_poses(K: np.ndarray, lm: Landmarks, min_points: int = 6) -> np.ndar
             continue
         t0 = np.r_[(b - c) / scl, f_ / scl]
 
-        def resid(x, X, uv):
-            Xc = Rotation.from_rotvec(x[:3]).apply(X) + x[3:]
-            z = np.maximum(Xc[:, 2], 1e-6)
-            return (np.c_[K[0, 0] * Xc[:, 0] / z + c[0], K[1, 1] * Xc[:, 1] / z + c[1]]
-                    - uv).ravel()
-
         x0 = np.r_[Rotation.from_matrix(R).as_rotvec(), t0]
-        sol = least_squares(resid, x0, loss="soft_l1", f_scale=3.0, max_nfev=50, args=(X, uv))
+        sol = least_squares(_reprojection, x0, jac=_reprojection_jacobian, loss="soft_l1",
+                            f_scale=3.0, max_nfev=50, args=(X, uv, K))
         T = np.eye(4)
-        T[:3, :3] = Rotation.from_rotvec(sol.x[:3]).as_matrix()
+        T[:3, :3] = _rodrigues(sol.x[:3])[0]
         T[:3, 3] = sol.x[3:]
         if T[2, 3] > 0:
             out[f] = T

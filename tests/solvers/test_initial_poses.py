@@ -1,13 +1,21 @@
 """Start poses from landmark tracks: the template's depth reflection and scale come from the
-semantic IDs only, whatever other IDs the tracks carry."""
+semantic IDs only, whatever other IDs the tracks carry. The mean-face pose of each frame
+(template_poses): its reprojection Jacobian is exact, and frames of the template itself get
+their cameras back."""
 
 import numpy as np
 import pytest
+from scipy.optimize import approx_fprime
 
 from facesfm.errors import InputError
-from facesfm.geometry.camera import project, transform
+from facesfm.geometry.camera import intrinsics, look_at, project, transform
 from facesfm.solvers.baselines import SEMANTIC_LANDMARKS, template_landmarks
-from facesfm.solvers.initial_poses import landmark_poses
+from facesfm.solvers.initial_poses import (
+    _reprojection,
+    _reprojection_jacobian,
+    landmark_poses,
+    template_poses,
+)
 from facesfm.solvers.landmark_ba import Landmarks
 
 K = np.array([[500.0, 0, 192], [0, 500.0, 192], [0, 0, 1]])
@@ -52,3 +60,27 @@ def test_too_few_semantic_ids_and_foreign_ids_is_an_error():
     lm, _ = _tracks(np.r_[np.arange(3), 1_000_000 + np.arange(37)], X)
     with pytest.raises(InputError, match="semantic landmarks"):
         landmark_poses(K, lm)
+
+
+def test_reprojection_jacobian_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    K = intrinsics(500.0, 384, 384)
+    X = rng.normal(scale=40.0, size=(20, 3))
+    uv = rng.uniform(0, 384, size=(20, 2))
+    for w in (np.array([0.3, -0.5, 0.2]), np.array([1e-9, 0.0, -2e-9]), np.zeros(3)):
+        x = np.r_[w, 5.0, -8.0, 480.0]
+        J = _reprojection_jacobian(x, X, uv, K)
+        fd = np.stack([approx_fprime(x, lambda p, i=i: _reprojection(p, X, uv, K)[i], 1e-7)
+                       for i in range(2 * len(X))])
+        np.testing.assert_allclose(J, fd, rtol=1e-5, atol=1e-4)
+
+
+def test_template_poses_recover_the_camera_of_the_template_itself():
+    K = intrinsics(500.0, 384, 384)
+    tmpl = template_landmarks(SEMANTIC_LANDMARKS)
+    poses = np.stack([look_at(np.array([480 * np.sin(a), 30.0, 480 * np.cos(a)]), np.zeros(3))
+                      for a in np.radians([-40, -10, 0, 25, 50])])
+    uv = np.stack([project(K, transform(P, tmpl)) for P in poses])
+    lm = Landmarks(uv, np.ones(uv.shape[:2]), np.arange(SEMANTIC_LANDMARKS), "test")
+    est = template_poses(K, lm)
+    np.testing.assert_allclose(est, poses, atol=1e-6)
