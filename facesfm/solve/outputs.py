@@ -171,9 +171,24 @@ def _centres(T: np.ndarray) -> np.ndarray:
     return -np.einsum("fba,fb->fa", T[:, :3, :3], T[:, :3, 3])
 
 
+def look_point(poses: np.ndarray) -> np.ndarray:
+    """(3,) the world point nearest to every camera's optical axis in the least-squares sense
+    (what the cameras look at: the head); the cameras' mean centre when the axes are
+    parallel."""
+    c = _centres(poses)
+    d = poses[:, 2, :3]  # optical axes in the world (rows of R: camera z)
+    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+    A, b = P.sum(0), np.einsum("fab,fb->a", P, c)
+    if np.linalg.cond(A) > 1e8:
+        return c.mean(0)
+    return np.linalg.solve(A, b)
+
+
 def trajectory_figure(initial, optimised, gt=None, initial_label: str = "initial (learned)"):
-    """Camera centres seen from above (world x, z): initial vs optimised (vs GT, after a
-    Sim3 alignment of the optimised trajectory to it, applied to both estimates)."""
+    """Camera centres seen from above the head (the cameras' mean image-up pointing out of
+    the page, :func:`view_frame`): initial vs optimised (vs GT, after a Sim3 alignment of the
+    optimised trajectory to it, applied to both estimates), about the point the optimised
+    cameras look at."""
     import matplotlib.pyplot as plt
 
     if gt is not None and len(gt) >= 3:
@@ -182,19 +197,22 @@ def trajectory_figure(initial, optimised, gt=None, initial_label: str = "initial
             initial, optimised = poses_in_frame(S, initial), poses_in_frame(S, optimised)
         except ValueError:
             pass
+    centre = look_point(optimised)
+    front, up = view_frame(optimised, centre)
+    side = np.cross(up, front)
     fig, ax = plt.subplots(figsize=(5, 4))
     for T, label, style in ((initial, initial_label, "o--"),
                             (optimised, "optimised (BA)", "s-"), (gt, "ground truth", "x:")):
         if T is None:
             continue
-        c = _centres(T)
-        ax.plot(c[:, 0], c[:, 2], style, label=label, ms=4)
-    ax.plot([0], [0], "k+", ms=10, label="world origin")
-    ax.set_xlabel("x (mm)")
-    ax.set_ylabel("z (mm)")
+        c = _centres(T) - centre
+        ax.plot(c @ side, c @ front, style, label=label, ms=4)
+    ax.plot([0], [0], "k+", ms=10, label="where the cameras look")
+    ax.set_xlabel("across the view (mm)")
+    ax.set_ylabel("towards the cameras (mm)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(fontsize=8)
-    ax.set_title("camera centres, top view")
+    ax.set_title("camera centres, seen from above the head")
     return fig
 
 
@@ -227,9 +245,25 @@ def depth_figure(depth, mask, names, count: int = 6):
     return fig
 
 
-def mesh_views_figure(mesh, yaws=(-45.0, 0.0, 45.0), max_faces: int = 20000):
-    """The mesh from three yaw angles (painter's algorithm, Lambert shading x vertex colour),
-    in the world frame: the face looks down +z, +y up."""
+def view_frame(poses: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors (front, up) of the world as the cameras ``poses`` (F, 4, 4 cam_T_world)
+    saw it around ``centre``: front points from ``centre`` to the cameras' mean centre, up is
+    the cameras' mean image-up direction (-y of OpenCV axes) made orthogonal to front. A
+    solve's world is the mean face's or the first camera's frame, whose +y is not up."""
+    R = poses[:, :3, :3]
+    front = (_centres(poses) - centre).mean(0)
+    up = -R[:, 1, :].mean(0)  # world direction of each camera's image up, averaged
+    front /= max(np.linalg.norm(front), 1e-12)
+    up = up - front * float(up @ front)
+    return front, up / max(np.linalg.norm(up), 1e-12)
+
+
+def mesh_views_figure(mesh, poses: np.ndarray, yaws=(-45.0, 0.0, 45.0),
+                      max_faces: int = 8000):
+    """The mesh from three yaw angles about the cameras' mean view, upright as the cameras saw
+    it (:func:`view_frame`; painter's algorithm, Lambert shading x vertex colour). Each view
+    is about 240 px wide in the report, so ``max_faces`` triangles (vertex clustering) draw
+    it as well as all of them."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
@@ -246,11 +280,13 @@ def mesh_views_figure(mesh, yaws=(-45.0, 0.0, 45.0), max_faces: int = 20000):
         col = np.asarray(m.vertex_colors)
     centre = 0.5 * (v.min(0) + v.max(0))
     radius = float(np.linalg.norm(v.max(0) - v.min(0))) + 1.0
+    front, up = view_frame(poses, centre)
+    side = np.cross(up, front)
     fig, axes = plt.subplots(1, len(yaws), figsize=(3 * len(yaws), 3.2))
     for ax, yaw in zip(np.atleast_1d(axes), yaws):
         a = np.deg2rad(yaw)
-        eye = centre + 2 * radius * np.array([np.sin(a), 0.0, np.cos(a)])
-        Xc = transform(look_at(eye, centre), v)
+        eye = centre + 2 * radius * (np.cos(a) * front + np.sin(a) * side)
+        Xc = transform(look_at(eye, centre, up), v)
         tri = Xc[f]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
@@ -284,7 +320,7 @@ def report_html(res) -> str:
         ("Depth maps (masked, times the BA depth scale)",
          depth_figure(res.depth.depth * np.exp(res.ba.log_scale)[:, None, None],
                       res.depth.mask, res.frames.names)),
-        ("The mesh from three views", mesh_views_figure(res.mesh)),
+        ("The mesh from three views", mesh_views_figure(res.mesh, res.ba.poses)),
     ]
     esc = html_lib.escape
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>"
