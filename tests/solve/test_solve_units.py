@@ -360,3 +360,32 @@ def test_poisson_and_tsdf_meshes_of_gt_depth(seq9):
         assert len(mesh.faces) > 20000
         c = mesh.colors.mean(0)
         assert c[0] > c[1] > c[2] > 0.2, method
+
+
+def test_tsdf_mesh_is_the_same_with_frames_that_hold_no_depth(seq9):
+    """A frame with no masked depth (one the plane sweep did not refine) is left out of the
+    TSDF volume; it would not have changed a voxel, so the mesh is the same to the bit. A frame
+    whose depth lies only outside the mask holds none either; one with depth inside does
+    count."""
+    from facesfm.data.format import load_sequence
+    from facesfm.solve.fusion import FusionConfig, mesh_from_depth
+
+    s = load_sequence(seq9)
+    im = np.stack([s.image(i) for i in range(len(s))])
+    d = np.stack([s.depth(i) for i in range(len(s))])
+    m = np.stack([s.mask(i) for i in range(len(s))])
+    cfg = FusionConfig(mesh_method="tsdf")
+    cloud = fuse_depth_maps(im, d, m, s.K, s.cam_T_world)
+    ref = mesh_from_depth(im, d, m, s.K, s.cam_T_world, cloud=cloud, cfg=cfg)
+    d2, m2 = d.copy(), m.copy()
+    d2[3] = 0.0  # no depth at all
+    m2[5] = False  # depth, but none inside the mask
+    gap = mesh_from_depth(im, d2, m2, s.K, s.cam_T_world, cloud=cloud, cfg=cfg)
+    keep = np.ones(len(s), bool)
+    keep[[3, 5]] = False
+    fewer = mesh_from_depth(im[keep], d[keep], m[keep], s.K, s.cam_T_world[keep], cloud=cloud,
+                            cfg=cfg)
+    np.testing.assert_array_equal(gap.vertices, fewer.vertices)
+    np.testing.assert_array_equal(gap.colors, fewer.colors)
+    assert len(fewer.vertices) != len(ref.vertices) or not np.array_equal(fewer.vertices,
+                                                                        ref.vertices)
