@@ -25,6 +25,7 @@ from facesfm.geometry.camera import backproject, project, transform
 __all__ = [
     "WarpResult",
     "affine_resample",
+    "affine_resample_views",
     "backproject_depth",
     "crop_affine",
     "inside_warped_mask",
@@ -77,6 +78,24 @@ def affine_resample(
     src = torch.einsum("bij,hwj->bhwi", Ainv[:, :2], uv1)  # (B, H', W', 2)
     grid = uv_to_grid(src, x.shape[-2], x.shape[-1]).to(x.dtype)
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def affine_resample_views(x: torch.Tensor, A: torch.Tensor, out_hw: tuple[int, int],
+                          mode: str = "bilinear") -> torch.Tensor:
+    """V resampled views of each image: ``A`` (V, B, 3, 3) pixel maps as in
+    :func:`affine_resample`; returns (V * B, C, H', W'), view-major, the same values as
+    ``affine_resample(x.repeat(V, 1, 1, 1), A.reshape(-1, 3, 3), out_hw)`` without copying
+    the input images V times (the views are stacked in one sampling grid per image)."""
+    V, B = A.shape[:2]
+    h2, w2 = out_hw
+    Ainv = torch.linalg.inv(torch.as_tensor(A, dtype=torch.float64, device=x.device))
+    g = pixel_grid(h2, w2, device=x.device, dtype=torch.float64)
+    uv1 = torch.cat([g, torch.ones_like(g[..., :1])], -1)
+    src = torch.einsum("vbij,hwj->bvhwi", Ainv[..., :2, :], uv1)  # (B, V, H', W', 2)
+    grid = uv_to_grid(src, x.shape[-2], x.shape[-1]).to(x.dtype).reshape(B, V * h2, w2, 2)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    C = x.shape[1]
+    return out.reshape(B, C, V, h2, w2).permute(2, 0, 1, 3, 4).reshape(V * B, C, h2, w2)
 
 
 def resize_affine(size_in: tuple[int, int], size_out: tuple[int, int]) -> np.ndarray:

@@ -6,7 +6,10 @@ import torch
 
 from facesfm.geometry.camera import intrinsics, invert_pose, look_at
 from facesfm.geometry.warp import (
+    affine_resample,
+    affine_resample_views,
     backproject_depth,
+    crop_affine,
     inverse_warp,
     pixel_grid,
     sample_image,
@@ -204,3 +207,16 @@ def test_float32_warp_matches_float64_at_face_scale():
     assert (w32.uv.double() - w64.uv).abs().max() < 5e-4  # px
     both = w64.valid & w32.valid
     assert (w32.image.double() - w64.image).abs().mul(both).max() < 2e-4
+
+
+def test_views_of_each_image_equal_resampling_repeated_images():
+    """affine_resample_views samples V crops of each image in one grid per image, without
+    repeating the images: the same values as resampling the repeated batch, view-major."""
+    torch.manual_seed(0)
+    B, V = 3, 4
+    x = torch.rand(B, 3, 96, 80)
+    centre = torch.rand(V * B, 2, dtype=torch.float64) * 30 + 30
+    side = torch.rand(V * B, dtype=torch.float64) * 40 + 40
+    A = crop_affine(centre, side, (32, 48))
+    ref = affine_resample(x.repeat(V, 1, 1, 1), A, (32, 48))
+    assert torch.equal(affine_resample_views(x, A.reshape(V, B, 3, 3), (32, 48)), ref)
