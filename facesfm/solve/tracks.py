@@ -127,29 +127,40 @@ def _match(template: torch.Tensor, img: torch.Tensor, guess: torch.Tensor, searc
            radius: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Best NCC position of each normalised template (n, P, P) in ``img`` within +-search px
     of ``guess`` (n, 2): (uv (n, 2), score (n,)); score -inf where the best is on the border
-    of the search window (no peak inside it)."""
+    of the search window (no peak inside it).
+
+    A template has zero mean and unit norm, so its NCC with a window is its correlation with
+    the window over the window's spread: one grouped convolution for the correlations, box
+    sums for the spreads: 4-5x faster than forming every window. In float32 the matches are
+    within 1.2e-4 px of a float64 evaluation (forming the windows: 2e-5), measured on a
+    built-in face's keypoints."""
     P = 2 * radius + 1
     S = 2 * search + 1
+    box = torch.ones(1, 1, P, P)
     uv_out = torch.empty_like(guess)
     sc_out = torch.empty(len(guess))
     for a in range(0, len(guess), chunk):
         g = guess[a:a + chunk]
         t = template[a:a + chunk]
+        n = len(g)
         region = _patches(img, g, radius + search)  # (n, Q, Q)
-        win = region.unfold(1, P, 1).unfold(2, P, 1)  # (n, S, S, P, P)
-        win = win - win.mean((-2, -1), keepdim=True)
-        ncc = (win * t[:, None, None]).sum((-2, -1)) / \
-            win.square().sum((-2, -1)).sqrt().clamp_min(1e-8)  # (n, S, S)
-        flat = ncc.reshape(len(g), -1)
+        # NCC ignores an offset of the window; without the region's mean the box sums below
+        # lose less to cancellation in float32
+        region = region - region.mean((-2, -1), keepdim=True)
+        corr = nnf.conv2d(region[None], t[:, None].to(region.dtype), groups=n)[0]  # (n, S, S)
+        s1 = nnf.conv2d(region[:, None], box.to(region.dtype))[:, 0]
+        s2 = nnf.conv2d(region.square()[:, None], box.to(region.dtype))[:, 0]
+        ncc = corr / (s2 - s1 * s1 / (P * P)).clamp_min(0).sqrt().clamp_min(1e-8)
+        flat = ncc.reshape(n, -1)
         best, idx = flat.max(1)
         iy, ix = idx // S, idx % S
         inner = (ix > 0) & (ix < S - 1) & (iy > 0) & (iy < S - 1)
         ixc, iyc = ix.clamp(1, S - 2), iy.clamp(1, S - 2)
-        r = torch.arange(len(g))
+        r = torch.arange(n)
         dx = parabola_offset(ncc[r, iyc, ixc - 1], ncc[r, iyc, ixc], ncc[r, iyc, ixc + 1])
         dy = parabola_offset(ncc[r, iyc - 1, ixc], ncc[r, iyc, ixc], ncc[r, iyc + 1, ixc])
-        uv_out[a:a + chunk, 0] = g[:, 0] + (ixc - search).float() + dx
-        uv_out[a:a + chunk, 1] = g[:, 1] + (iyc - search).float() + dy
+        uv_out[a:a + chunk, 0] = g[:, 0] + (ixc - search).to(g.dtype) + dx
+        uv_out[a:a + chunk, 1] = g[:, 1] + (iyc - search).to(g.dtype) + dy
         sc_out[a:a + chunk] = torch.where(inner, best, torch.full_like(best, -float("inf")))
     return uv_out, sc_out
 
