@@ -18,6 +18,7 @@ cameras.json, COLMAP, report.json, report.html) are the real code in every case.
 bench/results/solve.{json,md}.
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/solve.py [--repeats 1] [--cli]
+        [--frames 601 --cases builtin-accurate --target-s 120 --stem solve_video]
 
 ``--cli`` also times the ``facesfm solve`` command in a fresh process (imports included).
 """
@@ -40,13 +41,15 @@ from common import commit
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 60.0
+CASES = ("ict", "ict-accurate", "builtin", "builtin-accurate", "oracle-perturbed", "oracle-gt")
 STAGES = ("input", "load", "landmarks", "depth", "poses", "ba", "tracks", "stereo", "fusion",
           "mesh", "checks", "evaluate", "outputs")
 
 
-def render(tmp: Path, face: str = "builtin") -> Path | None:
-    """The 61-frame sequence of face seed 0 of ``face``; None for ICT without its folder."""
-    from facesfm.render.config import RenderConfig
+def render(tmp: Path, face: str = "builtin", frames: int = 61) -> Path | None:
+    """The sequence of face seed 0 of ``face``, ``frames`` frames over the -60..+60 degree
+    sweep (61: every 2 degrees); None for ICT without its folder."""
+    from facesfm.render.config import RenderConfig, TrajectoryConfig
     from facesfm.render.writer import render_sequence
 
     if face == "builtin":
@@ -64,8 +67,10 @@ def render(tmp: Path, face: str = "builtin") -> Path | None:
             print(f"no ICT case: {e}")
             return None
     mesh, coeffs = model.sample(0)
-    out = tmp / f"seq61-{face}"
-    render_sequence(mesh, out, RenderConfig(), seed=0,
+    out = tmp / f"seq{frames}-{face}"
+    cfg = RenderConfig() if frames == 61 else RenderConfig(
+        trajectory=TrajectoryConfig(frames=frames))
+    render_sequence(mesh, out, cfg, seed=0,
                     face_info={"source": face, "seed": 0, "coeffs": coeffs})
     return out
 
@@ -126,49 +131,63 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--cli", action="store_true", help="also time the CLI in a new process")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--frames", type=int, default=61,
+                    help="frames over the -60..+60 degree sweep (a video: 601)")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help=f"comma-separated subset of {', '.join(CASES)}")
+    ap.add_argument("--target-s", type=float, default=TARGET_S)
+    ap.add_argument("--stem", default="solve", help="write <out>/<stem>.{json,md}")
     a = ap.parse_args(argv)
+    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        ap.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
     with tempfile.TemporaryDirectory(prefix="facesfm-bench-solve-") as td:
         tmp = Path(td)
         from facesfm.weights import shipped_landmark_checkpoint, shipped_sfm_checkpoint
 
         t0 = time.perf_counter()
-        seq = render(tmp)
-        seq_ict = render(tmp, "ict")
+        seq = render(tmp, frames=a.frames)
+        seq_ict = render(tmp, "ict", a.frames) if any(c.startswith("ict") for c in cases) \
+            else None
         t_render = time.perf_counter() - t0
-        print(f"rendered the 61-frame 384x384 sequences in {t_render:.1f} s (not timed below)")
+        print(f"rendered the {a.frames}-frame 384x384 sequences in {t_render:.1f} s "
+              f"(not timed below)")
+        ict = {"checkpoint": str(shipped_sfm_checkpoint("ict")), "poses_init": "landmarks"}
+        builtin = {"landmark_checkpoint": str(shipped_landmark_checkpoint("builtin")),
+                   "poses_init": "landmarks", "depth": "landmarks"}
+        oracle = {"oracle_landmarks": True, "oracle_depth": True}
+        runs = {  # name: (label, sequence, photometric stages, options)
+            "ict": ("ICT: shipped detector + depth network", seq_ict, False, ict),
+            "ict-accurate": ("ICT: shipped detector + depth network + tracks + stereo",
+                             seq_ict, True, ict),
+            "builtin": ("built-in: shipped detector only", seq, False, builtin),
+            "builtin-accurate": ("built-in: shipped detector only + tracks + stereo", seq,
+                                 True, builtin),
+            "oracle-perturbed": ("built-in: oracle, gt-perturbed+BA", seq, False,
+                                 {**oracle, "poses_init": "gt-perturbed"}),
+            "oracle-gt": ("built-in: oracle, gt-poses+BA", seq, False,
+                          {**oracle, "poses_init": "gt"}),
+        }
         results = []
-        if seq_ict is not None:
-            for photo in (False, True):
-                results.append(run_case(
-                    "ICT: shipped detector + depth network"
-                    + (" + tracks + stereo" if photo else ""), seq_ict, tmp, a.repeats,
-                    photometric=photo, checkpoint=str(shipped_sfm_checkpoint("ict")),
-                    poses_init="landmarks"))
-        for photo in (False, True):
-            results.append(run_case(
-                "built-in: shipped detector only" + (" + tracks + stereo" if photo else ""),
-                seq, tmp, a.repeats, photometric=photo,
-                landmark_checkpoint=str(shipped_landmark_checkpoint("builtin")),
-                poses_init="landmarks", depth="landmarks"))
-        results += [
-            run_case("built-in: oracle, gt-perturbed+BA", seq, tmp, a.repeats,
-                     oracle_landmarks=True, oracle_depth=True, poses_init="gt-perturbed"),
-            run_case("built-in: oracle, gt-poses+BA", seq, tmp, a.repeats,
-                     oracle_landmarks=True, oracle_depth=True, poses_init="gt"),
-        ]
+        for c in cases:
+            label, sq, photo, opts = runs[c]
+            if sq is not None:
+                results.append(run_case(label, sq, tmp, a.repeats, photometric=photo, **opts))
         cli_s = run_cli(seq, tmp) if a.cli else None
     info = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit(), "cpus": os.cpu_count(), "machine": platform.machine(),
-        "load_average": os.getloadavg()[0], "target_s": TARGET_S,
-        "sequence": "face seed 0 (built-in, and ICT where its folder is found), 61 frames, "
-                    "384x384, f = 500 px, yaw -60..+60 every 2 deg",
+        "load_average": os.getloadavg()[0], "target_s": a.target_s,
+        "sequence": f"face seed 0 (built-in, and ICT where its folder is found), {a.frames} "
+                    f"frames, 384x384, f = 500 px, yaw -60..+60"
+                    + (" every 2 deg" if a.frames == 61 else ""),
         "cli_wall_s": cli_s,
     }
     from facesfm.io import atomic_path, write_json
 
     out = Path(a.out)
-    write_json(out / "solve.json", {**info, "results": results})
+    write_json(out / f"{a.stem}.json", {**info, "results": results})
     head = ["case", "frames", "landmarks", "total s", "ratio to target", *STAGES,
             "BA iters", "rot mean deg (init -> BA)",
             "rot max deg (init -> BA)", "ATE mm (init -> BA)", "cloud mean mm",
@@ -177,7 +196,7 @@ def main(argv=None) -> int:
         "# Solve benchmark", "",
         (f"{info['date']}, commit {info['commit']}, {info['cpus']} CPUs ({info['machine']}), "
          f"load average {info['load_average']:.2f}."), "",
-        (f"`facesfm solve` on one sequence: {info['sequence']}. Target: < {TARGET_S:.0f} s; "
+        (f"`facesfm solve` on one sequence: {info['sequence']}. Target: < {a.target_s:.0f} s; "
          "ratio = target / measured (> 1 is faster). Times in seconds; the sequence rendering "
          "is not included."), "",
         ("Cases: the shipped networks (detector, factorisation, BA layer, depth network) on "
@@ -196,7 +215,7 @@ def main(argv=None) -> int:
         t = r["timings_s"]
         lines.append("| " + " | ".join([
             r["case"], str(r["frames"]), str(r["landmarks"]), f"{r['wall_s']:.1f}",
-            f"{TARGET_S / r['wall_s']:.2f}x", *(f"{t[k]:.2f}" for k in STAGES),
+            f"{a.target_s / r['wall_s']:.2f}x", *(f"{t[k]:.2f}" for k in STAGES),
             str(r["ba"]["iterations"]),
             (f"{r['rotation_mean_deg']['initial']:.2f} -> "
              f"{r['rotation_mean_deg']['optimised']:.3f}"),
@@ -206,10 +225,10 @@ def main(argv=None) -> int:
     if cli_s is not None:
         lines += ["", (f"`facesfm solve` as a command in a fresh process (imports included), "
                        f"gt-perturbed+BA: {cli_s:.1f} s.")]
-    with atomic_path(out / "solve.md") as tmpf:
+    with atomic_path(out / f"{a.stem}.md") as tmpf:
         tmpf.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"results: {out / 'solve.json'}, {out / 'solve.md'}")
+    print(f"results: {out / (a.stem + '.json')}, {out / (a.stem + '.md')}")
     return 0
 
 

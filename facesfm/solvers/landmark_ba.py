@@ -61,6 +61,7 @@ __all__ = [
     "triangulate_landmarks",
 ]
 
+
 class KernelKind(enum.Enum):
     """The robust kernel of the landmark residuals (:meth:`BAConfig.make_kernel`)."""
 
