@@ -247,6 +247,57 @@ def _small_inverse(V: torch.Tensor) -> torch.Tensor:
     return adj / det[:, None, None]
 
 
+#: structure parameters seen by frames at most this far apart take the banded path of
+#: :func:`schur_products`
+SCHUR_BAND = 16
+
+
+def schur_products(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``sum_n Y_n W_n^T``, the structure's part of the reduced camera system, (F*C, F*C) for
+    Y, W (F, N, C, S): block (f, g) sums ``Y[f, n] @ W[g, n]^T`` over the structure
+    parameters n that frames f and g both see (W is zero where a frame does not see n).
+
+    As one dense product it costs (F C)^2 N S, although a point track is seen by a few
+    neighbouring frames only (F = 181 with 8,476 points: 60 GFlop an iteration). Parameters
+    seen only within :data:`SCHUR_BAND` consecutive frames are gathered into their own
+    frames' blocks and multiplied there (Nb B^2 C^2 S for a band of B frames), where the
+    sequence is longer than two bands; the rest (the landmarks, seen across the sequence)
+    take the dense product over their columns. The same
+    sum, in another order. A frame sees a parameter where its W block is non-zero (a
+    zero-weight observation is no observation: its block is zero whatever the inputs, so no
+    gradient passes it either way).
+
+    On the accurate path's track BA at 181 frames (200 landmarks + 8,276 tracks) this took
+    the solve from 23.7 to 18.4 s; at 61 frames the dense product is a few tens of ms."""
+    F, _, C, S = W.shape
+    seen = W.detach().abs().flatten(2).amax(-1) > 0  # (F, N)
+    frame = torch.arange(F, device=W.device)[:, None]
+    first = torch.where(seen, frame, F).amin(0)
+    span = torch.where(seen, frame, -1).amax(0) - first + 1  # <= 0: never seen
+    # (on short sequences the band would be the whole sequence: one dense product, as before)
+    band = (span > 0) & (span <= SCHUR_BAND) & (F > 2 * SCHUR_BAND)
+    wide = (span > 0) & ~band
+    out = torch.zeros(F * C, F * C, dtype=W.dtype, device=W.device)
+    if wide.any():
+        Yw = Y[:, wide].permute(0, 2, 1, 3).reshape(F * C, -1)
+        Ww = W[:, wide].permute(0, 2, 1, 3).reshape(F * C, -1)
+        out = out + Yw @ Ww.T
+    if band.any():
+        cols = band.nonzero()[:, 0]
+        B = int(span[cols].max())
+        rows = first[cols, None] + torch.arange(B, device=W.device)  # (Nb, B) frames
+        inside = (rows < F)[..., None, None].to(W.dtype)
+        rows = rows.clamp(max=F - 1)
+        Yb = (Y[rows, cols[:, None]] * inside).reshape(len(cols), B * C, S)
+        Wb = (W[rows, cols[:, None]] * inside).reshape(len(cols), B * C, S)
+        blocks = torch.bmm(Yb, Wb.transpose(1, 2)).reshape(len(cols), B, C, B, C)
+        where = (rows[:, :, None] * F + rows[:, None, :]).reshape(-1)  # block (f, g) -> f F + g
+        acc = torch.zeros(F * F, C * C, dtype=W.dtype, device=W.device).index_add(
+            0, where, blocks.permute(0, 1, 3, 2, 4).reshape(-1, C * C))
+        out = out + acc.reshape(F, F, C, C).permute(0, 2, 1, 3).reshape(F * C, F * C)
+    return out
+
+
 class SchurFactor:
     """Factorisation of the damped system ``H + lam * D`` with the structure eliminated.
 
@@ -287,10 +338,8 @@ class SchurFactor:
             else:
                 self.Y = ne.W @ self.Vinv[None]
             _, N, _, S = ne.W.shape
-            Ym = self.Y.permute(0, 2, 1, 3).reshape(F * C, N * S)
-            Wm = ne.W.permute(0, 2, 1, 3).reshape(F * C, N * S)
-            self.Ym = Ym
-            Sred = Ud - Ym @ Wm.T
+            self.Ym = self.Y.permute(0, 2, 1, 3).reshape(F * C, N * S)
+            Sred = Ud - schur_products(self.Y, ne.W)
         else:
             self.dV = None
             Sred = Ud

@@ -240,3 +240,37 @@ def test_points_behind_the_camera_raise():
     pts[:, 2] += 1000.0  # behind every camera near the +z axis
     with pytest.raises(FacesfmError, match="behind a camera"):
         LMSolver().solve(sf.problem, BAState(init.poses, pts))
+
+
+def test_schur_products_skip_blocks_no_point_couples_and_sum_the_same():
+    """Band points (seen by at most SCHUR_BAND consecutive frames, up to the last frame) and
+    wide ones (landmarks, seen across the sequence), against the one dense product; and the
+    same gradient to what W and Y are made of (an unseen observation's W is zero whatever
+    its inputs, so nothing flows through it on either path)."""
+    from facesfm.solvers.lm import SCHUR_BAND, schur_products
+
+    torch.manual_seed(0)
+    F, C, S = 40, 6, 3
+    spans = [(0, 40), (3, 30), (0, 1), (5, 9), (30, 40), (39, 40), (10, 10 + SCHUR_BAND),
+             (10, 11 + SCHUR_BAND), (12, 20)]
+    N = len(spans) + 1  # the last: never seen
+    seen = torch.zeros(F, N, 1, 1, dtype=torch.float64)
+    for n, (a, b) in enumerate(spans):
+        seen[a:b, n] = 1.0
+    seen[7, 1] = 0.0  # a frame inside a span that does not see the point
+    A = torch.randn(F, N, C, S, dtype=torch.float64, requires_grad=True)
+    M = torch.randn(1, N, S, S, dtype=torch.float64, requires_grad=True)
+
+    def both():
+        W = A * seen
+        Y = W @ M
+        dense = Y.permute(0, 2, 1, 3).reshape(F * C, N * S) @ \
+            W.permute(0, 2, 1, 3).reshape(F * C, N * S).T
+        return schur_products(Y, W), dense
+
+    out, ref = both()
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-12)
+    g = torch.autograd.grad(out.square().sum(), (A, M))
+    g_ref = torch.autograd.grad(both()[1].square().sum(), (A, M))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
