@@ -47,7 +47,7 @@ from facesfm.solve.fusion import (
 )
 from facesfm.solve.inputs import FrameSet, video_frame_name
 from facesfm.solve.stereo import refine_depth
-from facesfm.solve.tracks import patch_tracks
+from facesfm.solve.tracks import BA_BYTES_PER_PAIR, patch_tracks
 from facesfm.solvers.focal import FocalEstimate, estimate_focal, scaled_focal
 from facesfm.solvers.initial_poses import landmark_poses, perturbed_poses, template_poses
 from facesfm.solvers.landmark_ba import (
@@ -532,6 +532,19 @@ def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutco
         return ba, False
     lap("tracks")
     photometric["tracks"] = tracks.summary()
+    N = lm.uv.shape[1]
+    kept = tracks.thinned(N, cfg.tracks.max_ba_gb)
+    if len(kept) < len(tracks):
+        F = len(used.names)
+        warn(echo, f"tracks: {F} frames x {N + len(tracks):,} points would take the bundle "
+                   f"adjustment to about {F * (N + len(tracks)) * BA_BYTES_PER_PAIR / 1e9:.3g} "
+                   f"GB (tracks.max_ba_gb is {cfg.tracks.max_ba_gb:g}); kept {len(kept):,} "
+                   f"of the {len(tracks):,} tracks, evenly over the sequence")
+        photometric["tracks"] = {**kept.summary(), "thinned_from": len(tracks)}
+        if len(kept) == 0:
+            warn(echo, "no track fits; kept the landmark-only bundle adjustment")
+            return ba, False
+        tracks = kept
     start = ba.start
     ba = track_bundle_adjust(used.K, lm, tracks, None if cfg.depth == "landmarks" else dm,
                              ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),

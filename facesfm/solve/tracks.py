@@ -32,7 +32,11 @@ from facesfm.errors import InputError
 from facesfm.geometry.camera import backproject, invert_pose, project, transform
 from facesfm.solve.stereo import box_mean, gray_images, parabola_offset
 
-__all__ = ["TrackConfig", "Tracks", "patch_tracks"]
+__all__ = ["BA_BYTES_PER_PAIR", "TrackConfig", "Tracks", "patch_tracks"]
+
+#: Peak memory of the joint BA per (frame, point) pair of its dense layout: measured 3.25 GB
+#: peak (0.9 GB before it) for 181 frames x (200 landmarks + 8,276 tracks).
+BA_BYTES_PER_PAIR = 1500
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class TrackConfig:
                       fraction (tighter only adds iterations: on a held-out ICT face 1e-4 and
                       1e-6 reached the same mean rotation error to 0.001 deg, in 6 and 19
                       iterations).
+    max_ba_gb:        the joint BA holds dense (frames x points) arrays, about
+                      :data:`BA_BYTES_PER_PAIR` per frame-point pair; where the tracks would
+                      take it past this many GB they are thinned, evenly over the sequence,
+                      with a warning (:meth:`Tracks.thinned`). 601 frames of the paper's
+                      sweep make 27,600 tracks: 25 GB, more than a 24 GB machine holds.
     """
 
     enabled: bool = False
@@ -72,6 +81,7 @@ class TrackConfig:
     max_backward_px: float = 0.5
     landmark_weight: float = 1.0
     ftol: float = 1e-4
+    max_ba_gb: float = 8.0
 
     def __post_init__(self):
         if self.keyframe_step < 1 or self.neighbours < 1 or self.grid_px < 2:
@@ -79,9 +89,11 @@ class TrackConfig:
         if self.patch_radius < 1 or self.search_px < 1:
             raise InputError("tracks: patch_radius and search_px must be >= 1")
         if not -1.0 <= self.min_ncc <= 1.0 or self.min_texture < 0 or \
-                not self.max_backward_px > 0 or self.landmark_weight < 0 or not self.ftol > 0:
+                not self.max_backward_px > 0 or self.landmark_weight < 0 or not self.ftol > 0 \
+                or not self.max_ba_gb > 0:
             raise InputError("tracks: min_ncc in [-1, 1], min_texture >= 0, "
-                             "max_backward_px > 0, landmark_weight >= 0 and ftol > 0 required")
+                             "max_backward_px > 0, landmark_weight >= 0, ftol > 0 and "
+                             "max_ba_gb > 0 required")
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,18 @@ class Tracks:
 
     def __len__(self) -> int:
         return self.uv.shape[1]
+
+    def thinned(self, landmarks: int, max_gb: float) -> Tracks:
+        """These tracks, or as many of them as a joint BA with ``landmarks`` landmarks over
+        these frames holds within ``max_gb`` (:data:`BA_BYTES_PER_PAIR`), picked evenly in
+        their order (keyframe by keyframe, so every part of the sequence keeps its share)."""
+        F, T = self.weight.shape
+        fit = int(max_gb * 1e9 / BA_BYTES_PER_PAIR / F) - landmarks
+        if fit >= T:
+            return self
+        keep = np.unique(np.linspace(0, T - 1, max(fit, 0)).round().astype(int))
+        return Tracks(self.uv[:, keep], self.weight[:, keep], self.keyframe[keep],
+                      self.ncc[:, keep])
 
     def summary(self) -> dict:
         n = (self.weight > 0).sum(0)

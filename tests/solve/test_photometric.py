@@ -280,3 +280,35 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
     assert all("skipped" in v for v in rep["photometric"].values())
     # exact landmarks: the landmark-only BA still recovers the poses
     assert rep["evaluation"]["poses_optimised"]["rotation_max_deg"] < 1e-6
+
+
+def test_tracks_are_thinned_evenly_to_what_the_bundle_adjustment_holds():
+    from facesfm.solve.tracks import BA_BYTES_PER_PAIR, Tracks
+
+    F, T = 10, 100
+    rng = np.random.default_rng(0)
+    tr = Tracks(rng.normal(size=(F, T, 2)), np.ones((F, T)), np.repeat(np.arange(10), 10),
+                np.ones((F, T)))
+    assert tr.thinned(20, F * 120 * BA_BYTES_PER_PAIR / 1e9) is tr  # 20 + 100 fit
+    half = tr.thinned(20, F * 70 * BA_BYTES_PER_PAIR / 1e9)  # room for 50 tracks
+    assert len(half) == 50 and set(half.keyframe) == set(range(10))  # every part keeps some
+    np.testing.assert_array_equal(half.uv, tr.uv[:, np.linspace(0, 99, 50).round().astype(int)])
+    assert len(tr.thinned(20, F * 10 * BA_BYTES_PER_PAIR / 1e9)) == 0
+
+
+def test_a_solve_whose_tracks_do_not_fit_says_so(seq9, tmp_path):
+    import json
+
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.pipeline import run_solve
+
+    said = []
+    cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
+                      tracks=TrackConfig(enabled=True, max_ba_gb=1e-6))
+    res = run_solve(seq9, tmp_path / "out", cfg, echo=said.append)
+    assert sum("would take the bundle adjustment to about" in m for m in said) == 1
+    assert sum("no track fits; kept the landmark-only bundle adjustment" in m for m in said) == 1
+    assert "+ tracks" not in res.ba.start
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["photometric"]["tracks"]["thinned_from"] > 0
+    assert rep["photometric"]["tracks"]["tracks"] == 0
