@@ -29,10 +29,10 @@ LANDMARK_SOURCES = ("detector", "mediapipe", "oracle")
 # cores (bench/results/solve.md).
 SOLVE_PRESETS: dict[str, dict] = {
     # the detector alone: a factorisation of its landmark tracks, the BA, depth maps
-    # interpolated from the adjusted landmarks (2.08 deg, cloud 1.87 mm; 12 s)
+    # interpolated from the adjusted landmarks (2.08 deg, cloud 1.87 mm; 9 s)
     "fast": {"poses_init": "landmarks", "depth": "landmarks"},
     # the same, then photometric point tracks in a second BA and a plane sweep of the depth
-    # maps (1.97 deg, cloud 0.89 mm; 16 s)
+    # maps (1.65 deg, cloud 0.84 mm; 13 s)
     "accurate": {"poses_init": "landmarks", "depth": "landmarks",
                  "tracks": {"enabled": True}, "stereo": {"enabled": True}},
 }

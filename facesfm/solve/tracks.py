@@ -13,7 +13,14 @@ builds it, vectorised in torch:
 * the measurement is a zero-mean NCC search of the keypoint's ``(2 patch_radius + 1)^2``
   window over +-``search_px`` px around the prediction, refined to sub-pixel by a parabola in
   each axis; it counts when the NCC reaches ``min_ncc`` and the match found back from that
-  frame lands within ``max_backward_px`` of the keypoint (a forward-backward check).
+  frame lands within ``max_backward_px`` of the keypoint (a forward-backward check);
+* with ``affine`` (default) the keypoint's window is resampled as the other frame sees it:
+  the surface around the keypoint, lifted with the depth map, is projected there
+  (:func:`_local_maps`), so the window foreshortens with the turning head. A square window
+  compares a patch with its foreshortened self, which pulls the match along the motion; on a
+  plain built-in sweep with the true poses and depth, the tracks' mean error fell from 0.19
+  to 0.12 px, and the focal length estimated from them (true landmarks, started 30% long or
+  short) from 513 and 512 px to 496 and 498 px (true: 500).
 
 A keypoint and its matches form one track (one 3D point in the BA). The measurement depends
 on the poses and depth only through the search window, so tracks correct the poses they were
@@ -63,6 +70,8 @@ class TrackConfig:
                       fraction (tighter only adds iterations: on a held-out ICT face 1e-4 and
                       1e-6 reached the same mean rotation error to 0.001 deg, in 6 and 19
                       iterations).
+    affine:           match windows warped by the surface's local map instead of square
+                      ones (see the module docstring).
     max_ba_gb:        the joint BA holds dense (frames x points) arrays, about
                       :data:`BA_BYTES_PER_PAIR` per frame-point pair; where the tracks would
                       take it past this many GB they are thinned, evenly over the sequence,
@@ -82,6 +91,7 @@ class TrackConfig:
     landmark_weight: float = 1.0
     ftol: float = 1e-4
     max_ba_gb: float = 8.0
+    affine: bool = True
 
     def __post_init__(self):
         if self.keyframe_step < 1 or self.neighbours < 1 or self.grid_px < 2:
@@ -140,6 +150,49 @@ def _patches(img: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Ten
         return torch.zeros(0, P, P)
     return nnf.grid_sample(img[None, None], grid.reshape(1, n * P, P, 2), mode="bilinear",
                            padding_mode="border", align_corners=True).reshape(n, P, P)
+
+
+def _patches_affine(img: torch.Tensor, centres: torch.Tensor, radius: int,
+                    A: torch.Tensor) -> torch.Tensor:
+    """(n, 2r+1, 2r+1) bilinear windows of ``img`` (H, W): window pixel (dx, dy) is read at
+    ``centres + A @ (dx, dy)``, A (n, 2, 2) (identity: :func:`_patches`)."""
+    H, W = img.shape
+    n, P = len(centres), 2 * radius + 1
+    if n == 0:
+        return torch.zeros(0, P, P)
+    o = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    off = torch.stack(torch.meshgrid(o, o, indexing="xy"), -1)  # (P, P, 2) = (dx, dy)
+    uv = centres[:, None, None, :] + torch.einsum("nij,abj->nabi", A.float(), off)
+    grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], -1)
+    return nnf.grid_sample(img[None, None], grid.reshape(1, n * P, P, 2), mode="bilinear",
+                           padding_mode="border", align_corners=True).reshape(n, P, P)
+
+
+def _local_maps(K: np.ndarray, kp: np.ndarray, z: np.ndarray, depth: np.ndarray,
+                T_fg: np.ndarray, radius: int) -> np.ndarray:
+    """(n, 2, 2) the local affine maps from keyframe pixel offsets around each keypoint kp
+    (n, 2) (depth z) to pixel offsets in another frame (``T_fg``: that frame from the
+    keyframe's camera): the surface around a keypoint, lifted with the keyframe's depth map
+    ``depth`` (H, W) at +-``radius`` px, projected there; central differences. Where the depth
+    map has no value beside a keypoint, or the map is near-singular or reflecting, the
+    identity (a fronto-parallel window)."""
+    H, W = depth.shape
+    n = len(kp)
+    steps = np.array([[radius, 0], [-radius, 0], [0, radius], [0, -radius]], dtype=np.float64)
+    q = kp[:, None, :] + steps[None]  # (n, 4, 2)
+    qi = np.clip(np.rint(q).astype(int), 0, [W - 1, H - 1])
+    zq = depth[qi[..., 1], qi[..., 0]]
+    valid = (zq > 0).all(1)
+    zq = np.where(valid[:, None], zq, z[:, None])
+    Xc = backproject(K, q.reshape(-1, 2), zq.reshape(-1)).reshape(n, 4, 3)
+    Xg = transform(T_fg, Xc.reshape(-1, 3)).reshape(n, 4, 3)
+    Xg[..., 2] = np.maximum(Xg[..., 2], 1e-3)
+    pg = project(K, Xg.reshape(-1, 3)).reshape(n, 4, 2)
+    A = np.stack([(pg[:, 0] - pg[:, 1]) / (2 * radius), (pg[:, 2] - pg[:, 3]) / (2 * radius)],
+                 -1)  # columns: d(uv_g)/d(dx), d(uv_g)/d(dy)
+    det = np.linalg.det(A)
+    ok = valid & np.isfinite(A).all((1, 2)) & (det > 0.25) & (det < 4.0)
+    return np.where(ok[:, None, None], A, np.eye(2))
 
 
 def _normalise(p: torch.Tensor) -> torch.Tensor:
@@ -233,8 +286,9 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         if len(kp) == 0:
             continue
         ki = kp.long()
+        kpn = kp.numpy().astype(np.float64)
         z = depth[f][ki[:, 1].numpy(), ki[:, 0].numpy()] * scale[f]
-        Xw = transform(invert_pose(poses[f]), backproject(K, kp.numpy().astype(np.float64), z))
+        Xw = transform(invert_pose(poses[f]), backproject(K, kpn, z))
         tmpl = _normalise(_patches(gray[f], kp, r))
         n = len(kp)
         uv = np.zeros((F, n, 2))
@@ -255,9 +309,18 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
                 continue
             sel = np.flatnonzero(ok)
             guess = torch.as_tensor(pred[sel], dtype=torch.float32)
-            m_uv, m_sc = _match(tmpl[sel], gray[g], guess, s, r)
+            if cfg.affine:
+                # the keyframe's window as frame g sees it (foreshortened as the head turns),
+                # and the window at the match as the keyframe sees it
+                A = torch.as_tensor(_local_maps(K, kpn[sel], z[sel], depth[f] * scale[f],
+                                                poses[g] @ invert_pose(poses[f]), r))
+                t_g = _normalise(_patches_affine(gray[f], kp[sel], r, torch.linalg.inv(A)))
+                m_uv, m_sc = _match(t_g, gray[g], guess, s, r)
+                back_t = _normalise(_patches_affine(gray[g], m_uv, r, A))
+            else:
+                m_uv, m_sc = _match(tmpl[sel], gray[g], guess, s, r)
+                back_t = _normalise(_patches(gray[g], m_uv, r))
             # back from g: the window at the match must find the keypoint again
-            back_t = _normalise(_patches(gray[g], m_uv, r))
             b_uv, b_sc = _match(back_t, gray[f], kp[sel], 2, r)
             fb = (b_uv - kp[sel]).norm(dim=1)
             good = ((m_sc >= cfg.min_ncc) & (b_sc >= cfg.min_ncc)
