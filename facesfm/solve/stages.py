@@ -489,7 +489,8 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
         depth = dm if dm is not None else points_depth_maps(out, lm, ba, region)
         try:
             tracks = patch_tracks(out.images, depth.depth, depth.mask, out.K, ba.poses,
-                                  np.exp(ba.log_scale), cfg.tracks)
+                                  np.exp(ba.log_scale),
+                                  replace(cfg.tracks, search_px=cfg.focal.search_px))
             est = estimate_focal(out.K, lm, tracks, ba.poses,
                                  replace(cfg.ba, ftol=cfg.tracks.ftol), fc)
         except InputError as e:

@@ -97,7 +97,8 @@ def test_scaled_focal_keeps_the_principal_point():
 
 
 @pytest.mark.parametrize("bad", [{"low": 1.5}, {"high": 0.9}, {"grid": 2},
-                                 {"tolerance": 0.0}, {"max_tracks": 0}])
+                                 {"tolerance": 0.0}, {"max_tracks": 0},
+                                 {"search_px": 0}])
 def test_bad_options_are_refused(bad):
     with pytest.raises(InputError):
         FocalConfig(**bad)
