@@ -115,7 +115,8 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     if used.K_source == "default" and cfg.focal.enabled and cfg.ba.enabled:
         # the bundle adjustment again from the same start with the estimated K, so that the
         # rest runs as with a K given
-        used, focal = estimate_focal_length(used, lm, dm, poses0, ba, cfg, echo, person)
+        used, focal, poses0 = estimate_focal_length(used, lm, dm, poses0, ba, cfg, echo,
+                                                    person)
         lap("focal")
         if used.K_source == "estimated":
             ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)

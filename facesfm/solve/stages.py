@@ -84,6 +84,7 @@ __all__ = [
     "landmark_reprojection",
     "load_stage_networks",
     "make_depth_maps",
+    "moved_away",
     "need_sequence",
     "oracle_depth",
     "oracle_landmarks",
@@ -465,20 +466,33 @@ def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarr
     return ba, poses0, classical
 
 
+def moved_away(poses: np.ndarray, factor: float) -> np.ndarray:
+    """``poses`` (F, 4, 4) cam_T_world with their translations times ``factor``: the cameras
+    ``factor`` times as far from the world origin (the head), which keeps the head's image
+    when the focal length is ``factor`` times as long. A bundle adjustment keeps its start's
+    scale (the scale is a gauge), so a start made at a guessed focal length carries the
+    guess's distance, and a head in a world too small or too large for the millimetre
+    settings of the plane sweep and fusion, unless it is moved so."""
+    out = np.array(poses, dtype=np.float64)
+    out[:, :3, 3] *= factor
+    return out
+
+
 def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
                           poses0: np.ndarray, ba: BAOutcome, cfg: SolveConfig, echo,
                           region: np.ndarray | None = None
-                          ) -> tuple[FrameSet, FocalEstimate | None]:
+                          ) -> tuple[FrameSet, FocalEstimate | None, np.ndarray]:
     """Where K is only the default guess: one focal length for all frames from photometric
     point tracks matched with the guessed K and the landmark BA's poses
     (:func:`facesfm.solvers.focal.estimate_focal`), then ``cfg.focal.passes - 1`` times again
     with the bundle adjustment from ``poses0`` and the tracks redone at the last estimate, the
     search narrowed around it. ``dm``: the depth maps (None: from the BA's landmark points,
     their masks cut to ``region`` as the solve's are).
-    Returns the frames with the estimated K (``K_source`` "estimated") and the last pass's
-    estimate (``passes``: every pass's focal length, original pixels); the frames unchanged, with a
-    warning, where the first pass made no estimate (no tracks, the cost lowest at the search's
-    end, or flat). A later pass that makes none keeps the one before."""
+    Returns the frames with the estimated K (``K_source`` "estimated"), the last pass's
+    estimate (``passes``: every pass's focal length, original pixels) and ``poses0``
+    :func:`moved_away` to suit that K; the frames and ``poses0`` unchanged, with a warning,
+    where the first pass made no estimate (no tracks, the cost lowest at the search's end, or
+    flat). A later pass that makes none keeps the one before."""
     guess = float(used.K_original[0, 0])
     keep = (f"kept the guess {guess:.0f} px (1.2 x the longer side); give --focal or "
             f"--intrinsics if you know it")
@@ -496,7 +510,7 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
         except InputError as e:
             if n == 0:
                 warn(echo, f"focal length not estimated ({e}); {keep}")
-                return used, None
+                return used, None, poses0
             break
         if not est.ok:
             if n == 0:
@@ -504,7 +518,7 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
                                    f"({fc.low:g}-{fc.high:g} x the guess)",
                        "flat": "the cost hardly changes with it"}[est.status]
                 warn(echo, f"focal length not estimated: {why}; {keep}")
-                return used, est
+                return used, est, poses0
             break
         out = replace(out, K=scaled_focal(out.K, est.focal / est.start), K_source="estimated")
         est.focal, est.start = float(out.K_original[0, 0]), guess  # in the original pixels
@@ -512,9 +526,9 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
         last = est
         found.append(est.focal)
         if n + 1 < cfg.focal.passes:
-            ba, _, _ = adjust(out, lm, dm, poses0, cfg)
+            ba, _, _ = adjust(out, lm, dm, moved_away(poses0, out.K[0, 0] / used.K[0, 0]), cfg)
     last.passes = found
-    return out, last
+    return out, last, moved_away(poses0, out.K[0, 0] / used.K[0, 0])
 
 
 def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,

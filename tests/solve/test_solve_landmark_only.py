@@ -138,9 +138,9 @@ def test_landmark_depth_maps_are_cut_to_the_person_in_every_stage(monkeypatch):
         raise InputError("no tracks")  # ends the estimate here
 
     monkeypatch.setattr(stages, "patch_tracks", tracks)
-    out, est = stages.estimate_focal_length(used, lm, None, ba.poses, ba, SolveConfig(),
-                                            None, person)
-    assert est is None and out is used
+    out, est, start = stages.estimate_focal_length(used, lm, None, ba.poses, ba,
+                                                   SolveConfig(), None, person)
+    assert est is None and out is used and start is ba.poses
     np.testing.assert_array_equal(seen[0], dm.mask)
 
 
