@@ -8,7 +8,7 @@ perspective differs (300 px at 300 mm: a phone at arm's length; 900 px at 900 mm
 lens further away). Each render is pasted whole, centred, into a 480x640 portrait frame over
 a photograph (scikit-image's ``coffee``), so that the front end finds, crops and converts K as
 for a real capture. Each capture is solved (the shipped built-in detector unless
-``--landmark-checkpoint`` names another, ``--poses-init landmarks --depth landmarks``) three
+``--landmark-checkpoint`` names another, ``--preset fast`` unless ``--preset`` says) three
 ways (``--ways`` picks some):
 
 * ``given``: the true K (``--intrinsics``);
@@ -19,9 +19,11 @@ ways (``--ways`` picks some):
 Printed and recorded: the focal length used and its error, mean rotation error after a
 similarity alignment to the ground truth, the cloud's mean distance to the true surface (ICP
 with scale, started from the written cameras' similarity to the true ones) and at the cameras'
-scale, seconds; the ratio of each to ``given``. Writes bench/results/focal.{json,md}.
+scale, seconds; the ratio of each to ``given``. Writes bench/results/focal.{json,md}
+(``--stem`` names another).
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/focal.py [--faces 0,1,2] [--focals 300,500,900]
+        [--preset accurate] [--stem focal_accurate]
 """
 
 from __future__ import annotations
@@ -43,9 +45,8 @@ from facesfm.faces.builtin import BuiltinFaceModel
 from facesfm.render.composite import composite_capture
 from facesfm.render.config import RenderConfig, TrajectoryConfig
 from facesfm.render.writer import render_sequence
-from facesfm.solve.config import SolveConfig
+from facesfm.solve.config import build_solve_config
 from facesfm.solve.pipeline import run_solve
-from facesfm.solvers.focal import FocalConfig
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS = ("given", "guessed", "estimated")
@@ -56,10 +57,11 @@ FRAME = (480, 640)  # portrait
 OFFSET = ((FRAME[0] - 384) // 2, (FRAME[1] - 384) // 2)
 
 
-def _solve(seq: Path, capture, way: str, out: Path, detector: str = "builtin") -> dict:
+def _solve(seq: Path, capture, way: str, out: Path, detector: str = "builtin",
+           preset: str = "fast") -> dict:
     gt = load_sequence(seq)
-    cfg = SolveConfig(landmark_checkpoint=detector, poses_init="landmarks", depth="landmarks",
-                      keep_unreliable=True, focal=FocalConfig(enabled=way == "estimated"))
+    cfg = build_solve_config(preset=preset, landmark_checkpoint=detector, keep_unreliable=True,
+                             sets=[f"focal.enabled={str(way == 'estimated').lower()}"])
     K = capture.K
     intr = f"{K[0, 0]},{K[0, 2]},{K[1, 2]}" if way == "given" else None
     said: list[str] = []
@@ -80,7 +82,7 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
            f"each true focal length with the camera as many mm away as the focal length has "
            f"px, pasted whole into {FRAME[0]}x{FRAME[1]} portrait frames over scikit-image's "
            f"`coffee` (the front end crops and converts K); detector `{detector}`, "
-           f"`--poses-init landmarks --depth landmarks`. Rotation: mean error after a "
+           f"`--preset {meta.get('preset', 'fast')}`. Rotation: mean error after a "
            f"similarity alignment; cloud: mean distance to the true surface after ICP with "
            f"scale (`cloud mm`) and at the cameras' scale (`fixed`). `x given`: ratio to the "
            f"same capture solved with the true K."),
@@ -104,7 +106,7 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
         ferr = r["focal_px"] / r["focal_true"] - 1
         mark = "" if r["focal_source"] == "estimated" or r["way"] != "estimated" else \
             f" ({r['focal_source']})"
-        md.append(f"{head} {r['focal_px']:.0f}{mark} | {ferr:+.0%} | "
+        md.append(f"{head} {r['focal_px']:.0f}{mark} | {ferr:+.1%} | "
                   f"{r['rotation_mean_deg']:.2f} | {num(rr, '.2f')} | "
                   f"{num(r['cloud_mm'], '.2f')} | "
                   f"{num(cr, '.2f')} | {num(r['cloud_mm_fixed_scale'], '.2f')} | "
@@ -112,8 +114,8 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
     est = [r for r in rows if r.get("focal_source") == "estimated"]
     if est:
         errs = np.array([abs(r["focal_px"] / r["focal_true"] - 1) for r in est])
-        md += ["", (f"Estimated focal length: median error {np.median(errs):.0%}, worst "
-                    f"{errs.max():.0%} over the {len(est)} captures where it was estimated.")]
+        md += ["", (f"Estimated focal length: median error {np.median(errs):.1%}, worst "
+                    f"{errs.max():.1%} over the {len(est)} captures where it was estimated.")]
     failed = [r for r in rows if r.get("cloud_alignment_error")]
     if failed:
         md += ["", (f"`cloud mm` -: the ICP with scale shrank the cloud to nothing and "
@@ -131,6 +133,9 @@ def main():
     ap.add_argument("--ways", default=",".join(WAYS), help="which of " + ", ".join(WAYS))
     ap.add_argument("--landmark-checkpoint", default="builtin",
                     help="the detector (a checkpoint path, or builtin / ict)")
+    ap.add_argument("--preset", default="fast", choices=["fast", "accurate"],
+                    help="the solve preset each capture is solved with")
+    ap.add_argument("--stem", default="focal", help="write <stem>.{json,md}")
     ap.add_argument("--note", default="", help="a sentence for the table's foot")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     a = ap.parse_args()
@@ -153,14 +158,16 @@ def main():
                                         head_only=False)
                 for way in a.ways.split(","):
                     r = {"face": seed, "focal_true": f, "way": way,
-                         **_solve(seq, cap, way, case / f"out_{way}", a.landmark_checkpoint)}
+                         **_solve(seq, cap, way, case / f"out_{way}", a.landmark_checkpoint,
+                                 a.preset)}
                     rows.append(r)
                     print(f"face {seed} | f {f:.0f} | {way}: {r['status']} "
                           f"f {r.get('focal_px', float('nan')):.0f} "
                           f"rot {r.get('rotation_mean_deg', float('nan')):.2f} "
                           f"cloud {r.get('cloud_mm')} {r['seconds']:.1f} s", flush=True)
-    meta = run_meta(faces=seeds, focals=focals, detector=a.landmark_checkpoint)
-    write_results(a.out, "focal", {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
+    meta = run_meta(faces=seeds, focals=focals, detector=a.landmark_checkpoint,
+                    preset=a.preset)
+    write_results(a.out, a.stem, {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
 
 
 if __name__ == "__main__":
