@@ -229,11 +229,25 @@ def test_stereo_config_rejects_bad_values(kwargs):
         StereoConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"keyframe_step": 0}, {"grid_px": 1},
+@pytest.mark.parametrize("kwargs", [{"keyframe_step": 0}, {"grid_px": 1}, {"far_step": 0},
                                     {"search_px": 0}, {"min_ncc": 2.0}, {"ftol": 0.0}])
 def test_track_config_rejects_bad_values(kwargs):
     with pytest.raises(InputError, match="tracks"):
         TrackConfig(**kwargs)
+
+
+def test_far_frames_are_matched_every_far_step(sweep):
+    """Every frame up to 4 away, then every far_step-th up to neighbours, on both sides; the
+    tracks observe no other frame."""
+    assert TrackConfig(neighbours=8, far_step=2).offsets().tolist() == \
+        [-8, -6, -4, -3, -2, -1, 1, 2, 3, 4, 6, 8]
+    assert TrackConfig(neighbours=3, far_step=2).offsets().tolist() == [-3, -2, -1, 1, 2, 3]
+    seq, images, depth, mask = sweep
+    cfg = TrackConfig(neighbours=8, far_step=4, keyframe_step=4)
+    tr = patch_tracks(images, depth, mask, seq.K, seq.cam_T_world, cfg=cfg)
+    frame, track = np.nonzero(tr.weight > 0)
+    offsets = set((frame - tr.keyframe[track]).tolist())
+    assert offsets <= {-8, -4, -3, -2, -1, 0, 1, 2, 3, 4, 8} and {-8, 8} & offsets, offsets
 
 
 def test_tracks_without_texture_is_a_clear_error():
