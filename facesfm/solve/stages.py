@@ -525,10 +525,11 @@ def estimate_focal_length(used: FrameSet, lm: Landmarks, dm: DepthMaps | None,
         est.factors = [f * found[-1] / guess for f in est.factors] if found else est.factors
         last = est
         found.append(est.focal)
+        start = moved_away(poses0, out.K[0, 0] / used.K[0, 0])
         if n + 1 < cfg.focal.passes:
-            ba, _, _ = adjust(out, lm, dm, moved_away(poses0, out.K[0, 0] / used.K[0, 0]), cfg)
+            ba, _, _ = adjust(out, lm, dm, start, cfg)
     last.passes = found
-    return out, last, moved_away(poses0, out.K[0, 0] / used.K[0, 0])
+    return out, last, start
 
 
 def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutcome,
