@@ -159,34 +159,48 @@ class Tracks:
                 "median_ncc": float(np.nanmedian(self.ncc)) if len(self) else None}
 
 
-def _patches(img: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Tensor:
-    """(n, 2r+1, 2r+1) bilinear windows of ``img`` (H, W) centred at ``centres`` (n, 2) uv."""
-    H, W = img.shape
-    o = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    u = (centres[:, 0, None, None] + o[None, None, :]).expand(-1, len(o), -1)
-    v = (centres[:, 1, None, None] + o[None, :, None]).expand(-1, -1, len(o))
-    grid = torch.stack([2 * u / (W - 1) - 1, 2 * v / (H - 1) - 1], -1)  # (n, P, P, 2)
-    n, P = len(centres), 2 * radius + 1
+def _sample(imgs: torch.Tensor, which: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear values (n, P, P) of the images ``imgs`` (N, H, W) at pixel positions ``uv``
+    (n, P, P, 2), window i read in image ``which[i]``. One ``grid_sample`` for every image: the
+    windows are grouped by image into a padded batch (each value is what sampling that image
+    alone gives)."""
+    N, H, W = imgs.shape
+    n, P = uv.shape[:2]
     if n == 0:
         return torch.zeros(0, P, P)
-    return nnf.grid_sample(img[None, None], grid.reshape(1, n * P, P, 2), mode="bilinear",
-                           padding_mode="border", align_corners=True).reshape(n, P, P)
-
-
-def _patches_affine(img: torch.Tensor, centres: torch.Tensor, radius: int,
-                    A: torch.Tensor) -> torch.Tensor:
-    """(n, 2r+1, 2r+1) bilinear windows of ``img`` (H, W): window pixel (dx, dy) is read at
-    ``centres + A @ (dx, dy)``, A (n, 2, 2) (identity: :func:`_patches`)."""
-    H, W = img.shape
-    n, P = len(centres), 2 * radius + 1
-    if n == 0:
-        return torch.zeros(0, P, P)
-    o = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    off = torch.stack(torch.meshgrid(o, o, indexing="xy"), -1)  # (P, P, 2) = (dx, dy)
-    uv = centres[:, None, None, :] + torch.einsum("nij,abj->nabi", A.float(), off)
     grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], -1)
-    return nnf.grid_sample(img[None, None], grid.reshape(1, n * P, P, 2), mode="bilinear",
-                           padding_mode="border", align_corners=True).reshape(n, P, P)
+    if N == 1:
+        return nnf.grid_sample(imgs[:, None], grid.reshape(1, n * P, P, 2), mode="bilinear",
+                               padding_mode="border", align_corners=True).reshape(n, P, P)
+    order = torch.argsort(which, stable=True)
+    counts = torch.bincount(which, minlength=N)
+    first = torch.cumsum(counts, 0) - counts
+    w = which[order]
+    slot = torch.arange(n) - first[w]
+    padded = torch.zeros(N, int(counts.max()), P, P, 2)
+    padded[w, slot] = grid[order]
+    out = nnf.grid_sample(imgs[:, None], padded.reshape(N, -1, P, 2), mode="bilinear",
+                          padding_mode="border", align_corners=True)
+    vals = torch.empty(n, P, P)
+    vals[order] = out.reshape(N, -1, P, P)[w, slot]
+    return vals
+
+
+def _patches(imgs: torch.Tensor, which: torch.Tensor, centres: torch.Tensor, radius: int,
+             A: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 2r+1, 2r+1) bilinear windows of ``imgs[which]`` (N, H, W; which (n,)) centred at
+    ``centres`` (n, 2) uv: window pixel (dx, dy) is read at ``centres + A @ (dx, dy)``, A
+    (n, 2, 2), or at ``centres + (dx, dy)`` without A."""
+    o = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    n, P = len(centres), len(o)
+    if A is None:
+        u = (centres[:, 0, None, None] + o[None, None, :]).expand(-1, P, -1)
+        v = (centres[:, 1, None, None] + o[None, :, None]).expand(-1, -1, P)
+        uv = torch.stack([u, v], -1)
+    else:
+        off = torch.stack(torch.meshgrid(o, o, indexing="xy"), -1)  # (P, P, 2) = (dx, dy)
+        uv = centres[:, None, None, :] + torch.einsum("nij,abj->nabi", A.float(), off)
+    return _sample(imgs, which, uv.reshape(n, P, P, 2))
 
 
 def _local_maps(K: np.ndarray, kp: np.ndarray, z: np.ndarray, depth: np.ndarray,
@@ -221,11 +235,12 @@ def _normalise(p: torch.Tensor) -> torch.Tensor:
     return p / p.square().sum((-2, -1), keepdim=True).sqrt().clamp_min(1e-8)
 
 
-def _match(template: torch.Tensor, img: torch.Tensor, guess: torch.Tensor, search: int,
-           radius: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best NCC position of each normalised template (n, P, P) in ``img`` within +-search px
-    of ``guess`` (n, 2): (uv (n, 2), score (n,)); score -inf where the best is on the border
-    of the search window (no peak inside it).
+def _match(template: torch.Tensor, imgs: torch.Tensor, which: torch.Tensor,
+           guess: torch.Tensor, search: int, radius: int,
+           chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best NCC position of each normalised template (n, P, P) in its image ``imgs[which]``
+    (N, H, W; which (n,)) within +-search px of ``guess`` (n, 2): (uv (n, 2), score (n,));
+    score -inf where the best is on the border of the search window (no peak inside it).
 
     A template has zero mean and unit norm, so its NCC with a window is its correlation with
     the window over the window's spread: one grouped convolution for the correlations, box
@@ -241,13 +256,16 @@ def _match(template: torch.Tensor, img: torch.Tensor, guess: torch.Tensor, searc
         g = guess[a:a + chunk]
         t = template[a:a + chunk]
         n = len(g)
-        region = _patches(img, g, radius + search)  # (n, Q, Q)
+        region = _patches(imgs, which[a:a + chunk], g, radius + search)  # (n, Q, Q)
         # NCC ignores an offset of the window; without the region's mean the box sums below
         # lose less to cancellation in float32
         region = region - region.mean((-2, -1), keepdim=True)
         corr = nnf.conv2d(region[None], t[:, None].to(region.dtype), groups=n)[0]  # (n, S, S)
-        s1 = nnf.conv2d(region[:, None], box.to(region.dtype))[:, 0]
-        s2 = nnf.conv2d(region.square()[:, None], box.to(region.dtype))[:, 0]
+        # the box sums as grouped convolutions too: the same values as one plain box filter
+        # over the batch, about 10x faster on the CPU
+        ones = box.to(region.dtype).expand(n, 1, P, P)
+        s1 = nnf.conv2d(region[None], ones, groups=n)[0]
+        s2 = nnf.conv2d(region.square()[None], ones, groups=n)[0]
         ncc = corr / (s2 - s1 * s1 / (P * P)).clamp_min(0).sqrt().clamp_min(1e-8)
         flat = ncc.reshape(n, -1)
         best, idx = flat.max(1)
@@ -310,13 +328,14 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         kpn = kp.numpy().astype(np.float64)
         z = depth[f][ki[:, 1].numpy(), ki[:, 0].numpy()] * scale[f]
         Xw = transform(invert_pose(poses[f]), backproject(K, kpn, z))
-        tmpl = _normalise(_patches(gray[f], kp, r))
         n = len(kp)
         uv = np.zeros((F, n, 2))
         w = np.zeros((F, n))
         sc = np.full((F, n), np.nan)
         uv[f] = kp.numpy()
         w[f] = 1.0
+        # every frame's predictions first, then one batched match over all of them
+        frames, points, guesses, maps = [], [], [], []
         for g in f + cfg.offsets():
             if not 0 <= g < F:
                 continue
@@ -329,27 +348,42 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
             if not ok.any():
                 continue
             sel = np.flatnonzero(ok)
-            guess = torch.as_tensor(pred[sel], dtype=torch.float32)
+            frames.append(np.full(len(sel), g))
+            points.append(sel)
+            guesses.append(pred[sel])
             if cfg.affine:
-                # the keyframe's window as frame g sees it (foreshortened as the head turns),
-                # and the window at the match as the keyframe sees it
-                A = torch.as_tensor(_local_maps(K, kpn[sel], z[sel], depth[f] * scale[f],
-                                                poses[g] @ invert_pose(poses[f]), r))
-                t_g = _normalise(_patches_affine(gray[f], kp[sel], r, torch.linalg.inv(A)))
-                m_uv, m_sc = _match(t_g, gray[g], guess, s, r)
-                back_t = _normalise(_patches_affine(gray[g], m_uv, r, A))
-            else:
-                m_uv, m_sc = _match(tmpl[sel], gray[g], guess, s, r)
-                back_t = _normalise(_patches(gray[g], m_uv, r))
-            # back from g: the window at the match must find the keypoint again
-            b_uv, b_sc = _match(back_t, gray[f], kp[sel], 2, r)
-            fb = (b_uv - kp[sel]).norm(dim=1)
-            good = ((m_sc >= cfg.min_ncc) & (b_sc >= cfg.min_ncc)
-                    & (fb <= cfg.max_backward_px)).numpy()
-            idx = sel[good]
-            uv[g, idx] = m_uv.numpy()[good]
-            w[g, idx] = 1.0
-            sc[g, idx] = m_sc.numpy()[good]
+                # the keyframe's window as frame g sees it (foreshortened as the head turns)
+                maps.append(_local_maps(K, kpn[sel], z[sel], depth[f] * scale[f],
+                                        poses[g] @ invert_pose(poses[f]), r))
+        if not frames:
+            continue
+        frames, points = np.concatenate(frames), np.concatenate(points)
+        used, which = np.unique(frames, return_inverse=True)
+        which = torch.as_tensor(which)
+        imgs = gray[torch.as_tensor(used)]
+        guess = torch.as_tensor(np.concatenate(guesses), dtype=torch.float32)
+        kp_m = kp[torch.as_tensor(points)]
+        key = torch.zeros(len(points), dtype=torch.long)  # the keyframe, as image 0 of one
+        if cfg.affine:
+            A = torch.as_tensor(np.concatenate(maps))
+            t_g = _normalise(_patches(gray[f][None], key, kp_m, r,
+                                      torch.linalg.inv(A)))
+            m_uv, m_sc = _match(t_g, imgs, which, guess, s, r)
+            # the window at the match as the keyframe sees it
+            back_t = _normalise(_patches(imgs, which, m_uv, r, A))
+        else:
+            t_g = _normalise(_patches(gray[f][None], torch.zeros(n, dtype=torch.long), kp, r))[torch.as_tensor(points)]
+            m_uv, m_sc = _match(t_g, imgs, which, guess, s, r)
+            back_t = _normalise(_patches(imgs, which, m_uv, r))
+        # back from each frame: the window at the match must find the keypoint again
+        b_uv, b_sc = _match(back_t, gray[f][None], key, kp_m, 2, r)
+        fb = (b_uv - kp_m).norm(dim=1)
+        good = ((m_sc >= cfg.min_ncc) & (b_sc >= cfg.min_ncc)
+                & (fb <= cfg.max_backward_px)).numpy()
+        gi, pi = frames[good], points[good]
+        uv[gi, pi] = m_uv.numpy()[good]
+        w[gi, pi] = 1.0
+        sc[gi, pi] = m_sc.numpy()[good]
         keep = (w > 0).sum(0) >= 2
         uvs.append(uv[:, keep])
         ws.append(w[:, keep])

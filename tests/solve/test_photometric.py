@@ -378,3 +378,35 @@ def test_local_map_is_the_projection_of_the_surface_around_a_keypoint():
     holes[80, 84] = 0.0
     np.testing.assert_array_equal(_local_maps(K, kp[:1], np.array([500.0]), holes, T, 4)[0],
                                   np.eye(2))
+
+
+def test_batched_windows_and_matches_equal_those_of_one_image_at_a_time(sweep):
+    """The matcher groups the windows of many frames into one padded batch: each window and
+    each match must be what that frame alone gives, to the bit, whatever the order and count
+    of the points per frame (frame 1 gets none here)."""
+    import torch
+
+    from facesfm.solve.stereo import gray_images
+    from facesfm.solve.tracks import _match, _normalise, _patches
+
+    _, images, _, _ = sweep
+    gray = gray_images(images[:4])
+    rng = np.random.default_rng(0)
+    n = 50
+    which = torch.as_tensor(rng.choice([0, 2, 3], n))
+    uv = torch.as_tensor(rng.uniform(30, 220, (n, 2)), dtype=torch.float32)
+    A = torch.as_tensor(np.eye(2) + rng.normal(0, 0.1, (n, 2, 2)))
+    tmpl = _normalise(_patches(gray[:1], torch.zeros(n, dtype=torch.long), uv, 4, A))
+    guess = uv + torch.as_tensor(rng.normal(0, 2, (n, 2)), dtype=torch.float32)
+    for affine in (None, A):
+        batched = _patches(gray, which, uv, 4, affine)
+        m_uv, m_sc = _match(tmpl, gray, which, guess, 6, 4, chunk=16)
+        for i in (0, 2, 3):
+            sel = (which == i).nonzero()[:, 0]
+            alone = torch.zeros(len(sel), dtype=torch.long)
+            one = _patches(gray[i][None], alone, uv[sel], 4,
+                           None if affine is None else affine[sel])
+            assert torch.equal(batched[sel], one)
+            a_uv, a_sc = _match(tmpl[sel], gray[i][None], alone, guess[sel], 6, 4)
+            assert torch.equal(m_uv[sel], a_uv) and torch.equal(m_sc[sel], a_sc)
+    assert torch.isfinite(m_sc).sum() > n // 2  # the guesses are near enough to match
