@@ -127,16 +127,22 @@ def parabola_offset(c_m: torch.Tensor, c_0: torch.Tensor, c_p: torch.Tensor) -> 
 def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over (2r+1)^2 windows of (..., h, w), edge windows averaged over what they hold.
 
-    Separable (a row pass, then a column pass): the window is a rectangle, so the 2-D mean
-    over its valid pixels is the column mean of the row means, at 2(2r+1) instead of (2r+1)^2
-    operations a pixel."""
+    One grouped convolution with a window of ones (every leading index its own channel), then
+    a division by the number of pixels each window holds. On the CPU this is about 4x faster
+    than two separable average-pooling passes (the transposes between them copy the whole
+    stack); the two differ by about 3e-7 on values in [0, 1]."""
     shape = x.shape
     h, w = shape[-2:]
     k = 2 * r + 1
-    y = nnf.avg_pool1d(x.reshape(-1, 1, w), k, 1, r, count_include_pad=False)
-    y = y.reshape(-1, h, w).transpose(1, 2).reshape(-1, 1, h)
-    y = nnf.avg_pool1d(y, k, 1, r, count_include_pad=False)
-    return y.reshape(-1, w, h).transpose(1, 2).reshape(shape)
+    y = x.reshape(1, -1, h, w)
+    C = y.shape[1]
+    sums = nnf.conv2d(y, x.new_ones(C, 1, k, k), padding=r, groups=C)
+
+    def held(n: int) -> torch.Tensor:  # pixels of each window along an axis of length n
+        i = torch.arange(n)
+        return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).to(x.dtype)
+
+    return (sums / (held(h)[:, None] * held(w)[None, :])).reshape(shape)
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
@@ -212,12 +218,13 @@ def refine_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
             s = nnf.grid_sample(gray[g][None, None], grid.reshape(1, nh * h, w, 2),
                                 mode="bilinear", padding_mode="border",
                                 align_corners=True).reshape(nh, h, w)
-            ms = box_mean(s, r)
-            vs = (box_mean(s * s, r) - ms * ms).clamp_min(0)
-            cov = box_mean(s * ref[None], r) - ms * mr[None]
+            ms, ss, sr, si = box_mean(torch.stack([s, s * s, s * ref[None], inside.float()]),
+                                      r)
+            vs = (ss - ms * ms).clamp_min(0)
+            cov = sr - ms * mr[None]
             ncc = cov / torch.sqrt(vr[None] * vs + 1e-10)
             # a window reaching out of the source image scores nothing
-            ok = box_mean(inside.float(), r) > 0.999
+            ok = si > 0.999
             scores.append(torch.where(ok, ncc, torch.full_like(ncc, -1.0)))
         S = torch.stack(scores)  # (n_src, nh, h, w)
         agg = S.topk(cfg.best_views, dim=0).values.mean(0)  # (nh, h, w)

@@ -410,3 +410,22 @@ def test_batched_windows_and_matches_equal_those_of_one_image_at_a_time(sweep):
             a_uv, a_sc = _match(tmpl[sel], gray[i][None], alone, guess[sel], 6, 4)
             assert torch.equal(m_uv[sel], a_uv) and torch.equal(m_sc[sel], a_sc)
     assert torch.isfinite(m_sc).sum() > n // 2  # the guesses are near enough to match
+
+
+def test_box_mean_is_the_mean_of_what_each_window_holds():
+    """Every window's mean, edge windows over the pixels they hold, for a stack of maps
+    (brute force in float64)."""
+    import torch
+
+    from facesfm.solve.stereo import box_mean
+
+    x = torch.as_tensor(np.random.default_rng(1).uniform(0, 1, (2, 3, 9, 11)))
+    r = 2
+    got = box_mean(x, r)
+    assert got.shape == x.shape
+    want = np.zeros(x.shape)
+    for i in range(9):
+        for j in range(11):
+            win = x[..., max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
+            want[..., i, j] = win.mean((-2, -1)).numpy()
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
