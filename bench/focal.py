@@ -23,7 +23,7 @@ scale, seconds; the ratio of each to ``given``. Writes bench/results/focal.{json
 (``--stem`` names another).
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/focal.py [--faces 0,1,2] [--focals 300,500,900]
-        [--preset accurate] [--stem focal_accurate]
+        [--preset accurate] [--set focal.kernel_px=1.0] [--stem focal_accurate]
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ OFFSET = ((FRAME[0] - 384) // 2, (FRAME[1] - 384) // 2)
 
 
 def _solve(seq: Path, capture, way: str, out: Path, detector: str = "builtin",
-           preset: str = "fast") -> dict:
+           preset: str = "fast", sets=()) -> dict:
     gt = load_sequence(seq)
     cfg = build_solve_config(preset=preset, landmark_checkpoint=detector, keep_unreliable=True,
-                             sets=[f"focal.enabled={str(way == 'estimated').lower()}"])
+                             sets=[f"focal.enabled={str(way == 'estimated').lower()}",
+                                   *sets])
     K = capture.K
     intr = f"{K[0, 0]},{K[0, 2]},{K[1, 2]}" if way == "given" else None
     said: list[str] = []
@@ -82,7 +83,8 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
            f"each true focal length with the camera as many mm away as the focal length has "
            f"px, pasted whole into {FRAME[0]}x{FRAME[1]} portrait frames over scikit-image's "
            f"`coffee` (the front end crops and converts K); detector `{detector}`, "
-           f"`--preset {meta.get('preset', 'fast')}`. Rotation: mean error after a "
+           f"`--preset {meta.get('preset', 'fast')}`"
+           f"{''.join(f' `--set {x}`' for x in meta.get('sets', []))}. Rotation: mean error after a "
            f"similarity alignment; cloud: mean distance to the true surface after ICP with "
            f"scale (`cloud mm`) and at the cameras' scale (`fixed`). `x given`: ratio to the "
            f"same capture solved with the true K."),
@@ -135,6 +137,8 @@ def main():
                     help="the detector (a checkpoint path, or builtin / ict)")
     ap.add_argument("--preset", default="fast", choices=["fast", "accurate"],
                     help="the solve preset each capture is solved with")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a solve setting for every capture (as facesfm solve --set)")
     ap.add_argument("--stem", default="focal", help="write <stem>.{json,md}")
     ap.add_argument("--note", default="", help="a sentence for the table's foot")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -159,14 +163,14 @@ def main():
                 for way in a.ways.split(","):
                     r = {"face": seed, "focal_true": f, "way": way,
                          **_solve(seq, cap, way, case / f"out_{way}", a.landmark_checkpoint,
-                                 a.preset)}
+                                 a.preset, a.sets)}
                     rows.append(r)
                     print(f"face {seed} | f {f:.0f} | {way}: {r['status']} "
                           f"f {r.get('focal_px', float('nan')):.0f} "
                           f"rot {r.get('rotation_mean_deg', float('nan')):.2f} "
                           f"cloud {r.get('cloud_mm')} {r['seconds']:.1f} s", flush=True)
     meta = run_meta(faces=seeds, focals=focals, detector=a.landmark_checkpoint,
-                    preset=a.preset)
+                    preset=a.preset, sets=a.sets)
     write_results(a.out, a.stem, {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
 
 
