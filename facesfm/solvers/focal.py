@@ -10,7 +10,8 @@ lowest near 450 px in all three (the detectors were trained at 500 px), while th
 landmarks put the minimum exactly at the truth: the detector's errors, not the geometry,
 decide it. Matched skin patches are measurements of the images alone; their cost is lowest
 near the truth (bench/results/focal.md: median error 20%, always long, with tracks 4 frames
-long; focal_accurate.md: 5.7% with 20 frames long and a 12 px search).
+long; focal_accurate.md: 5.7% with 20 frames long and a 12 px search; focal_cauchy.md: 1.7%
+with the trials' robust kernel below).
 
 The search: ``grid`` factors spaced evenly in log between ``low`` and ``high``; where the
 lowest cost lies at either end the focal length is not estimated (``status`` "at bound");

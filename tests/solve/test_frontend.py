@@ -525,20 +525,25 @@ def test_unknown_focal_length_is_estimated_or_the_solve_refused(seq_wide, tmp_pa
     assert rep["status"] == "ok" and intr["source"] == "estimated"
     est = intr["focal_estimate"]
     assert est["status"] == "estimated" and est["start_px"] == pytest.approx(1.2 * 420)
-    # the estimate errs long at short focal lengths (bench/results/focal.md: +9-28% at
-    # 300 px with tracks 4 frames long; +13% here): it must land far nearer the truth than
-    # the guess, on its long side
-    assert 200.0 <= est["focal_px"] <= 1.4 * 200.0, est
+    # 17 frames 5 degrees apart on the fast path (no tracks in the solve): +7% here (+13%
+    # when the trials' bundle adjustments used the solve's Huber kernel at 2 px)
+    assert 200.0 <= est["focal_px"] <= 1.1 * 200.0, est
     assert read_cameras(out).K[0, 0] == pytest.approx(est["focal_px"])
     assert min(est["trials"], key=lambda t: t[1])[0] == pytest.approx(est["focal_px"])
     assert len(est["passes"]) == 2 and est["passes"][-1] == pytest.approx(est["focal_px"])
-    # the head keeps its size in mm: the cameras stand as far away as the estimated focal
-    # length says (the head's image is given), not where the guess put them (2.5x the truth)
+    # the head keeps its size in mm: the cameras stand as far from the face's surface as the
+    # estimated focal length says (the head's image is given), not where the guess put them
+    # (2.5x the truth). The cloud is that surface: its centre lies as far from the cameras as
+    # the true depth maps' median depth, times the estimate's error.
+    from facesfm.data.format import load_sequence
+
+    truth = load_sequence(seq_wide)
+    surface = np.median([np.median(truth.depth(i)[truth.mask(i)]) for i in range(len(truth))])
     poses = read_cameras(out).optimised
     centres = -np.einsum("fji,fj->fi", poses[:, :3, :3], poses[:, :3, 3])
     head = np.asarray(trimesh.load(out / "cloud.ply").vertices).mean(0)
     distance = np.median(np.linalg.norm(centres - head, axis=1))
-    assert distance == pytest.approx(300.0 * est["focal_px"] / 200.0, rel=0.15), distance
+    assert distance == pytest.approx(surface * est["focal_px"] / 200.0, rel=0.15), distance
 
     cfg = tmp_path / "guess.yaml"
     cfg.write_text("focal:\n  enabled: false\n")

@@ -98,7 +98,29 @@ def test_scaled_focal_keeps_the_principal_point():
 
 @pytest.mark.parametrize("bad", [{"low": 1.5}, {"high": 0.9}, {"grid": 2},
                                  {"tolerance": 0.0}, {"max_tracks": 0},
-                                 {"search_px": 0}])
+                                 {"search_px": 0}, {"kernel_px": 0.0}, {"kernel": "cauchy"}])
 def test_bad_options_are_refused(bad):
     with pytest.raises(InputError):
         FocalConfig(**bad)
+
+
+def test_every_trial_uses_the_estimates_kernel_not_the_solves(monkeypatch):
+    """The trials' cost differs by hundredths of a percent between focal lengths, so wrong
+    matches must lose their pull: each trial's bundle adjustment takes the focal config's
+    kernel in place of the one it was given."""
+    from facesfm.solvers import focal
+    from facesfm.solvers.landmark_ba import KernelKind
+
+    seen = []
+    real = focal.track_bundle_adjust
+
+    def spy(K, lm, tracks, dm, poses, ba, *a, **k):
+        seen.append((ba.kernel, ba.kernel_px))
+        return real(K, lm, tracks, dm, poses, ba, *a, **k)
+
+    monkeypatch.setattr(focal, "track_bundle_adjust", spy)
+    lm, tracks, poses = _scene(500.0, 500.0)
+    est = estimate_focal(intrinsics(1.2 * 384, 384, 384), lm, tracks, poses,
+                         BAConfig(kernel=KernelKind.HUBER, kernel_px=2.0))
+    assert est.ok and est.focal == pytest.approx(500.0, rel=0.03)
+    assert seen and set(seen) == {(KernelKind.CAUCHY, 0.5)}
