@@ -113,6 +113,8 @@ def main(argv=None) -> int:
                     help="Detector to solve with [default: the shipped one for --face].")
     ap.add_argument("--tag", default=None,
                     help="Write heldout_<face>_<tag>.{json,md} instead of heldout_<face>.")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a solve setting for every method (as facesfm solve --set)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -141,6 +143,12 @@ def main(argv=None) -> int:
     if set(keys) - set(LABELS):
         ap.error(f"--methods: unknown {sorted(set(keys) - set(LABELS))}")
     methods = _methods(ckpt, sfm, keys)
+    if args.sets:
+        from facesfm.config import dotted_overrides, from_dict, merge, to_dict
+        from facesfm.solve.config import SolveConfig
+
+        methods = {k: from_dict(SolveConfig, merge(d := to_dict(c), dotted_overrides(args.sets, d)))
+                   for k, c in methods.items()}
     stem = f"heldout_{args.face}" + (f"_{args.tag}" if args.tag else "")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,8 +220,8 @@ def main(argv=None) -> int:
         summary[name]["no_cloud"] = sum("cloud_error" in r.get(name, {}) for r in rows)
     write_json(RESULTS / f"{stem}.json",
                {"protocol": spec.to_dict(), "detector": ckpt.name,
-                "sfm": None if sfm is None else Path(sfm).name, "rows": rows,
-                "summary": summary})
+                "sfm": None if sfm is None else Path(sfm).name, "sets": args.sets,
+                "rows": rows, "summary": summary})
 
     def cell(name, k, stat):
         v = summary[name].get(k, {}).get(stat)
@@ -228,7 +236,8 @@ def main(argv=None) -> int:
         "",
         (f"Seed {args.seed}, 61 frames each, 384x384, focal 500 px, "
         f"{'plain renders' if args.appearance is None else 'appearance preset ' + repr(args.appearance)}, "
-        f"detector `{ckpt.name}`, depth/pose networks `{Path(sfm).name if sfm else 'none'}`. Rotation: "
+        f"detector `{ckpt.name}`, depth/pose networks `{Path(sfm).name if sfm else 'none'}`"
+        f"{''.join(f', `--set {x}`' for x in args.sets)}. Rotation: "
         "mean over frames after a similarity alignment of the trajectory (mean / median over "
         "faces); cloud: the fused cloud's distance to the GT surface after landmark + ICP "
         "alignment, mean over points (mean / median over faces)."),

@@ -563,7 +563,9 @@ def refine_with_tracks(used: FrameSet, lm: Landmarks, dm: DepthMaps, ba: BAOutco
         tracks = kept
     start = ba.start
     ba = track_bundle_adjust(used.K, lm, tracks, None if cfg.depth == "landmarks" else dm,
-                             ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol),
+                             ba.poses, replace(cfg.ba, ftol=cfg.tracks.ftol,
+                                               kernel=cfg.tracks.kernel,
+                                               kernel_px=cfg.tracks.kernel_px),
                              cfg.tracks.landmark_weight)
     ba.start = f"{start} + tracks"
     lap("ba")

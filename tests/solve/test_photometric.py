@@ -230,7 +230,8 @@ def test_stereo_config_rejects_bad_values(kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [{"keyframe_step": 0}, {"grid_px": 1}, {"far_step": 0},
-                                    {"search_px": 0}, {"min_ncc": 2.0}, {"ftol": 0.0}])
+                                    {"search_px": 0}, {"min_ncc": 2.0}, {"ftol": 0.0},
+                                    {"kernel_px": 0.0}, {"kernel": "cauchy"}])
 def test_track_config_rejects_bad_values(kwargs):
     with pytest.raises(InputError, match="tracks"):
         TrackConfig(**kwargs)
@@ -429,3 +430,30 @@ def test_box_mean_is_the_mean_of_what_each_window_holds():
             win = x[..., max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
             want[..., i, j] = win.mean((-2, -1)).numpy()
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+
+
+def test_the_joint_bundle_adjustment_takes_the_tracks_kernel(seq9, tmp_path, monkeypatch):
+    """The landmark BA keeps the solve's kernel (``ba.kernel``); the BA with the tracks takes
+    ``tracks.kernel`` (a wrong match is pixels off where the right ones are a tenth of one:
+    its pull must fade), and ``--set`` reaches it."""
+    from facesfm.solve import stages
+    from facesfm.solve.config import build_solve_config
+    from facesfm.solve.pipeline import run_solve
+    from facesfm.solvers.landmark_ba import KernelKind
+
+    seen = {}
+    real_tr = stages.track_bundle_adjust
+
+    def joint(K, lm, tracks, dm, poses, cfg, *a, **k):
+        seen["joint"] = (cfg.kernel, cfg.kernel_px)
+        return real_tr(K, lm, tracks, dm, poses, cfg, *a, **k)
+
+    monkeypatch.setattr(stages, "track_bundle_adjust", joint)
+    cfg = build_solve_config(None, preset="accurate", oracle_landmarks=True)
+    assert cfg.ba.kernel is KernelKind.HUBER and cfg.ba.kernel_px == 2.0
+    run_solve(seq9, tmp_path / "a", cfg, echo=None, html=False)
+    assert seen["joint"] == (KernelKind.CAUCHY, 0.25)
+    cfg = build_solve_config(None, preset="accurate", oracle_landmarks=True,
+                             sets=["tracks.kernel=huber", "tracks.kernel_px=1.5"])
+    run_solve(seq9, tmp_path / "b", cfg, echo=None, html=False)
+    assert seen["joint"] == (KernelKind.HUBER, 1.5)
