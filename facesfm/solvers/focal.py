@@ -10,8 +10,8 @@ lowest near 450 px in all three (the detectors were trained at 500 px), while th
 landmarks put the minimum exactly at the truth: the detector's errors, not the geometry,
 decide it. Matched skin patches are measurements of the images alone; their cost is lowest
 near the truth (bench/results/focal.md: median error 20%, always long, with tracks 4 frames
-long; focal_accurate.md: 5.7% with 20 frames long and a 12 px search; focal_cauchy.md: 1.7%
-with the trials' robust kernel below).
+long; focal_accurate.md: 5.7% with 20 frames long and a 12 px search; focal_cauchy_025.md:
+1.3% with the trials' robust kernel below).
 
 The search: ``grid`` factors spaced evenly in log between ``low`` and ``high``; where the
 lowest cost lies at either end the focal length is not estimated (``status`` "at bound");
@@ -82,6 +82,9 @@ class FocalConfig:
                       matched from the true geometry gave +14% with Huber at 2 px (the
                       solve's), +5% with Huber at 0.5 px, +1.0% with Cauchy at 0.5 px; the
                       tracks matched as the solve matches them +14.7%, +4.7%, +0.2%.
+                      Over 3 built-in faces at 500, 800 and 1200 px (bench/focal.py,
+                      accurate preset) Cauchy at 0.5 px erred 1.7% (median) and 3.7%
+                      (worst), at 0.25 px 1.3% and 2.2%.
     """
 
     enabled: bool = True
@@ -97,7 +100,7 @@ class FocalConfig:
     min_rise: float = 1e-3
     search_px: int = 12
     kernel: KernelKind = KernelKind.CAUCHY
-    kernel_px: float = 0.5
+    kernel_px: float = 0.25
 
     def __post_init__(self):
         if not 0 < self.low < 1 < self.high or self.grid < 3 or not 0 < self.tolerance < 0.5 \

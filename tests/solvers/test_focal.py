@@ -124,4 +124,4 @@ def test_every_trial_uses_the_estimates_kernel_not_the_solves(monkeypatch):
                          BAConfig(kernel=KernelKind.HUBER, kernel_px=2.0),
                          FocalConfig(max_frames=9))
     assert est.ok and est.focal == pytest.approx(500.0, rel=0.05)
-    assert seen and set(seen) == {(KernelKind.CAUCHY, 0.5)}
+    assert seen and set(seen) == {(KernelKind.CAUCHY, 0.25)}
