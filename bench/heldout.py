@@ -144,11 +144,9 @@ def main(argv=None) -> int:
         ap.error(f"--methods: unknown {sorted(set(keys) - set(LABELS))}")
     methods = _methods(ckpt, sfm, keys)
     if args.sets:
-        from facesfm.config import dotted_overrides, from_dict, merge, to_dict
-        from facesfm.solve.config import SolveConfig
+        from facesfm.solve.config import with_settings
 
-        methods = {k: from_dict(SolveConfig, merge(d := to_dict(c), dotted_overrides(args.sets, d)))
-                   for k, c in methods.items()}
+        methods = {k: with_settings(c, args.sets) for k, c in methods.items()}
     stem = f"heldout_{args.face}" + (f"_{args.tag}" if args.tag else "")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ from facesfm.solvers.focal import FocalConfig
 from facesfm.solvers.landmark_ba import BAConfig
 
 __all__ = ["DEPTH_SOURCES", "FACE_CROPS", "LANDMARK_SOURCES", "POSE_INITS", "SOLVE_PRESETS",
-           "SolveConfig", "build_solve_config"]
+           "SolveConfig", "build_solve_config", "with_settings"]
 
 POSE_INITS = ("network", "gt", "gt-perturbed", "landmarks")
 DEPTH_SOURCES = ("network", "oracle", "landmarks")
@@ -319,6 +319,13 @@ def build_solve_config(config=None, preset: str | None = None, sets=(),
     if sets:
         d = _layer(d, dotted_overrides(sets, d))
     return from_dict(SolveConfig, d, str(config) if config is not None else "options")
+
+
+def with_settings(cfg: SolveConfig, sets) -> SolveConfig:
+    """``cfg`` with the dotted ``KEY=VALUE`` items of ``sets`` on top, as ``--set`` applies
+    them in :func:`build_solve_config` (linked pairs included)."""
+    d = to_dict(cfg)
+    return from_dict(SolveConfig, _layer(d, dotted_overrides(sets, d)), "--set")
 
 
 # each flag and the source it stands for: a layer that sets one of them leaves the other to

@@ -386,9 +386,9 @@ def patch_tracks(images: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
             m_uv, m_sc = _match(t_g, imgs, which, guess, s, r)
             # the window at the match as the keyframe sees it
             back_t = _normalise(_patches(imgs, which, m_uv, r, A))
-        else:
-            t_g = _normalise(_patches(gray[f][None], torch.zeros(n, dtype=torch.long), kp, r))[torch.as_tensor(points)]
-            m_uv, m_sc = _match(t_g, imgs, which, guess, s, r)
+        else:  # one square window per keypoint, repeated for each frame it is matched in
+            t_g = _normalise(_patches(gray[f][None], key[:0].new_zeros(n), kp, r))
+            m_uv, m_sc = _match(t_g[torch.as_tensor(points)], imgs, which, guess, s, r)
             back_t = _normalise(_patches(imgs, which, m_uv, r))
         # back from each frame: the window at the match must find the keypoint again
         b_uv, b_sc = _match(back_t, gray[f][None], key, kp_m, 2, r)

@@ -7,7 +7,12 @@ import pytest
 from facesfm.cli import main
 from facesfm.config import dotted_overrides, to_dict
 from facesfm.errors import InputError
-from facesfm.solve.config import SOLVE_PRESETS, SolveConfig, build_solve_config
+from facesfm.solve.config import (
+    SOLVE_PRESETS,
+    SolveConfig,
+    build_solve_config,
+    with_settings,
+)
 from facesfm.training.config import build_train_config
 
 
@@ -107,3 +112,16 @@ def test_a_flag_over_a_preset_takes_its_source_along(tmp_path):
     assert build_solve_config(y).landmarks_from == "oracle"
     cfg = build_solve_config(y, sets=("landmarks_from=mediapipe",))
     assert cfg.landmarks_from == "mediapipe" and not cfg.oracle_landmarks
+
+
+def test_settings_on_a_built_config_follow_the_set_rules():
+    """A harness's config with ``--set`` items on top: typed, checked, and a linked pair's
+    other half follows (``oracle_depth=true`` over a config whose depth is "landmarks" is
+    oracle depth, not a disagreement)."""
+    base = build_solve_config(preset="accurate")
+    cfg = with_settings(base, ["tracks.kernel_px=0.5", "oracle_depth=true"])
+    assert cfg.tracks.kernel_px == 0.5 and cfg.tracks.enabled
+    assert cfg.depth == "oracle" and cfg.oracle_depth
+    assert with_settings(base, []) == base
+    with pytest.raises(InputError, match="tracks has no key 'kernel_mm'"):
+        with_settings(base, ["tracks.kernel_mm=1"])
