@@ -6,8 +6,9 @@ Each face (``--face builtin`` or ``ict``, seeds ``--faces``) is rendered on the 
 (61 frames, yaw -60..60 deg, 384x384, f = 500 px) or, with ``--path pitch``, on the same
 sweep tilting from 15 deg below to 15 deg above the head, with irregular steps (each yaw
 +-0.3 of a step) and +-3 deg of roll; it is solved with the shipped detector of that face
-model and no other network (``--poses-init landmarks --depth landmarks``, no photometric
-stages) in these cases:
+model and no other network, with the solve preset ``--preset`` (``fast``: the landmarks
+only; ``accurate``: point tracks and the plane sweep too) and any ``--set`` items, in these
+cases:
 
 * ``plain``: the sequence folder (no front end);
 * ``pasted``: each render pasted whole, off-centre, into a 480x640 portrait frame over a
@@ -35,6 +36,7 @@ between the written and the true cameras), seconds; the rotation ratio to the sa
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/capture.py [--faces 0,1,2]
         [--face ict --ict-dir DIR] [--path pitch] [--sources detector] [--stem capture_ict]
+        [--preset accurate] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from facesfm.faces.builtin import BuiltinFaceModel
 from facesfm.render.composite import composite_capture
 from facesfm.render.config import RenderConfig, TrajectoryConfig
 from facesfm.render.writer import render_sequence
-from facesfm.solve.config import SolveConfig
+from facesfm.solve.config import build_solve_config
 from facesfm.solve.pipeline import run_solve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,12 +92,13 @@ def _inputs(seq: Path, tmp: Path) -> dict[str, tuple[Path, str | None]]:
             "head on photo, centred, focal unknown": (centred.path, None)}
 
 
-def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str, face: str) -> dict:
+def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str, face: str,
+          preset: str = "fast", sets=()) -> dict:
     gt = load_sequence(seq)
     lm = ({"landmark_checkpoint": face} if source == "detector"
           else {"landmarks_from": "mediapipe"})
     # written even when a check fails, so that the table shows what a refusal kept back
-    cfg = SolveConfig(poses_init="landmarks", depth="landmarks", keep_unreliable=True, **lm)
+    cfg = build_solve_config(preset=preset, keep_unreliable=True, sets=sets, **lm)
     said: list[str] = []
     t0 = time.perf_counter()
     try:
@@ -127,8 +130,8 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
     md = ["# The face front end on captures made from our renders", "",
           (f"{model} faces {seeds}, {path} (61 frames, 384 px, f = 500 px), "
            f"landmarks from the shipped {meta.get('face', 'builtin')} detector or from "
-           f"MediaPipe's face mesh, no "
-           f"other network (`--poses-init landmarks --depth landmarks`). Captures: "
+           f"MediaPipe's face mesh, no other network, `--preset {meta.get('preset', 'fast')}`"
+           f"{''.join(f' `--set {x}`' for x in meta.get('sets', []))}. Captures: "
            f"{FRAME[0]}x{FRAME[1]} portrait frames, render at {OFFSET}, over scikit-image's "
            f"`coffee`. Rotation: mean error after a similarity alignment to the ground truth. "
            f"Cloud: mean distance to the true surface after ICP with scale (`cloud mm`) and "
@@ -167,6 +170,10 @@ def main():
     ap.add_argument("--path", default="sweep", choices=sorted(PATHS))
     ap.add_argument("--sources", default=",".join(SOURCES), help="landmark sources")
     ap.add_argument("--cases", default=";".join(CASES), help="';'-separated, of CASES")
+    ap.add_argument("--preset", default="fast", choices=["fast", "accurate"],
+                    help="the solve preset every case is solved with")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a solve setting for every case (as facesfm solve --set)")
     ap.add_argument("--stem", default="capture", help="bench/results/<stem>.{json,md}")
     ap.add_argument("--note", default="", help="a sentence for the table's foot")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -196,12 +203,12 @@ def main():
                     src, intr = inputs[case]
                     out = tmp / f"face{seed}" / f"out_{case}_{source}".replace(" ", "_")
                     r = {"face": seed, "source": source, "case": case,
-                         **_case(seq, src, intr, out, source, a.face)}
+                         **_case(seq, src, intr, out, source, a.face, a.preset, a.sets)}
                     rows.append(r)
                     print(f"face {seed} | {source} | {case}: {r['status']}",
                           r.get("rotation_mean_deg"), r.get("cloud_mm"), r.get("why", ""),
                           f"{r['seconds']:.1f} s", flush=True)
-    meta = run_meta(faces=seeds, face=a.face, path=a.path)
+    meta = run_meta(faces=seeds, face=a.face, path=a.path, preset=a.preset, sets=a.sets)
     write_results(a.out, a.stem, {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
 
 
