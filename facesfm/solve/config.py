@@ -32,7 +32,7 @@ SOLVE_PRESETS: dict[str, dict] = {
     # interpolated from the adjusted landmarks (2.08 deg, cloud 1.87 mm; 9 s)
     "fast": {"poses_init": "landmarks", "depth": "landmarks"},
     # the same, then photometric point tracks in a second BA and a plane sweep of the depth
-    # maps (0.26 deg, cloud 0.50 mm; 12-18 s)
+    # maps (0.26 deg, cloud 0.35 mm; 12-18 s)
     "accurate": {"poses_init": "landmarks", "depth": "landmarks",
                  "tracks": {"enabled": True}, "stereo": {"enabled": True}},
 }
