@@ -210,7 +210,7 @@ def test_stereo_keeps_only_depths_the_views_before_and_after_agree_on(sweep):
     rng = np.random.default_rng(0)
     soft = np.stack([gaussian_filter(im.astype(float), (3, 3, 0)) for im in images])
     soft = (soft + 2.0 * rng.standard_normal(soft.shape)).clip(0, 255).astype(np.uint8)
-    cfg = StereoConfig(offsets=(-4, -2, 2, 4), reference_step=2)
+    cfg = StereoConfig(offsets=(-4, -2, 2, 4), reference_step=2, min_support=0.3)
     args = (prior, mask, seq.K, seq.cam_T_world)
     unchecked = refine_depth(soft, *args, cfg=StereoConfig(**{**cfg.__dict__, "agree_mm": 0}))
     checked = refine_depth(soft, *args, cfg=cfg)
@@ -335,7 +335,7 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
 
 
 def test_solve_fuses_the_prior_when_the_sweep_keeps_too_little(seq9, tmp_path, monkeypatch):
-    """A sweep that keeps a few pixels only (under ``stereo.min_support``) is not trusted: the
+    """With ``stereo.min_support`` set, a sweep that keeps fewer pixels is not trusted: the
     unrefined depth maps are fused, with a warning that gives the share kept."""
     import json
 
@@ -353,7 +353,7 @@ def test_solve_fuses_the_prior_when_the_sweep_keeps_too_little(seq9, tmp_path, m
     monkeypatch.setattr(stages, "refine_depth", few_pixels)
     said = []
     cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
-                      stereo=StereoConfig(enabled=True))
+                      stereo=StereoConfig(enabled=True, min_support=0.3))
     res = run_solve(seq9, tmp_path / "out", cfg, echo=said.append)
     warned = [m for m in said if "too little photometric evidence" in m]
     assert len(warned) == 1 and "fused the unrefined depth maps" in warned[0], said
