@@ -248,8 +248,12 @@ def _small_inverse(V: torch.Tensor) -> torch.Tensor:
 
 
 #: structure parameters seen by frames at most this far apart take the banded path of
-#: :func:`schur_products`
+#: :func:`schur_products`, on sequences of at least ``SCHUR_BAND_MIN_FRAMES`` frames
 SCHUR_BAND = 16
+#: below this the banded path's gathers and scatter cost more than the dense product saves:
+#: on the accurate path's track BA at 61 frames (2,963 points, a quarter of them banded) it
+#: took 120-160 ms an iteration against 85-100 ms for the one dense product
+SCHUR_BAND_MIN_FRAMES = 4 * SCHUR_BAND
 
 
 def schur_products(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -268,19 +272,22 @@ def schur_products(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     gradient passes it either way).
 
     On the accurate path's track BA at 181 frames (200 landmarks + 8,276 tracks) this took
-    the solve from 23.7 to 18.4 s; at 61 frames the dense product is a few tens of ms."""
+    the solve from 23.7 to 18.4 s; below :data:`SCHUR_BAND_MIN_FRAMES` frames the one dense
+    product is faster."""
     F, _, C, S = W.shape
     seen = W.detach().abs().flatten(2).amax(-1) > 0  # (F, N)
     frame = torch.arange(F, device=W.device)[:, None]
     first = torch.where(seen, frame, F).amin(0)
     span = torch.where(seen, frame, -1).amax(0) - first + 1  # <= 0: never seen
-    # (on short sequences the band would be the whole sequence: one dense product, as before)
-    band = (span > 0) & (span <= SCHUR_BAND) & (F > 2 * SCHUR_BAND)
+    band = (span > 0) & (span <= SCHUR_BAND) & (F >= SCHUR_BAND_MIN_FRAMES)
     wide = (span > 0) & ~band
     out = torch.zeros(F * C, F * C, dtype=W.dtype, device=W.device)
     if wide.any():
-        Yw = Y[:, wide].permute(0, 2, 1, 3).reshape(F * C, -1)
-        Ww = W[:, wide].permute(0, 2, 1, 3).reshape(F * C, -1)
+        # without banded columns all of them go in as they are (an unseen one adds zeros):
+        # a boolean index would copy Y and W once more
+        Yw, Ww = (Y[:, wide], W[:, wide]) if band.any() else (Y, W)
+        Yw = Yw.permute(0, 2, 1, 3).reshape(F * C, -1)
+        Ww = Ww.permute(0, 2, 1, 3).reshape(F * C, -1)
         out = out + Yw @ Ww.T
     if band.any():
         cols = band.nonzero()[:, 0]

@@ -247,12 +247,12 @@ def test_schur_products_skip_blocks_no_point_couples_and_sum_the_same():
     wide ones (landmarks, seen across the sequence), against the one dense product; and the
     same gradient to what W and Y are made of (an unseen observation's W is zero whatever
     its inputs, so nothing flows through it on either path)."""
-    from facesfm.solvers.lm import SCHUR_BAND, schur_products
+    from facesfm.solvers.lm import SCHUR_BAND, SCHUR_BAND_MIN_FRAMES, schur_products
 
     torch.manual_seed(0)
-    F, C, S = 40, 6, 3
-    spans = [(0, 40), (3, 30), (0, 1), (5, 9), (30, 40), (39, 40), (10, 10 + SCHUR_BAND),
-             (10, 11 + SCHUR_BAND), (12, 20)]
+    F, C, S = SCHUR_BAND_MIN_FRAMES + 6, 6, 3  # long enough for the banded path
+    spans = [(0, F), (3, F - 10), (0, 1), (5, 9), (F - 10, F), (F - 1, F),
+             (10, 10 + SCHUR_BAND), (10, 11 + SCHUR_BAND), (12, 20)]
     N = len(spans) + 1  # the last: never seen
     seen = torch.zeros(F, N, 1, 1, dtype=torch.float64)
     for n, (a, b) in enumerate(spans):
