@@ -61,6 +61,11 @@ class FrameSet:
     sequence: the facesfm :class:`Sequence` (ground truth) for a sequence folder, else None.
     K_source: where K came from: "option", "sequence", "exif", "default" (the guess) or
               "estimated" (by the solve, from the guess).
+    principal_point_given: whether K's principal point was given (``--intrinsics``, a
+              sequence's K) rather than taken at the frame's centre (``--focal``, EXIF, the
+              guess and the estimate): a cropped photo's is not at its centre, and taking
+              it there tilts every camera by about atan(offset / focal) while the cloud
+              stays put, which no check of the solve can see.
     crop:     the :class:`~facesfm.solve.frontend.Crop` the images and K were taken through
               from the original frames (None: the frames as read).
     face_mesh: (F, 468, 3) the face MediaPipe found in each frame, in these images' pixels
@@ -78,6 +83,7 @@ class FrameSet:
     sequence: Sequence | None = None
     K_source: str = "default"
     crop: Crop | None = None
+    principal_point_given: bool = False
     face_mesh: np.ndarray | None = None
     input_index: np.ndarray | None = None
     input_count: int | None = None
@@ -324,7 +330,9 @@ def load_input(path: str | Path, focal: float | None = None, intrinsics: str | N
         K_source = "exif"
     else:
         K, K_source = default_intrinsics(W, H), "default"
+    given = intrinsics is not None or (focal is None and seq is not None)
     if source == "video" and video_keep is not None:
         return FrameSet(images, names, K, source, path, seq, K_source, input_index=index,
-                        input_count=count)
-    return FrameSet(images, names, K, source, path, seq, K_source)
+                        input_count=count, principal_point_given=given)
+    return FrameSet(images, names, K, source, path, seq, K_source,
+                    principal_point_given=given)

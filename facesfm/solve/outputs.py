@@ -87,6 +87,12 @@ def report_dict(res) -> dict:
                   "sha256": res.input_sha256 or None,
                   "width": fr.original_size[0], "height": fr.original_size[1]},
         "intrinsics": {"K": fr.K_original.tolist(), "source": fr.K_source,
+                       "principal_point": {
+                           "px": fr.K_original[:2, 2].tolist(),
+                           "given": fr.principal_point_given,
+                           "note": None if fr.principal_point_given else
+                           "taken at the frame's centre: right for an uncropped photo or "
+                           "video; a crop's is elsewhere (give --intrinsics)"},
                        "focal_estimate": None if res.focal is None else res.focal.summary()},
         "face_crop": None if fr.crop is None else fr.crop.summary(),
         "stages": res.config.stage_sources(),

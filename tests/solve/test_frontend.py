@@ -108,6 +108,8 @@ def test_pasted_capture_is_solved_in_its_own_pixels(seq256, tmp_path, capsys):
         assert np.allclose(cams.K, K)
         rep = json.loads((out / "report.json").read_text())
         assert rep["status"] == "ok" and rep["input"]["width"] == W
+        pp = rep["intrinsics"]["principal_point"]
+        assert pp["given"] and np.allclose(pp["px"], K[:2, 2]) and pp["note"] is None
         box = rep["face_crop"]["box_xywh"]  # the face is found where it was pasted
         assert abs(box[0] + box[2] / 2 - (off[0] + 128)) < 20
         assert abs(box[1] + box[3] / 2 - (off[1] + 128)) < 25
@@ -525,6 +527,9 @@ def test_unknown_focal_length_is_estimated_or_the_solve_refused(seq_wide, tmp_pa
     assert rep["status"] == "ok" and intr["source"] == "estimated"
     est = intr["focal_estimate"]
     assert est["status"] == "estimated" and est["start_px"] == pytest.approx(1.2 * 420)
+    pp = intr["principal_point"]  # taken at the centre, and the report says so
+    assert not pp["given"] and np.allclose(pp["px"], [149.5, 209.5])
+    assert "--intrinsics" in pp["note"]
     # 17 frames 5 degrees apart on the fast path (no tracks in the solve): +5% here (+13%
     # when the trials' bundle adjustments used the solve's Huber kernel at 2 px)
     assert 200.0 <= est["focal_px"] <= 1.1 * 200.0, est

@@ -228,6 +228,19 @@ def test_photos_without_exif_get_the_guess(tmp_path):
     assert fr.K_source == "default" and fr.K[0, 0] == pytest.approx(1.2 * 60)
 
 
+def test_the_principal_point_is_given_only_by_intrinsics_or_a_sequence(tmp_path, seq9):
+    """A photo folder's K (the guess, EXIF or ``--focal``) takes the principal point at the
+    frame's centre; ``--intrinsics`` and a sequence's K give it. The report says which."""
+    for i in range(2):
+        _photo(tmp_path / f"p{i}.jpg", focal_35mm=26)
+    assert not load_input(tmp_path).principal_point_given  # EXIF
+    assert not load_input(tmp_path, focal=300.0).principal_point_given
+    given = load_input(tmp_path, intrinsics="300,20,15")
+    assert given.principal_point_given and np.allclose(given.K[:2, 2], [20, 15])
+    assert load_input(seq9).principal_point_given
+    assert not load_input(seq9, focal=300.0).principal_point_given
+
+
 def test_exif_orientation_turns_photos_upright(tmp_path):
     for i in range(2):  # 6: stored turned 90 degrees anticlockwise; shown turned clockwise
         _photo(tmp_path / f"p{i}.jpg", orientation=6)
