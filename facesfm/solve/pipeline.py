@@ -52,11 +52,11 @@ from facesfm.solve.config import SolveConfig
 from facesfm.solve.frontend import KeyframeFinder
 from facesfm.solve.inputs import FrameSet, is_video, load_input
 from facesfm.solve.outputs import write_outputs
+from facesfm.solve.refine import estimate_focal_length, refine_with_stereo, refine_with_tracks
 from facesfm.solve.stages import (
     SolveResult,
     adjust,
     detect_landmarks,
-    estimate_focal_length,
     face_frames,
     factorised_start,
     find_faces_and_crop,
@@ -67,8 +67,6 @@ from facesfm.solve.stages import (
     make_depth_maps,
     person_region,
     points_depth_maps,
-    refine_with_stereo,
-    refine_with_tracks,
     within,
 )
 

@@ -306,7 +306,7 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
     the unrefined depth maps in place, with a warning each and the reason in the report."""
     import json
 
-    from facesfm.solve import stages, stereo
+    from facesfm.solve import refine, stereo
     from facesfm.solve.config import SolveConfig
     from facesfm.solve.pipeline import run_solve
 
@@ -318,8 +318,8 @@ def test_solve_falls_back_when_the_photometric_stages_find_nothing(seq9, tmp_pat
         return stereo.StereoResult(z, np.zeros(z.shape, bool), z * np.nan, z * np.nan,
                                    np.ones(len(z), bool))
 
-    monkeypatch.setattr(stages, "patch_tracks", no_tracks)
-    monkeypatch.setattr(stages, "refine_depth", no_pixels)
+    monkeypatch.setattr(refine, "patch_tracks", no_tracks)
+    monkeypatch.setattr(refine, "refine_depth", no_pixels)
     said = []
     cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
                       tracks=TrackConfig(enabled=True), stereo=StereoConfig(enabled=True))
@@ -339,7 +339,7 @@ def test_solve_fuses_the_prior_when_the_sweep_keeps_too_little(seq9, tmp_path, m
     unrefined depth maps are fused, with a warning that gives the share kept."""
     import json
 
-    from facesfm.solve import stages, stereo
+    from facesfm.solve import refine, stereo
     from facesfm.solve.config import SolveConfig
     from facesfm.solve.pipeline import run_solve
 
@@ -350,7 +350,7 @@ def test_solve_fuses_the_prior_when_the_sweep_keeps_too_little(seq9, tmp_path, m
         return stereo.StereoResult(np.where(keep, z, 0.0), keep, np.where(keep, 0.9, np.nan),
                                    np.where(keep, 0.0, np.nan), np.ones(len(z), bool))
 
-    monkeypatch.setattr(stages, "refine_depth", few_pixels)
+    monkeypatch.setattr(refine, "refine_depth", few_pixels)
     said = []
     cfg = SolveConfig(oracle_landmarks=True, poses_init="landmarks", depth="landmarks",
                       stereo=StereoConfig(enabled=True, min_support=0.3))
@@ -492,19 +492,19 @@ def test_the_joint_bundle_adjustment_takes_the_tracks_kernel(seq9, tmp_path, mon
     """The landmark BA keeps the solve's kernel (``ba.kernel``); the BA with the tracks takes
     ``tracks.kernel`` (a wrong match is pixels off where the right ones are a tenth of one:
     its pull must fade), and ``--set`` reaches it."""
-    from facesfm.solve import stages
+    from facesfm.solve import refine
     from facesfm.solve.config import build_solve_config
     from facesfm.solve.pipeline import run_solve
     from facesfm.solvers.landmark_ba import KernelKind
 
     seen = {}
-    real_tr = stages.track_bundle_adjust
+    real_tr = refine.track_bundle_adjust
 
     def joint(K, lm, tracks, dm, poses, cfg, *a, **k):
         seen["joint"] = (cfg.kernel, cfg.kernel_px)
         return real_tr(K, lm, tracks, dm, poses, cfg, *a, **k)
 
-    monkeypatch.setattr(stages, "track_bundle_adjust", joint)
+    monkeypatch.setattr(refine, "track_bundle_adjust", joint)
     cfg = build_solve_config(None, preset="accurate", oracle_landmarks=True)
     assert cfg.ba.kernel is KernelKind.HUBER and cfg.ba.kernel_px == 2.0
     run_solve(seq9, tmp_path / "a", cfg, echo=None, html=False)

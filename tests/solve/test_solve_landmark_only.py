@@ -117,7 +117,7 @@ def test_landmark_depth_maps_are_cut_to_the_person_in_every_stage(monkeypatch):
     """With --depth landmarks the depth maps are made from the BA's points in the solve and
     inside the focal-length estimate; both cut their masks to the person region."""
     from facesfm.errors import InputError
-    from facesfm.solve import stages
+    from facesfm.solve import refine, stages
     from facesfm.solve.config import SolveConfig
     from facesfm.solve.inputs import FrameSet
     from facesfm.solvers.landmark_ba import BAOutcome, Landmarks
@@ -137,8 +137,8 @@ def test_landmark_depth_maps_are_cut_to_the_person_in_every_stage(monkeypatch):
         seen.append(mask)
         raise InputError("no tracks")  # ends the estimate here
 
-    monkeypatch.setattr(stages, "patch_tracks", tracks)
-    out, est, start = stages.estimate_focal_length(used, lm, None, ba.poses, ba,
+    monkeypatch.setattr(refine, "patch_tracks", tracks)
+    out, est, start = refine.estimate_focal_length(used, lm, None, ba.poses, ba,
                                                    SolveConfig(), None, person)
     assert est is None and out is used and start is ba.poses
     np.testing.assert_array_equal(seen[0], dm.mask)
