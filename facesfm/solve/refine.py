@@ -136,11 +136,12 @@ def refine_with_stereo(used: FrameSet, dm: DepthMaps, ba: BAOutcome, cfg: SolveC
     with a warning, when no pixel finds a match). Records its summary in ``photometric``."""
     st = refine_depth(used.images, dm.depth, dm.mask, used.K, ba.poses, np.exp(ba.log_scale),
                       cfg.stereo)
-    if st.mask.any() and st.supported(dm.mask, cfg.stereo.min_support):
-        photometric["stereo"] = st.summary(dm.mask)
+    summary = st.summary(dm.mask)
+    kept = summary["kept_fraction"]
+    if st.mask.any() and kept >= cfg.stereo.min_support:
+        photometric["stereo"] = summary
         return DepthMaps(st.depth.astype(np.float32), st.mask, dm.source + "+stereo")
     if st.mask.any():
-        kept = st.summary(dm.mask)["kept_fraction"]
         msg = (f"stereo: only {kept:.0%} of the pixels found a depth that the views before "
                f"and after the frame agree on (stereo.min_support is "
                f"{cfg.stereo.min_support:.0%}): too little photometric evidence (blurred, "

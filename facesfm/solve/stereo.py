@@ -61,8 +61,8 @@ class StereoConfig:
                    distance (mm) of each other. 0 turns the check off; when it is on, a frame
                    with a single source keeps no depth.
     min_support:   least share of the prior's pixels (over the reference frames) that must
-                   keep a depth for the refined maps to replace the prior (see
-                   :meth:`StereoResult.supported`). Off (0) by default: a low share has two
+                   keep a depth for the refined maps to replace the prior (plain held-out
+                   renders: about 75%). Off (0) by default: a low share has two
                    causes that call for opposite answers. Frames without photometric
                    evidence (the realistic renders: 12-16% kept) would be better served by
                    the prior; a prior far off the surface (the depth network's on an ICT
@@ -129,13 +129,6 @@ class StereoResult:
                 "kept_fraction": kept / max(total, 1),
                 "shift_mm_median_abs": float(np.median(np.abs(shift))) if kept else None,
                 "score_median": float(np.median(self.score[self.mask])) if kept else None}
-
-    def supported(self, prior_mask: np.ndarray, min_support: float) -> bool:
-        """Whether at least ``min_support`` of the prior's pixels over the reference frames
-        kept a depth. On our plain held-out renders about three in four do; on the realistic
-        ones (motion blur, defocus, noise, JPEG, specular light) one in six to eight, and
-        those are no closer to the surface than the prior."""
-        return self.summary(prior_mask)["kept_fraction"] >= min_support
 
 
 def gray_images(images: np.ndarray) -> torch.Tensor:

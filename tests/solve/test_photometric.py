@@ -203,6 +203,8 @@ def test_stereo_keeps_only_depths_the_views_before_and_after_agree_on(sweep):
     the face about 2 mm off (measured: 54%, median 2.2 mm); with it about one pixel in eight
     survives, too few for the maps to be trusted, while the sharp frames keep most of the
     face (measured: 12% and 69%)."""
+    from dataclasses import replace
+
     from scipy.ndimage import gaussian_filter
 
     seq, images, depth, mask = sweep
@@ -212,7 +214,7 @@ def test_stereo_keeps_only_depths_the_views_before_and_after_agree_on(sweep):
     soft = (soft + 2.0 * rng.standard_normal(soft.shape)).clip(0, 255).astype(np.uint8)
     cfg = StereoConfig(offsets=(-4, -2, 2, 4), reference_step=2, min_support=0.3)
     args = (prior, mask, seq.K, seq.cam_T_world)
-    unchecked = refine_depth(soft, *args, cfg=StereoConfig(**{**cfg.__dict__, "agree_mm": 0}))
+    unchecked = refine_depth(soft, *args, cfg=replace(cfg, agree_mm=0.0))
     checked = refine_depth(soft, *args, cfg=cfg)
     sharp = refine_depth(images, *args, cfg=cfg)
     assert unchecked.summary(mask)["kept_fraction"] > 0.4
@@ -220,8 +222,6 @@ def test_stereo_keeps_only_depths_the_views_before_and_after_agree_on(sweep):
     assert not (checked.mask & ~unchecked.mask).any()
     assert (checked.summary(mask)["kept_fraction"] < cfg.min_support
             < sharp.summary(mask)["kept_fraction"])
-    assert not checked.supported(mask, cfg.min_support) and sharp.supported(mask,
-                                                                            cfg.min_support)
     assert np.median(np.abs(sharp.depth - depth)[sharp.mask]) < 0.5
 
 

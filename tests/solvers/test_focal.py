@@ -123,5 +123,6 @@ def test_every_trial_uses_the_estimates_kernel_not_the_solves(monkeypatch):
     est = estimate_focal(intrinsics(1.2 * 384, 384, 384), lm, tracks, poses,
                          BAConfig(kernel=KernelKind.HUBER, kernel_px=2.0),
                          FocalConfig(max_frames=9))
-    assert est.ok and est.focal == pytest.approx(500.0, rel=0.05)
+    # 9 frames: -1.2% (all 25: +0.03%)
+    assert est.ok and est.focal == pytest.approx(500.0, rel=0.03)
     assert seen and set(seen) == {(KernelKind.CAUCHY, 0.25)}
