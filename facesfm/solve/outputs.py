@@ -71,6 +71,13 @@ def cameras_of(res) -> Cameras:
                    res.config.stage_sources()["initial_poses"])
 
 
+def _keyframes(res) -> np.ndarray:
+    """(F,) bool: the frames the joint stages ran on (all, unless others were registered)."""
+    if res.keyframes is None:
+        return np.ones(len(res.frames.names), dtype=bool)
+    return res.keyframes
+
+
 def _finite(x):
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, dtype=np.float64)]
 
@@ -97,6 +104,13 @@ def report_dict(res) -> dict:
         "face_crop": None if fr.crop is None else fr.crop.summary(),
         "stages": res.config.stage_sources(),
         "frames_used": list(fr.names),
+        "keyframes": None if res.keyframes is None else
+        [n for n, k in zip(fr.names, res.keyframes) if k],
+        "registration": None if res.registration is None else {
+            **res.registration.summary(),
+            "note": "these frames' cameras were fitted alone to the keyframes' reconstruction "
+                    "(landmarks, and skin patches with --tracks); their initial poses are "
+                    "interpolated between the keyframes'"},
         "frames_skipped": skipped,
         "landmarks": {"count": int(res.landmarks.weight.shape[1]),
                       "observed_per_frame": (res.landmarks.weight > 0).sum(1).tolist()},
@@ -126,9 +140,10 @@ def write_outputs(folder, res, html: bool = True, before_reports=None) -> None:
     folder = Path(folder)
     _write_cloud(folder / "cloud.ply", res.cloud)
     _write_mesh(folder, res.mesh)
+    key = _keyframes(res)
     extra = [{"reprojection_initial_px": _finite([a])[0],
-              "reprojection_optimised_px": _finite([b])[0]}
-             for a, b in zip(res.reproj_initial_px, res.reproj_final_px)]
+              "reprojection_optimised_px": _finite([b])[0], "keyframe": bool(k)}
+             for a, b, k in zip(res.reproj_initial_px, res.reproj_final_px, key)]
     write_cameras(folder / "cameras.json", cameras_of(res), extra)
     X = res.landmarks_xyz
     fin = np.all(np.isfinite(X), 1)
@@ -316,6 +331,7 @@ def report_html(res) -> str:
 
     matplotlib.use("Agg", force=False)
     rep = report_dict(res)
+    key = _keyframes(res)
     figs = [
         ("Trajectory: learned vs optimised" + (" vs ground truth" if res.poses_gt is not None
                                                 else ""),
@@ -324,8 +340,8 @@ def report_html(res) -> str:
         ("Per-frame reprojection error of the landmark points",
          reprojection_figure(res.frames.names, res.reproj_initial_px, res.reproj_final_px)),
         ("Depth maps (masked, times the BA depth scale)",
-         depth_figure(res.depth.depth * np.exp(res.ba.log_scale)[:, None, None],
-                      res.depth.mask, res.frames.names)),
+         depth_figure(res.depth.depth * np.exp(res.ba.log_scale[key])[:, None, None],
+                      res.depth.mask, [n for n, k in zip(res.frames.names, key) if k])),
         ("The mesh from three views", mesh_views_figure(res.mesh, res.ba.poses)),
     ]
     esc = html_lib.escape
@@ -340,7 +356,11 @@ def report_html(res) -> str:
          "pre{background:#f4f4f4;padding:6px}</style></head><body>"),
         f"<h1>facesfm solve: {esc(str(res.frames.path))}</h1>",
         (f"<p>{len(res.frames.names)} frames used of {len(res.kept)} "
-         f"({res.frames.width}x{res.frames.height}), {len(res.cloud)} cloud points, "
+         f"({res.frames.width}x{res.frames.height})"
+         + ("" if res.keyframes is None else
+            f", {int(res.keyframes.sum())} of them keyframes (the others registered to "
+            f"their reconstruction)")
+         + f", {len(res.cloud)} cloud points, "
          f"{len(res.mesh.faces)} mesh triangles.</p>"),
         f"<h2>Stages</h2><table>{rows}</table>",
         f"<h2>Bundle adjustment</h2><pre>{esc(json.dumps(rep['ba'], indent=1))}</pre>",

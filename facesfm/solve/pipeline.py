@@ -53,6 +53,7 @@ from facesfm.solve.frontend import KeyframeFinder
 from facesfm.solve.inputs import FrameSet, is_video, load_input
 from facesfm.solve.outputs import write_outputs
 from facesfm.solve.refine import estimate_focal_length, refine_with_stereo, refine_with_tracks
+from facesfm.solve.register import keyframes_of, register_others
 from facesfm.solve.stages import (
     SolveResult,
     adjust,
@@ -93,17 +94,19 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     lap("faces")
     lm = detect_landmarks(frames, cfg, nets)
     keep = face_frames(frames, lm, cfg, echo)
+    joint = keyframes_of(frames, keep, cfg, echo)  # the frames the joint stages run on
     lap("landmarks")
     factorised = None
     if cfg.poses_init == "landmarks":  # needs only the tracks: may drop frames before depth
-        factorised, keep = factorised_start(frames, keep, lm, cfg, echo)
+        factorised, placed = factorised_start(frames, joint, lm, cfg, echo)
+        keep, joint = keep & ~(joint & ~placed), placed
         lap("poses")
-    used, lm = frames.select(keep), lm.select(keep)
+    used, lm_all, lm = frames.select(joint), lm, lm.select(joint)
     person = person_region(used, cfg)  # None unless the person mask is on
     lap("faces")
-    dm = within(make_depth_maps(frames, keep, used, lm, cfg, nets), person)
+    dm = within(make_depth_maps(frames, joint, used, lm, cfg, nets), person)
     lap("depth")
-    gt = None if frames.sequence is None else frames.sequence.cam_T_world[keep]
+    gt = None if frames.sequence is None else frames.sequence.cam_T_world[joint]
     poses0 = initial_poses(used, cfg, nets, gt, factorised)
     if cfg.poses_init != "landmarks":
         lap("poses")
@@ -142,12 +145,19 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
                          f"{'; '.join(checks.problems)} (--keep-unreliable writes it, marked)")
     for p in checks.problems:
         warn(echo, f"unreliable result: {p}")
+    registration = None
+    if not np.array_equal(joint, keep):
+        keep, registration, used, lm, poses0, ba, rep0, rep1 = register_others(
+            frames, keep, joint, used, lm_all, dm, poses0, ba, X1, rep0, rep1, cfg, echo)
+        gt = None if frames.sequence is None else frames.sequence.cam_T_world[keep]
+        lap("register")
     kept = with_face.copy()  # of the frames read
     kept[with_face] = keep
     kept = frames_in.in_input(kept)  # of the input's frames
     res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
                       timings, None, cfg, photometric=photometric, checks=checks,
-                      focal=focal)
+                      focal=focal, keyframes=None if registration is None else joint[keep],
+                      registration=registration)
     if cfg.evaluate and frames.sequence is not None:
         res.evaluation = evaluate_against_gt(frames.sequence, kept, poses0, ba.poses, X1,
                                              lm.ids, cloud.points, mesh.vertices,

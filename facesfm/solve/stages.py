@@ -46,6 +46,7 @@ from facesfm.solve.fusion import (
     mesh_from_depth,
 )
 from facesfm.solve.inputs import FrameSet, video_frame_name
+from facesfm.solve.register import Registration
 from facesfm.solvers.focal import FocalEstimate
 from facesfm.solvers.initial_poses import landmark_poses, perturbed_poses, template_poses
 from facesfm.solvers.landmark_ba import (
@@ -116,6 +117,12 @@ class SolveResult:
                     (set by :func:`facesfm.solve.pipeline.run_solve`).
     focal:          the focal-length estimate where K was only a guess (None: K was given,
                     or the estimate did not run).
+    keyframes:      (F,) bool, the frames the joint stages (BA, tracks, plane sweep, fusion)
+                    ran on where there were more than ``joint_frames``; ``depth`` then holds
+                    theirs only, and the others were registered to their reconstruction
+                    (``registration``, :mod:`facesfm.solve.register`). None: all frames.
+    registration:   the :class:`~facesfm.solve.register.Registration` of the other frames, or
+                    None.
     """
 
     frames: FrameSet
@@ -138,6 +145,8 @@ class SolveResult:
     checks: ResultChecks = field(default_factory=lambda: ResultChecks([]))
     input_sha256: str = ""
     focal: FocalEstimate | None = None
+    keyframes: np.ndarray | None = None
+    registration: Registration | None = None
 
     @property
     def problems(self) -> list[str]:
