@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from facesfm.solvers.lm import SchurFactor, normal_equations
 from facesfm.solvers.problem import BAProblem, BAState, SolverError, gauge_free_mask
 from facesfm.solvers.residuals import linearize_all
+from facesfm.solvers.schur import SchurFactor, normal_equations
 
 __all__ = ["pose_covariance", "rotation_std_deg"]
 

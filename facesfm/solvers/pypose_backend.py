@@ -3,7 +3,7 @@
 PyPose's ``LM.step`` runs under ``no_grad`` and builds a dense Jacobian (memory quadratic in the
 residual count; its sparse mode needs an optional backend not on PyPI), so this backend is for
 small problems. The differentiable path is implicit: at PyPose's optimum, the gradient is
-attached with our implicit-function machinery (:mod:`facesfm.solvers.lm`, exact Hessian-vector
+attached with our implicit-function machinery (:mod:`facesfm.solvers.implicit`, exact Hessian-vector
 products), since the optimum does not depend on how it was reached.
 Needs ``pypose==0.9.5`` (``pip install -e '.[pypose]'``).
 """
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from facesfm.errors import InputError
-from facesfm.solvers.lm import BackwardMode, LMSolver, _attach_implicit, _detached_problem
+from facesfm.solvers.implicit import _attach_implicit, _detached_problem
+from facesfm.solvers.lm import BackwardMode, LMSolver
 from facesfm.solvers.problem import (
     BAProblem,
     BAResult,

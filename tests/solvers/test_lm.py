@@ -247,7 +247,7 @@ def test_schur_products_skip_blocks_no_point_couples_and_sum_the_same():
     wide ones (landmarks, seen across the sequence), against the one dense product; and the
     same gradient to what W and Y are made of (an unseen observation's W is zero whatever
     its inputs, so nothing flows through it on either path)."""
-    from facesfm.solvers.lm import SCHUR_BAND, SCHUR_BAND_MIN_FRAMES, schur_products
+    from facesfm.solvers.schur import SCHUR_BAND, SCHUR_BAND_MIN_FRAMES, schur_products
 
     torch.manual_seed(0)
     F, C, S = SCHUR_BAND_MIN_FRAMES + 6, 6, 3  # long enough for the banded path

@@ -20,9 +20,9 @@ from facesfm.solvers import (
     TrivialKernel,
     Window,
 )
-from facesfm.solvers.lm import _robust_weights
 from facesfm.solvers.problem import Kernel
 from facesfm.solvers.residuals import linearize
+from facesfm.solvers.schur import _robust_weights
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
 
 
@@ -143,7 +143,8 @@ def test_huber_depth_solve_converges_in_few_iterations():
 def test_implicit_solve_does_not_reuse_a_heavily_damped_factor():
     """LM may end on a strongly damped step (rounding-level gain ratios near the optimum); the
     implicit backward must still solve H z = g to its tolerance, not stop at the CG cap."""
-    from facesfm.solvers import lm as L
+    from facesfm.solvers import implicit as I
+    from facesfm.solvers import schur as S
     from facesfm.solvers.problem import gauge_free_mask
     from facesfm.solvers.residuals import cost_all, linearize_all
 
@@ -154,13 +155,13 @@ def test_implicit_solve_does_not_reuse_a_heavily_damped_factor():
     free = gauge_free_mask(p, st)
     lins = linearize_all(p, st)
     _, rho1 = cost_all(p, st, lins)
-    damped = L.SchurFactor(L.normal_equations(p, st, lins, rho1), 1e3, free, 6, 1e-8)
+    damped = S.SchurFactor(S.normal_equations(p, st, lins, rho1), 1e3, free, 6, 1e-8)
     g = torch.Generator().manual_seed(0)
     gc = torch.randn(5, 6, generator=g, dtype=torch.float64) * free
     gs = torch.randn(20, 3, generator=g, dtype=torch.float64)
     implicit = LMSolver(backward=BackwardMode.IMPLICIT, refine_iterations=30)
-    zc, zs = L._solve_hessian(implicit, p, st, None, free, gc, gs, damped)
-    hc, hs = L._hvp(p, st, None, zc, zs)
+    zc, zs = I._solve_hessian(implicit, p, st, None, free, gc, gs, damped)
+    hc, hs = I._hvp(p, st, None, zc, zs)
     res = torch.cat([((hc - gc) * free).reshape(-1), (hs - gs).reshape(-1)]).norm()
     assert float(res) < 1e-6 * float(torch.cat([gc.reshape(-1), gs.reshape(-1)]).norm())
 
