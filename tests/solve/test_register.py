@@ -130,3 +130,13 @@ def test_a_frame_that_cannot_be_registered_is_skipped_by_name(jittered, tmp_path
     assert res.evaluation.poses_optimised.rotation_deg.max() < 0.01
     assert res.keyframes.sum() == 9 and len(res.registration.frames) == 15
     assert not res.kept[5] and res.kept.sum() == 24
+
+
+def test_joint_frames_setting():
+    from facesfm.errors import InputError
+    from facesfm.solve.config import build_solve_config
+
+    assert build_solve_config().joint_frames == 61
+    assert build_solve_config(sets=["joint_frames=null"]).joint_frames is None
+    with pytest.raises(InputError, match="joint_frames must be >= 2"):
+        build_solve_config(sets=["joint_frames=1"])
