@@ -176,6 +176,7 @@ def main(argv=None) -> int:
                     "completeness": fig(ev.completeness, "fraction"),
                     "seconds": time.perf_counter() - t0,
                     "motion_disagreement_deg": res.checks.motion_disagreement_deg,
+                    "face_shape_mm": res.checks.face_shape_mm,
                     "now_median_mm": fig(ev.now, "median_mm"),
                     "now_metric_median_mm": fig(ev.now_metric, "median_mm"),
                 }

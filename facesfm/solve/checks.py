@@ -11,13 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesfm.errors import warn
+from facesfm.geometry.similarity import umeyama
 from facesfm.solve.config import SolveConfig
 from facesfm.solve.frontend import CAPTURE_HINT, find_faces, have_face_finder, motion_agreement
 from facesfm.solve.fusion import PointCloud, SurfaceMesh
 from facesfm.solve.inputs import FrameSet
+from facesfm.solvers.baselines import SEMANTIC_LANDMARKS, template_landmarks
 from facesfm.solvers.landmark_ba import BAOutcome
 
-__all__ = ["ResultChecks", "check_result", "motion_check_meshes"]
+__all__ = ["ResultChecks", "check_result", "face_shape_mm", "motion_check_meshes"]
+
+#: fewer semantic landmark points than this and the face shape is not checked
+MIN_SHAPE_LANDMARKS = 20
 
 
 def motion_check_meshes(used: FrameSet, cfg: SolveConfig, echo) -> np.ndarray | None:
@@ -41,6 +46,25 @@ def motion_check_meshes(used: FrameSet, cfg: SolveConfig, echo) -> np.ndarray | 
     return meshes
 
 
+def face_shape_mm(points: np.ndarray, ids: np.ndarray) -> float | None:
+    """How far the reconstructed landmark points are from a face: the RMS distance (mm, at
+    the template's scale) between the semantic landmarks (IDs below 68, the same facial
+    point on every face model) among ``points`` (N, 3) and the built-in mean face's, after
+    the similarity that fits one to the other. None with fewer than
+    :data:`MIN_SHAPE_LANDMARKS` of them reconstructed."""
+    ids = np.asarray(ids, dtype=np.int64)
+    X = np.asarray(points, dtype=np.float64)
+    sem = (ids >= 0) & (ids < SEMANTIC_LANDMARKS) & np.isfinite(X).all(1)
+    if sem.sum() < MIN_SHAPE_LANDMARKS:
+        return None
+    T = template_landmarks(SEMANTIC_LANDMARKS)[ids[sem]]
+    sim = umeyama(T, X[sem])
+    if not sim.s > 0:
+        return None
+    fitted = sim.s * T @ sim.R.T + sim.t
+    return float(np.sqrt(((fitted - X[sem]) ** 2).sum(1).mean()) / sim.s)
+
+
 @dataclass(frozen=True)
 class ResultChecks:
     """What :func:`check_result` measured and found wrong.
@@ -48,22 +72,27 @@ class ResultChecks:
     problems: one sentence each (empty: nothing found); motion_disagreement_deg: the median
     over the compared frames (None: not checked); motion_frames: how many were compared;
     mesh_faces; cloud_extent_mm: the diagonal of the cloud's 5-95 percentile box (None: no
-    points)."""
+    points); face_shape_mm: :func:`face_shape_mm` of the landmark points (None: not
+    checked)."""
 
     problems: list[str]
     motion_disagreement_deg: float | None = None
     motion_frames: int = 0
     mesh_faces: int = 0
     cloud_extent_mm: float | None = None
+    face_shape_mm: float | None = None
 
     def summary(self) -> dict:
         return {"motion_disagreement_deg": self.motion_disagreement_deg,
                 "motion_frames": self.motion_frames, "mesh_faces": self.mesh_faces,
-                "cloud_extent_mm": self.cloud_extent_mm}
+                "cloud_extent_mm": self.cloud_extent_mm,
+                "face_shape_mm": self.face_shape_mm}
 
 
 def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: SurfaceMesh,
-                 cfg: SolveConfig, face_meshes: np.ndarray | None = None) -> ResultChecks:
+                 cfg: SolveConfig, face_meshes: np.ndarray | None = None,
+                 landmark_xyz: np.ndarray | None = None,
+                 landmark_ids: np.ndarray | None = None) -> ResultChecks:
     """What makes the result untrustworthy:
 
     * the cameras' rotations disagree with the head's turning that ``face_meshes`` (F, 468,
@@ -76,6 +105,8 @@ def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: Surface
     * the mesh has fewer than ``cfg.min_mesh_faces`` triangles;
     * the cloud's extent (the diagonal of its 5-95 percentile box) is outside
       ``cfg.face_extent_mm``: no face is that small or that large;
+    * the reconstructed landmark points (``landmark_xyz`` (N, 3) with ``landmark_ids``) are
+      not face-shaped: :func:`face_shape_mm` above ``cfg.max_face_shape_mm``;
     * the landmarks came from MediaPipe's face mesh, whose points slide over the face as the
       head turns (bench/results/capture.md: 4.5-23 deg mean rotation error on our renders,
       against 0.8-2.1 with the detector);
@@ -113,4 +144,11 @@ def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: Surface
         if not cfg.face_extent_mm[0] <= extent <= cfg.face_extent_mm[1]:
             problems.append(f"the cloud is {extent:.0f} mm across, not a face "
                             f"({cfg.face_extent_mm[0]:g}-{cfg.face_extent_mm[1]:g} mm)")
-    return ResultChecks(problems, median, compared, len(mesh.faces), extent)
+    shape = None
+    if landmark_xyz is not None and landmark_ids is not None:
+        shape = face_shape_mm(landmark_xyz, landmark_ids)
+        if shape is not None and shape > cfg.max_face_shape_mm:
+            problems.append(f"the reconstructed landmarks are not face-shaped: {shape:.1f} mm "
+                            f"RMS from the mean face after a similarity fit (more than "
+                            f"{cfg.max_face_shape_mm:g})")
+    return ResultChecks(problems, median, compared, len(mesh.faces), extent, shape)

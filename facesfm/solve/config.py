@@ -107,7 +107,8 @@ class SolveConfig:
                        "on", "off", or "auto" (wherever MediaPipe is installed). Photo folders
                        and videos reuse the front end's meshes; a sequence folder's are found
                        on at most ``motion_check_frames`` of its frames, evenly spread.
-    max_motion_disagreement_deg, min_mesh_faces, face_extent_mm: the whole-solve checks
+    max_motion_disagreement_deg, min_mesh_faces, face_extent_mm, max_face_shape_mm: the
+                       whole-solve checks
                        (:func:`facesfm.solve.checks.check_result`); a solve that fails one is
                        an error and writes nothing, unless ``keep_unreliable``: then it is
                        written and marked ``status: unreliable`` in report.json.
@@ -150,6 +151,7 @@ class SolveConfig:
     max_motion_disagreement_deg: float = 10.0
     min_mesh_faces: int = 100
     face_extent_mm: tuple[float, float] = (40.0, 800.0)
+    max_face_shape_mm: float = 15.0
     keep_unreliable: bool = False
     device: str = "cpu"
     evaluate: bool = True
@@ -206,6 +208,8 @@ class SolveConfig:
         if self.motion_check_frames < 3:
             raise InputError(f"motion_check_frames must be >= 3, got "
                              f"{self.motion_check_frames}")
+        if not self.max_face_shape_mm > 0:
+            raise InputError(f"max_face_shape_mm must be > 0, got {self.max_face_shape_mm}")
         if not (self.max_motion_disagreement_deg > 0 and self.min_mesh_faces >= 0
                 and 0 <= self.face_extent_mm[0] < self.face_extent_mm[1]):
             raise InputError("max_motion_disagreement_deg must be > 0, min_mesh_faces >= 0 "
@@ -215,7 +219,7 @@ class SolveConfig:
         if self.keyframe_deg < 0 or (self.max_frames is not None and self.max_frames < 2):
             raise InputError("keyframe_deg must be >= 0 and max_frames >= 2")
         if self.joint_frames is not None and self.joint_frames < 2:
-            raise InputError(f"joint_frames must be >= 2 (or none), got {self.joint_frames}")
+            raise InputError(f"joint_frames must be >= 2 (or null: all frames), got {self.joint_frames}")
         if self.crop_size < 32:
             raise InputError(f"crop_size must be >= 32 px, got {self.crop_size}")
         if not 0 <= self.min_relative_confidence < 1:

@@ -138,7 +138,8 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
         dm = refine_with_stereo(used, dm, ba, cfg, photometric, echo)
         lap("stereo")
     cloud, mesh = fuse(used, dm, ba, cfg, lap)
-    checks = check_result(used, ba, cloud, mesh, cfg, motion_check_meshes(used, cfg, echo))
+    checks = check_result(used, ba, cloud, mesh, cfg, motion_check_meshes(used, cfg, echo),
+                          X1, lm.ids)
     lap("checks")
     if checks.problems and not cfg.keep_unreliable:
         raise InputError(f"{frames.path}: the result is not reliable, nothing written: "
