@@ -200,7 +200,8 @@ SCHUR_BAND = 16
 SCHUR_BAND_MIN_FRAMES = 4 * SCHUR_BAND
 
 
-def schur_products(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def schur_products(Y: torch.Tensor, W: torch.Tensor, Ym: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """``sum_n Y_n W_n^T``, the structure's part of the reduced camera system, (F*C, F*C) for
     Y, W (F, N, C, S): block (f, g) sums ``Y[f, n] @ W[g, n]^T`` over the structure
     parameters n that frames f and g both see (W is zero where a frame does not see n).
@@ -217,8 +218,13 @@ def schur_products(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
     On the accurate path's track BA at 181 frames (200 landmarks + 8,276 tracks) this took
     the solve from 23.7 to 18.4 s; below :data:`SCHUR_BAND_MIN_FRAMES` frames the one dense
-    product is faster."""
+    product is faster, and is taken without looking at which frames see what. ``Ym``: Y
+    already laid out as (F*C, N*S), where the caller has it."""
     F, _, C, S = W.shape
+    if F < SCHUR_BAND_MIN_FRAMES:
+        if Ym is None:
+            Ym = Y.permute(0, 2, 1, 3).reshape(F * C, -1)
+        return Ym @ W.permute(0, 2, 1, 3).reshape(F * C, -1).T
     seen = W.detach().abs().flatten(2).amax(-1) > 0  # (F, N)
     frame = torch.arange(F, device=W.device)[:, None]
     first = torch.where(seen, frame, F).amin(0)
@@ -229,8 +235,12 @@ def schur_products(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     if wide.any():
         # without banded columns all of them go in as they are (an unseen one adds zeros):
         # a boolean index would copy Y and W once more
-        Yw, Ww = (Y[:, wide], W[:, wide]) if band.any() else (Y, W)
-        Yw = Yw.permute(0, 2, 1, 3).reshape(F * C, -1)
+        if band.any():
+            Yw, Ww = Y[:, wide], W[:, wide]
+            Yw = Yw.permute(0, 2, 1, 3).reshape(F * C, -1)
+        else:
+            Yw = Y.permute(0, 2, 1, 3).reshape(F * C, -1) if Ym is None else Ym
+            Ww = W
         Ww = Ww.permute(0, 2, 1, 3).reshape(F * C, -1)
         out = out + Yw @ Ww.T
     if band.any():
@@ -290,7 +300,7 @@ class SchurFactor:
                 self.Y = ne.W @ self.Vinv[None]
             _, N, _, S = ne.W.shape
             self.Ym = self.Y.permute(0, 2, 1, 3).reshape(F * C, N * S)
-            Sred = Ud - schur_products(self.Y, ne.W)
+            Sred = Ud - schur_products(self.Y, ne.W, self.Ym)
         else:
             self.dV = None
             Sred = Ud
