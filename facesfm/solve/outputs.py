@@ -109,8 +109,8 @@ def report_dict(res) -> dict:
         "registration": None if res.registration is None else {
             **res.registration.summary(),
             "note": "these frames' cameras were fitted alone to the keyframes' reconstruction "
-                    "(landmarks, and skin patches with --tracks); their initial poses are "
-                    "interpolated between the keyframes'"},
+                    "(landmarks, and skin patches with --tracks); their initial poses are the "
+                    "keyframes' initial poses interpolated"},
         "frames_skipped": skipped,
         "landmarks": {"count": int(res.landmarks.weight.shape[1]),
                       "observed_per_frame": (res.landmarks.weight > 0).sum(1).tolist()},

@@ -220,7 +220,8 @@ def register_others(frames: FrameSet, keep, joint, used: FrameSet, lm_all: Landm
     (:func:`register_frames`); returns the per-frame results over all of them, in frame
     order: (keep without the frames that could not be registered (warned), the
     :class:`Registration` (positions among the returned frames), the frames (with the
-    keyframes' K), landmarks, initial poses (a registered frame's: its interpolated start),
+    keyframes' K), landmarks, initial poses (a registered frame's: its keyframes' initial
+    poses interpolated),
     the BA outcome with every frame's pose (a registered frame's depth log scale is 0), and
     the per-frame reprojection errors at the start and the end)."""
     key = joint[keep]
@@ -236,12 +237,16 @@ def register_others(frames: FrameSet, keep, joint, used: FrameSet, lm_all: Landm
     poses = np.empty((n, 4, 4))
     start = np.empty((n, 4, 4))
     poses[key], start[key] = ba.poses, poses0
-    poses[reg.frames], start[reg.frames] = reg.poses, reg.start
+    # a registered frame's initial pose: its keyframes' initial poses interpolated, so that
+    # learned-vs-optimised comparisons see the initial method, not the BA's keyframes
+    start[reg.frames] = interpolate_poses(poses0, np.flatnonzero(key), n)[reg.frames]
+    poses[reg.frames] = reg.poses
     log_scale = np.zeros(n)
     log_scale[key] = ba.log_scale
     r0, r1 = np.full(n, np.nan), np.full(n, np.nan)
     r0[key], r1[key] = rep0, rep1
-    r0[reg.frames] = reprojection_errors(used.K, lm_k.select(reg.frames), X1, reg.start)
+    r0[reg.frames] = reprojection_errors(used.K, lm_k.select(reg.frames), X1,
+                                         start[reg.frames])
     r1[reg.frames] = reg.rms_px
     ok = np.ones(n, dtype=bool)
     ok[reg.frames[reg.failed]] = False

@@ -85,6 +85,12 @@ def test_registered_frames_get_their_own_cameras(jittered, tmp_path):
     assert start_err.mean() > 0.5, start_err
     assert ev.max() < 0.01, ev
     assert len(res.depth.depth) == 9  # the joint stages' depth maps
+    # the initial poses (learned-vs-optimised) of registered frames: the keyframes' initial
+    # poses interpolated, not the bundle-adjusted ones
+    np.testing.assert_allclose(
+        res.poses_initial, interpolate_poses(res.poses_initial[key], np.flatnonzero(key), 25),
+        atol=1e-9)
+    assert _rot_deg(res.poses_initial[~key], res.poses_gt[~key]).mean() > 1.0
     cams = json.loads((tmp_path / "out" / "cameras.json").read_text())
     assert [f["keyframe"] for f in cams["frames"]] == key.tolist()
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
