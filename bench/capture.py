@@ -137,10 +137,11 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
            f"Cloud: mean distance to the true surface after ICP with scale (`cloud mm`) and "
            f"at the cameras' scale (`fixed`), ICP started from the written cameras' "
            f"similarity to the true ones (every case alike); completeness: share of the true "
-           f"surface within 2 mm."),
+           f"surface within 2 mm; shape: the landmark points' RMS distance from the mean face "
+           f"after a similarity fit (the solve's `face_shape_mm` check)."),
           "", ("| face | landmarks | case | result | frames | rotation deg | x plain | cloud mm "
-               "| fixed | complete | focal px | s |"),
-          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               "| fixed | complete | shape mm | focal px | s |"),
+          "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         head = f"| {r['face']} | {r['source']} | {r['case']} |"
         if r["status"] != "refused":
@@ -151,10 +152,11 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
             md.append(f"{head} {res} | {r['frames']} | {r['rotation_mean_deg']:.2f} | "
                       f"{ratio} | {num(r['cloud_mm'], '.2f')} | "
                       f"{num(r['cloud_mm_fixed_scale'], '.2f')} | "
-                      f"{num(r['completeness'], '.2f')} | {r['focal_px']:.0f} | "
+                      f"{num(r['completeness'], '.2f')} | "
+                      f"{num(r.get('face_shape_mm'), '.1f')} | {r['focal_px']:.0f} | "
                       f"{r['seconds']:.1f} |")
         else:
-            md.append(f"{head} refused: {_why(r['why'])} | - | - | - | - | - | - | - | "
+            md.append(f"{head} refused: {_why(r['why'])} | - | - | - | - | - | - | - | - | "
                       f"{r['seconds']:.1f} |")
     md += ["", (f"Run {meta['time']} at {meta['commit']} on {meta['cpus']} cores, one case "
                 f"after the other (load {meta['load_average_1m']} at the end). {note}").strip()]

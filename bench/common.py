@@ -88,7 +88,8 @@ def score_written_solve(out: Path, gt) -> dict:
             "cloud_mm": ev.cloud and ev.cloud.mean,
             "cloud_alignment_error": ev.errors.get("alignment"),
             "cloud_mm_fixed_scale": ev.cloud_landmark_scale and ev.cloud_landmark_scale.mean,
-            "completeness": ev.completeness and ev.completeness.fraction}
+            "completeness": ev.completeness and ev.completeness.fraction,
+            "face_shape_mm": rep.get("checks", {}).get("face_shape_mm")}
 
 
 def num(x, fmt: str) -> str:
