@@ -105,6 +105,50 @@ def _copy(seq9, tmp_path):
     return seq
 
 
+def test_face_shape_is_blind_to_pose_and_size_and_needs_the_semantic_ids():
+    """The mean face moved, turned and scaled measures 0; noise of 2 mm measures about 2;
+    IDs beyond the semantic 68 are left out, and fewer than 20 semantic points is no
+    measure."""
+    from scipy.spatial.transform import Rotation
+
+    from facesfm.solve.checks import face_shape_mm
+    from facesfm.solvers.baselines import template_landmarks
+
+    T = template_landmarks(68)
+    R = Rotation.from_rotvec([0.3, -1.0, 0.2]).as_matrix()
+    moved = 1.7 * T @ R.T + [5.0, -40.0, 600.0]
+    assert face_shape_mm(moved, np.arange(68)) < 1e-9
+    noisy = T + np.random.default_rng(1).normal(0, 2.0 / np.sqrt(3), T.shape)
+    assert 1.5 < face_shape_mm(noisy, np.arange(68)) < 2.5
+    extra = np.r_[moved, np.full((5, 3), 1e4)]
+    assert face_shape_mm(extra, np.r_[np.arange(68), 68 + np.arange(5)]) < 1e-9
+    few = moved.copy()
+    few[19:] = np.nan
+    assert face_shape_mm(few, np.arange(68)) is None
+
+
+def test_landmarks_that_are_not_face_shaped_are_refused(seq9, tmp_path, capsys, cli_error):
+    """The semantic landmarks' IDs shuffled (a detector that names points wrongly): every
+    point is still seen consistently, so the cameras, cloud and mesh pass, but the
+    reconstructed landmarks are no face and the solve is refused. The true IDs pass, their
+    shape measured in the report."""
+    main([str(a) for a in ["solve", seq9, *ORACLE, "--out", tmp_path / "ok"]])
+    rep = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert rep["status"] == "ok" and rep["checks"]["face_shape_mm"] < 4.0, rep["checks"]
+    capsys.readouterr()
+    seq = _copy(seq9, tmp_path)
+    z = dict(np.load(seq / "landmarks.npz"))
+    perm = np.random.default_rng(0).permutation(68)
+    for k, axis in (("vertex_ids", 0), ("xyz", 0), ("uv", 1), ("visible", 1), ("z", 1)):
+        a = np.moveaxis(z[k], axis, 0).copy()
+        a[:68] = a[perm]
+        z[k] = np.moveaxis(a, 0, axis)
+    np.savez_compressed(seq / "landmarks.npz", **z)
+    line = cli_error(["solve", seq, *ORACLE, "--out", tmp_path / "out"])
+    assert "not reliable" in line and "not face-shaped" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_damaged_landmark_files_are_named_by_every_command(seq9, tmp_path, cli_error):
     seq = _copy(seq9, tmp_path)
     lm = seq / "landmarks.npz"
