@@ -238,7 +238,8 @@ def test_a_sequence_folder_in_the_wrong_basin_is_refused(seq256, tmp_path, capsy
     """Sequence folders skip the front end, but not the motion check: cameras 40 degrees off
     the true ones (perturbed, no BA to pull them back) disagree with the head's turning that
     MediaPipe finds in the frames, and the solve refuses; the same cameras pass with the check
-    off, and cameras 1 degree off pass it, with what it measured in report.json."""
+    off (and the face-shape bound, which their triangulated landmarks fail too, lifted), and
+    cameras 1 degree off pass it, with what it measured in report.json."""
     bad = ["--oracle-landmarks", "--oracle-depth", "--poses-init", "gt-perturbed", "--no-ba",
            "--no-html"]
     out = tmp_path / "out"
@@ -247,8 +248,10 @@ def test_a_sequence_folder_in_the_wrong_basin_is_refused(seq256, tmp_path, capsy
     assert code == 2 and len(lines) == 1 and "not reliable" in lines[0]
     assert "disagree with the head's turning" in lines[0] and "over 9 frames" in lines[0]
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+    # the landmarks triangulated with such cameras are no face either: that check refuses too
+    assert "not face-shaped" in lines[0]
     off = tmp_path / "off.yaml"
-    off.write_text("motion_check: 'off'\n")
+    off.write_text("motion_check: 'off'\nmax_face_shape_mm: 1000\n")
     _ok(["solve", seq256, "--out", out, *bad, "--perturb", "40,0", "--config", off], capsys)
     rep = json.loads((out / "report.json").read_text())
     assert rep["status"] == "ok" and rep["checks"]["motion_disagreement_deg"] is None
