@@ -5,7 +5,7 @@ all co-visible pairs, each frame's ``pairs_k`` most co-visible frames ("top"), o
     python bench/ba_layer.py [--frames 8,16,32,61] [--pairs top,log,all] [--pairs-k 4]
                              [--landmarks 800] [--batch 2] [--threads 1]
 
-The layer alone (:func:`facesfm.training.sfm.refine_poses`, depth parameterisation, float64,
+The layer alone (:func:`facesfm.training.ba_layer.refine_poses`, depth parameterisation, float64,
 implicit backward, 20 LM iterations at most, as in the ``paper`` preset), on seeded synthetic
 faces (:mod:`facesfm.solvers.synthetic`): cameras every 2 degrees on a yaw arc (61 frames =
 -60..+60 degrees), f = 500 px at 384 px, 1 px noise on the landmarks, 0.5% noise (2.5 mm at
@@ -32,8 +32,8 @@ from facesfm.geometry.camera import invert_pose
 from facesfm.solvers import BAState, Parameterization
 from facesfm.solvers.landmark_ba import PairRule
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
+from facesfm.training.ba_layer import refine_poses
 from facesfm.training.config import TRAINING_BA
-from facesfm.training.sfm import refine_poses
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -2,6 +2,7 @@
 (depth and pose, unsupervised, with the bundle-adjustment layer in the graph); resumable
 atomic checkpoints, CSV/JSONL/PNG metrics, torchrun/DDP."""
 
+from facesfm.training.ba_layer import refine_poses
 from facesfm.training.checkpoint import (
     TrainState,
     code_version,
@@ -23,7 +24,7 @@ from facesfm.training.config import (
 )
 from facesfm.training.landmarks import LandmarkTask, load_landmark_net, train_landmarks
 from facesfm.training.loop import TrainingInterrupted, TrainResult, epoch_order, run_training
-from facesfm.training.sfm import SfmInputs, SfmNets, SfmTask, refine_poses, sfm_losses, train_sfm
+from facesfm.training.sfm import SfmInputs, SfmNets, SfmTask, sfm_losses, train_sfm
 
 __all__ = [
     "ABLATIONS",

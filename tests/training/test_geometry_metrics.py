@@ -9,9 +9,10 @@ from facesfm.geometry.camera import invert_pose
 from facesfm.networks import axis_angle_to_matrix
 from facesfm.solvers import BackwardMode
 from facesfm.solvers.landmark_ba import KernelKind
+from facesfm.training.ba_layer import refine_poses
 from facesfm.training.config import TRAINING_BA
 from facesfm.training.metrics import depth_errors, landmark_errors, relative_rotation_errors
-from facesfm.training.sfm import chain_poses, consecutive_pairs, refine_poses
+from facesfm.training.sfm import chain_poses, consecutive_pairs
 
 
 def _rot(axis, deg, dtype=torch.float64):

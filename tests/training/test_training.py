@@ -298,8 +298,9 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
 def test_ba_layer_started_from_the_landmark_factorisation(tiny_data):
     """Over a wide window an untrained PoseNet (about identity) is a poor start; the
     factorised start does not depend on the networks and the layer refines from it."""
+    from facesfm.training.ba_layer import factorised_poses
     from facesfm.training.metrics import relative_rotation_errors
-    from facesfm.training.sfm import chain_poses, factorised_poses
+    from facesfm.training.sfm import chain_poses
 
     seed_everything(0)
     over = {"data": {"augment": False, "window": 6}, "sfm": {"landmark_source": "gt"}}
@@ -337,9 +338,10 @@ def test_classical_ba_layer_poses_follow_the_depth_scale(tiny_data):
     from dataclasses import replace
 
     from facesfm.solvers import Parameterization
+    from facesfm.training.ba_layer import factorised_poses, refine_poses
     from facesfm.training.config import TRAINING_BA
     from facesfm.training.metrics import relative_rotation_errors
-    from facesfm.training.sfm import factorised_poses, landmark_depths, refine_poses
+    from facesfm.training.sfm import landmark_depths
 
     cfg = preset_config("tiny", {"data": {"augment": False, "window": 6},
                                  "sfm": {"landmark_source": "gt"}})
@@ -451,9 +453,9 @@ def test_ba_layer_pair_selections_bound_the_pairs_and_still_recover_the_poses():
     from dataclasses import replace
 
     from facesfm.solvers.landmark_ba import PairRule
+    from facesfm.training.ba_layer import refine_poses
     from facesfm.training.config import TRAINING_BA
     from facesfm.training.metrics import relative_rotation_errors
-    from facesfm.training.sfm import refine_poses
 
     F = 10
     sels = {"all": ("all", 4), "top9": ("top", F - 1), "top2": ("top", 2), "log": ("log", 4)}
