@@ -237,13 +237,24 @@ def trajectory_figure(initial, optimised, gt=None, initial_label: str = "initial
     return fig
 
 
+#: the per-frame reprojection figure draws bars up to this many frames, lines beyond
+MAX_BAR_FRAMES = 80
+
+
 def reprojection_figure(names, initial, optimised):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5, 0.25 * len(names)), 3))
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, initial, 0.4, label="initial")
-    ax.bar(x + 0.2, optimised, 0.4, label="optimised")
+    # bars while they stay readable; a long sequence's (601 frames: a 150-inch-wide figure of
+    # 1,202 bars) as lines in a figure of bounded width
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(min(12, max(5, 0.25 * n)), 3))
+    x = np.arange(n)
+    if n <= MAX_BAR_FRAMES:
+        ax.bar(x - 0.2, initial, 0.4, label="initial")
+        ax.bar(x + 0.2, optimised, 0.4, label="optimised")
+    else:
+        ax.plot(x, initial, lw=0.8, label="initial")
+        ax.plot(x, optimised, lw=0.8, label="optimised")
     ax.set_xlabel("frame")
     ax.set_ylabel("RMS reprojection (px)")
     ax.legend(fontsize=8)
