@@ -46,6 +46,12 @@ __all__ = [
 
 #: a registered frame needs at least this many observations (landmarks and track points)
 MIN_OBSERVATIONS = 6
+#: a registered frame whose landmarks reproject worse than this many times the keyframes'
+#: median RMS (and worse than :data:`MISFIT_FLOOR_PX`) did not find its pose: on the
+#: 601-frame built-in sweep the registered frames' RMS reached 3.3 px, the keyframes' too
+#: (median 1.9 px for both)
+MISFIT_FACTOR = 3.0
+MISFIT_FLOOR_PX = 2.0
 
 
 def joint_keyframes(n: int, joint_frames: int | None) -> np.ndarray | None:
@@ -84,8 +90,9 @@ class Registration:
     ``start`` and ``poses`` (R, 4, 4) cam_T_world before and after; ``rms_px`` (R,) final
     RMS reprojection error of their landmarks against the landmark points; ``landmarks`` and ``track_points`` (R,)
     how many of each they were fitted to; ``failed`` (R,) bool, frames with fewer than
-    :data:`MIN_OBSERVATIONS` observations (left at their start, to be dropped); ``skipped``
-    the names of the frames dropped so."""
+    :data:`MIN_OBSERVATIONS` observations or whose landmarks the fitted pose does not explain
+    (RMS above :data:`MISFIT_FACTOR` x the keyframes' median): to be dropped; ``skipped`` the
+    names of the frames dropped so."""
 
     frames: np.ndarray
     start: np.ndarray
@@ -151,11 +158,13 @@ def _track_points(images, key_index, others, depth: DepthMaps, poses_all, ba: BA
 
 def register_frames(images: np.ndarray, K: np.ndarray, lm: Landmarks, key: np.ndarray,
                     depth: DepthMaps, ba: BAOutcome, landmark_xyz: np.ndarray,
-                    cfg) -> Registration:
+                    cfg, key_rms_px: np.ndarray | None = None) -> Registration:
     """Cameras for the frames where ``key`` (F,) is False, registered to the keyframes'
     reconstruction (see the module docstring). ``images`` (F, H, W, 3) and ``lm`` cover all
     F frames; ``depth`` and ``ba`` the keyframes only, in order; ``landmark_xyz`` (N, 3) the
-    landmarks' world points; ``cfg`` the :class:`~facesfm.solve.config.SolveConfig`."""
+    landmarks' world points; ``cfg`` the :class:`~facesfm.solve.config.SolveConfig`;
+    ``key_rms_px`` the keyframes' final landmark RMS (the bar a registered frame must meet;
+    None: no bar)."""
     key_index = np.flatnonzero(key)
     others = np.flatnonzero(~key)
     F = len(key)
@@ -196,6 +205,9 @@ def register_frames(images: np.ndarray, K: np.ndarray, lm: Landmarks, key: np.nd
         poses = second.poses
     failed = (n_lm + n_tr) < MIN_OBSERVATIONS
     rms = reprojection_errors(K, lm.select(others), X, poses)
+    if key_rms_px is not None and np.isfinite(key_rms_px).any():
+        bar = max(MISFIT_FACTOR * float(np.nanmedian(key_rms_px)), MISFIT_FLOOR_PX)
+        failed |= ~(rms <= bar)  # (NaN: no landmark left to tell)
     return Registration(others, start, poses, rms, n_lm, n_tr, failed)
 
 
@@ -227,12 +239,13 @@ def register_others(frames: FrameSet, keep, joint, used: FrameSet, lm_all: Landm
     key = joint[keep]
     kept = frames.select(keep)
     lm_k = lm_all.select(keep)
-    reg = register_frames(kept.images, used.K, lm_k, key, dm, ba, X1, cfg)
+    reg = register_frames(kept.images, used.K, lm_k, key, dm, ba, X1, cfg, rep1)
     skipped = tuple(kept.names[i] for i in reg.frames[reg.failed])
     if skipped:
-        warn(echo, f"{len(skipped)} frame(s) had fewer than {MIN_OBSERVATIONS} observations "
-                   f"to register with, skipped: {', '.join(skipped[:10])}"
-                   + (" ..." if len(skipped) > 10 else ""))
+        warn(echo, f"{len(skipped)} frame(s) could not be registered to the keyframes "
+                   f"(fewer than {MIN_OBSERVATIONS} observations, or landmarks that no pose "
+                   f"explains: RMS over {MISFIT_FACTOR:g}x the keyframes'), skipped: "
+                   f"{', '.join(skipped[:10])}" + (" ..." if len(skipped) > 10 else ""))
     n = int(keep.sum())
     poses = np.empty((n, 4, 4))
     start = np.empty((n, 4, 4))

@@ -146,3 +146,24 @@ def test_joint_frames_setting():
     assert build_solve_config(sets=["joint_frames=null"]).joint_frames is None
     with pytest.raises(InputError, match="joint_frames must be >= 2"):
         build_solve_config(sets=["joint_frames=1"])
+
+
+def test_a_frame_whose_landmarks_no_pose_explains_is_skipped(jittered, tmp_path):
+    """Frame 5's landmarks shuffled among themselves (a detection gone wrong on one frame of
+    a video): no pose explains them, its RMS is far above the keyframes', and it is skipped
+    by name instead of written with a camera fitted to garbage."""
+    import shutil
+
+    from facesfm.solve.pipeline import run_solve
+
+    seq = tmp_path / "seq"
+    shutil.copytree(jittered, seq)
+    z = dict(np.load(seq / "landmarks.npz"))
+    perm = np.random.default_rng(1).permutation(z["uv"].shape[1])
+    z["uv"][5] = z["uv"][5][perm]
+    np.savez_compressed(seq / "landmarks.npz", **z)
+    said = []
+    res = run_solve(seq, tmp_path / "out", _config(False, joint_frames=9), echo=said.append)
+    assert any("could not be registered" in s and "000005.png" in s for s in said), said
+    assert "000005.png" not in res.frames.names and len(res.frames.names) == 24
+    assert res.evaluation.poses_optimised.rotation_deg.max() < 0.01
