@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesfm.render.config import CameraEffectsConfig, draw_range
+from facesfm.render.appearance_config import CameraEffectsConfig, draw_range
 
 __all__ = [
     "CameraModel",

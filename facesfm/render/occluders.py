@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 
 from facesfm.faces.types import FaceMesh
 from facesfm.geometry.camera import project, transform
-from facesfm.render.config import OccluderConfig, draw_range
+from facesfm.render.appearance_config import OccluderConfig, draw_range
 
 __all__ = ["Occluder", "Occluders", "draw_occluders", "frame_hand", "sample_occluders"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesfm.render.config import PhotoBackgroundConfig, draw_range
+from facesfm.render.appearance_config import PhotoBackgroundConfig, draw_range
 
 __all__ = [
     "SKIMAGE_HINT",

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter
 
 from facesfm.faces.types import FaceMesh
-from facesfm.render.config import SkinVariationConfig, draw_range
+from facesfm.render.appearance_config import SkinVariationConfig, draw_range
 
 __all__ = ["SkinVariation", "sample_skin_variation", "vary_albedo", "vary_skin"]
 
