@@ -19,7 +19,10 @@ cases:
   then the estimate). The solve takes the principal point at the frame's centre, and the
   render's is 72 px from it here, as in a cropped photograph;
 * ``head on photo, centred, focal unknown``: the head pasted so that the render's principal
-  point is the frame's centre, as in an uncropped photograph or video.
+  point is the frame's centre, as in an uncropped photograph or video;
+* ``head on photo, video`` and ``head on photo, centred, focal unknown, video``: those two
+  captures as H.264 mp4 clips at 30 fps (``--frames 601``: a 20 s clip), solved from the
+  keyframes the front end picks while decoding.
 
 A solve that fails the solve's checks is refused (exit 2, nothing written) in use; here it is
 written anyway (``keep_unreliable``) so that the table gives the figures of what the refusal
@@ -36,7 +39,7 @@ between the written and the true cameras), seconds; the rotation ratio to the sa
 
     PYOPENGL_PLATFORM=osmesa .venv/bin/python bench/capture.py [--faces 0,1,2]
         [--face ict --ict-dir DIR] [--path pitch] [--sources detector] [--stem capture_ict]
-        [--preset accurate] [--set KEY=VALUE ...]
+        [--preset accurate] [--set KEY=VALUE ...] [--frames 601]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
@@ -62,7 +66,8 @@ from facesfm.solve.pipeline import run_solve
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("plain", "pasted", "head on photo", "head on photo, focal unknown",
-         "head on photo, centred, focal unknown")
+         "head on photo, centred, focal unknown", "head on photo, video",
+         "head on photo, centred, focal unknown, video")
 SOURCES = ("detector", "mediapipe")
 FRAME = (480, 640)  # portrait
 OFFSET = (60, 200)  # the 384 px render's top-left: off-centre
@@ -72,9 +77,23 @@ PATHS = {"sweep": TrajectoryConfig(),
                                    roll_jitter=3.0)}
 
 
-def _inputs(seq: Path, tmp: Path) -> dict[str, tuple[Path, str | None]]:
-    """Each case's input folder and ``--intrinsics`` (None: the sequence's own K, or the
-    default guess for an image folder); the two composites are written once per face."""
+def _video(folder: Path, out: Path) -> Path:
+    """The frames of the image folder ``folder`` as an H.264 mp4 at 30 fps (a phone's
+    rate: 601 frames are a 20 s clip)."""
+    import imageio.v3 as iio
+    import numpy as np
+    from PIL import Image
+
+    names = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
+    frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in names])
+    iio.imwrite(out, frames, fps=30, codec="libx264", quality=8)
+    return out
+
+
+def _inputs(seq: Path, tmp: Path, cases=CASES) -> dict[str, tuple[Path, str | None]]:
+    """Each case's input folder (or clip) and ``--intrinsics`` (None: the sequence's own K,
+    or the default guess for an image folder or video); the composites are written once per
+    face, the clips only where a video case is asked for."""
     from skimage import data
 
     whole = composite_capture(seq, tmp / "pasted", *FRAME, OFFSET, data.coffee(),
@@ -86,10 +105,16 @@ def _inputs(seq: Path, tmp: Path) -> dict[str, tuple[Path, str | None]]:
     def given(K):
         return f"{K[0, 0]},{K[0, 2]},{K[1, 2]}"
 
-    return {"plain": (seq, None), "pasted": (whole.path, given(whole.K)),
-            "head on photo": (head.path, given(head.K)),
-            "head on photo, focal unknown": (head.path, None),
-            "head on photo, centred, focal unknown": (centred.path, None)}
+    out = {"plain": (seq, None), "pasted": (whole.path, given(whole.K)),
+           "head on photo": (head.path, given(head.K)),
+           "head on photo, focal unknown": (head.path, None),
+           "head on photo, centred, focal unknown": (centred.path, None)}
+    if "head on photo, video" in cases:
+        out["head on photo, video"] = (_video(head.path, tmp / "head.mp4"), given(head.K))
+    if "head on photo, centred, focal unknown, video" in cases:
+        out["head on photo, centred, focal unknown, video"] = (
+            _video(centred.path, tmp / "centred.mp4"), None)
+    return out
 
 
 def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str, face: str,
@@ -128,7 +153,8 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
             "+-3 deg roll")
     plain = {(r["face"], r["source"]): r for r in rows if r["case"] == "plain"}
     md = ["# The face front end on captures made from our renders", "",
-          (f"{model} faces {seeds}, {path} (61 frames, 384 px, f = 500 px), "
+          (f"{model} faces {seeds}, {path} ({meta.get('frames', 61)} frames, 384 px, "
+           f"f = 500 px), "
            f"landmarks from the shipped {meta.get('face', 'builtin')} detector or from "
            f"MediaPipe's face mesh, no other network, `--preset {meta.get('preset', 'fast')}`"
            f"{''.join(f' `--set {x}`' for x in meta.get('sets', []))}. Captures: "
@@ -170,6 +196,8 @@ def main():
                     help="face model (and shipped detector)")
     ap.add_argument("--ict-dir", default=None, help="ICT-FaceKit folder [default: found]")
     ap.add_argument("--path", default="sweep", choices=sorted(PATHS))
+    ap.add_argument("--frames", type=int, default=61,
+                    help="frames over the sweep (601: a 20 s clip at 30 fps)")
     ap.add_argument("--sources", default=",".join(SOURCES), help="landmark sources")
     ap.add_argument("--cases", default=";".join(CASES), help="';'-separated, of CASES")
     ap.add_argument("--preset", default="fast", choices=["fast", "accurate"],
@@ -197,9 +225,10 @@ def main():
         for seed in seeds:
             mesh, coeffs = model.sample(seed)
             seq = tmp / f"face{seed}" / "sequence"
-            render_sequence(mesh, seq, RenderConfig(trajectory=PATHS[a.path]), seed=seed,
+            traj = replace(PATHS[a.path], frames=a.frames)
+            render_sequence(mesh, seq, RenderConfig(trajectory=traj), seed=seed,
                             face_info={"source": a.face, "seed": seed, "coeffs": coeffs})
-            inputs = _inputs(seq, tmp / f"face{seed}")
+            inputs = _inputs(seq, tmp / f"face{seed}", cases)
             for source in a.sources.split(","):
                 for case in cases:
                     src, intr = inputs[case]
@@ -210,7 +239,8 @@ def main():
                     print(f"face {seed} | {source} | {case}: {r['status']}",
                           r.get("rotation_mean_deg"), r.get("cloud_mm"), r.get("why", ""),
                           f"{r['seconds']:.1f} s", flush=True)
-    meta = run_meta(faces=seeds, face=a.face, path=a.path, preset=a.preset, sets=a.sets)
+    meta = run_meta(faces=seeds, face=a.face, path=a.path, preset=a.preset, sets=a.sets,
+                    frames=a.frames)
     write_results(a.out, a.stem, {"meta": meta, "rows": rows}, markdown(rows, meta, a.note))
 
 
