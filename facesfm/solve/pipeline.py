@@ -31,7 +31,10 @@ optimised poses and the depth maps times ``exp(s_f)``; with ground truth the res
 (:mod:`facesfm.eval.ground_truth`).
 
 Frames where no face is found (fewer than ``min_face_landmarks`` landmarks with weight > 0)
-are skipped with a warning; fewer than ``min_frames`` usable frames is an InputError.
+are skipped with a warning; fewer than ``min_frames`` usable frames is an InputError. With
+more usable frames than ``joint_frames``, the stages from the initial poses to the checks run
+on that many keyframes, and the other frames are then registered to their reconstruction
+(:mod:`facesfm.solve.register`).
 """
 
 from __future__ import annotations
