@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facesfm.geometry.se3 import se3_exp
+from facesfm.geometry.se3 import hat, se3_exp
 from facesfm.solvers.problem import Kernel, TrivialKernel
+from facesfm.solvers.residuals import _proj_jac, _project
 
 __all__ = ["Resection", "resect"]
 
@@ -47,34 +48,23 @@ class Resection:
     converged: np.ndarray
 
 
+def _safe_z(p):
+    return torch.where(p[..., 2] > MIN_DEPTH_MM, p[..., 2], torch.ones_like(p[..., 2]))
+
+
 def _residuals(K, T, X, uv, w):
-    """(r (F, M, 2), camera points (F, M, 3), w with observations behind the camera off)."""
+    """(r (F, M, 2), camera points (F, M, 3), w with observations behind the camera off);
+    K (F, 3, 3)."""
     p = torch.einsum("fij,fmj->fmi", T[:, :3, :3], X) + T[:, None, :3, 3]
-    front = p[..., 2] > MIN_DEPTH_MM
-    z = torch.where(front, p[..., 2], torch.ones_like(p[..., 2]))
-    u = K[0, 0] * p[..., 0] / z + K[0, 2]
-    v = K[1, 1] * p[..., 1] / z + K[1, 2]
-    r = torch.stack([u, v], -1) - uv
-    w = torch.where(front, w, torch.zeros_like(w))
+    r = _project(K, p, _safe_z(p)) - uv
+    w = torch.where(p[..., 2] > MIN_DEPTH_MM, w, torch.zeros_like(w))
     return torch.where(w[..., None] > 0, r, torch.zeros_like(r)), p, w
 
 
 def _jacobian(K, p):
-    """(F, M, 2, 6) d(u, v)/d(v, w) of the twist applied on the left: dp = v + w x p."""
-    z = torch.where(p[..., 2] > MIN_DEPTH_MM, p[..., 2], torch.ones_like(p[..., 2]))
-    x, y = p[..., 0], p[..., 1]
-    fx, fy = K[0, 0], K[1, 1]
-    zero = torch.zeros_like(z)
-    du = torch.stack([fx / z, zero, -fx * x / z**2], -1)
-    dv = torch.stack([zero, fy / z, -fy * y / z**2], -1)
-    dproj = torch.stack([du, dv], -2)  # (F, M, 2, 3)
-    # -[p]x: the rotation part of dp
-    hat = torch.stack([
-        torch.stack([zero, p[..., 2], -p[..., 1]], -1),
-        torch.stack([-p[..., 2], zero, p[..., 0]], -1),
-        torch.stack([p[..., 1], -p[..., 0], zero], -1),
-    ], -2)
-    return torch.cat([dproj, dproj @ hat], -1)
+    """(F, M, 2, 6) d(u, v)/d(v, w) of the twist applied on the left: dp = v - [p]x w."""
+    dproj = _proj_jac(K, p, _safe_z(p))  # (F, M, 2, 3)
+    return torch.cat([dproj, -dproj @ hat(p)], -1)
 
 
 def _cost(kernel, r, w):
@@ -92,9 +82,9 @@ def resect(K: np.ndarray, points: np.ndarray, uv: np.ndarray, weight: np.ndarray
     docstring. A frame stops when a step lowers its cost by less than ``ftol`` of it or moves
     it by less than ``xtol`` (twist norm: mm and radians). A frame with fewer than 3
     observations keeps its start."""
-    Kt = torch.as_tensor(np.asarray(K, dtype=np.float64))
     uv_t = torch.as_tensor(np.asarray(uv, dtype=np.float64))
     F, M = uv_t.shape[:2]
+    Kt = torch.as_tensor(np.asarray(K, dtype=np.float64)).expand(F, 3, 3)
     X = np.broadcast_to(np.asarray(points, dtype=np.float64), (F, M, 3))
     w = np.where(np.isfinite(X).all(-1), np.asarray(weight, dtype=np.float64), 0.0)
     X_t = torch.as_tensor(np.nan_to_num(X))

@@ -221,27 +221,26 @@ def schur_products(Y: torch.Tensor, W: torch.Tensor, Ym: torch.Tensor | None = N
     product is faster, and is taken without looking at which frames see what. ``Ym``: Y
     already laid out as (F*C, N*S), where the caller has it."""
     F, _, C, S = W.shape
+
+    def layout(A):  # (F, n, C, S) -> (F*C, n*S)
+        return A.permute(0, 2, 1, 3).reshape(F * C, -1)
+
     if F < SCHUR_BAND_MIN_FRAMES:
-        if Ym is None:
-            Ym = Y.permute(0, 2, 1, 3).reshape(F * C, -1)
-        return Ym @ W.permute(0, 2, 1, 3).reshape(F * C, -1).T
+        return (layout(Y) if Ym is None else Ym) @ layout(W).T
     seen = W.detach().abs().flatten(2).amax(-1) > 0  # (F, N)
     frame = torch.arange(F, device=W.device)[:, None]
     first = torch.where(seen, frame, F).amin(0)
     span = torch.where(seen, frame, -1).amax(0) - first + 1  # <= 0: never seen
-    band = (span > 0) & (span <= SCHUR_BAND) & (F >= SCHUR_BAND_MIN_FRAMES)
+    band = (span > 0) & (span <= SCHUR_BAND)
     wide = (span > 0) & ~band
     out = torch.zeros(F * C, F * C, dtype=W.dtype, device=W.device)
     if wide.any():
         # without banded columns all of them go in as they are (an unseen one adds zeros):
         # a boolean index would copy Y and W once more
         if band.any():
-            Yw, Ww = Y[:, wide], W[:, wide]
-            Yw = Yw.permute(0, 2, 1, 3).reshape(F * C, -1)
+            Yw, Ww = layout(Y[:, wide]), layout(W[:, wide])
         else:
-            Yw = Y.permute(0, 2, 1, 3).reshape(F * C, -1) if Ym is None else Ym
-            Ww = W
-        Ww = Ww.permute(0, 2, 1, 3).reshape(F * C, -1)
+            Yw, Ww = (layout(Y) if Ym is None else Ym), layout(W)
         out = out + Yw @ Ww.T
     if band.any():
         cols = band.nonzero()[:, 0]

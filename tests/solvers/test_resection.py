@@ -46,7 +46,7 @@ def _moved(poses, rot_deg, trans_mm, seed):
 
 def test_jacobian_matches_finite_differences():
     X, poses, uv = _views(3, 10)
-    Kt = torch.as_tensor(K)
+    Kt = torch.as_tensor(K).expand(3, 3, 3)
     T = torch.as_tensor(_moved(poses, 4.0, 10.0, 1))
     Xt = torch.as_tensor(np.broadcast_to(X, (3, 10, 3)).copy())
     w = torch.ones(3, 10, dtype=torch.float64)
