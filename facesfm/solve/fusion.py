@@ -9,8 +9,8 @@ Steps (:func:`fuse_depth_maps`): back-project every masked pixel (optionally eve
 normal from the depth gradient (pointing towards its camera) and the pixel colour; concatenate
 the frames; voxel down-sampling (open3d averages the points, colours and normals in a voxel, so
 colours are fused across views); statistical outlier removal. :func:`mesh_from_depth` builds a
-surface: a TSDF volume integrating the scaled, masked RGB-D frames (colours are the TSDF's
-weighted average across views), or screened Poisson on the fused cloud (colours interpolated
+surface: a TSDF integrating the scaled, masked RGB-D frames into a sparse grid of voxel blocks
+allocated only near the depth (colours are the TSDF's weighted average across views), or screened Poisson on the fused cloud (colours interpolated
 from the cloud), trimmed of low-density vertices.
 
 open3d is required here (``pip install 'facesfm[open3d]'``); it is imported on use.
@@ -60,8 +60,6 @@ class FusionConfig:
     mesh_method:        "tsdf" (integrate the RGB-D frames) or "poisson" (screened Poisson on
                         the cloud).
     tsdf_voxel_mm, tsdf_trunc_mm: TSDF voxel size and truncation distance (mm).
-    tsdf_max_resolution: cap on the voxels along the TSDF cube's side (memory: the grid is
-                        uniform over the cloud's bounding cube; voxels grow past the cap).
     poisson_depth:      octree depth of Poisson reconstruction.
     poisson_trim_quantile: drop Poisson vertices whose density is below this quantile.
     consistent_views:   multi-view consistency filter (0: off): keep a pixel only when at least
@@ -81,7 +79,6 @@ class FusionConfig:
     mesh_method: str = "tsdf"
     tsdf_voxel_mm: float = 1.0
     tsdf_trunc_mm: float = 4.0
-    tsdf_max_resolution: int = 320
     poisson_depth: int = 8
     poisson_trim_quantile: float = 0.05
     consistent_views: int = 0
@@ -258,38 +255,7 @@ def mesh_from_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray | No
             mesh.remove_vertices_by_mask(dens < np.quantile(dens, cfg.poisson_trim_quantile))
         mesh = mesh.crop(pc.get_axis_aligned_bounding_box())
     else:
-        F, H, W = depth.shape
-        if mask is not None:
-            mask = erode(np.asarray(mask, dtype=bool), cfg.mask_erosion_px)
-        # a uniform grid around the fused cloud (open3d 0.20's ScalableTSDFVolume returned
-        # empty meshes for our frames, the uniform volume works)
-        if cloud is None or len(cloud) == 0:
-            raise InputError("fusion: TSDF meshing needs the fused cloud (for its bounds)")
-        margin = 3.0 * cfg.tsdf_trunc_mm
-        lo = cloud.points.min(0) - margin
-        length = float((cloud.points.max(0) + margin - lo).max())
-        res = int(np.ceil(length / cfg.tsdf_voxel_mm))
-        res = min(res, cfg.tsdf_max_resolution)
-        vol = o3d.pipelines.integration.UniformTSDFVolume(
-            length=max(res * cfg.tsdf_voxel_mm, length),
-            resolution=res, sdf_trunc=cfg.tsdf_trunc_mm,
-            color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=lo)
-        intr = o3d.camera.PinholeCameraIntrinsic(W, H, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-        zmax = float(np.max(depth) * np.max(scale)) + 1.0
-        for f in range(F):
-            d = np.asarray(depth[f], dtype=np.float32) * np.float32(scale[f])
-            if mask is not None:
-                d = np.where(mask[f], d, 0.0).astype(np.float32)
-            if not (d > 0).any():
-                # nothing to fuse (e.g. a frame the plane sweep did not refine); the volume's
-                # integration visits every voxel whatever the frame holds, ~27 ms at 384 px
-                continue
-            rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-                o3d.geometry.Image(np.ascontiguousarray(images[f])),
-                o3d.geometry.Image(np.ascontiguousarray(d)),
-                depth_scale=1.0, depth_trunc=zmax, convert_rgb_to_intensity=False)
-            vol.integrate(rgbd, intr, np.asarray(cam_T_world[f], dtype=np.float64))
-        mesh = vol.extract_triangle_mesh()
+        mesh = _tsdf_mesh(images, depth, mask, K, cam_T_world, scale, cfg)
     mesh.remove_degenerate_triangles()
     mesh.remove_unreferenced_vertices()
     v = np.asarray(mesh.vertices).copy()
@@ -299,3 +265,51 @@ def mesh_from_depth(images: np.ndarray, depth: np.ndarray, mask: np.ndarray | No
     if len(f) == 0:
         raise InputError("fusion: the surface mesh is empty (no consistent depth to fuse)")
     return SurfaceMesh(v, f, np.clip(c, 0.0, 1.0))
+
+
+def _tsdf_mesh(images, depth, mask, K, cam_T_world, scale, cfg):
+    """TSDF fusion into a sparse grid of 8^3-voxel blocks (open3d's VoxelBlockGrid): only the
+    blocks within the truncation band of some frame's depth are allocated and visited, so the
+    cost follows the surface, not a bounding cube (the grid's hash map grows past its initial
+    2048 blocks as needed; a 61-frame face takes about 1,600)."""
+    o3d = _o3d()
+    o3c = o3d.core
+    F = len(depth)
+    if mask is not None:
+        mask = erode(np.asarray(mask, dtype=bool), cfg.mask_erosion_px)
+    vbg = o3d.t.geometry.VoxelBlockGrid(
+        attr_names=("tsdf", "weight", "color"),
+        attr_dtypes=(o3c.float32, o3c.float32, o3c.float32), attr_channels=(1, 1, 3),
+        voxel_size=float(cfg.tsdf_voxel_mm), block_resolution=8, block_count=2048,
+        device=o3c.Device("CPU:0"))
+    # the grid reads the pixel floor(u): half a pixel on the principal point makes that the
+    # nearest pixel centre, round(u), as our K means (without it, 2.3 mm pixels put an exact
+    # depth's mesh 0.46 mm off the surface on average, with it 0.15 mm)
+    Kh = np.asarray(K, dtype=np.float64).copy()
+    Kh[:2, 2] += 0.5
+    intr = o3c.Tensor(Kh)
+    zmax = float(np.max(depth) * np.max(scale)) + 1.0
+    trunc = float(cfg.tsdf_trunc_mm / cfg.tsdf_voxel_mm)
+    fused = 0
+    for f in range(F):
+        d = np.asarray(depth[f], dtype=np.float32) * np.float32(scale[f])
+        if mask is not None:
+            d = np.where(mask[f], d, 0.0).astype(np.float32)
+        if not (d > 0).any():
+            continue  # nothing to fuse (e.g. a frame the plane sweep did not refine)
+        dimg = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(d)))
+        cimg = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(images[f], dtype=np.float32)))
+        ext = o3c.Tensor(np.asarray(cam_T_world[f], dtype=np.float64))
+        coords = vbg.compute_unique_block_coordinates(dimg, intr, ext, 1.0, zmax,
+                                                      trunc_voxel_multiplier=trunc)
+        vbg.integrate(coords, dimg, cimg, intr, intr, ext, 1.0, zmax,
+                      trunc_voxel_multiplier=trunc)
+        fused += 1
+    if not fused:
+        raise InputError("fusion: no depth inside the masks (nothing to mesh)")
+    # every voxel some frame updated (each adds weight 1)
+    tm = vbg.extract_triangle_mesh(weight_threshold=0.5)
+    mesh = tm.to_legacy()
+    if mesh.has_vertex_colors():
+        mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.vertex_colors) / 255.0)
+    return mesh
