@@ -64,6 +64,7 @@ from facesfm.solve.stages import (
     face_frames,
     factorised_start,
     find_faces_and_crop,
+    first_pass_views,
     fuse,
     initial_poses,
     landmark_reprojection,
@@ -71,6 +72,7 @@ from facesfm.solve.stages import (
     make_depth_maps,
     person_region,
     points_depth_maps,
+    redetect_keyframes,
     within,
 )
 
@@ -95,9 +97,12 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     frames_in = frames
     frames, with_face = find_faces_and_crop(frames, cfg, echo, reading)
     lap("faces")
-    lm = detect_landmarks(frames, cfg, nets)
+    views = first_pass_views(frames, cfg, nets)  # 1 on a long sequence: all its views later
+    lm = detect_landmarks(frames, cfg, nets, views)
     keep = face_frames(frames, lm, cfg, echo)
     joint = keyframes_of(frames, keep, cfg, echo)  # the frames the joint stages run on
+    if views is not None:
+        lm = redetect_keyframes(frames, joint, lm, nets)
     lap("landmarks")
     factorised = None
     if cfg.poses_init == "landmarks":  # needs only the tracks: may drop frames before depth

@@ -75,6 +75,7 @@ __all__ = [
     "face_frames",
     "factorised_start",
     "find_faces_and_crop",
+    "first_pass_views",
     "fuse",
     "initial_poses",
     "landmark_depth_maps",
@@ -86,6 +87,7 @@ __all__ = [
     "oracle_landmarks",
     "person_region",
     "points_depth_maps",
+    "redetect_keyframes",
     "select_face_frames",
     "within",
 ]
@@ -353,18 +355,44 @@ def load_stage_networks(frames: FrameSet, cfg: SolveConfig) -> Networks | None:
     return load_networks(sfm_ckpt, lm_ckpt, cfg.device)
 
 
-def detect_landmarks(frames: FrameSet, cfg: SolveConfig, nets: Networks | None) -> Landmarks:
-    """Every frame's landmarks: the detector's (the first ``cfg.landmarks`` IDs), the face
-    mesh's (``landmarks_from="mediapipe"``: the front end's meshes, else MediaPipe run on the
-    frames as they are) or the sequence's own (``"oracle"``)."""
+def detect_landmarks(frames: FrameSet, cfg: SolveConfig, nets: Networks | None,
+                     views: int | None = None) -> Landmarks:
+    """Every frame's landmarks: the detector's (the first ``cfg.landmarks`` IDs; ``views``
+    crop views fused, default the checkpoint's), the face mesh's (``landmarks_from=
+    "mediapipe"``: the front end's meshes, else MediaPipe run on the frames as they are) or
+    the sequence's own (``"oracle"``)."""
     if cfg.landmarks_from == "oracle":
         return oracle_landmarks(frames, cfg.landmarks)
     if cfg.landmarks_from == "mediapipe":
         mesh = frames.face_mesh if frames.face_mesh is not None else find_faces(frames.images).mesh
         return mediapipe_landmarks(mesh)
-    uv, w = run_landmarks(nets, frames.images)
+    uv, w = run_landmarks(nets, frames.images, crop_views=views)
     n = uv.shape[1] if cfg.landmarks is None else min(cfg.landmarks, uv.shape[1])
     return Landmarks(uv[:, :n], w[:, :n], np.arange(n, dtype=np.int64), "network")
+
+
+def first_pass_views(frames: FrameSet, cfg: SolveConfig, nets: Networks | None) -> int | None:
+    """1 when a long sequence's frames are best detected in two passes, else None (one pass,
+    every crop view the checkpoint fuses). With more frames than ``cfg.joint_frames`` most
+    are only registered to the keyframes' reconstruction (and refined there by tracks): one
+    crop view each finds the face and places them, and only the keyframes, once chosen, are
+    detected again with every view (:func:`redetect_keyframes`). On a 601-frame sequence the
+    7 views of every frame took 13 s of a 37 s solve."""
+    if cfg.landmarks_from != "detector" or nets is None or nets.landmark_views <= 1 or \
+            cfg.joint_frames is None or len(frames.names) <= cfg.joint_frames:
+        return None
+    return 1
+
+
+def redetect_keyframes(frames: FrameSet, joint: np.ndarray, lm: Landmarks,
+                       nets: Networks) -> Landmarks:
+    """``lm`` with the ``joint`` frames' rows detected again with every crop view the
+    checkpoint fuses."""
+    uv, w = run_landmarks(nets, frames.images[joint])
+    n = lm.uv.shape[1]
+    uv_all, w_all = lm.uv.copy(), lm.weight.copy()
+    uv_all[joint], w_all[joint] = uv[:, :n], w[:, :n]
+    return Landmarks(uv_all, w_all, lm.ids, lm.source)
 
 
 def face_frames(frames: FrameSet, lm: Landmarks, cfg: SolveConfig, echo) -> np.ndarray:

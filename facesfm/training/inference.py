@@ -115,12 +115,14 @@ def _param(net) -> torch.Tensor:
 
 @torch.no_grad()
 def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8,
-                  min_visibility: float = 0.5):
+                  min_visibility: float = 0.5, crop_views: int | None = None):
     """Landmarks of every frame: (uv (F, N, 2) input pixels, weight (F, N) = BA weight where
     the visibility probability is >= ``min_visibility``, else 0). The detector sees the frames
     resized to its input size and, when it was trained on face crops, refines each detection
     in a crop resampled from the full-resolution frame
-    (:func:`facesfm.networks.detect_landmarks`)."""
+    (:func:`facesfm.networks.detect_landmarks`), fusing ``crop_views`` crops (default: the
+    checkpoint's ``nets.landmark_views``)."""
+    views = nets.landmark_views if crop_views is None else crop_views
     h = nets.landmark_size[1]
     w = nets.landmark_size[0]
     dev = _param(nets.landmark).device
@@ -128,7 +130,7 @@ def run_landmarks(nets: Networks, images: np.ndarray, batch: int = 8,
     for i in range(0, len(images), batch):
         x = torch.as_tensor(images[i:i + batch], device=dev).permute(0, 3, 1, 2).float() / 255
         out = detect_landmarks(nets.landmark, x, (h, w), nets.landmark_crop, min_visibility,
-                               crop_views=nets.landmark_views)
+                               crop_views=views)
         vis = torch.sigmoid(out.visibility_logits) >= min_visibility
         # log_sigma is in input pixels: the weights are inverse variances per input pixel^2
         ws.append((ba_weights(out) * vis).double().cpu().numpy())

@@ -4,6 +4,7 @@ registered to their reconstruction (:mod:`facesfm.solve.register`). On a jittere
 registered frame gets its own camera back; the outputs hold every frame, marked."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,3 +168,35 @@ def test_a_frame_whose_landmarks_no_pose_explains_is_skipped(jittered, tmp_path)
     assert any("could not be registered" in s and "000005.png" in s for s in said), said
     assert "000005.png" not in res.frames.names and len(res.frames.names) == 24
     assert res.evaluation.poses_optimised.rotation_deg.max() < 0.01
+
+
+def test_a_long_sequence_is_detected_in_two_passes(seq9):
+    """With more frames than joint_frames, every frame is first detected with one crop view,
+    and the keyframes again with all the detector's views: their landmarks are those of a
+    one-pass detection, the other frames keep the one-view pass's. Sequences that fit, and
+    other landmark sources, are detected once."""
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solve.inputs import load_input
+    from facesfm.solve.stages import detect_landmarks, first_pass_views, redetect_keyframes
+    from facesfm.training.inference import load_networks
+    from facesfm.weights import shipped_landmark_checkpoint
+
+    ckpt = shipped_landmark_checkpoint("builtin")
+    nets = load_networks(None, ckpt)
+    assert nets.landmark_views > 1
+    frames = load_input(seq9)
+    cfg = SolveConfig(landmark_checkpoint=str(ckpt), joint_frames=4)
+    views = first_pass_views(frames, cfg, nets)
+    assert views == 1
+    first = detect_landmarks(frames, cfg, nets, views)
+    joint = np.zeros(len(frames.names), bool)
+    joint[[0, 3, 5, 8]] = True
+    both = redetect_keyframes(frames, joint, first, nets)
+    once = detect_landmarks(frames, cfg, nets)
+    np.testing.assert_allclose(both.uv[joint], once.uv[joint], atol=1e-3)
+    np.testing.assert_allclose(both.weight[joint], once.weight[joint], rtol=1e-3)
+    np.testing.assert_array_equal(both.uv[~joint], first.uv[~joint])
+    assert np.abs(first.uv[joint] - once.uv[joint]).max() > 0.05  # the passes differ
+    assert first_pass_views(frames, replace(cfg, joint_frames=None), nets) is None
+    assert first_pass_views(frames, replace(cfg, joint_frames=9), nets) is None
+    assert first_pass_views(frames, replace(cfg, landmarks_from="oracle"), nets) is None
