@@ -274,3 +274,49 @@ def test_schur_products_skip_blocks_no_point_couples_and_sum_the_same():
     g_ref = torch.autograd.grad(both()[1].square().sum(), (A, M))
     for a, b in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
+
+
+def test_short_sequence_structure_product_from_its_lower_triangle():
+    """Below SCHUR_BAND_MIN_FRAMES the structure product W V^-1 W^T is assembled from the
+    block rows of its lower triangle and mirrored: it is symmetric, so values and gradients
+    (through W and the symmetric V^-1) match the one dense product."""
+    from facesfm.solvers.schur import SCHUR_BAND_MIN_FRAMES, schur_products
+
+    torch.manual_seed(1)
+    F, N, C, S = SCHUR_BAND_MIN_FRAMES - 3, 40, 6, 3
+    A = torch.randn(F, N, C, S, dtype=torch.float64, requires_grad=True)
+    P = torch.randn(N, S, S, dtype=torch.float64, requires_grad=True)
+
+    def both():
+        M = P + P.transpose(1, 2)
+        Y = A @ M[None]
+        dense = Y.permute(0, 2, 1, 3).reshape(F * C, N * S) @ \
+            A.permute(0, 2, 1, 3).reshape(F * C, N * S).T
+        return schur_products(Y, A), dense
+
+    out, ref = both()
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-11)
+    assert torch.equal(out, out.T)
+    g = torch.autograd.grad(out.square().sum(), (A, P))
+    g_ref = torch.autograd.grad(both()[1].square().sum(), (A, P))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-8)
+
+
+def test_classical_normal_equations_hand_w_to_the_factor_without_a_copy():
+    """normal_equations stores W in the (F, C, N, S) layout of the reduced camera system, so
+    the factor's (F*C, N*S) matrix is a view of it, and its blocks are J_a^T rho' J_s."""
+    from facesfm.solvers.problem import complete_state, gauge_free_mask
+    from facesfm.solvers.residuals import cost_all, linearize_all
+    from facesfm.solvers.schur import SchurFactor, normal_equations
+
+    sf = make_face_problem(7, 30, seed=0)
+    p, st = sf.problem, complete_state(sf.problem, sf.truth)
+    lin = linearize_all(p, st, p.validate())
+    _, rho1 = cost_all(p, st, lin)
+    ne = normal_equations(p, st, lin, rho1)
+    fac = SchurFactor(ne, 1e-3, gauge_free_mask(p, st), p.camera_dim)
+    assert fac.Wm.data_ptr() == ne.W.data_ptr()
+    J = lin[0]
+    ref = torch.einsum("fnic,fnis->fncs", J.Ja, J.Js * rho1[0][..., None, None])
+    torch.testing.assert_close(ne.W, ref, rtol=1e-12, atol=1e-9)
