@@ -248,8 +248,10 @@ def schur_products(Y: torch.Tensor, W: torch.Tensor, Ym: torch.Tensor | None = N
 
     On the accurate path's track BA at 181 frames (200 landmarks + 8,276 tracks) this took
     the solve from 23.7 to 18.4 s; below :data:`SCHUR_BAND_MIN_FRAMES` frames the one dense
-    product is faster, and is taken without looking at which frames see what. ``Ym``: Y
-    already laid out as (F*C, N*S), where the caller has it."""
+    product is faster, and is taken without looking at which frames see what, assembled
+    from its lower triangle (:func:`_symmetric_product`): Y must be W V^-1 with each V^-1
+    block symmetric, as the factor's is. ``Ym``: Y already laid out as (F*C, N*S), where the
+    caller has it."""
     F, _, C, S = W.shape
 
     def layout(A):  # (F, n, C, S) -> (F*C, n*S)
@@ -291,8 +293,8 @@ def schur_products(Y: torch.Tensor, W: torch.Tensor, Ym: torch.Tensor | None = N
 def _symmetric_product(A: torch.Tensor, B: torch.Tensor, panels: int = 4) -> torch.Tensor:
     """``A @ B.T`` for a product known to be symmetric (W V^-1 W^T), from the block rows of
     its lower triangle only: ``panels`` products of row panels of A with the rows of B up to
-    the panel's end, mirrored. (k + 1) / 2k of the multiplications: at 61 frames x 568
-    points one product took 9-10 ms, four panels 7."""
+    the panel's end, mirrored. (panels + 1) / (2 panels) of the multiplications: at 61
+    frames x 568 points one product took 9-10 ms, four panels 7."""
     n = A.shape[0]
     if n < 32 * panels:
         return A @ B.T
