@@ -408,3 +408,27 @@ def test_tsdf_mesh_is_the_same_with_frames_that_hold_no_depth(seq9):
     assert len(gap.faces) == len(fewer.faces)
     assert len(fewer.vertices) != len(ref.vertices) or not np.array_equal(fewer.vertices,
                                                                         ref.vertices)
+
+
+def test_tsdf_grid_grows_past_its_initial_blocks(seq9):
+    """Fine voxels need far more 8^3 blocks than the grid reserves at first (2048): its hash
+    map grows, and the mesh still lies on the surface the exact depth describes (measured:
+    2,881 blocks hold a vertex, median 0.16 mm off at 2.3 mm per pixel)."""
+    import open3d as o3d
+
+    from facesfm.data.format import load_sequence
+    from facesfm.eval.metrics import point_to_surface_distances
+    from facesfm.solve.fusion import FusionConfig, mesh_from_depth
+
+    s = load_sequence(seq9)
+    im = np.stack([s.image(i) for i in range(len(s))])
+    d = np.stack([s.depth(i) for i in range(len(s))])
+    m = np.stack([s.mask(i) for i in range(len(s))])
+    cfg = FusionConfig(tsdf_voxel_mm=0.25, tsdf_trunc_mm=1.0)
+    mesh = mesh_from_depth(im, d, m, s.K, s.cam_T_world, cfg=cfg)
+    blocks = np.unique(np.floor(mesh.vertices / (8 * 0.25)).astype(np.int64), axis=0)
+    assert len(blocks) > 2048
+    gt = o3d.io.read_triangle_mesh(str(seq9 / "mesh.ply"))
+    dist = point_to_surface_distances(mesh.vertices, np.asarray(gt.vertices),
+                                      np.asarray(gt.triangles))
+    assert np.median(dist) < 0.2
