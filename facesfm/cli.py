@@ -281,8 +281,10 @@ def solve(input_path, out, overwrite, focal, intrinsics, preset, config, sets, n
 @click.argument("cameras", metavar="OUT_OR_CAMERAS_JSON", type=click.Path())
 @click.option("--gt", type=click.Path(), default=None,
               help="Sequence folder with GT poses [default: GT stored in cameras.json].")
-@click.option("--gauge", type=click.Choice(["sim3", "se3", "first_frame", "first_frame_scaled"]),
-              default=None, help="Trajectory alignment [default: sim3].")
+@click.option("--gauge", type=click.Choice(["sim3", "se3", "first_frame", "first_frame_scaled",
+                                            "orientations"]),
+              default=None, help="Trajectory alignment [default: sim3; orientations for a "
+                                 "narrow turn, whose camera centres lie nearly on a line].")
 @click.option("--plot", type=click.Path(), default=None, help="Write a PNG of the errors.")
 @click.option("--json", "json_path", type=click.Path(), default=None,
               help="Write the summary as JSON.")

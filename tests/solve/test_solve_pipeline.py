@@ -201,6 +201,10 @@ def test_compare_learned_vs_optimised(solved_perturbed, seq9, capsys):
     assert plot.stat().st_size > 5000
     summ = json.loads(js.read_text())
     assert summ["optimised"]["rotation_max_deg"] < 0.1
+    main(["compare", str(solved_perturbed.out), "--gauge", "orientations", "--json", str(js)])
+    capsys.readouterr()
+    summ = json.loads(js.read_text())
+    assert summ["gauge"] == "orientations" and summ["optimised"]["rotation_max_deg"] < 0.1
 
 
 def test_compare_without_gt_uses_the_optimised_poses(solved_perturbed, tmp_path):
