@@ -10,8 +10,9 @@ normal from the depth gradient (pointing towards its camera) and the pixel colou
 the frames; voxel down-sampling (open3d averages the points, colours and normals in a voxel, so
 colours are fused across views); statistical outlier removal. :func:`mesh_from_depth` builds a
 surface: a TSDF integrating the scaled, masked RGB-D frames into a sparse grid of voxel blocks
-allocated only near the depth (colours are the TSDF's weighted average across views), or screened Poisson on the fused cloud (colours interpolated
-from the cloud), trimmed of low-density vertices.
+allocated only near the depth (colours are the TSDF's weighted average across views), or
+screened Poisson on the fused cloud (colours interpolated from the cloud), trimmed of
+low-density vertices.
 
 open3d is required here (``pip install 'facesfm[open3d]'``); it is imported on use.
 """
