@@ -33,7 +33,6 @@ from facesfm.solvers.problem import (
 )
 from facesfm.solvers.reference import ScipyReference
 from facesfm.solvers.residuals import linearize
-from facesfm.solvers.terms import DepthConsistencyTerm, PhotometricTerm, PointPrior
 
 __all__ = [
     "AllPairs",
@@ -43,7 +42,6 @@ __all__ = [
     "BackwardMode",
     "CauchyKernel",
     "CostTerm",
-    "DepthConsistencyTerm",
     "HessianProducts",
     "HuberKernel",
     "Kernel",
@@ -51,8 +49,6 @@ __all__ = [
     "LogSpaced",
     "PairSelection",
     "Parameterization",
-    "PhotometricTerm",
-    "PointPrior",
     "ScipyReference",
     "SolverError",
     "TopCovisible",

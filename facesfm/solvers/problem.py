@@ -130,7 +130,9 @@ class CostTerm:
     ``Js`` (B, N, d, S) w.r.t. the landmark structure. Its cost is ``0.5 * sum kernel(|r|^2)``.
     Every backend that supports extra terms (our LM) folds them into the same Schur system, the
     implicit backward included. The Jacobians must be exact (test them against finite
-    differences as tests/solvers/test_residuals.py does).
+    differences as tests/solvers/test_residuals.py does). examples/ba_terms.py holds three
+    such terms (a point prior, a dense photometric and a depth-consistency term) with their
+    tests in tests/examples.
     """
 
     kernel: Kernel

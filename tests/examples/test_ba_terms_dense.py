@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 import torch
 from ba_gradcheck import uv_gradient_and_finite_difference
+from ba_terms import (  # examples/, on the path via conftest.py
+    DepthConsistencyTerm,
+    PhotometricTerm,
+    _sample,
+    sample_target_pixels,
+)
 
 from facesfm.errors import InputError
 from facesfm.geometry.camera import camera_center
@@ -18,15 +24,12 @@ from facesfm.solvers import (
     AllPairs,
     BackwardMode,
     BAState,
-    DepthConsistencyTerm,
     LMSolver,
     Parameterization,
-    PhotometricTerm,
     Window,
     solve,
 )
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
-from facesfm.solvers.terms import _sample, sample_target_pixels
 
 SEMI_AXES = (75.0, 100.0, 60.0)  # make_face_problem's default ellipsoid (mm)
 

@@ -1,4 +1,11 @@
-"""Extra cost terms (:class:`facesfm.solvers.problem.CostTerm`) beyond the reprojection.
+"""Extra cost terms (:class:`facesfm.solvers.problem.CostTerm`) beyond the reprojection: an
+example of extending the BA layer, outside the package because no command uses them.
+
+Use: ``solve(problem.replace(extra_terms=(term,)), init, LMSolver())`` with this folder on the
+import path (tests/examples does exactly that, and checks every Jacobian by finite differences).
+``facesfm solve`` gets its photometric constraint from point tracks instead (a second BA with
+patches matched between keyframes, about 1.6 s on 61 frames), and training's BA layer uses the
+landmarks alone; these dense terms were never measured inside either.
 
 Each term returns residuals and exact Jacobians in the dense row layout of
 :class:`facesfm.solvers.residuals.Linearization`, so our LM folds it into the same Schur system

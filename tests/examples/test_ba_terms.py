@@ -2,12 +2,12 @@
 
 import torch
 from ba_gradcheck import uv_gradient_and_finite_difference
+from ba_terms import PointPrior  # examples/, on the path via conftest.py
 
 from facesfm.geometry.se3 import se3_exp
 from facesfm.solvers import BackwardMode, BAState, LMSolver, solve
 from facesfm.solvers.residuals import cost_all, linearize_all
 from facesfm.solvers.synthetic import make_face_problem, perturb_state
-from facesfm.solvers.terms import PointPrior
 
 
 def _problem(weight=0.05):
