@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from facesfm.errors import InputError
+from facesfm.io import atomic_path
 
 T = TypeVar("T")
 
@@ -229,7 +230,5 @@ def _value(text: str):
 
 
 def dump_yaml(cfg, path: str | Path) -> None:
-    from facesfm.io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

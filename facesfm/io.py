@@ -80,8 +80,6 @@ def check_writable(path: str | os.PathLike) -> None:
     """InputError unless ``path`` could be created: its nearest existing ancestor is a folder
     that accepts a new entry (tried with a temporary file, removed at once). For commands
     that work long before they write: they fail at the start, and leave nothing."""
-    from facesfm.errors import InputError
-
     path = Path(path).absolute()
     anc = path.parent
     while not anc.exists() and anc != anc.parent:
@@ -128,8 +126,6 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False):
     the new folder is complete. What a killed writer of ``path`` left is removed first
     (:func:`remove_stale`).
     """
-    from facesfm.errors import InputError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"output path is a file, not a folder: {path}")

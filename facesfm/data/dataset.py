@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from facesfm.data.format import Sequence, load_sequence
 from facesfm.errors import InputError
 from facesfm.geometry.warp import affine_resample, crop_affine, resize_affine
+from facesfm.io import write_json
 
 __all__ = [
     "AugmentConfig",
@@ -183,8 +184,6 @@ def merge_datasets(out, inputs) -> dict:
     as a prefix, and ``config.parts`` records each source (folder, master seed, faces). Refuses
     a folder given twice, a face (face seed) present in two sources, and an ``out`` that
     already has a dataset.json or a sequence. Returns the written index."""
-    from facesfm.io import write_json
-
     out = Path(out)
     srcs = [Path(p).resolve() for p in inputs]
     if len(srcs) < 2:

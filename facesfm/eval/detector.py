@@ -14,6 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facesfm.data.dataset import SequenceDataset
+from facesfm.eval.metrics import visibility_scores
+from facesfm.render.batch import build_batch_config, render_batch
+from facesfm.training.landmarks import detect, load_landmark_net
+
 __all__ = ["DETECTOR_SETS", "HeldOut", "detector_errors", "render_held_out", "uncertainty_stats"]
 
 
@@ -54,8 +59,6 @@ DETECTOR_SETS = {
 def render_held_out(spec: HeldOut, out: str | Path, ict_dir=None, workers: int = 1,
                     progress: bool = False) -> Path:
     """Render ``spec`` into ``out`` (a dataset folder); returns ``out``."""
-    from facesfm.render.batch import build_batch_config, render_batch
-
     cfg = build_batch_config(faces=spec.face, subjects=spec.subjects, seed=spec.seed,
                              frames=spec.frames, size=str(spec.size), workers=workers,
                              ict_dir=ict_dir, vary_trajectory=spec.vary or None,
@@ -71,10 +74,6 @@ def detector_errors(checkpoint: str | Path, data: str | Path) -> dict:
     ``lm_mse_px2`` (mean squared euclidean error), ``lm_p95_px``, visibility precision /
     recall / F1, and the counts of sequences, frames and visible landmarks; for a detector
     that predicts its uncertainty, also :func:`uncertainty_stats` of the visible landmarks."""
-    from facesfm.data.dataset import SequenceDataset
-    from facesfm.eval.metrics import visibility_scores
-    from facesfm.training.landmarks import detect, load_landmark_net
-
     net, cfg = load_landmark_net(checkpoint)
     ds = SequenceDataset(data, window=None, landmarks=cfg.data.landmarks, load_depth=False,
                          load_mask=False)

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from facesfm.eval.align import AlignConfig, align_reconstruction
+from facesfm.eval.surface import closest_points_on_mesh
 from facesfm.geometry.similarity import Sim3, umeyama
 from facesfm.stats import (
     ClassificationScores,
@@ -81,8 +83,6 @@ def nearest_vertex_distances(points, gt_vertices):
 def point_to_surface_distances(points, gt_vertices, gt_faces, backend: str = "auto") -> np.ndarray:
     """Unsigned distance (N,) in mm from each point (N, 3) to the ground-truth triangle mesh
     (gt_vertices (V, 3), gt_faces (T, 3)); see :mod:`facesfm.eval.surface` for backends."""
-    from facesfm.eval.surface import closest_points_on_mesh
-
     return closest_points_on_mesh(points, gt_vertices, gt_faces, backend)[1]
 
 
@@ -503,8 +503,6 @@ def evaluate_reconstruction(
     use_region:      restrict the metrics to ``gt_mesh.face_region`` when the mesh has one.
     Returns ``(AlignResult, ReconstructionMetrics)``.
     """
-    from facesfm.eval.align import AlignConfig, align_reconstruction
-
     config = AlignConfig() if config is None else config
     pairs = None
     if recon_landmarks is not None:

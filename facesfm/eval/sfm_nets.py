@@ -21,13 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facesfm.data.dataset import find_sequences
+from facesfm.data.format import load_sequence
+from facesfm.eval.metrics import rotation_angle_deg
+from facesfm.training.inference import load_networks, run_depth, run_poses
+from facesfm.training.metrics import depth_errors, relative_rotation_errors
+
 __all__ = ["sfm_errors"]
 
 
 def _pair_rotation_errors(est: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """(F-1,) degrees between consecutive relative rotations of two (F, 4, 4) cam_T_world."""
-    from facesfm.eval.metrics import rotation_angle_deg
-
     def rel(T):
         R = T[:, :3, :3]
         return R[1:] @ np.swapaxes(R[:-1], 1, 2)
@@ -48,11 +52,6 @@ def sfm_errors(checkpoint: str | Path, data: str | Path) -> dict:
     the pair error of a network that predicts no motion) and the counts of sequences and
     frames.
     """
-    from facesfm.data.dataset import find_sequences
-    from facesfm.data.format import load_sequence
-    from facesfm.training.inference import load_networks, run_depth, run_poses
-    from facesfm.training.metrics import depth_errors, relative_rotation_errors
-
     nets = load_networks(checkpoint=checkpoint)
     dep, flat, pair, chain, motion = [], [], [], [], []
     frames = 0

@@ -28,10 +28,16 @@ import numpy as np
 from facesfm.config import from_dict, load_yaml, to_dict
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
+from facesfm.faces.builtin import BuiltinFaceModel
+from facesfm.faces.ict import ICTFaceModel
+from facesfm.faces.mesh import MeshFaceModel
 from facesfm.faces.types import LANDMARK_COUNTS
+from facesfm.geometry.camera import intrinsics
 from facesfm.io import write_json
+from facesfm.paths import find_ict_dir
 from facesfm.render.config import APPEARANCE_PRESETS, BatchConfig, RenderConfig
 from facesfm.render.preview import contact_sheet
+from facesfm.render.trajectory import VARIED
 
 __all__ = [
     "BatchResult",
@@ -116,8 +122,6 @@ def build_batch_config(config: str | Path | None = None, **options) -> BatchConf
     if "yaw_range" in opts:
         t["yaw_min"], t["yaw_max"] = _parse_range(opts["yaw_range"])
     if opts.get("vary_trajectory"):
-        from facesfm.render.trajectory import VARIED
-
         t.update(VARIED)
     if opts.get("vary_appearance") and opts.get("appearance", "varied") != "varied":
         raise InputError("--vary-appearance and another appearance preset both given")
@@ -148,17 +152,10 @@ HEAD_SIZE_MM = (80.0, 600.0)  # a face-only scan to a head with neck and shoulde
 def make_face_model(cfg: BatchConfig):
     """The FaceModel named by ``cfg.faces`` (checks its data now: InputError if unusable)."""
     if cfg.faces == "builtin":
-        from facesfm.faces.builtin import BuiltinFaceModel
-
         return BuiltinFaceModel()
     if cfg.faces == "ict":
-        from facesfm.faces.ict import ICTFaceModel
-        from facesfm.paths import find_ict_dir
-
         _check_ict_dir(cfg)
         return ICTFaceModel(find_ict_dir(cfg.ict_dir))
-    from facesfm.faces.mesh import MeshFaceModel
-
     model = MeshFaceModel(cfg.mesh, units=cfg.units, orient=cfg.orient, scale=cfg.scale,
                           require_texture=not cfg.allow_untextured)
     mesh, _ = model.sample(0)
@@ -206,7 +203,6 @@ def _init_worker(cfg_dict: dict, model=None) -> None:
 
 
 def _run_job(job: tuple[int, int, str, bool]) -> dict:
-    from facesfm.geometry.camera import intrinsics
     from facesfm.render.renderer import FaceRenderer
     from facesfm.render.writer import render_sequence
 
@@ -308,8 +304,6 @@ def render_batch(cfg: BatchConfig, out: str | Path, overwrite: bool = False,
     # fail early, in this process, on unusable face data; workers build their own model
     model = make_face_model(cfg) if workers == 1 or cfg.faces == "mesh" else None
     if model is None and cfg.faces == "ict":
-        from facesfm.paths import find_ict_dir
-
         _check_ict_dir(cfg)
         find_ict_dir(cfg.ict_dir)
     created = not out.exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from facesfm.data.format import load_sequence
 from facesfm.io import atomic_path
 
 __all__ = ["contact_sheet"]
@@ -28,8 +29,6 @@ def contact_sheet(seq_path: str | Path, out_png: str | Path, n_frames: int = 5,
                   tile: int = 256, landmarks: int | None = None) -> Path:
     """Write ``n_frames`` evenly spaced frames of a sequence side by side, each with its
     visible landmarks (IDs < ``landmarks``) as dots; returns the PNG path."""
-    from facesfm.data.format import load_sequence
-
     seq = load_sequence(seq_path)
     F = len(seq)
     idx = np.unique(np.linspace(0, F - 1, min(n_frames, F)).round().astype(int))

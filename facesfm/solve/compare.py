@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from facesfm.data.cameras import Cameras, check_solved_from, read_cameras
+from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
+from facesfm.eval.metrics import pose_errors
+from facesfm.io import atomic_path
 
 __all__ = ["Comparison", "compare_cameras", "format_comparison", "plot_comparison"]
 
@@ -36,8 +39,6 @@ class Comparison:
 
 
 def _gt_poses(gt, cams: Cameras) -> np.ndarray:
-    from facesfm.data.format import load_sequence
-
     seq = load_sequence(gt, check_files=False)
     idx = cams.input_index
     if len(idx) and (idx.max() >= len(seq) or idx.min() < 0):
@@ -57,8 +58,6 @@ def compare_cameras(path, gt=None, gauge: str | None = None) -> Comparison:
     gt:    a sequence folder with GT poses (default: the GT stored in cameras.json, if any).
     gauge: "sim3" (default with >= 3 frames), "first_frame_scaled" (default with 2).
     """
-    from facesfm.eval.metrics import pose_errors
-
     cams = read_cameras(path)
     ref = _gt_poses(gt, cams) if gt is not None else cams.gt
     F = len(cams.names)
@@ -102,8 +101,6 @@ def plot_comparison(c: Comparison, path) -> Path:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from facesfm.io import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     x = c.cameras.input_index

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facesfm.errors import InputError
+from facesfm.faces.builtin import BuiltinFaceModel
+from facesfm.solvers.factorization import factorize, resolve_reflection, weak_perspective_poses
+from facesfm.solvers.problem import BAProblem, BAState, SolverError
 
 __all__ = [
     "METHODS",
@@ -75,8 +78,6 @@ def _check_tracks(uv, visible, K):
 
 @functools.lru_cache(maxsize=1)
 def _builtin_template() -> np.ndarray:
-    from facesfm.faces.builtin import BuiltinFaceModel
-
     m = BuiltinFaceModel(texture_size=0)
     return m.template[m.landmark_vertices].copy()
 
@@ -104,8 +105,6 @@ def factorization_baseline(uv, visible, K, template=None) -> BaselineResult:
     :func:`template_landmarks`). Returns points (L, 3) in pixel-of-an-average-frame units and
     weak-perspective cam_T_world (F, 4, 4).
     """
-    from facesfm.solvers.factorization import factorize, resolve_reflection, weak_perspective_poses
-
     uv, vis, K = _check_tracks(uv, visible, K)
     t0 = time.perf_counter()
     if template is None:
@@ -143,7 +142,6 @@ def colmap_ba(uv, visible, K, template=None, max_iterations: int = 100) -> Basel
     import torch
 
     from facesfm.solvers.colmap_baseline import ColmapBaseline
-    from facesfm.solvers.problem import BAProblem, BAState, SolverError
 
     uv, vis, K = _check_tracks(uv, visible, K)
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from facesfm.errors import InputError
+from facesfm.solvers import BAProblem, BAState, Parameterization, SolverError
 from facesfm.solvers.initial_poses import landmark_poses
 from facesfm.solvers.landmark_ba import BAConfig, Landmarks, classical_bundle_adjust
 
@@ -35,8 +36,6 @@ def refine_poses(
     and metrics (``ba_rms_px``, ``ba_iterations``, ``ba_failures``: sequences where the solver
     raised and the learned poses were kept).
     """
-    from facesfm.solvers import BAProblem, BAState, Parameterization, SolverError
-
     if ba.classical:
         return _refine_classical(K, uv, weight, lm_depth, init, ba)
     solver = ba.make_solver()
@@ -98,8 +97,6 @@ def _refine_classical(K, uv, weight, lm_depth, init, ba: BAConfig):
     translations are scaled by ``k = median(D_fi / z_fi)`` over the observations (network
     depth at the landmark over the point's depth in the refined camera), so the poses live in
     the network depth's scale; ``k`` is the layer's only differentiable path (to the depth)."""
-
-    from facesfm.solvers import SolverError
 
     out, rms, iters, fails = [], [], [], 0
     for b in range(weight.shape[0]):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from facesfm.config import dotted_overrides, from_dict, merge, read_yaml, to_dict
 from facesfm.errors import InputError
+from facesfm.networks.landmark import CROP_VIEWS
 from facesfm.solvers.landmark_ba import BAConfig, PairRule
 from facesfm.solvers.lm import BackwardMode
 from facesfm.solvers.problem import Parameterization
@@ -152,8 +153,6 @@ class LandmarkStageConfig:
             raise InputError(f"landmarks.face_crop must be in [0, 1], got {self.face_crop}")
         if not self.crop_margin > 1:
             raise InputError(f"landmarks.crop_margin must be > 1, got {self.crop_margin}")
-        from facesfm.networks.landmark import CROP_VIEWS
-
         if not 1 <= self.crop_views <= len(CROP_VIEWS):
             raise InputError(f"landmarks.crop_views must be in 1..{len(CROP_VIEWS)}, "
                              f"got {self.crop_views}")

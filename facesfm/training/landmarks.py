@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from facesfm.config import from_dict
 from facesfm.data.dataset import AugmentConfig, SequenceDataset, SequenceSample
 from facesfm.losses import landmark_detection_loss
 from facesfm.networks import LandmarkNet, LandmarkNetConfig, LandmarkOutput, detect_landmarks
@@ -43,8 +44,6 @@ def build_landmark_net(cfg: TrainConfig) -> LandmarkNet:
 
 def load_landmark_net(path: str | Path) -> tuple[LandmarkNet, TrainConfig]:
     """The detector of a stage-1 checkpoint, in eval mode with frozen weights."""
-    from facesfm.config import from_dict
-
     ck = load_checkpoint(path, stage="landmarks")
     cfg = from_dict(TrainConfig, ck["config"], f"{path} config")
     net = build_landmark_net(cfg)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facesfm.data.dataset import AugmentConfig, SequenceDataset, SequenceSample
+from facesfm.data.dataset import AugmentConfig, SequenceDataset, SequenceSample, collate_samples
 from facesfm.errors import InputError
 from facesfm.geometry.camera import invert_pose
 from facesfm.losses import (
@@ -43,6 +43,7 @@ from facesfm.solvers.lm import BackwardMode
 from facesfm.training.ba_layer import factorised_poses, refine_poses
 from facesfm.training.config import LossWeights, TrainConfig
 from facesfm.training.distributed import DistInfo
+from facesfm.training.landmarks import load_landmark_net
 from facesfm.training.loop import TrainResult, run_training, seed_everything
 from facesfm.training.metrics import depth_errors, relative_rotation_errors
 
@@ -438,8 +439,6 @@ def _no_grad_ba(ba: BAConfig) -> BAConfig:
 
 
 def _as_batch(s: SequenceSample) -> SequenceSample:
-    from facesfm.data.dataset import collate_samples
-
     return collate_samples([s])
 
 
@@ -485,8 +484,6 @@ def train_sfm(
     """Train depth and pose networks on sequences ``data`` (no depth/pose supervision)."""
     detector = None
     if landmarks_ckpt is not None:
-        from facesfm.training.landmarks import load_landmark_net
-
         detector, _ = load_landmark_net(landmarks_ckpt)
     seed_everything(cfg.seed)
     task = SfmTask(cfg, detector)
