@@ -16,7 +16,7 @@ from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.io import atomic_dir
 
-__all__ = ["Composite", "composite_capture"]
+__all__ = ["Composite", "composite_capture", "panned_capture"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,72 @@ def composite_capture(sequence: str | Path, out: str | Path, width: int, height:
     K[0, 2] += x
     K[1, 2] += y
     return Composite(Path(out), K, np.asarray(seq.cam_T_world).copy(), tuple(names))
+
+
+def _rotation(pan_deg: float, tilt_deg: float) -> np.ndarray:
+    """The camera turned by ``pan_deg`` about its y axis (positive: to its right, so the scene
+    moves left in the image) and then ``tilt_deg`` about its x axis (positive: down)."""
+    a, b = np.radians(pan_deg), np.radians(tilt_deg)
+    Ry = np.array([[np.cos(a), 0.0, -np.sin(a)], [0.0, 1.0, 0.0], [np.sin(a), 0.0, np.cos(a)]])
+    Rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(b), np.sin(b)], [0.0, -np.sin(b), np.cos(b)]])
+    return Rx @ Ry
+
+
+def panned_capture(sequence: str | Path, out: str | Path, width: int, height: int,
+                   pan_deg, tilt_deg=None, background: np.ndarray | None = None,
+                   suffix: str = ".png", overwrite: bool = False) -> Composite:
+    """Write the frames of ``sequence`` as a camera with the same focal length would have
+    seen them turned by ``pan_deg[i]`` / ``tilt_deg[i]`` degrees about its own centre (F,
+    each; see :func:`_rotation`), in a ``width`` x ``height`` frame with the principal point
+    at its centre: the head wanders across the frame as in a hand-held capture, and one K
+    still holds for every frame. Each frame is the render resampled through the rotation's
+    homography (bilinear), its head's pixels (depth > 0) pasted over ``background``; the
+    true poses are the sequence's turned by the same rotations."""
+    seq = load_sequence(sequence)
+    F = len(seq)
+    pan = np.broadcast_to(np.asarray(pan_deg, dtype=np.float64), (F,))
+    tilt = np.broadcast_to(np.asarray(0.0 if tilt_deg is None else tilt_deg, np.float64), (F,))
+    Kr = np.asarray(seq.K, dtype=np.float64)
+    Ko = Kr.copy()
+    Ko[0, 2], Ko[1, 2] = (width - 1) / 2, (height - 1) / 2
+    bg = (np.zeros((height, width, 3), np.uint8) if background is None
+          else _fit(np.asarray(background), width, height))
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(Ko).T  # (H, W, 3)
+    poses = np.asarray(seq.cam_T_world, dtype=np.float64).copy()
+    names = []
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for i in range(F):
+            R = _rotation(pan[i], tilt[i])
+            d = rays @ R  # = (R^T d_out) per pixel: the ray in the render's camera
+            front = d[..., 2] > 1e-6
+            z = np.where(front, d[..., 2], 1.0)
+            ur = Kr[0, 0] * d[..., 0] / z + Kr[0, 2]
+            vr = Kr[1, 1] * d[..., 1] / z + Kr[1, 2]
+            im = seq.image(i).astype(np.float64)
+            head = (seq.depth(i) > 0).astype(np.float64)
+            col, cov = _bilinear(im, ur, vr), _bilinear(head[..., None], ur, vr)[..., 0]
+            cov = np.where(front, cov, 0.0)[..., None]
+            frame = cov * col + (1 - cov) * bg
+            name = f"img_{i:03d}{suffix}"
+            Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8)).save(tmp / name)
+            names.append(name)
+            T = np.eye(4)
+            T[:3, :3] = R
+            poses[i] = T @ poses[i]
+    return Composite(Path(out), Ko, poses, tuple(names))
+
+
+def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``image`` (h, w, c) at pixel positions (u, v) (any shape), 0 outside."""
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(u), np.floor(v)
+    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
+    out = np.zeros(u.shape + image.shape[2:])
+    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
+                        (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        x, y = x0 + dx, y0 + dy
+        ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        xi, yi = np.where(ok, x, 0).astype(np.int64), np.where(ok, y, 0).astype(np.int64)
+        out += np.where(ok[..., None], wgt * image[yi, xi], 0.0)
+    return out
