@@ -20,6 +20,11 @@ cases:
   render's is 72 px from it here, as in a cropped photograph;
 * ``head on photo, centred, focal unknown``: the head pasted so that the render's principal
   point is the frame's centre, as in an uncropped photograph or video;
+* ``head on photo, panned`` and ``head on photo, panned, focal unknown``: a camera that pans
+  from -18 to +18 deg (and tilts up to 5.4 deg) about its own centre while the head turns,
+  so that the head crosses a 960x640 landscape frame (principal point at its centre),
+  pasted over the photograph (:func:`facesfm.render.composite.panned_capture`); its true
+  cameras are the sequence's turned by the pan;
 * ``head on photo, video`` and ``head on photo, centred, focal unknown, video``: those two
   captures as H.264 mp4 clips at 30 fps (``--frames 601``: a 20 s clip), solved from the
   keyframes the front end picks while decoding.
@@ -51,6 +56,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 from common import num, run_meta, score_written_solve, write_results
@@ -58,7 +65,7 @@ from common import num, run_meta, score_written_solve, write_results
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
 from facesfm.faces.builtin import BuiltinFaceModel
-from facesfm.render.composite import composite_capture
+from facesfm.render.composite import composite_capture, panned_capture
 from facesfm.render.config import RenderConfig, TrajectoryConfig
 from facesfm.render.writer import render_sequence
 from facesfm.solve.config import build_solve_config
@@ -67,7 +74,10 @@ from facesfm.solve.pipeline import run_solve
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("plain", "pasted", "head on photo", "head on photo, focal unknown",
          "head on photo, centred, focal unknown", "head on photo, video",
-         "head on photo, centred, focal unknown, video")
+         "head on photo, centred, focal unknown, video", "head on photo, panned",
+         "head on photo, panned, focal unknown")
+WIDE = (960, 640)  # landscape, for the panning camera
+PAN_DEG = 18.0  # the camera's pan at the ends of the sweep (and 0.3 x that of tilt)
 SOURCES = ("detector", "mediapipe")
 FRAME = (480, 640)  # portrait
 OFFSET = (60, 200)  # the 384 px render's top-left: off-centre
@@ -109,6 +119,12 @@ def _inputs(seq: Path, tmp: Path, cases=CASES) -> dict[str, tuple[Path, str | No
            "head on photo": (head.path, given(head.K)),
            "head on photo, focal unknown": (head.path, None),
            "head on photo, centred, focal unknown": (centred.path, None)}
+    if any("panned" in c for c in cases):
+        t = np.linspace(-1, 1, len(load_sequence(seq)))
+        pan = panned_capture(seq, tmp / "panned", *WIDE, PAN_DEG * t,
+                             0.3 * PAN_DEG * np.sin(np.pi * t), data.coffee())
+        out["head on photo, panned"] = (pan.path, given(pan.K), pan.cam_T_world)
+        out["head on photo, panned, focal unknown"] = (pan.path, None, pan.cam_T_world)
     if "head on photo, video" in cases:
         out["head on photo, video"] = (_video(head.path, tmp / "head.mp4"), given(head.K))
     if "head on photo, centred, focal unknown, video" in cases:
@@ -118,7 +134,7 @@ def _inputs(seq: Path, tmp: Path, cases=CASES) -> dict[str, tuple[Path, str | No
 
 
 def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str, face: str,
-          preset: str = "fast", sets=()) -> dict:
+          preset: str = "fast", sets=(), capture_poses=None) -> dict:
     gt = load_sequence(seq)
     lm = ({"landmark_checkpoint": face} if source == "detector"
           else {"landmarks_from": "mediapipe"})
@@ -132,7 +148,7 @@ def _case(seq: Path, src: Path, intr: str | None, out: Path, source: str, face: 
         return {"status": "refused", "why": str(e).split(": ", 1)[-1],
                 "seconds": time.perf_counter() - t0, "warnings": said}
     seconds = time.perf_counter() - t0
-    r = score_written_solve(out, gt)
+    r = score_written_solve(out, gt, capture_poses)
     r["status"] = "written" if r["status"] == "ok" else "unreliable"
     return {**r, "seconds": seconds, "warnings": said}
 
@@ -231,10 +247,11 @@ def main():
             inputs = _inputs(seq, tmp / f"face{seed}", cases)
             for source in a.sources.split(","):
                 for case in cases:
-                    src, intr = inputs[case]
+                    src, intr, *truth = inputs[case]
                     out = tmp / f"face{seed}" / f"out_{case}_{source}".replace(" ", "_")
                     r = {"face": seed, "source": source, "case": case,
-                         **_case(seq, src, intr, out, source, a.face, a.preset, a.sets)}
+                         **_case(seq, src, intr, out, source, a.face, a.preset, a.sets,
+                                 *truth)}
                     rows.append(r)
                     print(f"face {seed} | {source} | {case}: {r['status']}",
                           r.get("rotation_mean_deg"), r.get("cloud_mm"), r.get("why", ""),

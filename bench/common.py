@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from facesfm.io import atomic_path, write_json
@@ -57,12 +58,15 @@ def merge(a: dict, b: dict) -> dict:
     return out
 
 
-def score_written_solve(out: Path, gt) -> dict:
+def score_written_solve(out: Path, gt, capture_poses=None) -> dict:
     """A written ``facesfm solve`` folder ``out`` scored against the sequence ``gt`` it was
     made from, from its files alone (as a user's would be): report status and problems, the
     K used and where it came from, frames, mean rotation error after a similarity alignment,
     and the solve's own evaluation of the cloud (ICP with scale, and at the cameras' scale;
-    completeness), its ICP started from the written cameras' similarity to the true ones."""
+    completeness), its ICP started from the written cameras' similarity to the true ones.
+    ``capture_poses`` (F, 4, 4): the true cameras of a capture whose cameras turned away from
+    the sequence's (:func:`facesfm.render.composite.panned_capture`); the written cameras are
+    turned back onto the sequence's for the cloud's evaluation."""
     import numpy as np
     import trimesh
 
@@ -72,7 +76,12 @@ def score_written_solve(out: Path, gt) -> dict:
     from facesfm.io import read_json
 
     cams = read_cameras(out)
-    rot = pose_errors(cams.optimised, gt.cam_T_world[cams.input_index], "sim3").summary()
+    truth = np.asarray(gt.cam_T_world if capture_poses is None else capture_poses)
+    rot = pose_errors(cams.optimised, truth[cams.input_index], "sim3").summary()
+    if capture_poses is not None:  # the turn of each capture camera from the sequence's
+        back = np.asarray(gt.cam_T_world) @ np.linalg.inv(truth)
+        cams = replace(cams, initial=back[cams.input_index] @ cams.initial,
+                       optimised=back[cams.input_index] @ cams.optimised)
     kept = np.zeros(len(gt), dtype=bool)
     kept[cams.input_index] = True
     cloud = np.asarray(trimesh.load(out / "cloud.ply").vertices, dtype=np.float64)

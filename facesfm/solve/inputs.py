@@ -70,6 +70,10 @@ class FrameSet:
               from the original frames (None: the frames as read).
     face_mesh: (F, 468, 3) the face MediaPipe found in each frame, in these images' pixels
               (u, v, relative depth z; None where the front end did not run).
+    detector_crops: one :class:`~facesfm.solve.frontend.Crop` per frame, in these images'
+              pixels, where the landmark detector sees each frame through its own framing of
+              the face (a face that wanders across the capture,
+              :func:`facesfm.solve.frontend.frame_crops`); None: it sees the images.
     input_index, input_count: where frames were dropped while reading (a video read keyframe
               by keyframe), the (F,) positions of these frames among the ``input_count``
               frames of the input; None: these are all the input's frames, in order.
@@ -85,6 +89,7 @@ class FrameSet:
     crop: Crop | None = None
     principal_point_given: bool = False
     face_mesh: np.ndarray | None = None
+    detector_crops: tuple[Crop, ...] | None = None
     input_index: np.ndarray | None = None
     input_count: int | None = None
 
@@ -107,6 +112,8 @@ class FrameSet:
         return replace(self, images=self.images[keep],
                        names=tuple(n for n, k in zip(self.names, keep) if k),
                        face_mesh=None if self.face_mesh is None else self.face_mesh[keep],
+                       detector_crops=None if self.detector_crops is None else tuple(
+                           c for c, k in zip(self.detector_crops, keep) if k),
                        input_index=None if self.input_index is None else self.input_index[keep])
 
     def in_input(self, keep: np.ndarray) -> np.ndarray:

@@ -101,7 +101,8 @@ def report_dict(res) -> dict:
                            "taken at the frame's centre: right for an uncropped photo or "
                            "video; a crop's is elsewhere (give --intrinsics)"},
                        "focal_estimate": None if res.focal is None else res.focal.summary()},
-        "face_crop": None if fr.crop is None else fr.crop.summary(),
+        "face_crop": None if fr.crop is None else fr.crop.summary() | {
+            "detector_views": fr.detector_crops is not None},
         "stages": res.config.stage_sources(),
         "frames_used": list(fr.names),
         "keyframes": None if res.keyframes is None else

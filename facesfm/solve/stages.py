@@ -32,11 +32,14 @@ from facesfm.solve.frontend import (
     KeyframeFinder,
     crop_frames,
     face_agreement,
-    face_crop,
     find_faces,
+    frame_crops,
     keyframes,
     mediapipe_landmarks,
     person_masks,
+    view_homography,
+    view_to_image,
+    warp_view,
 )
 from facesfm.solve.fusion import (
     PointCloud,
@@ -58,6 +61,7 @@ from facesfm.solvers.landmark_ba import (
     landmark_points,
     reprojection_errors,
 )
+from facesfm.solvers.problem import SolverError
 from facesfm.training.inference import (
     Networks,
     load_networks,
@@ -297,8 +301,8 @@ def find_faces_and_crop(frames: FrameSet, cfg: SolveConfig, echo,
         found = found.copy()
         found[np.flatnonzero(found)[~key]] = False
         track = track.select(key)
-    crop = face_crop(track, frames.width, frames.height, cfg.crop_size)
-    return crop_frames(frames.select(found), crop, track), found
+    crop, own = frame_crops(track, frames.width, frames.height, cfg.crop_size)
+    return crop_frames(frames.select(found), crop, track, own), found
 
 
 def person_region(used: FrameSet, cfg: SolveConfig) -> np.ndarray | None:
@@ -366,9 +370,29 @@ def detect_landmarks(frames: FrameSet, cfg: SolveConfig, nets: Networks | None,
     if cfg.landmarks_from == "mediapipe":
         mesh = frames.face_mesh if frames.face_mesh is not None else find_faces(frames.images).mesh
         return mediapipe_landmarks(mesh)
-    uv, w = run_landmarks(nets, frames.images, crop_views=views)
+    uv, w = _detected(nets, frames, np.arange(frames.num_frames), views)
     n = uv.shape[1] if cfg.landmarks is None else min(cfg.landmarks, uv.shape[1])
     return Landmarks(uv[:, :n], w[:, :n], np.arange(n, dtype=np.int64), "network")
+
+
+def _detected(nets: Networks, frames: FrameSet, index: np.ndarray, views: int | None = None):
+    """The detector's landmarks (uv, weight) of the frames ``index``, in the frames' pixels:
+    detected in the images, or where the frames have their own crops (``frames.
+    detector_crops``), in views of those turned to face them
+    (:func:`facesfm.solve.frontend.view_homography`), and brought back (a weight is an
+    inverse variance per pixel^2, so it scales with the square of the view's pixels per
+    image pixel at its centre)."""
+    if frames.detector_crops is None:
+        return run_landmarks(nets, frames.images[index], crop_views=views)
+    crops = [frames.detector_crops[i] for i in index]
+    Hs = [view_homography(c, frames.K) for c in crops]
+    images = np.stack([warp_view(frames.images[i], H, c.size)
+                       for i, H, c in zip(index, Hs, crops)])
+    uv, w = run_landmarks(nets, images, crop_views=views)
+    for k, (c, H) in enumerate(zip(crops, Hs)):
+        uv[k] = view_to_image(uv[k], H)
+        w[k] *= c.scale ** 2
+    return uv, w
 
 
 def first_pass_views(frames: FrameSet, cfg: SolveConfig, nets: Networks | None) -> int | None:
@@ -388,7 +412,7 @@ def redetect_keyframes(frames: FrameSet, joint: np.ndarray, lm: Landmarks,
                        nets: Networks) -> Landmarks:
     """``lm`` with the ``joint`` frames' rows detected again with every crop view the
     checkpoint fuses."""
-    uv, w = run_landmarks(nets, frames.images[joint])
+    uv, w = _detected(nets, frames, np.flatnonzero(joint))
     n = lm.uv.shape[1]
     uv_all, w_all = lm.uv.copy(), lm.weight.copy()
     uv_all[joint], w_all[joint] = uv[:, :n], w[:, :n]
@@ -470,25 +494,41 @@ def initial_poses(used: FrameSet, cfg: SolveConfig, nets: Networks | None,
     return perturbed_poses(gt, cfg.perturb_rot_deg, cfg.perturb_trans_mm, cfg.perturb_seed)
 
 
+def _classical_from(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, start: np.ndarray,
+                    cfg: SolveConfig) -> tuple[BAOutcome | None, str | None]:
+    """The classical BA from ``start``, or None and why when the start leaves a frame with
+    too few landmarks placed (e.g. a degenerate factorisation: too few to triangulate)."""
+    try:
+        return classical_bundle_adjust(used.K, lm, dm, start, cfg.ba), None
+    except (SolverError, InputError) as e:
+        return None, str(e)
+
+
 def adjust(used: FrameSet, lm: Landmarks, dm: DepthMaps | None, poses0: np.ndarray,
            cfg: SolveConfig) -> tuple[BAOutcome, np.ndarray, bool]:
     """The bundle adjustment from ``poses0``: returns (outcome, the start it kept, whether it
     was the classical parameterisation). With the BA off it is pure fusion (depth scale 1)
-    unless the depth maps are to be built from triangulated landmarks."""
+    unless the depth maps are to be built from triangulated landmarks. InputError (one line)
+    when the BA can start from none of its starts."""
     classical = cfg.ba.classical and (cfg.ba.enabled or dm is None)
     if classical:
-        ba = classical_bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
-        ba.start = "factorisation" if cfg.poses_init == "landmarks" else cfg.poses_init
+        start = "factorisation" if cfg.poses_init == "landmarks" else cfg.poses_init
+        ba, why = _classical_from(used, lm, dm, poses0, cfg)
+        if ba is not None:
+            ba.start = start
         if cfg.poses_init == "landmarks" and cfg.ba.enabled:
             # the factorisation can land in the wrong basin (a depth reflection it resolved
-            # the wrong way, a bad scale); the mean face's per-frame poses cannot: the BA runs
-            # from both and keeps the lower cost
+            # the wrong way, a bad scale, a degenerate solution); the mean face's per-frame
+            # poses cannot: the BA runs from both and keeps the lower cost
             tp = template_poses(used.K, lm)
             if np.all(np.isfinite(tp)):
-                alt = classical_bundle_adjust(used.K, lm, dm, tp, cfg.ba)
-                if alt.final_cost < ba.final_cost:
+                alt, _ = _classical_from(used, lm, dm, tp, cfg)
+                if alt is not None and (ba is None or alt.final_cost < ba.final_cost):
                     ba, poses0 = alt, tp
                     ba.start = "template"
+        if ba is None:
+            raise InputError(f"the bundle adjustment could not start from the {start}: "
+                             f"{why.removeprefix('bundle adjustment: ')}")
     elif cfg.ba.enabled:
         ba = bundle_adjust(used.K, lm, dm, poses0, cfg.ba)
     else:
