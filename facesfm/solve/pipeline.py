@@ -79,30 +79,98 @@ from facesfm.solve.stages import (
 __all__ = ["run_solve", "solve_frames"]
 
 
+class _Clock:
+    """Seconds per stage: each call books the time since the last to ``name``."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._t
+        self._t = now
+
+
+def _landmarks(frames: FrameSet, cfg: SolveConfig, nets, echo):
+    """Every frame's landmarks, the frames with a face (``keep``) and those the joint stages
+    run on (``joint``); a long sequence is detected in two passes (one crop view, then every
+    view on the keyframes)."""
+    views = first_pass_views(frames, cfg, nets)
+    lm = detect_landmarks(frames, cfg, nets, views)
+    keep = face_frames(frames, lm, cfg, echo)
+    joint = keyframes_of(frames, keep, cfg, echo)
+    if views is not None:
+        lm = redetect_keyframes(frames, joint, lm, nets)
+    return lm, keep, joint
+
+
+def _adjusted(used: FrameSet, lm, dm, poses0, cfg: SolveConfig, echo, person, lap):
+    """The bundle adjustment; where K is only the default guess, the focal length estimated
+    and the bundle adjustment run again from the same start with it, so that the rest runs
+    as with a K given. Returns (frames with the K used, outcome, start, classical, focal)."""
+    ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
+    lap("ba")
+    focal = None
+    if used.K_source == "default" and cfg.focal.enabled and cfg.ba.enabled:
+        used, focal, poses0 = estimate_focal_length(used, lm, dm, poses0, ba, cfg, echo,
+                                                    person)
+        lap("focal")
+        if used.K_source == "estimated":
+            ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
+            lap("ba")
+    return used, ba, poses0, classical, focal
+
+
+def _refined(used: FrameSet, lm, dm, poses0, ba, classical: bool, cfg: SolveConfig, person,
+             echo, lap):
+    """The depth maps from the BA's points (``--depth landmarks``, again after the tracks'
+    BA), the photometric tracks and plane sweep where asked for, and the landmarks'
+    reprojection. Returns (depth maps, outcome, photometric summary, landmark points,
+    reprojection errors before and after)."""
+    X0 = ba.points_initial if classical else None
+    from_points = dm is None
+    if from_points:
+        dm = points_depth_maps(used, lm, ba, person)
+        lap("depth")
+    photometric: dict = {}
+    if cfg.tracks.enabled:
+        ba, rerun = refine_with_tracks(used, lm, dm, ba, cfg, photometric, echo, lap)
+        if rerun and from_points:
+            dm = points_depth_maps(used, lm, ba, person)
+            lap("depth")
+    X1, rep0, rep1 = landmark_reprojection(used, lm, dm, poses0, X0, ba, classical)
+    if cfg.stereo.enabled:
+        dm = refine_with_stereo(used, dm, ba, cfg, photometric, echo)
+        lap("stereo")
+    return dm, ba, photometric, X1, rep0, rep1
+
+
+def _checked(frames: FrameSet, used: FrameSet, ba, cloud, mesh, X1, lm, cfg: SolveConfig,
+             echo):
+    """The whole-solve checks: InputError (nothing written) when one fails, unless
+    ``cfg.keep_unreliable``, which warns and goes on."""
+    checks = check_result(used, ba, cloud, mesh, cfg, motion_check_meshes(used, cfg, echo),
+                          X1, lm.ids)
+    if checks.problems and not cfg.keep_unreliable:
+        raise InputError(f"{frames.path}: the result is not reliable, nothing written: "
+                         f"{'; '.join(checks.problems)} (--keep-unreliable writes it, marked)")
+    for p in checks.problems:
+        warn(echo, f"unreliable result: {p}")
+    return checks
+
+
 def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
                  reading: KeyframeFinder | None = None) -> SolveResult:
     """Run every stage on ``frames`` (no files written; see :func:`run_solve`); ``reading``:
     the finder that chose a video's keyframes as it was read (``frames`` are those)."""
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - t
-        t = now
-
+    lap = _Clock()
     nets = load_stage_networks(frames, cfg)  # first: option errors before any work
     lap("load")
     frames_in = frames
     frames, with_face = find_faces_and_crop(frames, cfg, echo, reading)
     lap("faces")
-    views = first_pass_views(frames, cfg, nets)  # 1 on a long sequence: all its views later
-    lm = detect_landmarks(frames, cfg, nets, views)
-    keep = face_frames(frames, lm, cfg, echo)
-    joint = keyframes_of(frames, keep, cfg, echo)  # the frames the joint stages run on
-    if views is not None:
-        lm = redetect_keyframes(frames, joint, lm, nets)
+    lm, keep, joint = _landmarks(frames, cfg, nets, echo)  # joint: the keyframes
     lap("landmarks")
     factorised = None
     if cfg.poses_init == "landmarks":  # needs only the tracks: may drop frames before depth
@@ -118,44 +186,15 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     poses0 = initial_poses(used, cfg, nets, gt, factorised)
     if cfg.poses_init != "landmarks":
         lap("poses")
-    ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
-    lap("ba")
-    focal = None
-    if used.K_source == "default" and cfg.focal.enabled and cfg.ba.enabled:
-        # the bundle adjustment again from the same start with the estimated K, so that the
-        # rest runs as with a K given
-        used, focal, poses0 = estimate_focal_length(used, lm, dm, poses0, ba, cfg, echo,
-                                                    person)
-        lap("focal")
-        if used.K_source == "estimated":
-            ba, poses0, classical = adjust(used, lm, dm, poses0, cfg)
-            lap("ba")
-    X0 = ba.points_initial if classical else None
-    from_points = dm is None  # --depth landmarks: from the BA's points, again after tracks
-    if from_points:
-        dm = points_depth_maps(used, lm, ba, person)
-        lap("depth")
-    photometric: dict = {}
-    if cfg.tracks.enabled:
-        ba, rerun = refine_with_tracks(used, lm, dm, ba, cfg, photometric, echo, lap)
-        if rerun and from_points:
-            dm = points_depth_maps(used, lm, ba, person)
-            lap("depth")
-    X1, rep0, rep1 = landmark_reprojection(used, lm, dm, poses0, X0, ba, classical)
-    if cfg.stereo.enabled:
-        dm = refine_with_stereo(used, dm, ba, cfg, photometric, echo)
-        lap("stereo")
+    used, ba, poses0, classical, focal = _adjusted(used, lm, dm, poses0, cfg, echo, person,
+                                                   lap)
+    dm, ba, photometric, X1, rep0, rep1 = _refined(used, lm, dm, poses0, ba, classical, cfg,
+                                                   person, echo, lap)
     cloud, mesh = fuse(used, dm, ba, cfg, lap)
-    checks = check_result(used, ba, cloud, mesh, cfg, motion_check_meshes(used, cfg, echo),
-                          X1, lm.ids)
+    checks = _checked(frames, used, ba, cloud, mesh, X1, lm, cfg, echo)
     lap("checks")
-    if checks.problems and not cfg.keep_unreliable:
-        raise InputError(f"{frames.path}: the result is not reliable, nothing written: "
-                         f"{'; '.join(checks.problems)} (--keep-unreliable writes it, marked)")
-    for p in checks.problems:
-        warn(echo, f"unreliable result: {p}")
     registration = None
-    if not np.array_equal(joint, keep):
+    if not np.array_equal(joint, keep):  # the other frames, registered to the keyframes
         keep, registration, used, lm, poses0, ba, rep0, rep1 = register_others(
             frames, keep, joint, used, lm_all, dm, poses0, ba, X1, rep0, rep1, cfg, echo)
         gt = None if frames.sequence is None else frames.sequence.cam_T_world[keep]
@@ -164,7 +203,7 @@ def solve_frames(frames: FrameSet, cfg: SolveConfig, echo=None,
     kept[with_face] = keep
     kept = frames_in.in_input(kept)  # of the input's frames
     res = SolveResult(used, kept, lm, dm, poses0, gt, ba, X1, rep0, rep1, cloud, mesh,
-                      timings, None, cfg, photometric=photometric, checks=checks,
+                      lap.timings, None, cfg, photometric=photometric, checks=checks,
                       focal=focal, keyframes=None if registration is None else joint[keep],
                       registration=registration)
     if cfg.evaluate and frames.sequence is not None:
