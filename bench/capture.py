@@ -175,12 +175,17 @@ def markdown(rows: list, meta: dict, note: str = "") -> str:
            f"MediaPipe's face mesh, no other network, `--preset {meta.get('preset', 'fast')}`"
            f"{''.join(f' `--set {x}`' for x in meta.get('sets', []))}. Captures: "
            f"{FRAME[0]}x{FRAME[1]} portrait frames, render at {OFFSET}, over scikit-image's "
-           f"`coffee`. Rotation: mean error after a similarity alignment to the ground truth. "
-           f"Cloud: mean distance to the true surface after ICP with scale (`cloud mm`) and "
-           f"at the cameras' scale (`fixed`), ICP started from the written cameras' "
-           f"similarity to the true ones (every case alike); completeness: share of the true "
-           f"surface within 2 mm; shape: the landmark points' RMS distance from the mean face "
-           f"after a similarity fit (the solve's `face_shape_mm` check)."),
+           f"`coffee`"
+           + (f"; the panned cases: {WIDE[0]}x{WIDE[1]} landscape frames, the camera "
+              f"panning -{PAN_DEG:g} to +{PAN_DEG:g} deg about its centre (the head crossing "
+              f"the frame), the true cameras turned with it"
+              if any("panned" in r["case"] for r in rows) else "")
+           + ". Rotation: mean error after a similarity alignment to the ground truth. "
+           "Cloud: mean distance to the true surface after ICP with scale (`cloud mm`) and "
+           "at the cameras' scale (`fixed`), ICP started from the written cameras' "
+           "similarity to the true ones (every case alike); completeness: share of the true "
+           "surface within 2 mm; shape: the landmark points' RMS distance from the mean face "
+           "after a similarity fit (the solve's `face_shape_mm` check)."),
           "", ("| face | landmarks | case | result | frames | rotation deg | x plain | cloud mm "
                "| fixed | complete | shape mm | focal px | s |"),
           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
