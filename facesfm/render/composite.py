@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from facesfm.data.format import load_sequence
 from facesfm.errors import InputError
+from facesfm.geometry.warp import sample_image
 from facesfm.io import atomic_dir
 
 __all__ = ["Composite", "composite_capture", "panned_capture"]
@@ -95,7 +97,7 @@ def panned_capture(sequence: str | Path, out: str | Path, width: int, height: in
     each; see :func:`_rotation`), in a ``width`` x ``height`` frame with the principal point
     at its centre: the head wanders across the frame as in a hand-held capture, and one K
     still holds for every frame. Each frame is the render resampled through the rotation's
-    homography (bilinear), its head's pixels (depth > 0) pasted over ``background``; the
+    homography (bilinear, :func:`facesfm.geometry.warp.sample_image`), its head's pixels (depth > 0) pasted over ``background``; the
     true poses are the sequence's turned by the same rotations."""
     seq = load_sequence(sequence)
     F = len(seq)
@@ -118,10 +120,11 @@ def panned_capture(sequence: str | Path, out: str | Path, width: int, height: in
             z = np.where(front, d[..., 2], 1.0)
             ur = Kr[0, 0] * d[..., 0] / z + Kr[0, 2]
             vr = Kr[1, 1] * d[..., 1] / z + Kr[1, 2]
-            im = seq.image(i).astype(np.float64)
-            head = (seq.depth(i) > 0).astype(np.float64)
-            col, cov = _bilinear(im, ur, vr), _bilinear(head[..., None], ur, vr)[..., 0]
-            cov = np.where(front, cov, 0.0)[..., None]
+            src = np.concatenate([seq.image(i), (seq.depth(i) > 0)[..., None]], -1)
+            seen = sample_image(
+                torch.as_tensor(src, dtype=torch.float64).permute(2, 0, 1)[None],
+                torch.as_tensor(np.stack([ur, vr], -1))[None])[0].permute(1, 2, 0).numpy()
+            col, cov = seen[..., :3], np.where(front, seen[..., 3], 0.0)[..., None]
             frame = cov * col + (1 - cov) * bg
             name = f"img_{i:03d}{suffix}"
             Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8)).save(tmp / name)
@@ -131,17 +134,3 @@ def panned_capture(sequence: str | Path, out: str | Path, width: int, height: in
             poses[i] = T @ poses[i]
     return Composite(Path(out), Ko, poses, tuple(names))
 
-
-def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``image`` (h, w, c) at pixel positions (u, v) (any shape), 0 outside."""
-    h, w = image.shape[:2]
-    x0, y0 = np.floor(u), np.floor(v)
-    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
-    out = np.zeros(u.shape + image.shape[2:])
-    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                        (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        x, y = x0 + dx, y0 + dy
-        ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-        xi, yi = np.where(ok, x, 0).astype(np.int64), np.where(ok, y, 0).astype(np.int64)
-        out += np.where(ok[..., None], wgt * image[yi, xi], 0.0)
-    return out

@@ -30,9 +30,11 @@ from dataclasses import dataclass, replace
 from typing import Self
 
 import numpy as np
+import torch
 from PIL import Image
 
 from facesfm.errors import InputError
+from facesfm.geometry.se3 import so3_exp
 from facesfm.geometry.similarity import Sim3, umeyama
 from facesfm.solvers.landmark_ba import Landmarks
 
@@ -324,15 +326,12 @@ def crop_image(image: np.ndarray, crop: Crop) -> np.ndarray:
 
 
 def _turn_onto(d: np.ndarray) -> np.ndarray:
-    """(3, 3) the smallest rotation turning the optical axis (0, 0, 1) onto the unit ray
-    ``d``."""
+    """(..., 3, 3) the smallest rotations turning the optical axis (0, 0, 1) onto the unit
+    rays ``d`` (..., 3): about their cross product, by the angle between them."""
     axis = np.cross([0.0, 0.0, 1.0], d)
-    s, c = np.linalg.norm(axis), d[2]
-    if s < 1e-12:
-        return np.eye(3)
-    k = axis / s
-    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + s * Kx + (1 - c) * Kx @ Kx
+    s = np.linalg.norm(axis, axis=-1, keepdims=True)
+    w = axis / np.maximum(s, 1e-300) * np.arctan2(s, d[..., 2:])
+    return so3_exp(torch.as_tensor(w, dtype=torch.float64)).numpy()
 
 
 def view_homography(box: Crop, K: np.ndarray) -> np.ndarray:
@@ -413,18 +412,15 @@ def face_agreement(uv: np.ndarray, weight: np.ndarray, ids: np.ndarray, face_mes
 
 def _ray_rotations(face_mesh: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(F, 3, 3) the rotation turning the optical axis onto the ray through each face mesh's
-    centre (identity for frames without a mesh). A face mesh is the face as seen along that ray: a head
-    off the axis by an angle looks turned by it in no way the mesh shows, while the camera
-    that sees it there is turned by it."""
+    centre (identity for frames without a mesh). A face mesh is the face as seen along that
+    ray: a head off the axis by an angle looks turned by it in no way the mesh shows, while
+    the camera that sees it there is turned by it."""
     found = np.isfinite(face_mesh).all((1, 2))
     uv = np.zeros((len(face_mesh), 2))
     uv[found] = face_mesh[found, :, :2].mean(1)
     d = np.concatenate([uv, np.ones((len(uv), 1))], 1) @ np.linalg.inv(K).T
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    out = np.tile(np.eye(3), (len(d), 1, 1))
-    for f in np.flatnonzero(found):
-        out[f] = _turn_onto(d[f])
-    return out
+    return np.where(found[:, None, None], _turn_onto(d), np.eye(3))
 
 
 def motion_agreement(face_mesh: np.ndarray, cam_T_world: np.ndarray,

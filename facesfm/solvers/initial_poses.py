@@ -143,8 +143,7 @@ def template_poses(K: np.ndarray, lm: Landmarks, min_points: int = 6) -> np.ndar
     there is no depth reflection to resolve), refined by a robust perspective least squares
     (soft-L1, 3 px). The world is the mean face's frame, mm; the face's true shape differs, so
     these poses are a start for the BA, a few degrees off. Frames with fewer than
-    ``min_points`` semantic landmarks get NaN poses, and so do frames whose refinement ends
-    with the face at a depth more than twice or less than half the weak-perspective one.
+    ``min_points`` semantic landmarks get NaN poses.
     """
     ids = np.asarray(lm.ids, dtype=np.int64)
     sem = np.flatnonzero(ids < SEMANTIC_LANDMARKS)
@@ -175,8 +174,6 @@ def template_poses(K: np.ndarray, lm: Landmarks, min_points: int = 6) -> np.ndar
         T = np.eye(4)
         T[:3, :3] = _rodrigues(sol.x[:3])[0]
         T[:3, 3] = sol.x[3:]
-        # a refinement that ran off (the face's centre inside the camera, or at a depth
-        # the frame's own scale does not allow: junk landmarks) leaves no start
-        if t0[2] / 2 < T[2, 3] < 2 * t0[2]:
+        if T[2, 3] > 0:
             out[f] = T
     return out

@@ -437,3 +437,69 @@ def test_tsdf_grid_grows_past_its_initial_blocks(seq9):
     dist = point_to_surface_distances(mesh.vertices, np.asarray(gt.vertices),
                                       np.asarray(gt.triangles))
     assert np.median(dist) < 0.2
+
+
+def test_a_start_the_bundle_adjustment_cannot_take_is_no_start(monkeypatch):
+    """A degenerate factorisation (every camera in one place: nothing triangulates) used to
+    raise out of the solve with a traceback. The BA then runs from the mean face's start;
+    when no start works the solve stops with one line naming the start."""
+    from types import SimpleNamespace
+
+    from facesfm.eval.metrics import pose_errors
+    from facesfm.geometry.camera import project, transform
+    from facesfm.solve import stages
+    from facesfm.solve.config import SolveConfig
+    from facesfm.solvers.baselines import template_landmarks
+    from facesfm.solvers.landmark_ba import Landmarks
+
+    X = template_landmarks(68)
+    centre = X.mean(0)
+    K = intrinsics(500.0, 384, 384)
+    truth = np.stack([look_at(centre + 500.0 * np.array([np.sin(a), 0.0, np.cos(a)]), centre)
+                      for a in np.radians(np.linspace(-40, 40, 9))])
+    uv = np.stack([project(K, transform(T, X)) for T in truth])
+    lm = Landmarks(uv, np.ones(uv.shape[:2]), np.arange(68), "network")
+    cfg = SolveConfig(poses_init="landmarks", depth="landmarks")
+    used = SimpleNamespace(K=K)
+    degenerate = np.repeat(truth[4:5], 9, 0)
+    ba, start, classical = stages.adjust(used, lm, None, degenerate, cfg)
+    assert ba.start == "template" and classical and not np.allclose(start, degenerate)
+    assert pose_errors(ba.poses, truth, "sim3").rotation_deg.max() < 0.1
+    monkeypatch.setattr(stages, "template_poses", lambda K, lm: degenerate.copy())
+    with pytest.raises(InputError) as e:
+        stages.adjust(used, lm, None, degenerate, cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("the bundle adjustment could not start from the "
+                                              "factorisation: ")
+
+
+def test_a_panned_capture_shows_the_render_where_its_cameras_project_it(seq9, tmp_path):
+    """panned_capture's images and its true cameras agree: a surface point lifted from a
+    render's depth and projected with the capture's camera lands on the render's colour
+    there; the render's own camera would put it elsewhere."""
+    from PIL import Image
+
+    from facesfm.data.format import load_sequence
+    from facesfm.geometry.camera import project, transform
+    from facesfm.render.composite import panned_capture
+
+    seq = load_sequence(seq9)
+    cap = panned_capture(seq9, tmp_path / "pan", 400, 240, np.linspace(-15, 15, len(seq)),
+                         np.linspace(5, -5, len(seq)))
+    Kr = np.asarray(seq.K)
+    for i in (0, 4, 8):
+        img = seq.image(i).astype(np.float64)
+        depth = seq.depth(i)
+        r, c = np.nonzero(depth > 0)
+        pick = np.linspace(0, len(r) - 1, 200).round().astype(int)
+        r, c = r[pick], c[pick]
+        Xc = depth[r, c][:, None] * (np.stack([c, r, np.ones_like(c)], 1) @ np.linalg.inv(Kr).T)
+        Xw = transform(np.linalg.inv(np.asarray(seq.cam_T_world[i])), Xc)
+        out = np.asarray(Image.open(cap.path / cap.names[i])).astype(np.float64)
+        uv = np.rint(project(cap.K, transform(cap.cam_T_world[i], Xw))).astype(int)
+        assert ((uv >= 0) & (uv < [400, 240])).all()
+        err = np.abs(out[uv[:, 1], uv[:, 0]] - img[r, c]).mean()
+        assert err < 3.0, (i, err)
+        if i != 4:  # the render's camera unturned would read other pixels
+            uv0 = np.rint(project(cap.K, transform(np.asarray(seq.cam_T_world[i]), Xw)))
+            assert np.abs(uv0 - uv).max() > 20
